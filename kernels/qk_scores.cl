@@ -1,0 +1,50 @@
+/* Raw scores S = Q.K^T for a chunk of heads (first step of the three-kernel
+ * path; scale and mask come in softmax.cl).
+ *
+ * Work-group: QK_TILE x QK_TILE work-items (dim 0: keys, dim 1: queries),
+ * dim 2: one head of the chunk. One work-item computes one score
+ * S[head][i][j]; tiles of QK_TILE rows x QK_TILE dims of Q and K are staged
+ * in local memory, K transposed so that consecutive work-items read
+ * consecutive addresses. Tiles wholly above a causal diagonal are skipped:
+ * softmax never reads them.
+ *
+ * S is [heads in chunk][seq_q][seq_k], contiguous.
+ */
+#ifndef QK_TILE
+#define QK_TILE 16
+#endif
+
+__kernel __attribute__((reqd_work_group_size(QK_TILE, QK_TILE, 1))) void
+qk_scores(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
+          __global const float *k, ulong k_off, long k_sb, long k_sh, long k_ss,
+          __global float *s, int seq_q, int seq_k, int heads_q, int group, int head_base) {
+    const int lx = get_local_id(0), ly = get_local_id(1);
+    const int j0 = get_group_id(0) * QK_TILE, i0 = get_group_id(1) * QK_TILE;
+    const int chunk_head = get_global_id(2);
+    const int bh = head_base + chunk_head;
+    const int b = bh / heads_q, h = bh % heads_q;
+
+    /* Uniform across the work-group, so returning before the barriers is safe. */
+    if (j0 > last_visible_key(min(i0 + QK_TILE - 1, seq_q - 1), seq_q, seq_k))
+        return;
+
+    const __global float *qh = q + q_off + b * q_sb + h * q_sh;
+    const __global float *kh = k + k_off + b * k_sb + (h / group) * k_sh;
+    __local float q_tile[QK_TILE][QK_TILE + 1]; /* [query][dim] */
+    __local float k_tile[QK_TILE][QK_TILE + 1]; /* [dim][key] */
+
+    float acc = 0.0f;
+    for (int d0 = 0; d0 < HEAD_DIM; d0 += QK_TILE) {
+        const int d = d0 + lx;
+        const int qi = i0 + ly, kj = j0 + ly;
+        q_tile[ly][lx] = (qi < seq_q && d < HEAD_DIM) ? qh[qi * q_ss + d] : 0.0f;
+        k_tile[lx][ly] = (kj < seq_k && d < HEAD_DIM) ? kh[kj * k_ss + d] : 0.0f;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int dd = 0; dd < QK_TILE; dd++)
+            acc = fma(q_tile[ly][dd], k_tile[dd][lx], acc);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const int i = i0 + ly, j = j0 + lx;
+    if (i < seq_q && j < seq_k)
+        s[((long)chunk_head * seq_q + i) * seq_k + j] = acc;
+}

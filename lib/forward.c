@@ -1,0 +1,227 @@
+/* The API edge of a forward: validation into a plan, dispatch to an
+ * algorithm, and for the host call the uploads, downloads and staging that
+ * keep the caller's outputs untouched on failure. */
+#include "attn_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static attn_status check_algorithm(attn_context_t ctx, const attn_plan *plan) {
+    return plan->algo == ATTN_ALGO_THREE_KERNEL ? attn_three_kernel_check(ctx, plan)
+                                                : ATTN_SUCCESS;
+}
+
+attn_status attn_check(attn_context_t ctx, const attn_params *params, int want_lse,
+                       int want_probs, attn_algo *algo) {
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_check: ctx is NULL");
+    attn_plan plan;
+    attn_status status = attn_plan_make(ctx, params, want_lse, want_probs, &plan);
+    if (status == ATTN_SUCCESS)
+        status = check_algorithm(ctx, &plan);
+    if (status == ATTN_SUCCESS && algo)
+        *algo = plan.algo;
+    return status;
+}
+
+attn_status attn_prepare(attn_context_t ctx, const attn_params *params, int want_lse,
+                         int want_probs) {
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_prepare: ctx is NULL");
+    attn_plan plan;
+    attn_status status = attn_plan_make(ctx, params, want_lse, want_probs, &plan);
+    if (status != ATTN_SUCCESS)
+        return status;
+    pthread_mutex_lock(&ctx->lock);
+    status = plan.algo == ATTN_ALGO_THREE_KERNEL ? attn_three_kernel_prepare(ctx, &plan)
+                                                 : attn_fused_prepare(ctx, &plan);
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+/* Runs the plan's algorithm; the caller holds ctx->lock. */
+static attn_status dispatch(attn_context_t ctx, const attn_plan *plan,
+                            const attn_device_args *args, float *probs_host, cl_uint num_wait,
+                            const cl_event *wait_list, cl_event *done) {
+    attn_status status = check_algorithm(ctx, plan);
+    if (status != ATTN_SUCCESS)
+        return status;
+    if (plan->algo == ATTN_ALGO_THREE_KERNEL)
+        return attn_three_kernel_run(ctx, plan, args, probs_host, num_wait, wait_list, done);
+    return attn_fused_run(ctx, plan, args, num_wait, wait_list, done);
+}
+
+/* A device buffer of `bytes`, filled from `host` when it is not NULL. */
+static attn_status create_buffer(attn_context_t ctx, const char *name, size_t bytes,
+                                 const void *host, cl_mem *out) {
+    const size_t max_alloc = (size_t)ctx->info.max_alloc_bytes;
+    if (max_alloc && bytes > max_alloc)
+        return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
+                         "%s needs %zu bytes, above the device's largest allocation (%zu)", name,
+                         bytes, max_alloc);
+    cl_int err;
+    cl_mem_flags flags = CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0);
+    *out = clCreateBuffer(ctx->context, flags, bytes, (void *)(uintptr_t)host, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return attn_fail(ctx, (attn_status)err, "clCreateBuffer for %s (%zu bytes) failed: %s (%d)",
+                         name, bytes, attn_cl_error_name(err), (int)err);
+    }
+    return ATTN_SUCCESS;
+}
+
+static attn_status read_buffer(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
+                               void *host) {
+    cl_int err = clEnqueueReadBuffer(ctx->queue, buffer, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail(ctx, (attn_status)err, "clEnqueueReadBuffer for %s failed: %s (%d)", name,
+                         attn_cl_error_name(err), (int)err);
+    return ATTN_SUCCESS;
+}
+
+/* Whether a strided output leaves gaps between its rows inside its extent:
+ * then the device copy starts as the caller's data, so that downloading the
+ * whole extent writes the gaps back unchanged. */
+static int has_gaps(const attn_plan *plan, size_t extent, size_t row) {
+    return extent != (size_t)plan->p.batch * (size_t)plan->p.heads_q * (size_t)plan->p.seq_q * row;
+}
+
+typedef struct host_staging {
+    float *o, *lse, *probs;
+} host_staging;
+
+static void release_all(attn_device_args *d, host_staging *st) {
+    cl_mem mems[5] = {d->q, d->k, d->v, d->o, d->lse};
+    for (int i = 0; i < 5; i++)
+        if (mems[i])
+            clReleaseMemObject(mems[i]);
+    free(st->o);
+    free(st->lse);
+    free(st->probs);
+}
+
+static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan, const void *q,
+                                  const void *k, const void *v, void *o, float *lse,
+                                  float *probs) {
+    const size_t es = plan->element_size;
+    const size_t o_bytes = plan->o_extent * es, lse_bytes = plan->lse_extent * sizeof(float);
+    attn_device_args d = {0};
+    host_staging st = {0};
+    attn_status status = ATTN_SUCCESS;
+
+    st.o = malloc(o_bytes);
+    if (lse)
+        st.lse = malloc(lse_bytes);
+    if (probs)
+        st.probs = malloc(plan->probs_elems * sizeof(float));
+    if (!st.o || (lse && !st.lse) || (probs && !st.probs)) {
+        release_all(&d, &st);
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                         "cannot allocate host staging for the outputs (%zu + %zu + %zu bytes)",
+                         o_bytes, lse ? lse_bytes : 0,
+                         probs ? plan->probs_elems * sizeof(float) : 0);
+    }
+
+    status = create_buffer(ctx, "Q", plan->q_extent * es, q, &d.q);
+    if (status == ATTN_SUCCESS)
+        status = create_buffer(ctx, "K", plan->k_extent * es, k, &d.k);
+    if (status == ATTN_SUCCESS)
+        status = create_buffer(ctx, "V", plan->v_extent * es, v, &d.v);
+    if (status == ATTN_SUCCESS)
+        status = create_buffer(ctx, "O", o_bytes,
+                               has_gaps(plan, plan->o_extent, (size_t)plan->p.head_dim_v) ? o
+                                                                                          : NULL,
+                               &d.o);
+    if (status == ATTN_SUCCESS && lse)
+        status = create_buffer(ctx, "LSE", lse_bytes,
+                               has_gaps(plan, plan->lse_extent, 1) ? lse : NULL, &d.lse);
+    if (status == ATTN_SUCCESS)
+        status = dispatch(ctx, plan, &d, st.probs, 0, NULL, NULL);
+    if (status == ATTN_SUCCESS)
+        status = read_buffer(ctx, "O", d.o, o_bytes, st.o);
+    if (status == ATTN_SUCCESS && lse)
+        status = read_buffer(ctx, "LSE", d.lse, lse_bytes, st.lse);
+    if (status == ATTN_SUCCESS) {
+        memcpy(o, st.o, o_bytes);
+        if (lse)
+            memcpy(lse, st.lse, lse_bytes);
+        if (probs)
+            memcpy(probs, st.probs, plan->probs_elems * sizeof(float));
+    }
+    release_all(&d, &st);
+    return status;
+}
+
+attn_status attn_forward(attn_context_t ctx, const attn_params *params, const void *q,
+                         const void *k, const void *v, void *o, float *lse, float *probs) {
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_forward: ctx is NULL");
+    if (!q || !k || !v || !o)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "attn_forward: q, k, v and o are required");
+    attn_plan plan;
+    attn_status status = attn_plan_make(ctx, params, lse != NULL, probs != NULL, &plan);
+    if (status != ATTN_SUCCESS)
+        return status;
+    pthread_mutex_lock(&ctx->lock);
+    status = forward_locked(ctx, &plan, q, k, v, o, lse, probs);
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+/* Checks one caller buffer against the extent the plan gives it and turns
+ * its byte offset into an element offset. */
+static attn_status check_device_tensor(attn_context_t ctx, const char *name, cl_mem mem,
+                                       size_t offset, size_t extent, size_t element_size,
+                                       size_t *element_offset) {
+    if (offset % element_size != 0)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "%s offset %zu is not a multiple of the element size %zu", name, offset,
+                         element_size);
+    size_t size = 0;
+    cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail(ctx, (attn_status)err, "clGetMemObjectInfo(%s) failed: %s (%d)", name,
+                         attn_cl_error_name(err), (int)err);
+    const size_t need = extent * element_size;
+    if (offset > size || size - offset < need)
+        return attn_fail(ctx, ATTN_ERR_BUFFER_TOO_SMALL,
+                         "%s holds %zu bytes; from offset %zu the shape needs %zu", name, size,
+                         offset, need);
+    *element_offset = offset / element_size;
+    return ATTN_SUCCESS;
+}
+
+attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
+                                const attn_device_tensors *t, cl_uint num_wait_events,
+                                const cl_event *wait_list, cl_event *event) {
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_forward_device: ctx is NULL");
+    if (!t || !t->q || !t->k || !t->v || !t->o)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "attn_forward_device: tensors and their q, k, v and o are required");
+    if ((num_wait_events > 0) != (wait_list != NULL))
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "wait_list must be NULL exactly when num_wait_events is 0");
+    attn_plan plan;
+    attn_status status = attn_plan_make(ctx, params, t->lse != NULL, 0, &plan);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const size_t es = plan.element_size;
+    attn_device_args d = {.q = t->q, .k = t->k, .v = t->v, .o = t->o, .lse = t->lse};
+    status = check_device_tensor(ctx, "Q", t->q, t->q_offset, plan.q_extent, es, &d.q_offset);
+    if (status == ATTN_SUCCESS)
+        status = check_device_tensor(ctx, "K", t->k, t->k_offset, plan.k_extent, es, &d.k_offset);
+    if (status == ATTN_SUCCESS)
+        status = check_device_tensor(ctx, "V", t->v, t->v_offset, plan.v_extent, es, &d.v_offset);
+    if (status == ATTN_SUCCESS)
+        status = check_device_tensor(ctx, "O", t->o, t->o_offset, plan.o_extent, es, &d.o_offset);
+    if (status == ATTN_SUCCESS && t->lse)
+        status = check_device_tensor(ctx, "LSE", t->lse, t->lse_offset, plan.lse_extent,
+                                     sizeof(float), &d.lse_offset);
+    if (status != ATTN_SUCCESS)
+        return status;
+    pthread_mutex_lock(&ctx->lock);
+    status = dispatch(ctx, &plan, &d, NULL, num_wait_events, wait_list, event);
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
