@@ -69,18 +69,31 @@ extern "C" {
 typedef enum attn_status {
     ATTN_SUCCESS = 0,
     /* -1 .. -1999: OpenCL error codes, passed through unchanged. */
-    ATTN_ERR_NULL_ARGUMENT = -2001,     /* a required pointer or cl_mem is NULL */
-    ATTN_ERR_INVALID_SIZE = -2002,      /* a size is zero or negative, or heads_kv does not divide heads_q */
-    ATTN_ERR_UNSUPPORTED_HEAD_DIM = -2003, /* head_dim or head_dim_v outside 1..ATTN_MAX_HEAD_DIM */
-    ATTN_ERR_SIZE_OVERFLOW = -2004,     /* an element or byte count does not fit size_t */
-    ATTN_ERR_BUFFER_TOO_SMALL = -2005,  /* a cl_mem (from its offset) is smaller than the shape needs */
-    ATTN_ERR_INVALID_VALUE = -2006,     /* an enum out of range, a non-finite scale, a bad stride or offset */
-    ATTN_ERR_UNSUPPORTED = -2007,       /* a valid request this build or device cannot serve */
-    ATTN_ERR_DEVICE_OUT_OF_MEMORY = -2008, /* the device cannot hold even one head's working set */
-    ATTN_ERR_HOST_OUT_OF_MEMORY = -2009,   /* a host allocation failed */
-    ATTN_ERR_NO_DEVICE = -2010,         /* no OpenCL platform or device, or none matching the request */
-    ATTN_ERR_INVALID_DEVICE_SPEC = -2011, /* ATTN_CL_DEVICE or the options name no device that exists */
-    ATTN_ERR_KERNEL_SOURCE = -2012,     /* a kernel source could not be read (ATTN_CL_KERNEL_DIR) */
+
+    /* A required pointer or cl_mem is NULL. */
+    ATTN_ERR_NULL_ARGUMENT = -2001,
+    /* A size is zero or negative, or heads_kv does not divide heads_q. */
+    ATTN_ERR_INVALID_SIZE = -2002,
+    /* head_dim or head_dim_v outside 1..ATTN_MAX_HEAD_DIM. */
+    ATTN_ERR_UNSUPPORTED_HEAD_DIM = -2003,
+    /* An element or byte count does not fit size_t. */
+    ATTN_ERR_SIZE_OVERFLOW = -2004,
+    /* A cl_mem, from its offset, is smaller than the shape needs. */
+    ATTN_ERR_BUFFER_TOO_SMALL = -2005,
+    /* An enum out of range, a non-finite scale, a bad stride or offset. */
+    ATTN_ERR_INVALID_VALUE = -2006,
+    /* A valid request this build or device cannot serve. */
+    ATTN_ERR_UNSUPPORTED = -2007,
+    /* The device cannot hold even one head's working set. */
+    ATTN_ERR_DEVICE_OUT_OF_MEMORY = -2008,
+    /* A host allocation failed. */
+    ATTN_ERR_HOST_OUT_OF_MEMORY = -2009,
+    /* No OpenCL platform or device, or none matching the request. */
+    ATTN_ERR_NO_DEVICE = -2010,
+    /* ATTN_CL_DEVICE or the options name no device that exists. */
+    ATTN_ERR_INVALID_DEVICE_SPEC = -2011,
+    /* A kernel source could not be read (ATTN_CL_KERNEL_DIR). */
+    ATTN_ERR_KERNEL_SOURCE = -2012,
 } attn_status;
 
 typedef enum attn_mask {
@@ -90,9 +103,13 @@ typedef enum attn_mask {
 } attn_mask;
 
 typedef enum attn_algo {
-    ATTN_ALGO_AUTO = 0,         /* the best path that can serve the request */
-    ATTN_ALGO_THREE_KERNEL = 1, /* QKᵀ → scale+mask+softmax → P·V; holds the score matrix, can return probabilities */
-    ATTN_ALGO_FUSED = 2,        /* tile-by-tile online softmax, O(n) memory */
+    /* The best path that can serve the request. */
+    ATTN_ALGO_AUTO = 0,
+    /* Q.K^T, then scale+mask+softmax, then P.V: holds the score matrix and
+     * can return the probabilities. */
+    ATTN_ALGO_THREE_KERNEL = 1,
+    /* Tile by tile with an online softmax: O(n) memory. */
+    ATTN_ALGO_FUSED = 2,
 } attn_algo;
 
 typedef enum attn_dtype {
@@ -114,7 +131,7 @@ typedef struct attn_strides {
 typedef struct attn_params {
     int32_t batch;
     int32_t heads_q;
-    int32_t heads_kv;   /* 0: same as heads_q; must divide heads_q (grouped-query attention) */
+    int32_t heads_kv; /* 0: same as heads_q; must divide heads_q (grouped-query attention) */
     int32_t seq_q;
     int32_t seq_k;
     int32_t head_dim;   /* of Q and K, 1..ATTN_MAX_HEAD_DIM */
@@ -128,8 +145,8 @@ typedef struct attn_params {
 
 /* Defaults: heads_kv = heads_q, head_dim_v = head_dim, scale 1/sqrt(head_dim),
  * no mask, ATTN_ALGO_AUTO, f32, contiguous BHSD. */
-ATTN_API void attn_params_init(attn_params *params, int32_t batch, int32_t heads,
-                               int32_t seq_q, int32_t seq_k, int32_t head_dim);
+ATTN_API void attn_params_init(attn_params *params, int32_t batch, int32_t heads, int32_t seq_q,
+                               int32_t seq_k, int32_t head_dim);
 
 /* ---- Devices and contexts ------------------------------------------------ */
 
@@ -138,7 +155,7 @@ typedef struct attn_context *attn_context_t;
 typedef struct attn_device_info {
     int32_t platform_index;
     int32_t device_index;
-    int32_t is_gpu;          /* CL_DEVICE_TYPE_GPU */
+    int32_t is_gpu; /* CL_DEVICE_TYPE_GPU */
     int32_t compute_units;
     uint64_t global_mem_bytes;
     uint64_t max_alloc_bytes;
@@ -155,8 +172,8 @@ typedef struct attn_device_info {
 ATTN_API attn_status attn_list_devices(attn_device_info *out, size_t capacity, size_t *count);
 
 typedef struct attn_context_options {
-    int32_t platform_index; /* -1 (default): choose automatically */
-    int32_t device_index;   /* -1 (default): choose automatically; index within the platform */
+    int32_t platform_index;   /* -1 (default): choose automatically */
+    int32_t device_index;     /* -1 (default): choose automatically; index within the platform */
     int32_t enable_profiling; /* create the queue with CL_QUEUE_PROFILING_ENABLE */
 } attn_context_options;
 
@@ -192,19 +209,17 @@ ATTN_API attn_status attn_check(attn_context_t ctx, const attn_params *params, i
 ATTN_API attn_status attn_prepare(attn_context_t ctx, const attn_params *params, int want_lse,
                                   int want_probs);
 
-
 /* Host memory in and out: uploads Q, K, V, computes and downloads O and, when
  * not NULL, the log-sum-exp `lse` (float, laid out by params->lse_strides) and
  * the probabilities `probs` (float, [batch, heads_q, seq_q, seq_k] contiguous;
  * only the three-kernel path produces them, so ATTN_ALGO_AUTO chooses it then).
  * Blocks until done. On failure nothing the caller passed is written. */
-ATTN_API attn_status attn_forward(attn_context_t ctx, const attn_params *params,
-                                  const void *q, const void *k, const void *v,
-                                  void *o, float *lse, float *probs);
+ATTN_API attn_status attn_forward(attn_context_t ctx, const attn_params *params, const void *q,
+                                  const void *k, const void *v, void *o, float *lse, float *probs);
 
 typedef struct attn_device_tensors {
     cl_mem q, k, v, o;
-    cl_mem lse;           /* NULL: not wanted */
+    cl_mem lse;                                                /* NULL: not wanted */
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset; /* in bytes */
 } attn_device_tensors;
 

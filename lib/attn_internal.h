@@ -30,13 +30,13 @@ const char *attn_cl_error_name(cl_int err);
  * extent each tensor covers (in elements, from its first element) known to
  * fit size_t. Algorithms take a plan and never re-check it. */
 typedef struct attn_plan {
-    attn_params p;         /* heads_kv, head_dim_v, scale and all strides resolved */
-    int32_t group;         /* heads_q / heads_kv */
+    attn_params p; /* heads_kv, head_dim_v, scale and all strides resolved */
+    int32_t group; /* heads_q / heads_kv */
     size_t q_extent, k_extent, v_extent, o_extent, lse_extent; /* elements */
-    size_t element_size;   /* of Q, K, V, O storage */
-    size_t probs_elems;    /* batch * heads_q * seq_q * seq_k */
+    size_t element_size;                                       /* of Q, K, V, O storage */
+    size_t probs_elems;                                        /* batch * heads_q * seq_q * seq_k */
     int want_lse, want_probs;
-    attn_algo algo;        /* resolved: never ATTN_ALGO_AUTO */
+    attn_algo algo; /* resolved: never ATTN_ALGO_AUTO */
 } attn_plan;
 
 /* Validates `params` (NULL, sizes, head dims, enums, scale, strides,
@@ -54,10 +54,10 @@ struct attn_context {
     cl_device_id device;
     cl_command_queue queue;
     attn_device_info info;
-    pthread_mutex_t lock;          /* serializes forwards: kernels and their args are shared */
+    pthread_mutex_t lock; /* serializes forwards: kernels and their args are shared */
     pthread_mutex_t error_lock;
     char last_error[ATTN_ERROR_MESSAGE_MAX];
-    attn_program_entry *programs;  /* program cache, see program_cache.c */
+    attn_program_entry *programs; /* program cache, see program_cache.c */
 };
 
 attn_status attn_query_device_info(attn_context_t ctx, cl_device_id device, int32_t platform_index,
@@ -87,8 +87,8 @@ typedef struct attn_device_args {
  * O/LSE. The caller holds ctx->lock. On failure the algorithm waits for
  * whatever it had already enqueued (clFinish) and releases its temporaries. */
 attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,
-                                  const attn_device_args *args, float *probs_host,
-                                  cl_uint num_wait, const cl_event *wait_list, cl_event *done);
+                                  const attn_device_args *args, float *probs_host, cl_uint num_wait,
+                                  const cl_event *wait_list, cl_event *done);
 /* Whether the device can hold one head's scores (attn_check uses it). */
 attn_status attn_three_kernel_check(attn_context_t ctx, const attn_plan *plan);
 /* Builds the kernels attn_three_kernel_run would use for `plan`. */

@@ -81,8 +81,7 @@ attn_status attn_context_create_from_cl(cl_context context, cl_device_id device,
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
                          "attn_context_create_from_cl needs a context, a device and a queue");
     cl_command_queue_properties props = 0;
-    cl_int err =
-        clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
     if (err != CL_SUCCESS)
         return attn_fail_cl(NULL, err, "clGetCommandQueueInfo");
     if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)

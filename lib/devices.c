@@ -1,6 +1,6 @@
 /* Device discovery: listing every device and choosing one for a context. */
-#include "attn_internal.h"
 #include "devices.h"
+#include "attn_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,8 +38,7 @@ attn_status attn_query_device_info(attn_context_t ctx, cl_device_id device, int3
         err = clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc,
                               NULL);
     if (err == CL_SUCCESS)
-        err = clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_mem, &local_mem,
-                              NULL);
+        err = clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_mem, &local_mem, NULL);
     if (err != CL_SUCCESS)
         return attn_fail_cl(ctx, err, "clGetDeviceInfo");
 

@@ -9,7 +9,6 @@
 attn_status attn_choose_device(const attn_context_options *options, cl_device_id *chosen,
                                int32_t *platform_index, int32_t *device_index);
 
-
 /* The indices attn_list_devices would give `device`, or -1 / -1. */
 void attn_find_device_indices(cl_device_id device, int32_t *platform_index, int32_t *device_index);
 

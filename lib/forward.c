@@ -7,12 +7,11 @@
 #include <string.h>
 
 static attn_status check_algorithm(attn_context_t ctx, const attn_plan *plan) {
-    return plan->algo == ATTN_ALGO_THREE_KERNEL ? attn_three_kernel_check(ctx, plan)
-                                                : ATTN_SUCCESS;
+    return plan->algo == ATTN_ALGO_THREE_KERNEL ? attn_three_kernel_check(ctx, plan) : ATTN_SUCCESS;
 }
 
-attn_status attn_check(attn_context_t ctx, const attn_params *params, int want_lse,
-                       int want_probs, attn_algo *algo) {
+attn_status attn_check(attn_context_t ctx, const attn_params *params, int want_lse, int want_probs,
+                       attn_algo *algo) {
     if (!ctx)
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_check: ctx is NULL");
     attn_plan plan;
@@ -40,9 +39,9 @@ attn_status attn_prepare(attn_context_t ctx, const attn_params *params, int want
 }
 
 /* Runs the plan's algorithm; the caller holds ctx->lock. */
-static attn_status dispatch(attn_context_t ctx, const attn_plan *plan,
-                            const attn_device_args *args, float *probs_host, cl_uint num_wait,
-                            const cl_event *wait_list, cl_event *done) {
+static attn_status dispatch(attn_context_t ctx, const attn_plan *plan, const attn_device_args *args,
+                            float *probs_host, cl_uint num_wait, const cl_event *wait_list,
+                            cl_event *done) {
     attn_status status = check_algorithm(ctx, plan);
     if (status != ATTN_SUCCESS)
         return status;
@@ -101,8 +100,7 @@ static void release_all(attn_device_args *d, host_staging *st) {
 }
 
 static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan, const void *q,
-                                  const void *k, const void *v, void *o, float *lse,
-                                  float *probs) {
+                                  const void *k, const void *v, void *o, float *lse, float *probs) {
     const size_t es = plan->element_size;
     const size_t o_bytes = plan->o_extent * es, lse_bytes = plan->lse_extent * sizeof(float);
     attn_device_args d = {0};
@@ -128,10 +126,9 @@ static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan, con
     if (status == ATTN_SUCCESS)
         status = create_buffer(ctx, "V", plan->v_extent * es, v, &d.v);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "O", o_bytes,
-                               has_gaps(plan, plan->o_extent, (size_t)plan->p.head_dim_v) ? o
-                                                                                          : NULL,
-                               &d.o);
+        status = create_buffer(
+            ctx, "O", o_bytes,
+            has_gaps(plan, plan->o_extent, (size_t)plan->p.head_dim_v) ? o : NULL, &d.o);
     if (status == ATTN_SUCCESS && lse)
         status = create_buffer(ctx, "LSE", lse_bytes,
                                has_gaps(plan, plan->lse_extent, 1) ? lse : NULL, &d.lse);

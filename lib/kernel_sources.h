@@ -6,7 +6,7 @@
 #include "attn_internal.h"
 
 typedef struct attn_embedded_kernel {
-    const char *name;   /* file name without ".cl" */
+    const char *name; /* file name without ".cl" */
     const char *source;
 } attn_embedded_kernel;
 

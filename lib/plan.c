@@ -33,10 +33,10 @@ static int mul_add(size_t a, size_t b, size_t c, size_t *out) {
 /* One tensor of up to three strided dimensions over a contiguous inner run. */
 typedef struct tensor_shape {
     const char *name;
-    int64_t size[3];   /* batch, heads, seq */
+    int64_t size[3]; /* batch, heads, seq */
     attn_strides *strides;
-    int64_t inner;     /* contiguous elements per row (head dim; 1 for LSE) */
-    int is_output;     /* outputs must not overlap themselves */
+    int64_t inner; /* contiguous elements per row (head dim; 1 for LSE) */
+    int is_output; /* outputs must not overlap themselves */
 } tensor_shape;
 
 static void default_strides(tensor_shape *t) {

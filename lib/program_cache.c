@@ -53,9 +53,9 @@ static attn_status fail_build(attn_context_t ctx, cl_int err, cl_program program
             log[0] = '\0';
         log[log_size] = '\0';
     }
-    attn_status status =
-        attn_fail(ctx, (attn_status)err, "clBuildProgram failed for %s.cl with options \"%s\": %s (%d)\n%s",
-                  program_name, options, attn_cl_error_name(err), (int)err, log ? log : "");
+    attn_status status = attn_fail(
+        ctx, (attn_status)err, "clBuildProgram failed for %s.cl with options \"%s\": %s (%d)\n%s",
+        program_name, options, attn_cl_error_name(err), (int)err, log ? log : "");
     free(log);
     return status;
 }

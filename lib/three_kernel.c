@@ -17,8 +17,8 @@ typedef struct three_kernels {
 
 static attn_status choose_shape(attn_context_t ctx, three_kernel_shape *shape) {
     size_t max_wg = 0;
-    cl_int err = clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg,
-                                 &max_wg, NULL);
+    cl_int err =
+        clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
     if (err != CL_SUCCESS)
         return attn_fail_cl(ctx, err, "clGetDeviceInfo(CL_DEVICE_MAX_WORK_GROUP_SIZE)");
     /* 16x16 tiles where the device allows 256 work-items a group, else 8x8. */
@@ -42,8 +42,8 @@ static attn_status get_kernels(attn_context_t ctx, const attn_plan *plan,
     status = attn_get_kernel(ctx, "softmax", "softmax_rows", options, &k->softmax);
     if (status != ATTN_SUCCESS)
         return status;
-    snprintf(options, sizeof options, "-DHEAD_DIM_V=%d -DMASK_MODE=%d -DPV_TILE=%zu",
-             p->head_dim_v, (int)p->mask, shape->pv_tile);
+    snprintf(options, sizeof options, "-DHEAD_DIM_V=%d -DMASK_MODE=%d -DPV_TILE=%zu", p->head_dim_v,
+             (int)p->mask, shape->pv_tile);
     return attn_get_kernel(ctx, "pv", "pv", options, &k->pv);
 }
 
@@ -110,10 +110,10 @@ static attn_status enqueue(attn_context_t ctx, cl_kernel kernel, const char *nam
 }
 
 /* Enqueues the three kernels for heads [head_base, head_base + heads). */
-static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan,
-                             const attn_device_args *a, const three_kernel_shape *shape,
-                             const three_kernels *k, cl_mem scores, int head_base, int heads,
-                             cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
+static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan, const attn_device_args *a,
+                             const three_kernel_shape *shape, const three_kernels *k, cl_mem scores,
+                             int head_base, int heads, cl_uint num_wait, const cl_event *wait_list,
+                             cl_event *done) {
     const attn_params *p = &plan->p;
     const cl_ulong q_off = a->q_offset, k_off = a->k_offset, v_off = a->v_offset,
                    o_off = a->o_offset, lse_off = a->lse_offset;
@@ -143,10 +143,10 @@ static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan,
     if (status != ATTN_SUCCESS)
         return status;
 
-    status = attn_set_kernel_args(ctx, k->softmax, "softmax_rows", 11, ATTN_ARG(scores),
-                                  ATTN_ARG(seq_q), ATTN_ARG(seq_k), ATTN_ARG(scale),
-                                  ATTN_ARG(heads_q), ATTN_ARG(base), ATTN_ARG(lse),
-                                  ATTN_ARG(lse_off), ATTN_ARG(l_sb), ATTN_ARG(l_sh), ATTN_ARG(l_ss));
+    status = attn_set_kernel_args(
+        ctx, k->softmax, "softmax_rows", 11, ATTN_ARG(scores), ATTN_ARG(seq_q), ATTN_ARG(seq_k),
+        ATTN_ARG(scale), ATTN_ARG(heads_q), ATTN_ARG(base), ATTN_ARG(lse), ATTN_ARG(lse_off),
+        ATTN_ARG(l_sb), ATTN_ARG(l_sh), ATTN_ARG(l_ss));
     if (status != ATTN_SUCCESS)
         return status;
     const size_t sm_global[3] = {shape->softmax_wg, (size_t)heads * (size_t)seq_q, 1};
@@ -169,8 +169,8 @@ static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan,
 }
 
 attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,
-                                  const attn_device_args *args, float *probs_host,
-                                  cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
+                                  const attn_device_args *args, float *probs_host, cl_uint num_wait,
+                                  const cl_event *wait_list, cl_event *done) {
     const attn_params *p = &plan->p;
     three_kernel_shape shape;
     three_kernels kernels;
@@ -200,9 +200,9 @@ attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,
     for (size_t base = 0; base < total && status == ATTN_SUCCESS; base += chunk) {
         const size_t heads = total - base < chunk ? total - base : chunk;
         const int last = base + heads == total;
-        status = run_chunk(ctx, plan, args, &shape, &kernels, scores, (int)base, (int)heads,
-                           base == 0 ? num_wait : 0, base == 0 ? wait_list : NULL,
-                           last ? done : NULL);
+        status =
+            run_chunk(ctx, plan, args, &shape, &kernels, scores, (int)base, (int)heads,
+                      base == 0 ? num_wait : 0, base == 0 ? wait_list : NULL, last ? done : NULL);
         enqueued = 1;
         if (status == ATTN_SUCCESS && probs_host) {
             /* The scores now hold this chunk's probabilities; the next chunk reuses them. */
