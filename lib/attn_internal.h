@@ -4,6 +4,7 @@
 #define ATTN_INTERNAL_H
 
 #include "attn_cl.h"
+#include "cl_calls.h"
 
 #include <pthread.h>
 #include <stdarg.h>
