@@ -1,0 +1,174 @@
+/* Fused attention forward shaped for GPUs.
+ *
+ * Work-group: BLOCK_M * TPR work-items, dim 0; global size
+ * (ceil(seq_q / BLOCK_M) * BLOCK_M * TPR, heads_q, batch). A work-group
+ * computes BLOCK_M consecutive query rows of one (batch, head); TPR
+ * work-items share each row: work-item (row = lid / TPR, sub = lid % TPR)
+ * computes the scores of keys sub, sub + TPR, ... of each BLOCK_N-key tile
+ * and accumulates output columns sub, sub + TPR, ... of its row.
+ *
+ * Per key tile: the group loads the K tile into local memory (coalesced:
+ * consecutive work-items read consecutive head_dim elements), computes
+ * scores against the Q block (also in local memory), shares per-row maxima
+ * through local memory, writes the probabilities to a local P tile, reuses
+ * the K tile's local memory for the V tile and accumulates P.V. Local rows
+ * are padded by one float so that the work-items of a row (reading
+ * different keys at one head_dim element) hit different banks. Every
+ * barrier is reached by every work-item: the tile loop's bounds are the same
+ * for the whole group, and edge tiles load zeros instead of branching around
+ * the barriers.
+ *
+ * Softmax is online and in base 2 with an exact running maximum m of the
+ * unscaled scores: p = exp2(s * c - m * c), c = scale * log2(e), in one fma
+ * (rounding Q * scale would cost as much accuracy as the dot product). Keys
+ * above the causal diagonal of the block's last row are never loaded; scores
+ * past a row's last visible key are -INFINITY. A row that sees no key writes
+ * O = 0 and LSE = -INFINITY.
+ *
+ * Build-time parameters (beside common.cl's):
+ *   BLOCK_M  query rows per work-group
+ *   BLOCK_N  keys per tile, a multiple of TPR
+ *   TPR      work-items per query row
+ */
+#ifndef BLOCK_M
+#define BLOCK_M 16
+#endif
+#ifndef BLOCK_N
+#define BLOCK_N 32
+#endif
+#ifndef TPR
+#define TPR 8
+#endif
+
+#define WG_SIZE (BLOCK_M * TPR)
+#define KEYS_PER_ITEM (BLOCK_N / TPR)
+#define COLS_PER_ITEM ((HEAD_DIM_V + TPR - 1) / TPR)
+#define KV_WIDTH (HEAD_DIM > HEAD_DIM_V ? HEAD_DIM : HEAD_DIM_V)
+#define Q_STRIDE (HEAD_DIM + 1)
+#define KV_STRIDE (KV_WIDTH + 1)
+#define P_STRIDE (BLOCK_N + 1)
+
+#if BLOCK_N % TPR != 0
+#error "BLOCK_N must be a multiple of TPR"
+#endif
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+flash_gpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
+          __global const float *k, ulong k_off, long k_sb, long k_sh, long k_ss,
+          __global const float *v, ulong v_off, long v_sb, long v_sh, long v_ss, __global float *o,
+          ulong o_off, long o_sb, long o_sh, long o_ss, __global float *lse, ulong l_off, long l_sb,
+          long l_sh, long l_ss, int seq_q, int seq_k, int group, float scale_log2) {
+    __local float q_tile[BLOCK_M * Q_STRIDE];
+    __local float kv_tile[BLOCK_N * KV_STRIDE];
+    __local float p_tile[BLOCK_M * P_STRIDE];
+    __local float row_part[BLOCK_M * TPR];
+
+    const int lid = get_local_id(0);
+    const int row = lid / TPR, sub = lid % TPR;
+    const int i0 = get_group_id(0) * BLOCK_M, h = get_global_id(1), b = get_global_id(2);
+    const int hk = h / group;
+    const int i = i0 + row;
+    /* A negative scale flips Q's sign (exactly); c is its magnitude. */
+    const float sign = scale_log2 < 0.0f ? -1.0f : 1.0f, sc = fabs(scale_log2);
+    const __global float *qh = q + q_off + b * q_sb + h * q_sh;
+    const __global float *kh = k + k_off + b * k_sb + hk * k_sh;
+    const __global float *vh = v + v_off + b * v_sb + hk * v_sh;
+
+    for (int e = lid; e < BLOCK_M * HEAD_DIM; e += WG_SIZE) {
+        const int r = e / HEAD_DIM, d = e % HEAD_DIM;
+        q_tile[r * Q_STRIDE + d] = i0 + r < seq_q ? qh[(i0 + r) * q_ss + d] * sign : 0.0f;
+    }
+
+    float acc[COLS_PER_ITEM];
+    for (int u = 0; u < COLS_PER_ITEM; u++)
+        acc[u] = 0.0f;
+    /* m: the row's running maximum; mc = m * c, the shift its probabilities
+     * were computed with (-INFINITY until the row sees a key). */
+    float m = -INFINITY, mc = -INFINITY, l_part = 0.0f;
+    const int last_key = last_visible_key(i, seq_q, seq_k);
+    /* The same for every work-item of the group: the block's last row. */
+    const int key_end = last_visible_key(min(i0 + BLOCK_M - 1, seq_q - 1), seq_q, seq_k) + 1;
+
+    for (int k0 = 0; k0 < key_end; k0 += BLOCK_N) {
+        /* The previous tile's readers of kv_tile, p_tile and row_part are done
+         * (barrier at the end of the loop), as are the Q block's writers. */
+        for (int e = lid; e < BLOCK_N * HEAD_DIM; e += WG_SIZE) {
+            const int j = e / HEAD_DIM, d = e % HEAD_DIM;
+            kv_tile[j * KV_STRIDE + d] = k0 + j < seq_k ? kh[(k0 + j) * k_ss + d] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        float s[KEYS_PER_ITEM];
+        for (int t = 0; t < KEYS_PER_ITEM; t++)
+            s[t] = 0.0f;
+        for (int d = 0; d < HEAD_DIM; d++) {
+            const float qd = q_tile[row * Q_STRIDE + d];
+            for (int t = 0; t < KEYS_PER_ITEM; t++)
+                s[t] = fma(qd, kv_tile[(sub + t * TPR) * KV_STRIDE + d], s[t]);
+        }
+        float tile_max = -INFINITY;
+        for (int t = 0; t < KEYS_PER_ITEM; t++) {
+            if (k0 + sub + t * TPR > last_key)
+                s[t] = -INFINITY;
+            tile_max = fmax(tile_max, s[t]);
+        }
+        row_part[row * TPR + sub] = tile_max;
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        /* Every score of the tile is read: kv_tile may take the V tile. */
+        for (int e = lid; e < BLOCK_N * HEAD_DIM_V; e += WG_SIZE) {
+            const int j = e / HEAD_DIM_V, c = e % HEAD_DIM_V;
+            kv_tile[j * KV_STRIDE + c] = k0 + j < seq_k ? vh[(k0 + j) * v_ss + c] : 0.0f;
+        }
+        for (int t = 0; t < TPR; t++)
+            tile_max = fmax(tile_max, row_part[row * TPR + t]);
+        const float m_new = fmax(m, tile_max);
+        /* A row that did not grow keeps factor 1; one still at -INFINITY
+         * shifts by 0, so that its p = exp2(-INFINITY) = 0, never NaN. */
+        const float mc_new = m_new == m ? mc : m_new * sc;
+        const float shift = mc_new == -INFINITY ? 0.0f : mc_new;
+        const float corr = m_new == m ? 1.0f : exp2(mc - mc_new);
+        m = m_new;
+        mc = mc_new;
+        float tile_sum = 0.0f;
+        for (int t = 0; t < KEYS_PER_ITEM; t++) {
+            const float p = exp2(fma(s[t], sc, -shift));
+            tile_sum += p;
+            p_tile[row * P_STRIDE + sub + t * TPR] = p;
+        }
+        l_part = l_part * corr + tile_sum;
+        for (int u = 0; u < COLS_PER_ITEM; u++)
+            acc[u] *= corr;
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        for (int j = 0; j < BLOCK_N; j++) {
+            const float p = p_tile[row * P_STRIDE + j];
+            for (int u = 0; u < COLS_PER_ITEM; u++) {
+                const int c = sub + u * TPR;
+                if (COLS_PER_ITEM * TPR == HEAD_DIM_V || c < HEAD_DIM_V)
+                    acc[u] = fma(p, kv_tile[j * KV_STRIDE + c], acc[u]);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    row_part[row * TPR + sub] = l_part;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float l = 0.0f;
+    for (int t = 0; t < TPR; t++)
+        l += row_part[row * TPR + t];
+    if (i < seq_q) {
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        __global float *orow = o + o_off + b * o_sb + h * o_sh + i * o_ss;
+        for (int u = 0; u < COLS_PER_ITEM; u++) {
+            const int c = sub + u * TPR;
+            if (c < HEAD_DIM_V)
+                orow[c] = acc[u] * inv;
+        }
+#if HAS_LSE
+        if (sub == 0)
+            lse[l_off + b * l_sb + h * l_sh + i * l_ss] =
+                l > 0.0f ? (mc + log2(l)) * M_LN2_F : -INFINITY;
+#endif
+    }
+}

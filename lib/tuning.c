@@ -1,0 +1,257 @@
+/* The fused path's per-device parameter table and its overrides (syntax and
+ * precedence in tuning.h). */
+#include "tuning.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tuning_entry {
+    cl_device_type type; /* 0: any */
+    const char *vendor;  /* case-insensitive substring; "" matches any */
+    const char *name;    /* likewise, of the device name */
+    int max_head_dim;    /* the entry applies up to this head_dim; 0: any */
+    attn_tuning t;
+} tuning_entry;
+
+/* First match wins: specific devices first, then per-type defaults, then the
+ * catch-all. Measured entries say where they were measured. */
+static const tuning_entry table[] = {
+    /* PoCL 3.1 on 2 AMD EPYC (Zen 3) cores, fp32, 8 heads, n=4096: 6 rows of
+     * 16-key tiles give 116-138 GFLOP/s for head_dim 32..256; 4-5 rows are
+     * within noise of it, 2-3 rows ~83, 8 rows spill the 16 AVX2 registers
+     * (~77), 8-key tiles ~104; unroll and vec=8 change little. */
+    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1}},
+    /* GPUs (not measured here): 16 rows x 8 work-items a row; the key tile
+     * shrinks with head_dim so that Q, K/V and P tiles stay within 32 KiB of
+     * local memory. */
+    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1}},
+    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1}},
+    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1}},
+    /* Anything else (accelerators, custom devices): the work-group shape. */
+    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1}},
+    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1}},
+};
+
+static int contains_nocase(const char *haystack, const char *needle) {
+    const size_t n = strlen(needle);
+    if (n == 0)
+        return 1;
+    for (; *haystack; haystack++) {
+        size_t i = 0;
+        while (i < n && haystack[i] &&
+               tolower((unsigned char)haystack[i]) == tolower((unsigned char)needle[i]))
+            i++;
+        if (i == n)
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- Context specs (attn_context_set_tuning) ----------------------------- */
+
+typedef struct context_spec {
+    attn_context_t ctx;
+    char spec[ATTN_TUNING_SPEC_MAX];
+    struct context_spec *next;
+} context_spec;
+
+static pthread_mutex_t specs_lock = PTHREAD_MUTEX_INITIALIZER;
+static context_spec *specs;
+
+/* Copies ctx's spec into buf ("" when it has none). */
+static void context_spec_get(attn_context_t ctx, char buf[ATTN_TUNING_SPEC_MAX]) {
+    buf[0] = '\0';
+    pthread_mutex_lock(&specs_lock);
+    for (context_spec *s = specs; s; s = s->next)
+        if (s->ctx == ctx) {
+            memcpy(buf, s->spec, ATTN_TUNING_SPEC_MAX);
+            break;
+        }
+    pthread_mutex_unlock(&specs_lock);
+}
+
+void attn_tuning_forget(attn_context_t ctx) {
+    pthread_mutex_lock(&specs_lock);
+    for (context_spec **link = &specs; *link; link = &(*link)->next)
+        if ((*link)->ctx == ctx) {
+            context_spec *dead = *link;
+            *link = dead->next;
+            free(dead);
+            break;
+        }
+    pthread_mutex_unlock(&specs_lock);
+}
+
+ATTN_API attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec);
+
+attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec) {
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_context_set_tuning: ctx is NULL");
+    if (!spec || !*spec) {
+        attn_tuning_forget(ctx);
+        return ATTN_SUCCESS;
+    }
+    if (strlen(spec) >= ATTN_TUNING_SPEC_MAX)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "attn_context_set_tuning: the spec is longer than %d characters",
+                         ATTN_TUNING_SPEC_MAX - 1);
+    attn_tuning scratch = table[0].t;
+    attn_status status = attn_tuning_parse(ctx, "attn_context_set_tuning", spec, &scratch);
+    if (status != ATTN_SUCCESS)
+        return status;
+    pthread_mutex_lock(&specs_lock);
+    context_spec *s = specs;
+    while (s && s->ctx != ctx)
+        s = s->next;
+    if (!s && (s = calloc(1, sizeof *s)) != NULL) {
+        s->ctx = ctx;
+        s->next = specs;
+        specs = s;
+    }
+    if (s)
+        memcpy(s->spec, spec, strlen(spec) + 1);
+    pthread_mutex_unlock(&specs_lock);
+    if (!s)
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                         "attn_context_set_tuning: cannot allocate the spec");
+    return ATTN_SUCCESS;
+}
+
+/* ---- Parsing ------------------------------------------------------------ */
+
+typedef struct tuning_key {
+    const char *name;
+    int min, max;
+    size_t offset;
+} tuning_key;
+
+static const tuning_key keys[] = {
+    {"rows", 1, 256, offsetof(attn_tuning, rows)},
+    {"tile_k", 1, 256, offsetof(attn_tuning, tile_k)},
+    {"wg", 1, 1024, offsetof(attn_tuning, wg)},
+    {"vec", 4, 16, offsetof(attn_tuning, vec)},
+    {"unroll", 1, 64, offsetof(attn_tuning, unroll)},
+};
+
+attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char *spec,
+                              attn_tuning *t) {
+    attn_tuning out = *t;
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        const char *next = end ? end + 1 : p + strlen(p);
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        /* Blanks around an item are allowed; empty items are skipped. */
+        while (len > 0 && isspace((unsigned char)*p)) {
+            p++;
+            len--;
+        }
+        while (len > 0 && isspace((unsigned char)p[len - 1]))
+            len--;
+        if (len == 0) {
+            p = next;
+            continue;
+        }
+        const char *eq = memchr(p, '=', len);
+        if (!eq)
+            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "%s \"%s\": \"%.*s\" is not key=value",
+                             origin, spec, (int)len, p);
+        const size_t key_len = (size_t)(eq - p), value_len = len - key_len - 1;
+        char value[32];
+        if (value_len == 0 || value_len >= sizeof value)
+            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "%s \"%s\": bad value in \"%.*s\"",
+                             origin, spec, (int)len, p);
+        memcpy(value, eq + 1, value_len);
+        value[value_len] = '\0';
+
+        if (key_len == 7 && strncmp(p, "variant", 7) == 0) {
+            if (strcmp(value, "cpu") == 0)
+                out.variant = ATTN_FUSED_CPU;
+            else if (strcmp(value, "gpu") == 0)
+                out.variant = ATTN_FUSED_GPU;
+            else
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                 "%s \"%s\": variant must be cpu or gpu, not \"%s\"", origin, spec,
+                                 value);
+        } else {
+            const tuning_key *key = NULL;
+            for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+                if (strlen(keys[i].name) == key_len && strncmp(p, keys[i].name, key_len) == 0)
+                    key = &keys[i];
+            if (!key)
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                 "%s \"%s\": unknown key \"%.*s\" (variant, rows, tile_k, wg, "
+                                 "vec, unroll)",
+                                 origin, spec, (int)key_len, p);
+            char *rest;
+            errno = 0;
+            const long v = strtol(value, &rest, 10);
+            if (errno || *rest || rest == value || v < key->min || v > key->max)
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                 "%s \"%s\": %s must be an integer in %d..%d, not \"%s\"", origin,
+                                 spec, key->name, key->min, key->max, value);
+            *(int *)((char *)&out + key->offset) = (int)v;
+        }
+        p = next;
+    }
+    *t = out;
+    return ATTN_SUCCESS;
+}
+
+void attn_tuning_format(const attn_tuning *t, char *buf, size_t size) {
+    snprintf(buf, size, "variant=%s,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d",
+             t->variant == ATTN_FUSED_CPU ? "cpu" : "gpu", t->rows, t->tile_k, t->wg, t->vec,
+             t->unroll);
+}
+
+/* ---- Lookup ------------------------------------------------------------- */
+
+attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out) {
+    cl_device_type type = 0;
+    cl_int err = clGetDeviceInfo(ctx->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail_cl(ctx, err, "clGetDeviceInfo(CL_DEVICE_TYPE)");
+    const tuning_entry *found = &table[sizeof table / sizeof table[0] - 1];
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const tuning_entry *e = &table[i];
+        if ((e->type == 0 || (e->type & type)) && contains_nocase(ctx->info.vendor, e->vendor) &&
+            contains_nocase(ctx->info.device_name, e->name) &&
+            (e->max_head_dim == 0 || head_dim <= e->max_head_dim)) {
+            found = e;
+            break;
+        }
+    }
+    attn_tuning t = found->t;
+
+    char spec[ATTN_TUNING_SPEC_MAX];
+    context_spec_get(ctx, spec);
+    attn_status status = ATTN_SUCCESS;
+    if (spec[0])
+        status = attn_tuning_parse(ctx, "attn_context_set_tuning", spec, &t);
+    const char *env = getenv("ATTN_CL_TUNE");
+    if (status == ATTN_SUCCESS && env && *env)
+        status = attn_tuning_parse(ctx, "ATTN_CL_TUNE", env, &t);
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    char text[160];
+    attn_tuning_format(&t, text, sizeof text);
+    if (t.variant == ATTN_FUSED_CPU) {
+        if (t.rows > 8 || (t.tile_k != 4 && t.tile_k != 8 && t.tile_k != 16) ||
+            (t.vec != 4 && t.vec != 8 && t.vec != 16) || t.wg != 1)
+            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                             "fused tuning %s: the cpu variant takes rows 1..8, tile_k and vec "
+                             "4, 8 or 16, and wg 1",
+                             text);
+    } else if (t.wg % t.rows != 0 || t.tile_k % (t.wg / t.rows) != 0) {
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "fused tuning %s: the gpu variant needs wg a multiple of rows and tile_k "
+                         "a multiple of wg / rows",
+                         text);
+    }
+    *out = t;
+    return ATTN_SUCCESS;
+}

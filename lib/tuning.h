@@ -1,0 +1,63 @@
+/* Kernel parameters of the fused path, per device: a small table keyed by
+ * device type, vendor and device name (first match wins, defaults last),
+ * then overrides.
+ *
+ * Override syntax (ATTN_CL_TUNE and attn_context_set_tuning): a
+ * comma-separated list of key=value, e.g. "variant=cpu,rows=8,tile_k=8".
+ * Keys left out keep the table's value. Keys:
+ *
+ *   variant  cpu | gpu   kernel shape (kernels/flash_cpu.cl, flash_gpu.cl)
+ *   rows     1..256      query rows per work-item (cpu, 1..8) or per
+ *                        work-group (gpu)
+ *   tile_k   1..256      keys per tile (cpu: 4, 8 or 16; gpu: a multiple of
+ *                        wg / rows)
+ *   wg       1..1024     work-items per work-group (cpu: 1; gpu: a multiple
+ *                        of rows, at most the device's limit)
+ *   vec      4, 8, 16    accumulator vector width across head_dim_v (cpu)
+ *   unroll   1..64       unroll factor of the head_dim loop of Q.K^T (cpu)
+ *
+ * Precedence: the table, then the context's spec (attn_context_set_tuning),
+ * then ATTN_CL_TUNE, so that the environment can override an application's
+ * choice. An empty spec is no override. A malformed spec, or values the
+ * chosen variant or the device cannot take, fail the forward with
+ * ATTN_ERR_INVALID_VALUE and a message naming the spec. */
+#ifndef ATTN_TUNING_H
+#define ATTN_TUNING_H
+
+#include "attn_internal.h"
+
+#define ATTN_TUNING_SPEC_MAX 256
+
+typedef enum attn_fused_variant {
+    ATTN_FUSED_CPU = 0, /* one work-item per block of query rows, explicit vectors */
+    ATTN_FUSED_GPU = 1, /* a work-group per block of query rows, tiles in local memory */
+} attn_fused_variant;
+
+typedef struct attn_tuning {
+    attn_fused_variant variant;
+    int rows;   /* cpu: per work-item; gpu: per work-group */
+    int tile_k; /* keys per tile */
+    int wg;     /* work-items per work-group */
+    int vec;    /* cpu: accumulator vector width */
+    int unroll; /* cpu: head_dim loop unroll */
+} attn_tuning;
+
+/* The table's entry for `device`'s type / vendor / name and a head_dim (the
+ * larger of head_dim and head_dim_v), with ctx's spec and ATTN_CL_TUNE
+ * applied. Checks the result's ranges, not the device's limits (fused.c
+ * does, knowing the problem). */
+attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out);
+
+/* Parses `spec` over `t` (keys not named keep their value); `origin` names
+ * the spec in messages ("ATTN_CL_TUNE", "attn_context_set_tuning"). */
+attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char *spec,
+                              attn_tuning *t);
+
+/* Writes `t` in the override syntax ("variant=cpu,rows=6,..."). */
+void attn_tuning_format(const attn_tuning *t, char *buf, size_t size);
+
+/* Forgets ctx's spec; attn_context_destroy calls it, so that a context
+ * created later at the same address starts without one. */
+void attn_tuning_forget(attn_context_t ctx);
+
+#endif
