@@ -39,13 +39,21 @@ typedef struct tensor_shape {
     int is_output; /* outputs must not overlap themselves */
 } tensor_shape;
 
-static void default_strides(tensor_shape *t) {
+/* Packed strides for a tensor given none. Each must fit int64_t: sizes near
+ * INT32_MAX make the batch stride alone exceed it. */
+static attn_status default_strides(attn_context_t ctx, tensor_shape *t) {
     attn_strides *s = t->strides;
-    if (s->batch == 0 && s->head == 0 && s->seq == 0) {
-        s->seq = t->inner;
-        s->head = t->size[2] * s->seq;
-        s->batch = t->size[1] * s->head;
-    }
+    if (s->batch != 0 || s->head != 0 || s->seq != 0)
+        return ATTN_SUCCESS;
+    size_t head, batch;
+    if (!mul_add((size_t)t->size[2], (size_t)t->inner, 0, &head) ||
+        !mul_add((size_t)t->size[1], head, 0, &batch) || batch > (size_t)INT64_MAX)
+        return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW,
+                         "%s spans more elements than size_t can count", t->name);
+    s->seq = t->inner;
+    s->head = (int64_t)head;
+    s->batch = (int64_t)batch;
+    return ATTN_SUCCESS;
 }
 
 /* Elements from the first to one past the last element the tensor touches. */
@@ -137,8 +145,9 @@ attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int wa
     size_t *extents[5] = {&out.q_extent, &out.k_extent, &out.v_extent, &out.o_extent,
                           &out.lse_extent};
     for (int t = 0; t < 5; t++) {
-        default_strides(&shapes[t]);
-        attn_status status = tensor_extent(ctx, &shapes[t], extents[t]);
+        attn_status status = default_strides(ctx, &shapes[t]);
+        if (status == ATTN_SUCCESS)
+            status = tensor_extent(ctx, &shapes[t], extents[t]);
         if (status != ATTN_SUCCESS)
             return status;
         size_t bytes;
