@@ -81,6 +81,10 @@ void attn_program_cache_clear(attn_context_t ctx);
 typedef struct attn_device_args {
     cl_mem q, k, v, o, lse; /* lse NULL when plan->want_lse is 0 */
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
+    /* O and LSE are the caller's (attn_forward_device): they may be written
+     * only by the last command an algorithm enqueues, so that a failure
+     * leaves them untouched. The host call's are the library's own. */
+    int callers_outputs;
 } attn_device_args;
 
 /* Each algorithm enqueues its work after `wait_list` on ctx->queue and, when
@@ -106,6 +110,12 @@ attn_status attn_fused_prepare(attn_context_t ctx, const attn_plan *plan);
 attn_status attn_set_kernel_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
                                  int count, ...);
 #define ATTN_ARG(x) sizeof(x), (const void *)&(x)
+
+/* clEnqueueNDRangeKernel over three dimensions on ctx->queue; `local` may be
+ * NULL (the runtime chooses). A failure names the kernel. */
+attn_status attn_enqueue_kernel(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
+                                const size_t global[3], const size_t local[3], cl_uint num_wait,
+                                const cl_event *wait_list, cl_event *event);
 
 size_t attn_round_up(size_t value, size_t multiple);
 

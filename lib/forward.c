@@ -204,7 +204,8 @@ attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
     if (status != ATTN_SUCCESS)
         return status;
     const size_t es = plan.element_size;
-    attn_device_args d = {.q = t->q, .k = t->k, .v = t->v, .o = t->o, .lse = t->lse};
+    attn_device_args d = {
+        .q = t->q, .k = t->k, .v = t->v, .o = t->o, .lse = t->lse, .callers_outputs = 1};
     status = check_device_tensor(ctx, "Q", t->q, t->q_offset, plan.q_extent, es, &d.q_offset);
     if (status == ATTN_SUCCESS)
         status = check_device_tensor(ctx, "K", t->k, t->k_offset, plan.k_extent, es, &d.k_offset);

@@ -1,7 +1,13 @@
 /* The three-kernel path: S = Q·Kᵀ into a score buffer, scale + mask +
  * softmax in place, O = P·V. It holds seq_q·seq_k floats per head, so heads
  * are processed in chunks sized to the device's allocation limits; it is the
- * path that can hand the probabilities back. */
+ * path that can hand the probabilities back.
+ *
+ * When O and LSE are the caller's buffers and more than one command would
+ * write them (several chunks, or LSE from softmax and O from P·V), they are
+ * staged in buffers of the library's and copied by one last command
+ * (kernels/commit.cl): a failure part-way leaves the caller's outputs
+ * untouched. */
 #include "attn_internal.h"
 
 #include <stdio.h>
@@ -13,6 +19,7 @@ typedef struct three_kernel_shape {
 
 typedef struct three_kernels {
     cl_kernel qk, softmax, pv;
+    cl_kernel commit; /* NULL unless the outputs are staged */
 } three_kernels;
 
 static attn_status choose_shape(attn_context_t ctx, three_kernel_shape *shape) {
@@ -29,7 +36,7 @@ static attn_status choose_shape(attn_context_t ctx, three_kernel_shape *shape) {
 }
 
 static attn_status get_kernels(attn_context_t ctx, const attn_plan *plan,
-                               const three_kernel_shape *shape, three_kernels *k) {
+                               const three_kernel_shape *shape, int staged, three_kernels *k) {
     const attn_params *p = &plan->p;
     char options[256];
     snprintf(options, sizeof options, "-DHEAD_DIM=%d -DMASK_MODE=%d -DQK_TILE=%zu", p->head_dim,
@@ -44,12 +51,27 @@ static attn_status get_kernels(attn_context_t ctx, const attn_plan *plan,
         return status;
     snprintf(options, sizeof options, "-DHEAD_DIM_V=%d -DMASK_MODE=%d -DPV_TILE=%zu", p->head_dim_v,
              (int)p->mask, shape->pv_tile);
-    return attn_get_kernel(ctx, "pv", "pv", options, &k->pv);
+    status = attn_get_kernel(ctx, "pv", "pv", options, &k->pv);
+    k->commit = NULL;
+    if (status != ATTN_SUCCESS || !staged)
+        return status;
+    snprintf(options, sizeof options, "-DHEAD_DIM_V=%d -DHAS_LSE=%d", p->head_dim_v,
+             plan->want_lse);
+    return attn_get_kernel(ctx, "commit", "commit_outputs", options, &k->commit);
+}
+
+/* Bytes of the staged O and LSE (see the top of this file). */
+static uint64_t staging_bytes(const attn_plan *plan) {
+    const attn_params *p = &plan->p;
+    const uint64_t rows = (uint64_t)p->batch * (uint64_t)p->heads_q * (uint64_t)p->seq_q;
+    return rows * ((uint64_t)p->head_dim_v + (plan->want_lse ? 1u : 0u)) * sizeof(float);
 }
 
 /* How many heads' scores fit at once: within one allocation, within global
- * memory beside the tensors, and within ATTN_CL_SCRATCH_LIMIT when set (a
- * cap for testing the chunked path on small shapes). */
+ * memory beside the tensors and the staged outputs (counted whether or not
+ * this call stages, so that attn_check agrees with every forward), and
+ * within ATTN_CL_SCRATCH_LIMIT when set (a cap for testing the chunked path
+ * on small shapes). */
 static attn_status heads_per_chunk(attn_context_t ctx, const attn_plan *plan, size_t *out) {
     const attn_params *p = &plan->p;
     const size_t total_heads = (size_t)p->batch * (size_t)p->heads_q;
@@ -62,7 +84,8 @@ static attn_status heads_per_chunk(attn_context_t ctx, const attn_plan *plan, si
     uint64_t limit = ctx->info.max_alloc_bytes;
     const uint64_t tensors =
         (uint64_t)(plan->q_extent + plan->k_extent + plan->v_extent + plan->o_extent) *
-        plan->element_size;
+            plan->element_size +
+        staging_bytes(plan);
     const uint64_t free_mem =
         ctx->info.global_mem_bytes > tensors ? ctx->info.global_mem_bytes - tensors : 0;
     if (free_mem < limit)
@@ -89,45 +112,51 @@ attn_status attn_three_kernel_check(attn_context_t ctx, const attn_plan *plan) {
     return heads_per_chunk(ctx, plan, &heads);
 }
 
+/* Whether a forward of `plan` whose outputs are the caller's stages them. */
+static int needs_staging(const attn_plan *plan, size_t chunk) {
+    return plan->want_lse || chunk < (size_t)plan->p.batch * (size_t)plan->p.heads_q;
+}
+
 attn_status attn_three_kernel_prepare(attn_context_t ctx, const attn_plan *plan) {
     three_kernel_shape shape;
     three_kernels kernels;
+    size_t chunk = 0;
     attn_status status = choose_shape(ctx, &shape);
     if (status == ATTN_SUCCESS)
-        status = get_kernels(ctx, plan, &shape, &kernels);
+        status = heads_per_chunk(ctx, plan, &chunk);
+    if (status == ATTN_SUCCESS) /* the device-memory call's kernels, a superset */
+        status = get_kernels(ctx, plan, &shape, needs_staging(plan, chunk), &kernels);
     return status;
 }
 
-static attn_status enqueue(attn_context_t ctx, cl_kernel kernel, const char *name,
-                           const size_t global[3], const size_t local[3], cl_uint num_wait,
-                           const cl_event *wait_list, cl_event *event) {
-    cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait,
-                                        wait_list, event);
-    if (err != CL_SUCCESS)
-        return attn_fail(ctx, (attn_status)err, "clEnqueueNDRangeKernel(%s) failed: %s (%d)", name,
-                         attn_cl_error_name(err), (int)err);
-    return ATTN_SUCCESS;
-}
+/* Where softmax writes LSE and P·V writes O: the forward's own tensors, or
+ * the contiguous staging buffers. */
+typedef struct output_target {
+    cl_mem o, lse; /* lse NULL when not wanted */
+    cl_ulong o_off, lse_off;
+    attn_strides o_strides, lse_strides;
+} output_target;
 
 /* Enqueues the three kernels for heads [head_base, head_base + heads). */
 static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan, const attn_device_args *a,
-                             const three_kernel_shape *shape, const three_kernels *k, cl_mem scores,
-                             int head_base, int heads, cl_uint num_wait, const cl_event *wait_list,
-                             cl_event *done) {
+                             const output_target *out, const three_kernel_shape *shape,
+                             const three_kernels *k, cl_mem scores, int head_base, int heads,
+                             cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
     const attn_params *p = &plan->p;
     const cl_ulong q_off = a->q_offset, k_off = a->k_offset, v_off = a->v_offset,
-                   o_off = a->o_offset, lse_off = a->lse_offset;
+                   o_off = out->o_off, lse_off = out->lse_off;
     const cl_long q_sb = p->q_strides.batch, q_sh = p->q_strides.head, q_ss = p->q_strides.seq;
     const cl_long k_sb = p->k_strides.batch, k_sh = p->k_strides.head, k_ss = p->k_strides.seq;
     const cl_long v_sb = p->v_strides.batch, v_sh = p->v_strides.head, v_ss = p->v_strides.seq;
-    const cl_long o_sb = p->o_strides.batch, o_sh = p->o_strides.head, o_ss = p->o_strides.seq;
-    const cl_long l_sb = p->lse_strides.batch, l_sh = p->lse_strides.head,
-                  l_ss = p->lse_strides.seq;
+    const cl_long o_sb = out->o_strides.batch, o_sh = out->o_strides.head,
+                  o_ss = out->o_strides.seq;
+    const cl_long l_sb = out->lse_strides.batch, l_sh = out->lse_strides.head,
+                  l_ss = out->lse_strides.seq;
     const cl_int seq_q = p->seq_q, seq_k = p->seq_k, heads_q = p->heads_q, group = plan->group;
     const cl_int base = head_base;
     const cl_float scale = p->scale;
     /* An unused LSE argument still needs a valid buffer. */
-    const cl_mem lse = a->lse ? a->lse : scores;
+    const cl_mem lse = out->lse ? out->lse : scores;
 
     attn_status status = attn_set_kernel_args(
         ctx, k->qk, "qk_scores", 16, ATTN_ARG(a->q), ATTN_ARG(q_off), ATTN_ARG(q_sb),
@@ -139,7 +168,8 @@ static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan, const at
     const size_t qk_global[3] = {attn_round_up((size_t)seq_k, shape->qk_tile),
                                  attn_round_up((size_t)seq_q, shape->qk_tile), (size_t)heads};
     const size_t qk_local[3] = {shape->qk_tile, shape->qk_tile, 1};
-    status = enqueue(ctx, k->qk, "qk_scores", qk_global, qk_local, num_wait, wait_list, NULL);
+    status = attn_enqueue_kernel(ctx, k->qk, "qk_scores", qk_global, qk_local, num_wait, wait_list,
+                                 NULL);
     if (status != ATTN_SUCCESS)
         return status;
 
@@ -151,13 +181,14 @@ static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan, const at
         return status;
     const size_t sm_global[3] = {shape->softmax_wg, (size_t)heads * (size_t)seq_q, 1};
     const size_t sm_local[3] = {shape->softmax_wg, 1, 1};
-    status = enqueue(ctx, k->softmax, "softmax_rows", sm_global, sm_local, 0, NULL, NULL);
+    status =
+        attn_enqueue_kernel(ctx, k->softmax, "softmax_rows", sm_global, sm_local, 0, NULL, NULL);
     if (status != ATTN_SUCCESS)
         return status;
 
     status = attn_set_kernel_args(ctx, k->pv, "pv", 16, ATTN_ARG(scores), ATTN_ARG(a->v),
                                   ATTN_ARG(v_off), ATTN_ARG(v_sb), ATTN_ARG(v_sh), ATTN_ARG(v_ss),
-                                  ATTN_ARG(a->o), ATTN_ARG(o_off), ATTN_ARG(o_sb), ATTN_ARG(o_sh),
+                                  ATTN_ARG(out->o), ATTN_ARG(o_off), ATTN_ARG(o_sb), ATTN_ARG(o_sh),
                                   ATTN_ARG(o_ss), ATTN_ARG(seq_q), ATTN_ARG(seq_k),
                                   ATTN_ARG(heads_q), ATTN_ARG(group), ATTN_ARG(base));
     if (status != ATTN_SUCCESS)
@@ -165,7 +196,48 @@ static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan, const at
     const size_t pv_global[3] = {attn_round_up((size_t)p->head_dim_v, shape->pv_tile),
                                  attn_round_up((size_t)seq_q, shape->pv_tile), (size_t)heads};
     const size_t pv_local[3] = {shape->pv_tile, shape->pv_tile, 1};
-    return enqueue(ctx, k->pv, "pv", pv_global, pv_local, 0, NULL, done);
+    return attn_enqueue_kernel(ctx, k->pv, "pv", pv_global, pv_local, 0, NULL, done);
+}
+
+/* Contiguous staging buffers for O and (when wanted) LSE, and the target
+ * that points the kernels at them. */
+static attn_status create_staging(attn_context_t ctx, const attn_plan *plan, output_target *out) {
+    const attn_params *p = &plan->p;
+    const size_t rows = (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q;
+    const size_t sizes[2] = {rows * (size_t)p->head_dim_v * sizeof(float), rows * sizeof(float)};
+    cl_mem *mems[2] = {&out->o, &out->lse};
+    *out = (output_target){0};
+    for (int t = 0; t < (plan->want_lse ? 2 : 1); t++) {
+        cl_int err;
+        *mems[t] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, sizes[t], NULL, &err);
+        if (err != CL_SUCCESS) {
+            *mems[t] = NULL;
+            return attn_fail(ctx, (attn_status)err,
+                             "clCreateBuffer for the staged %s (%zu bytes) failed: %s (%d)",
+                             t ? "LSE" : "O", sizes[t], attn_cl_error_name(err), (int)err);
+        }
+    }
+    out->o_strides = (attn_strides){(int64_t)p->heads_q * p->seq_q * p->head_dim_v,
+                                    (int64_t)p->seq_q * p->head_dim_v, p->head_dim_v};
+    out->lse_strides = (attn_strides){(int64_t)p->heads_q * p->seq_q, p->seq_q, 1};
+    return ATTN_SUCCESS;
+}
+
+/* Sets commit_outputs' arguments: staging in `st`, the caller's tensors in `a`. */
+static attn_status set_commit_args(attn_context_t ctx, const attn_plan *plan,
+                                   const attn_device_args *a, const output_target *st,
+                                   cl_kernel commit) {
+    const attn_params *p = &plan->p;
+    const cl_ulong o_off = a->o_offset, lse_off = a->lse_offset;
+    const cl_long o_sb = p->o_strides.batch, o_sh = p->o_strides.head, o_ss = p->o_strides.seq;
+    const cl_long l_sb = p->lse_strides.batch, l_sh = p->lse_strides.head,
+                  l_ss = p->lse_strides.seq;
+    /* Without LSE the kernel never touches these; they still need buffers. */
+    const cl_mem lse_stage = st->lse ? st->lse : st->o, lse = a->lse ? a->lse : a->o;
+    return attn_set_kernel_args(ctx, commit, "commit_outputs", 12, ATTN_ARG(st->o), ATTN_ARG(a->o),
+                                ATTN_ARG(o_off), ATTN_ARG(o_sb), ATTN_ARG(o_sh), ATTN_ARG(o_ss),
+                                ATTN_ARG(lse_stage), ATTN_ARG(lse), ATTN_ARG(lse_off),
+                                ATTN_ARG(l_sb), ATTN_ARG(l_sh), ATTN_ARG(l_ss));
 }
 
 attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,
@@ -179,39 +251,61 @@ attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,
         *done = NULL;
     attn_status status = choose_shape(ctx, &shape);
     if (status == ATTN_SUCCESS)
-        status = get_kernels(ctx, plan, &shape, &kernels);
-    if (status == ATTN_SUCCESS)
         status = heads_per_chunk(ctx, plan, &chunk);
+    const int staged = args->callers_outputs && needs_staging(plan, chunk);
+    if (status == ATTN_SUCCESS)
+        status = get_kernels(ctx, plan, &shape, staged, &kernels);
     if (status != ATTN_SUCCESS)
         return status;
 
+    output_target target = {.o = args->o,
+                            .lse = args->lse,
+                            .o_off = args->o_offset,
+                            .lse_off = args->lse_offset,
+                            .o_strides = p->o_strides,
+                            .lse_strides = p->lse_strides};
+    cl_mem scores = NULL;
+    if (staged) {
+        status = create_staging(ctx, plan, &target);
+        if (status == ATTN_SUCCESS)
+            status = set_commit_args(ctx, plan, args, &target, kernels.commit);
+    }
     const size_t head_elems = (size_t)p->seq_q * (size_t)p->seq_k;
-    cl_int err;
-    cl_mem scores = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
-                                   chunk * head_elems * sizeof(float), NULL, &err);
-    if (err != CL_SUCCESS)
-        return attn_fail(ctx, (attn_status)err,
-                         "clCreateBuffer for %zu bytes of scores (%zu heads) failed: %s (%d)",
-                         chunk * head_elems * sizeof(float), chunk, attn_cl_error_name(err),
-                         (int)err);
+    if (status == ATTN_SUCCESS) {
+        cl_int err;
+        scores = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, chunk * head_elems * sizeof(float),
+                                NULL, &err);
+        if (err != CL_SUCCESS) {
+            scores = NULL;
+            status = attn_fail(ctx, (attn_status)err,
+                               "clCreateBuffer for %zu bytes of scores (%zu heads) failed: %s (%d)",
+                               chunk * head_elems * sizeof(float), chunk, attn_cl_error_name(err),
+                               (int)err);
+        }
+    }
 
     const size_t total = (size_t)p->batch * (size_t)p->heads_q;
     int enqueued = 0;
     for (size_t base = 0; base < total && status == ATTN_SUCCESS; base += chunk) {
         const size_t heads = total - base < chunk ? total - base : chunk;
-        const int last = base + heads == total;
+        const int last = base + heads == total && !staged;
         status =
-            run_chunk(ctx, plan, args, &shape, &kernels, scores, (int)base, (int)heads,
+            run_chunk(ctx, plan, args, &target, &shape, &kernels, scores, (int)base, (int)heads,
                       base == 0 ? num_wait : 0, base == 0 ? wait_list : NULL, last ? done : NULL);
         enqueued = 1;
         if (status == ATTN_SUCCESS && probs_host) {
             /* The scores now hold this chunk's probabilities; the next chunk reuses them. */
-            err = clEnqueueReadBuffer(ctx->queue, scores, CL_TRUE, 0,
-                                      heads * head_elems * sizeof(float),
-                                      probs_host + base * head_elems, 0, NULL, NULL);
+            cl_int err = clEnqueueReadBuffer(ctx->queue, scores, CL_TRUE, 0,
+                                             heads * head_elems * sizeof(float),
+                                             probs_host + base * head_elems, 0, NULL, NULL);
             if (err != CL_SUCCESS)
                 status = attn_fail_cl(ctx, err, "clEnqueueReadBuffer (probabilities)");
         }
+    }
+    if (status == ATTN_SUCCESS && staged) {
+        const size_t global[3] = {(size_t)p->seq_q, (size_t)p->heads_q, (size_t)p->batch};
+        status =
+            attn_enqueue_kernel(ctx, kernels.commit, "commit_outputs", global, NULL, 0, NULL, done);
     }
     if (status != ATTN_SUCCESS && done && *done) {
         clReleaseEvent(*done);
@@ -219,6 +313,10 @@ attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,
     }
     if (status != ATTN_SUCCESS && enqueued)
         clFinish(ctx->queue);
-    clReleaseMemObject(scores); /* freed once the enqueued kernels complete */
+    /* Freed by the runtime once the enqueued kernels complete. */
+    cl_mem temporaries[3] = {scores, staged ? target.o : NULL, staged ? target.lse : NULL};
+    for (int i = 0; i < 3; i++)
+        if (temporaries[i])
+            clReleaseMemObject(temporaries[i]);
     return status;
 }
