@@ -1,0 +1,386 @@
+/* Devices and contexts: listing, choosing (default, ATTN_CL_DEVICE, options),
+ * wrapping a caller's OpenCL objects without taking them over, version
+ * queries, and what attn_check / attn_prepare say. */
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int failures;
+
+static void report(const char *name, int ok, const char *detail) {
+    printf("%-60s %-40s %s\n", name, detail ? detail : "", ok ? "PASS" : "FAIL");
+    failures += !ok;
+}
+
+/* A small forward on `ctx` compared with the reference. */
+static int forward_works(attn_context_t ctx, const char *name) {
+    attn_params p;
+    attn_params_init(&p, 1, 2, 9, 13, 16);
+    /* D16 bottom-right throughout, like every memcheck test: under valgrind
+     * each new kernel variant costs a minute of LLVM. */
+    p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    test_problem t;
+    if (test_problem_init(&t, &p, 77, 1.0f, 1, 0) != 0) {
+        return 0;
+    }
+    float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
+    float *lse = test_alloc_sentinel(t.lse_elems * sizeof(float));
+    attn_status st = attn_forward(ctx, &p, t.q, t.k, t.v, o, lse, NULL);
+    char detail[160] = "";
+    test_result r = {0};
+    if (st == ATTN_SUCCESS) {
+        r = test_compare(&t.o_shape, o, t.ref_o, t.naive_o, t.o_elems);
+        test_format_result(detail, sizeof detail, "O", &r);
+    } else {
+        snprintf(detail, sizeof detail, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+    }
+    int ok = st == ATTN_SUCCESS && r.ok &&
+             test_compare(&t.lse_shape, lse, t.ref_lse, t.naive_lse, t.lse_elems).ok;
+    report(name, ok, detail);
+    free(o);
+    free(lse);
+    test_problem_free(&t);
+    return ok;
+}
+
+static int same_device(const attn_device_info *a, const attn_device_info *b) {
+    return a->platform_index == b->platform_index && a->device_index == b->device_index &&
+           strcmp(a->device_name, b->device_name) == 0;
+}
+
+static void list_devices(attn_device_info *first) {
+    size_t count = 0;
+    attn_status st = attn_list_devices(NULL, 0, &count);
+    if (st == ATTN_ERR_NO_DEVICE || (st == ATTN_SUCCESS && count == 0)) {
+        printf("SKIP: no OpenCL device\n");
+        exit(TEST_SKIP);
+    }
+    char detail[64];
+    snprintf(detail, sizeof detail, "%zu device(s)", count);
+    report("attn_list_devices(NULL, 0): count", st == ATTN_SUCCESS && count >= 1, detail);
+    if (count == 0) {
+        return;
+    }
+
+    /* Capacity 0 with an array: nothing written, count still told. */
+    attn_device_info probe[2];
+    memset(probe, TEST_SENTINEL_BYTE, sizeof probe);
+    size_t count0 = 0;
+    st = attn_list_devices(probe, 0, &count0);
+    report("capacity 0 with an array: nothing written",
+           st == ATTN_SUCCESS && count0 == count && test_is_sentinel(probe, sizeof probe), NULL);
+
+    /* Capacity below the count: exactly `capacity` entries written. With a
+     * single device that is capacity 0 above; otherwise write one. */
+    if (count >= 2) {
+        size_t count1 = 0;
+        st = attn_list_devices(probe, 1, &count1);
+        report("capacity 1 < count: one entry written, count total",
+               st == ATTN_SUCCESS && count1 == count &&
+                   test_is_sentinel(&probe[1], sizeof probe[1]),
+               NULL);
+    }
+
+    /* Room to spare: count entries, the rest untouched. */
+    attn_device_info *all = test_alloc_sentinel((count + 1) * sizeof *all);
+    size_t count2 = 0;
+    st = attn_list_devices(all, count + 1, &count2);
+    int ok = st == ATTN_SUCCESS && count2 == count && test_is_sentinel(&all[count], sizeof *all);
+    for (size_t i = 0; i < count && ok; i++) {
+        const attn_device_info *d = &all[i];
+        printf("  device %d:%d %s | %s | %s | %s | CUs %d mem %llu MiB alloc %llu MiB local %llu "
+               "KiB\n",
+               d->platform_index, d->device_index, d->device_name, d->vendor, d->device_version,
+               d->driver_version, d->compute_units, (unsigned long long)(d->global_mem_bytes >> 20),
+               (unsigned long long)(d->max_alloc_bytes >> 20),
+               (unsigned long long)(d->local_mem_bytes >> 10));
+        ok &= d->device_name[0] && d->platform_name[0] && d->compute_units > 0 &&
+              d->global_mem_bytes > 0 && d->max_alloc_bytes > 0 &&
+              d->max_alloc_bytes <= d->global_mem_bytes && d->platform_index >= 0 &&
+              d->device_index >= 0 && memchr(d->device_name, 0, sizeof d->device_name);
+    }
+    report("capacity > count: every entry filled, the rest untouched", ok, NULL);
+    *first = all[0];
+    free(all);
+
+    st = attn_list_devices(NULL, 0, NULL);
+    report("attn_list_devices(count NULL) -> ATTN_ERR_NULL_ARGUMENT", st == ATTN_ERR_NULL_ARGUMENT,
+           attn_status_name(st));
+}
+
+/* The header: attn_check "is the validation and dispatch code the forward
+ * itself runs" and refuses with the status the forward would. So for every
+ * algorithm and output choice, check and forward must agree. */
+static void check_matches_forward(attn_context_t ctx) {
+    const attn_algo algos[3] = {ATTN_ALGO_AUTO, ATTN_ALGO_THREE_KERNEL, ATTN_ALGO_FUSED};
+    const char *names[3] = {"AUTO", "THREE_KERNEL", "FUSED"};
+    for (int a = 0; a < 3; a++) {
+        for (int want_probs = 0; want_probs <= 1; want_probs++) {
+            attn_params p;
+            attn_params_init(&p, 1, 2, 16, 24, 16);
+            p.algo = algos[a];
+            p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+            test_problem t;
+            if (test_problem_init(&t, &p, 90 + (uint64_t)a, 1.0f, 1, want_probs) != 0) {
+                failures++;
+                continue;
+            }
+            attn_status checked = attn_check(ctx, &p, 1, want_probs, NULL);
+            float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
+            float *lse = test_alloc_sentinel(t.lse_elems * sizeof(float));
+            float *probs = want_probs ? test_alloc_sentinel(t.probs_elems * sizeof(float)) : NULL;
+            attn_status ran = attn_forward(ctx, &p, t.q, t.k, t.v, o, lse, probs);
+            int ok = checked == ran;
+            if (ran == ATTN_SUCCESS) {
+                ok &= test_compare(&t.o_shape, o, t.ref_o, t.naive_o, t.o_elems).ok &&
+                      test_compare(&t.lse_shape, lse, t.ref_lse, t.naive_lse, t.lse_elems).ok;
+                if (probs) {
+                    ok &= test_compare(&t.probs_shape, probs, t.ref_probs, t.naive_probs,
+                                       t.probs_elems)
+                              .ok;
+                }
+            } else {
+                ok &= test_is_sentinel(o, t.o_elems * sizeof(float)) &&
+                      test_is_sentinel(lse, t.lse_elems * sizeof(float)) &&
+                      (!probs || test_is_sentinel(probs, t.probs_elems * sizeof(float)));
+            }
+            char name[96], detail[128];
+            snprintf(name, sizeof name, "attn_check agrees with attn_forward: %s%s", names[a],
+                     want_probs ? " + probs" : "");
+            snprintf(detail, sizeof detail, "check %s, forward %s", attn_status_name(checked),
+                     attn_status_name(ran));
+            report(name, ok, detail);
+            free(o);
+            free(lse);
+            free(probs);
+            test_problem_free(&t);
+        }
+    }
+}
+
+static void create_default(const attn_device_info *first) {
+    unsetenv("ATTN_CL_DEVICE");
+    attn_context_t ctx = NULL;
+    attn_status st = attn_context_create(NULL, &ctx);
+    report("attn_context_create(NULL options)", st == ATTN_SUCCESS && ctx, attn_status_name(st));
+    if (!ctx) {
+        return;
+    }
+    attn_device_info info;
+    st = attn_context_device_info(ctx, &info);
+    report("attn_context_device_info", st == ATTN_SUCCESS && info.device_name[0], info.device_name);
+    report("a fresh context has no error message", attn_last_error(ctx)[0] == '\0', NULL);
+    report("attn_context_queue is not NULL", attn_context_queue(ctx) != NULL, NULL);
+    forward_works(ctx, "default context: forward vs reference");
+
+    /* attn_check: probabilities need the three-kernel path (documented); any
+     * other answer must be an algorithm the forward then runs. */
+    attn_params p;
+    attn_params_init(&p, 1, 2, 64, 64, 16);
+    p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    attn_algo algo = ATTN_ALGO_AUTO;
+    st = attn_check(ctx, &p, 1, 1, &algo);
+    report("attn_check(AUTO, probs) -> THREE_KERNEL",
+           st == ATTN_SUCCESS && algo == ATTN_ALGO_THREE_KERNEL, attn_status_name(st));
+    p.algo = ATTN_ALGO_THREE_KERNEL;
+    algo = ATTN_ALGO_AUTO;
+    st = attn_check(ctx, &p, 0, 0, &algo);
+    report("attn_check(THREE_KERNEL) -> THREE_KERNEL",
+           st == ATTN_SUCCESS && algo == ATTN_ALGO_THREE_KERNEL, attn_status_name(st));
+    p.algo = ATTN_ALGO_FUSED;
+    algo = ATTN_ALGO_AUTO;
+    attn_status fused = attn_check(ctx, &p, 1, 0, &algo);
+    report("attn_check(FUSED) -> FUSED or a refusal",
+           (fused == ATTN_SUCCESS && algo == ATTN_ALGO_FUSED) || fused == ATTN_ERR_UNSUPPORTED,
+           attn_status_name(fused));
+    p.algo = ATTN_ALGO_AUTO;
+    algo = ATTN_ALGO_AUTO;
+    st = attn_check(ctx, &p, 1, 0, &algo);
+    char detail[64];
+    snprintf(detail, sizeof detail, "-> %s (FUSED %s)",
+             algo == ATTN_ALGO_FUSED          ? "FUSED"
+             : algo == ATTN_ALGO_THREE_KERNEL ? "THREE_KERNEL"
+                                              : "?",
+             fused == ATTN_SUCCESS ? "available" : "refused");
+    /* AUTO is "the best path that can serve the request": never one the
+     * explicit check refuses. */
+    report("attn_check(AUTO, no probs) picks a path that serves it",
+           st == ATTN_SUCCESS && (algo == ATTN_ALGO_THREE_KERNEL ||
+                                  (algo == ATTN_ALGO_FUSED && fused == ATTN_SUCCESS)),
+           detail);
+
+    st = attn_prepare(ctx, &p, 1, 0);
+    report("attn_prepare(AUTO)", st == ATTN_SUCCESS, attn_status_name(st));
+    st = attn_prepare(ctx, &p, 1, 1);
+    report("attn_prepare(AUTO, probs)", st == ATTN_SUCCESS, attn_status_name(st));
+    test_problem t;
+    if (test_problem_init(&t, &p, 3, 1.0f, 1, 0) == 0) {
+        float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
+        float *lse = test_alloc_sentinel(t.lse_elems * sizeof(float));
+        st = attn_forward(ctx, &p, t.q, t.k, t.v, o, lse, NULL);
+        test_result r = test_compare(&t.o_shape, o, t.ref_o, t.naive_o, t.o_elems);
+        test_result rl = test_compare(&t.lse_shape, lse, t.ref_lse, t.naive_lse, t.lse_elems);
+        report("forward with the algorithm attn_check chose", st == ATTN_SUCCESS && r.ok && rl.ok,
+               attn_status_name(st));
+        free(o);
+        free(lse);
+        test_problem_free(&t);
+    }
+
+    check_matches_forward(ctx);
+    attn_context_destroy(ctx);
+    (void)first;
+}
+
+static void create_from_env(const attn_device_info *first) {
+    setenv("ATTN_CL_DEVICE", "0:0", 1);
+    attn_context_t ctx = NULL;
+    attn_status st = attn_context_create(NULL, &ctx);
+    attn_device_info info = {0};
+    if (ctx) {
+        attn_context_device_info(ctx, &info);
+    }
+    report("ATTN_CL_DEVICE=\"0:0\" picks device 0 of platform 0",
+           st == ATTN_SUCCESS && info.platform_index == 0 && info.device_index == 0,
+           info.device_name);
+    if (ctx) {
+        forward_works(ctx, "ATTN_CL_DEVICE=0:0: forward vs reference");
+        attn_context_destroy(ctx);
+    }
+    unsetenv("ATTN_CL_DEVICE");
+
+    /* Explicit options: the first listed device, with profiling. */
+    attn_context_options opt;
+    attn_context_options_init(&opt);
+    report("attn_context_options_init: automatic choice",
+           opt.platform_index == -1 && opt.device_index == -1 && opt.enable_profiling == 0, NULL);
+    opt.platform_index = first->platform_index;
+    opt.device_index = first->device_index;
+    opt.enable_profiling = 1;
+    ctx = NULL;
+    st = attn_context_create(&opt, &ctx);
+    memset(&info, 0, sizeof info);
+    cl_command_queue_properties props = 0;
+    if (ctx) {
+        attn_context_device_info(ctx, &info);
+        clGetCommandQueueInfo(attn_context_queue(ctx), CL_QUEUE_PROPERTIES, sizeof props, &props,
+                              NULL);
+    }
+    report("options naming the first device, profiling on",
+           st == ATTN_SUCCESS && same_device(&info, first) && (props & CL_QUEUE_PROFILING_ENABLE),
+           attn_status_name(st));
+    if (ctx) {
+        attn_context_destroy(ctx);
+    }
+}
+
+static cl_uint context_refs(cl_context c) {
+    cl_uint n = 0;
+    clGetContextInfo(c, CL_CONTEXT_REFERENCE_COUNT, sizeof n, &n, NULL);
+    return n;
+}
+
+static cl_uint queue_refs(cl_command_queue q) {
+    cl_uint n = 0;
+    clGetCommandQueueInfo(q, CL_QUEUE_REFERENCE_COUNT, sizeof n, &n, NULL);
+    return n;
+}
+
+/* The caller's context and queue: the library retains them while it uses
+ * them and releases only its own references. */
+static void create_from_cl(void) {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_int err = clGetPlatformIDs(1, &platform, NULL);
+    if (err == CL_SUCCESS) {
+        err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 1, &device, NULL);
+    }
+    cl_context context =
+        err == CL_SUCCESS ? clCreateContext(NULL, 1, &device, NULL, NULL, &err) : NULL;
+    cl_command_queue queue =
+        err == CL_SUCCESS ? clCreateCommandQueue(context, device, 0, &err) : NULL;
+    if (err != CL_SUCCESS) {
+        report("creating a caller's OpenCL context and queue", 0, "");
+        return;
+    }
+    const cl_uint ctx_refs0 = context_refs(context), queue_refs0 = queue_refs(queue);
+
+    attn_context_t ctx = NULL;
+    attn_status st = attn_context_create_from_cl(context, device, queue, &ctx);
+    report("attn_context_create_from_cl", st == ATTN_SUCCESS && ctx, attn_status_name(st));
+    if (ctx) {
+        report("attn_context_queue is the caller's queue", attn_context_queue(ctx) == queue, NULL);
+        forward_works(ctx, "wrapped context: forward vs reference");
+        attn_context_destroy(ctx);
+    }
+    /* Commands the library enqueued hold the queue until the driver retires
+     * them, which it may do a little after they complete: finish, and give
+     * it a moment, before calling a reference leaked. */
+    clFinish(queue);
+    for (int tries = 0;
+         tries < 200 && (context_refs(context) != ctx_refs0 || queue_refs(queue) != queue_refs0);
+         tries++) {
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    char detail[64];
+    snprintf(detail, sizeof detail, "context %u -> %u, queue %u -> %u", ctx_refs0,
+             context_refs(context), queue_refs0, queue_refs(queue));
+    report("after destroy the caller's reference counts are back",
+           context_refs(context) == ctx_refs0 && queue_refs(queue) == queue_refs0, detail);
+
+    /* And the objects still work. */
+    float data[16], back[16];
+    for (int i = 0; i < 16; i++) {
+        data[i] = (float)i;
+    }
+    cl_mem mem =
+        clCreateBuffer(context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof data, data, &err);
+    if (err == CL_SUCCESS) {
+        err = clEnqueueReadBuffer(queue, mem, CL_TRUE, 0, sizeof back, back, 0, NULL, NULL);
+        clReleaseMemObject(mem);
+    }
+    report("the caller's context and queue still work",
+           err == CL_SUCCESS && memcmp(data, back, sizeof data) == 0, NULL);
+
+    ctx = NULL;
+    st = attn_context_create_from_cl(NULL, device, queue, &ctx);
+    report("attn_context_create_from_cl(context NULL) -> ATTN_ERR_NULL_ARGUMENT",
+           st == ATTN_ERR_NULL_ARGUMENT && ctx == NULL, attn_status_name(st));
+
+    clReleaseCommandQueue(queue);
+    clReleaseContext(context);
+}
+
+static void version(void) {
+    int major = -1, minor = -1, patch = -1;
+    attn_version(&major, &minor, &patch);
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", ATTN_CL_VERSION_MAJOR, ATTN_CL_VERSION_MINOR,
+             ATTN_CL_VERSION_PATCH);
+    const char *got = attn_version_string();
+    report("attn_version matches the header",
+           major == ATTN_CL_VERSION_MAJOR && minor == ATTN_CL_VERSION_MINOR &&
+               patch == ATTN_CL_VERSION_PATCH,
+           want);
+    report("attn_version_string matches the header", got && strcmp(got, want) == 0,
+           got ? got : "(NULL)");
+}
+
+int main(void) {
+    attn_device_info first;
+    memset(&first, 0, sizeof first);
+    list_devices(&first);
+    if (failures) {
+        printf("FAIL: cannot list devices\n");
+        return 1;
+    }
+    create_default(&first);
+    create_from_env(&first);
+    create_from_cl();
+    version();
+    printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,245 @@
+/* ATTN_ALGO_THREE_KERNEL through attn_forward against attn_reference, over a
+ * covering set of shapes rather than their full product: every length
+ * {1, 2, 7, 64, 100, 128, 257, 1000}, every head dim {1, 8, 16, 31, 32, 64,
+ * 80, 96, 128, 256}, every mask, Sq < Sk and Sq > Sk, batch and heads > 1,
+ * GQA/MQA, head_dim_v != head_dim, each layout, LSE and probabilities, large
+ * logits, and the head-chunked path (ATTN_CL_SCRATCH_LIMIT).
+ *
+ * Bound (see test_util.h): max|out - ref| <= 2 * max|naive_fp32 - ref| + atol,
+ * atol = 1e-6 * max(1, max|ref|); NMSE <= 4 * NMSE(naive_fp32) + 1e-10; for
+ * O, LSE and probabilities alike. */
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NONE ATTN_MASK_NONE
+#define TL ATTN_MASK_CAUSAL_TOP_LEFT
+#define BR ATTN_MASK_CAUSAL_BOTTOM_RIGHT
+
+typedef struct sweep_case {
+    int32_t batch, heads_q, heads_kv, seq_q, seq_k, head_dim, head_dim_v;
+    attn_mask mask;
+    test_layout layout;
+    float qk_range; /* Q and K drawn from [-qk_range, qk_range) */
+    float scale;    /* 0: the default */
+    int lse, probs;
+    int quick; /* also in the ATTN_TEST_QUICK subset: all D16 bottom-right, so
+                  that memcheck builds one kernel set (LLVM under valgrind is slow) */
+} sweep_case;
+
+/* clang-format off */
+static const sweep_case cases[] = {
+    /* B  Hq Hkv   Sq    Sk    D  Dv  mask  layout     qk   scale lse probs quick */
+    /* Every length with Sq == Sk; each head dim at least once. */
+    {1, 1, 1,    1,    1,   1,  0, NONE, TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 1, 1,    2,    2,   8,  0, TL,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 2, 2,    7,    7,  16,  0, BR,   TEST_BHSD,   1, 0,    1, 1, 1},
+    {2, 2, 2,   64,   64,  32,  0, NONE, TEST_BHSD,   1, 0,    1, 1, 0},
+    {2, 3, 3,  100,  100,  31,  0, TL,   TEST_BSHD,   1, 0,    1, 1, 0},
+    {1, 4, 2,  128,  128,  64,  0, BR,   TEST_BHSD,   1, 0,    1, 0, 0},
+    {1, 2, 2,  257,  257,  80,  0, TL,   TEST_PADDED, 1, 0,    1, 0, 0},
+    {1, 1, 1,  128,  128, 256,  0, NONE, TEST_BHSD,   1, 0,    0, 1, 0},
+    {1, 1, 1, 1000, 1000,  64,  0, TL,   TEST_BHSD,   1, 0,    1, 0, 0},
+    {1, 1, 1, 1000, 1000, 128,  0, NONE, TEST_BSHD,   1, 0,    1, 0, 0},
+    {2, 2, 1,    1,    1,  32,  0, TL,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {2, 2, 2, 1000, 1000,  32,  0, BR,   TEST_PADDED, 1, 0,    1, 0, 0},
+    {1, 1, 1, 1000, 1000, 256,  0, NONE, TEST_BHSD,   1, 0,    1, 0, 0},
+    /* Sq < Sk and Sq > Sk under each mask (bottom-right with Sq > Sk masks
+     * whole rows: O 0, LSE -inf). */
+    {1, 2, 2,    7,  100,  31,  0, TL,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 2, 2,    7,  100,  31,  0, BR,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 2, 2,  100,    7,   8,  0, TL,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 2, 2,  100,    7,   8,  0, BR,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 1, 1,    2,    7,   8,  0, BR,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 1, 1,    7,    2,  16,  0, BR,   TEST_PADDED, 1, 0,    1, 1, 1},
+    {2, 2, 2,   64,  257,  96,  0, NONE, TEST_HBSD,   1, 0,    1, 1, 0},
+    {1, 2, 2,  257,   64,  96,  0, BR,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 1, 1, 1000,    7,  16,  0, BR,   TEST_BHSD,   1, 0,    1, 0, 0},
+    {1, 1, 1,    2, 1000,   8,  0, TL,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 2, 2,   64,  257, 256,  0, TL,   TEST_BHSD,   1, 0,    1, 0, 0},
+    {1, 2, 1, 1000,  257,  96,  0, TL,   TEST_BSHD,   1, 0,    1, 1, 0},
+    /* Decoding: one query, a long KV cache, grouped heads. */
+    {1, 8, 2,    1, 1000, 128,  0, BR,   TEST_BSHD,   1, 0,    1, 1, 0},
+    {3, 4, 1,    1,  100,  64,  0, NONE, TEST_BHSD,   1, 0,    1, 0, 0},
+    /* Batch and heads > 1 with GQA and MQA in every layout. */
+    {2, 4, 1,  257,   64,  32,  0, NONE, TEST_HBSD,   1, 0,    1, 0, 0},
+    {2, 6, 3,  100,  128,  80,  0, TL,   TEST_BSHD,   1, 0,    1, 0, 0},
+    {2, 4, 2,    7,    7,  31,  0, BR,   TEST_PADDED, 1, 0,    1, 1, 0},
+    {3, 2, 1,   64,    2,   1,  0, NONE, TEST_BSHD,   1, 0,    1, 1, 0},
+    /* head_dim_v != head_dim, both ways. */
+    {1, 2, 2,   64,  100,  64, 32, NONE, TEST_BHSD,   1, 0,    1, 0, 0},
+    {2, 2, 1,  100,   64,  16, 128, BR,  TEST_BSHD,   1, 0,    1, 1, 0},
+    {1, 1, 1,  257,  128,  80, 96, TL,   TEST_PADDED, 1, 0,    1, 0, 0},
+    {1, 2, 2,    2,    7,   1,  8, NONE, TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 1, 1,    7,    2, 256,  1, BR,   TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 2, 1,  128,   64,   8, 256, TL,  TEST_HBSD,   1, 0,    1, 0, 0},
+    /* The remaining (head dim, mask) pairs, so every head dim meets every
+     * mask, on odd lengths. */
+    {1, 2, 2,   33,   65,   1,  0, TL,   TEST_BHSD,   1, 0,    1, 0, 0},
+    {1, 2, 2,   65,   33,   1,  0, BR,   TEST_BSHD,   1, 0,    1, 0, 0},
+    {2, 2, 1,   33,   33,   8,  0, NONE, TEST_PADDED, 1, 0,    1, 0, 0},
+    {1, 3, 3,   65,   65,  16, 16, TL,   TEST_HBSD,   1, 0,    1, 0, 0},
+    {1, 2, 2,   17,   70,  31,  0, NONE, TEST_BHSD,   1, 0,    1, 1, 0},
+    {1, 2, 1,   70,   17,  80,  0, NONE, TEST_BSHD,   1, 0,    1, 0, 0},
+    {1, 2, 2,   70,   70,  80,  0, BR,   TEST_BHSD,   1, 0,    1, 0, 0},
+    {1, 2, 2,   33,   65, 128,  0, TL,   TEST_PADDED, 1, 0,    1, 0, 0},
+    {1, 1, 1,   65,   33,  32, 256, BR,  TEST_BHSD,   1, 0,    1, 0, 0},
+    /* An explicit scale, negative too. */
+    {1, 2, 2,   64,   64,  32,  0, TL,   TEST_BHSD,   1, 0.5f, 1, 1, 0},
+    {1, 1, 1,  100,  100,  16,  0, NONE, TEST_BHSD,   1, -2.0f, 1, 1, 0},
+    /* Large logits: Q and K scaled by 30, scores in the thousands. */
+    {1, 2, 2,  128,  128,  64,  0, NONE, TEST_BHSD,  30, 0,    1, 1, 0},
+    {1, 1, 1,  100,  257,  32,  0, BR,   TEST_BSHD,  30, 0,    1, 1, 0},
+    {1, 1, 1,    7,    7,   8,  0, TL,   TEST_BHSD,  30, 0,    1, 1, 0},
+    {1, 1, 1, 1000, 1000,  64,  0, TL,   TEST_BHSD,  30, 0,    1, 0, 0},
+};
+/* clang-format on */
+
+static int failures;
+
+/* Runs one request against its reference; prints one line. `label` prefixes
+ * the line (e.g. the scratch limit). */
+static void run_case(attn_context_t ctx, const sweep_case *c, uint64_t seed, const char *label) {
+    attn_params p;
+    attn_params_init(&p, c->batch, c->heads_q, c->seq_q, c->seq_k, c->head_dim);
+    p.heads_kv = c->heads_kv;
+    p.head_dim_v = c->head_dim_v;
+    p.mask = c->mask;
+    p.scale = c->scale;
+    p.algo = ATTN_ALGO_THREE_KERNEL;
+    test_set_layout(&p, c->layout);
+
+    char desc[128];
+    test_describe(desc, sizeof desc, &p, c->layout);
+    if (c->qk_range != 1.0f || c->scale != 0.0f) {
+        size_t n = strlen(desc);
+        snprintf(desc + n, sizeof desc - n, " qk*%g scale %g", (double)c->qk_range,
+                 (double)c->scale);
+    }
+
+    test_problem t;
+    if (test_problem_init(&t, &p, seed, c->qk_range, c->lse, c->probs) != 0) {
+        printf("%s%s FAIL (reference)\n", label, desc);
+        failures++;
+        return;
+    }
+    float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
+    float *lse = c->lse ? test_alloc_sentinel(t.lse_elems * sizeof(float)) : NULL;
+    float *probs = c->probs ? test_alloc_sentinel(t.probs_elems * sizeof(float)) : NULL;
+
+    double start = test_seconds();
+    attn_status st = attn_forward(ctx, &p, t.q, t.k, t.v, o, lse, probs);
+    double ms = 1e3 * (test_seconds() - start);
+
+    int ok = st == ATTN_SUCCESS;
+    char line[512];
+    if (!ok) {
+        snprintf(line, sizeof line, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+    } else {
+        test_result r = test_compare(&t.o_shape, o, t.ref_o, t.naive_o, t.o_elems);
+        ok &= r.ok;
+        int n = 0;
+        char part[160];
+        test_format_result(part, sizeof part, "O", &r);
+        n += snprintf(line + n, sizeof line - (size_t)n, "%s", part);
+        if (lse) {
+            r = test_compare(&t.lse_shape, lse, t.ref_lse, t.naive_lse, t.lse_elems);
+            ok &= r.ok;
+            test_format_result(part, sizeof part, "LSE", &r);
+            n += snprintf(line + n, sizeof line - (size_t)n, " | %s", part);
+        }
+        if (probs) {
+            r = test_compare(&t.probs_shape, probs, t.ref_probs, t.naive_probs, t.probs_elems);
+            ok &= r.ok;
+            test_format_result(part, sizeof part, "P", &r);
+            snprintf(line + n, sizeof line - (size_t)n, " | %s", part);
+        }
+    }
+    printf("%s%-58s %7.1f ms  %s  %s\n", label, desc, ms, line, ok ? "PASS" : "FAIL");
+    fflush(stdout);
+    failures += !ok;
+    free(o);
+    free(lse);
+    free(probs);
+    test_problem_free(&t);
+}
+
+static void set_scratch_limit(size_t bytes) {
+    char value[32];
+    snprintf(value, sizeof value, "%zu", bytes);
+    setenv("ATTN_CL_SCRATCH_LIMIT", value, 1);
+}
+
+/* ATTN_CL_SCRATCH_LIMIT caps the score scratch, so the heads go through in
+ * chunks; results must not change. A cap below one head's scores must fail
+ * with ATTN_ERR_DEVICE_OUT_OF_MEMORY and write nothing. */
+static void chunked(attn_context_t ctx) {
+    const sweep_case c = {2, 8, 2, 64, 100, 16, 0, BR, TEST_BSHD, 1, 0, 1, 1, 1};
+    const size_t head_bytes = (size_t)c.seq_q * (size_t)c.seq_k * sizeof(float);
+    const size_t limits[3] = {head_bytes, 3 * head_bytes + head_bytes / 2, 7 * head_bytes};
+    /* Under memcheck one chunked run is enough to walk the loop. */
+    for (int i = test_quick() ? 1 : 0; i < (test_quick() ? 2 : 3); i++) {
+        set_scratch_limit(limits[i]);
+        char label[64];
+        snprintf(label, sizeof label, "[scratch %zu heads] ", limits[i] / head_bytes);
+        run_case(ctx, &c, 1000 + (uint64_t)i, label);
+    }
+
+    set_scratch_limit(head_bytes - 1);
+    attn_params p;
+    attn_params_init(&p, c.batch, c.heads_q, c.seq_q, c.seq_k, c.head_dim);
+    p.heads_kv = c.heads_kv;
+    p.mask = c.mask;
+    p.algo = ATTN_ALGO_THREE_KERNEL;
+    test_problem t;
+    if (test_problem_init(&t, &p, 1003, 1.0f, 1, 1) != 0) {
+        failures++;
+        unsetenv("ATTN_CL_SCRATCH_LIMIT");
+        return;
+    }
+    float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
+    float *lse = test_alloc_sentinel(t.lse_elems * sizeof(float));
+    float *probs = test_alloc_sentinel(t.probs_elems * sizeof(float));
+    attn_status st = attn_forward(ctx, &p, t.q, t.k, t.v, o, lse, probs);
+    int untouched = test_is_sentinel(o, t.o_elems * sizeof(float)) &&
+                    test_is_sentinel(lse, t.lse_elems * sizeof(float)) &&
+                    test_is_sentinel(probs, t.probs_elems * sizeof(float));
+    attn_algo algo = ATTN_ALGO_AUTO;
+    attn_status checked = attn_check(ctx, &p, 1, 1, &algo);
+    int ok = st == ATTN_ERR_DEVICE_OUT_OF_MEMORY && untouched && *attn_last_error(ctx) &&
+             checked == ATTN_ERR_DEVICE_OUT_OF_MEMORY;
+    printf("[scratch %zu bytes < one head] forward -> %s, attn_check -> %s, outputs %s  %s\n",
+           head_bytes - 1, attn_status_name(st), attn_status_name(checked),
+           untouched ? "untouched" : "WRITTEN", ok ? "PASS" : "FAIL");
+    failures += !ok;
+    free(o);
+    free(lse);
+    free(probs);
+    test_problem_free(&t);
+    unsetenv("ATTN_CL_SCRATCH_LIMIT");
+}
+
+int main(void) {
+    unsetenv("ATTN_CL_SCRATCH_LIMIT");
+    const int quick = test_quick();
+    attn_context_t ctx = test_context_create();
+    printf("bound: max|out-ref| <= 2*max|naive_fp32-ref| + %.0e*max(1,max|ref|), "
+           "NMSE <= 4*NMSE(naive_fp32) + %.0e%s\n",
+           TEST_ATOL, TEST_NMSE_FLOOR, quick ? " (quick subset)" : "");
+    double start = test_seconds();
+    int run = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (quick && !cases[i].quick) {
+            continue;
+        }
+        run_case(ctx, &cases[i], 1 + i, "");
+        run++;
+    }
+    chunked(ctx);
+    attn_context_destroy(ctx);
+    printf("%s: %d case(s) + chunking checks, %d failure(s), %.1f s\n", failures ? "FAIL" : "PASS",
+           run, failures, test_seconds() - start);
+    return failures ? 1 : 0;
+}
