@@ -1,0 +1,463 @@
+#include "bench_args.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_SEQ_MIN 128
+#define DEFAULT_SEQ_MAX 8192
+
+const char *bench_mask_name(attn_mask mask) {
+    switch (mask) {
+    case ATTN_MASK_CAUSAL_TOP_LEFT:
+        return "top-left";
+    case ATTN_MASK_CAUSAL_BOTTOM_RIGHT:
+        return "bottom-right";
+    default:
+        return "none";
+    }
+}
+
+const char *bench_algo_name(attn_algo algo) {
+    switch (algo) {
+    case ATTN_ALGO_THREE_KERNEL:
+        return "three-kernel";
+    case ATTN_ALGO_FUSED:
+        return "fused";
+    default:
+        return "auto";
+    }
+}
+
+void bench_print_help(FILE *out, const char *program) {
+    fprintf(out,
+            "usage: %s [options]\n"
+            "\n"
+            "Times libattn_cl's attention forward on one OpenCL device over a sweep of\n"
+            "sequence lengths, and checks it against the library's CPU reference.\n"
+            "\n"
+            "What is measured, for each point (one sequence length, one algorithm):\n"
+            "  build    attn_prepare(): compiling the kernels the forward uses. The first\n"
+            "           point of a shape pays for it; later points with the same kernel\n"
+            "           options find the kernels in the context's cache. Some OpenCL\n"
+            "           implementations also keep their own on-disk cache (PoCL does), so\n"
+            "           a second invocation of attn_bench may build faster than the first.\n"
+            "  ms       the median wall-clock time (CLOCK_MONOTONIC) of attn_forward_device\n"
+            "           + clWaitForEvents, after --warmup untimed forwards. Q, K and V are\n"
+            "           uploaded once into device buffers; no transfer is timed.\n"
+            "  GFLOP/s  2 * batch * heads_q * visible query-key pairs * (head_dim + head_dim_v)\n"
+            "           / time. Masked pairs are not counted (causal is about half the\n"
+            "           work); the softmax is not counted.\n"
+            "  ref_ms   attn_reference() (one CPU thread, double accumulation), timed once,\n"
+            "           and speedup = ref_ms / ms. The reference runs only while its work\n"
+            "           is at most --ref-max-gflop (default 10: seq <= 2048 for the default\n"
+            "           shape); max_abs_err is the largest |device - reference| over O.\n"
+            "\n"
+            "Sweep (seq_q = seq_k = n for each n, unless --seq-q or --seq-k fixes one side):\n"
+            "  --seq LIST            comma-separated lengths, or one length (e.g. 100,1000)\n"
+            "  --seq-min N           first length of a doubling sweep (default %d)\n"
+            "  --seq-max N           last length of a doubling sweep (default %d)\n"
+            "  --seq-k N             fix seq_k to N; the sweep varies seq_q\n"
+            "  --seq-q N             fix seq_q to N; the sweep varies seq_k (decoding: --seq-q 1)\n"
+            "\n"
+            "Shape (Q, K, V and O are float32, contiguous [batch, heads, seq, dim]):\n"
+            "  --batch N             batch size (default 1)\n"
+            "  --heads N             query heads (default 8)\n"
+            "  --heads-kv N          key/value heads, must divide --heads (default: --heads)\n"
+            "  --head-dim N          head dimension of Q and K, 1..%d (default 64)\n"
+            "  --head-dim-v N        head dimension of V and O (default: --head-dim)\n"
+            "  --causal [ALIGN]      causal mask; ALIGN is top-left (query i sees keys j <= i,\n"
+            "                        PyTorch is_causal) or bottom-right (j <= i + seq_k - seq_q,\n"
+            "                        FlashAttention and KV-cache decoding). A bare --causal means\n"
+            "                        bottom-right. The two are the same when seq_q == seq_k.\n"
+            "                        --causal none (the default) turns the mask off.\n"
+            "\n",
+            program, DEFAULT_SEQ_MIN, DEFAULT_SEQ_MAX, ATTN_MAX_HEAD_DIM);
+    fprintf(
+        out,
+        "Algorithm and device:\n"
+        "  --algo A              auto (default: what the library picks, reported by name),\n"
+        "                        three-kernel, fused, or all (one row per algorithm)\n"
+        "  --device P:D          platform P, device D as --list-devices numbers them\n"
+        "                        (default: the library's choice, which honours the\n"
+        "                        ATTN_CL_DEVICE=P:D environment variable, then the first GPU)\n"
+        "  --list-devices        list the OpenCL devices and exit\n"
+        "\n"
+        "Repeats and reference:\n"
+        "  --repeats N           timed forwards per point, reported as their median (default 5)\n"
+        "  --warmup N            untimed forwards before them (default 1)\n"
+        "  --max-point-seconds S stop a point's timed forwards early once they have taken\n"
+        "                        S seconds, after at least one (default 60); the runs column\n"
+        "                        of the table and a note on stderr say how many ran\n"
+        "  --no-ref              never run the CPU reference (max_abs_err stays empty)\n"
+        "  --ref-max-gflop X     run the reference while its work is <= X GFLOP (default 10)\n"
+        "  --ref-max-seq N       run the reference while seq_q and seq_k are <= N instead\n"
+        "  --seed N              seed of the random inputs, uniform in [-1, 1) (default 1)\n"
+        "\n");
+    fprintf(out,
+            "Output:\n"
+            "  (default)             an aligned table on stdout, one row per point as it ends\n"
+            "  --csv                 exactly one header line and one row per measured point:\n"
+            "      "
+            "algo,device,batch,heads_q,heads_kv,seq_q,seq_k,head_dim,causal,dtype,ms,gflops,max_"
+            "abs_err\n"
+            "                        algo is the algorithm that ran (three-kernel or fused, also\n"
+            "                        under --algo auto); device is the device name with commas\n"
+            "                        replaced by ';'; causal is none, top-left or bottom-right;\n"
+            "                        dtype is f32; max_abs_err is empty where the reference did\n"
+            "                        not run.\n"
+            "  Progress, build times and notes go to stderr, never to stdout. A point that\n"
+            "  fails (no memory for the three-kernel score matrix, an algorithm this device\n"
+            "  or build cannot serve) gets a note on stderr with the library's message and no\n"
+            "  row; the sweep goes on.\n"
+            "  --help                this text\n"
+            "\n"
+            "Exit status: 0 when at least one point was measured, 1 when none was or the\n"
+            "device could not be opened, 2 for bad options.\n"
+            "\n"
+            "Examples:\n"
+            "  %s                                  default sweep 128..8192, 8 heads, d=64\n"
+            "  %s --csv --algo all > results.csv   both algorithms, for other tools\n"
+            "  %s --seq-q 1 --seq-max 65536 --no-ref   decoding one token over a KV cache\n"
+            "  %s --seq 1000 --causal top-left --heads 32 --heads-kv 8 --head-dim 128\n",
+            program, program, program, program);
+}
+
+/* Parses a whole string as an integer in [min, max]. */
+static int parse_int(const char *flag, const char *text, long long min, long long max,
+                     long long *value) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno == ERANGE || v < min || v > max) {
+        fprintf(stderr, "attn_bench: %s wants an integer from %lld to %lld, not '%s'\n", flag, min,
+                max, text);
+        return 2;
+    }
+    *value = v;
+    return 0;
+}
+
+static int parse_i32(const char *flag, const char *text, long long min, int32_t *value) {
+    long long v;
+    int rc = parse_int(flag, text, min, INT32_MAX, &v);
+    if (rc == 0) {
+        *value = (int32_t)v;
+    }
+    return rc;
+}
+
+static int parse_positive_double(const char *flag, const char *text, double *value) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno == ERANGE || !(v > 0.0)) {
+        fprintf(stderr, "attn_bench: %s wants a positive number, not '%s'\n", flag, text);
+        return 2;
+    }
+    *value = v;
+    return 0;
+}
+
+static int parse_seq_list(const char *text, bench_options *opt) {
+    char buffer[4096];
+    if (strlen(text) >= sizeof buffer) {
+        fprintf(stderr, "attn_bench: --seq list is too long\n");
+        return 2;
+    }
+    strcpy(buffer, text);
+    opt->num_seqs = 0;
+    /* strtok would skip empty items; "128,,256" should be an error. */
+    char *item = buffer;
+    for (;;) {
+        char *comma = strchr(item, ',');
+        if (comma) {
+            *comma = '\0';
+        }
+        if (opt->num_seqs == BENCH_MAX_POINTS) {
+            fprintf(stderr, "attn_bench: --seq takes at most %d lengths\n", BENCH_MAX_POINTS);
+            return 2;
+        }
+        if (parse_i32("--seq", item, 1, &opt->seqs[opt->num_seqs]) != 0) {
+            return 2;
+        }
+        opt->num_seqs++;
+        if (!comma) {
+            return 0;
+        }
+        item = comma + 1;
+    }
+}
+
+static int parse_mask(const char *text, attn_mask *mask) {
+    if (strcmp(text, "none") == 0) {
+        *mask = ATTN_MASK_NONE;
+    } else if (strcmp(text, "top-left") == 0) {
+        *mask = ATTN_MASK_CAUSAL_TOP_LEFT;
+    } else if (strcmp(text, "bottom-right") == 0) {
+        *mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_algo(const char *text, bench_options *opt) {
+    if (strcmp(text, "auto") == 0) {
+        opt->algos[0] = ATTN_ALGO_AUTO;
+        opt->num_algos = 1;
+    } else if (strcmp(text, "three-kernel") == 0) {
+        opt->algos[0] = ATTN_ALGO_THREE_KERNEL;
+        opt->num_algos = 1;
+    } else if (strcmp(text, "fused") == 0) {
+        opt->algos[0] = ATTN_ALGO_FUSED;
+        opt->num_algos = 1;
+    } else if (strcmp(text, "all") == 0) {
+        opt->algos[0] = ATTN_ALGO_THREE_KERNEL;
+        opt->algos[1] = ATTN_ALGO_FUSED;
+        opt->num_algos = 2;
+    } else {
+        fprintf(stderr, "attn_bench: --algo wants auto, three-kernel, fused or all, not '%s'\n",
+                text);
+        return 2;
+    }
+    return 0;
+}
+
+static int parse_device(const char *text, bench_options *opt) {
+    char buffer[64];
+    const char *colon = strchr(text, ':');
+    size_t len = colon ? (size_t)(colon - text) : 0;
+    long long p, d;
+    if (!colon || len == 0 || len >= sizeof buffer) {
+        fprintf(stderr, "attn_bench: --device wants P:D (see --list-devices), not '%s'\n", text);
+        return 2;
+    }
+    memcpy(buffer, text, len);
+    buffer[len] = '\0';
+    if (parse_int("--device platform", buffer, 0, INT32_MAX, &p) != 0 ||
+        parse_int("--device device", colon + 1, 0, INT32_MAX, &d) != 0) {
+        return 2;
+    }
+    opt->platform_index = (int32_t)p;
+    opt->device_index = (int32_t)d;
+    return 0;
+}
+
+static void set_defaults(bench_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->batch = 1;
+    opt->heads_q = 8;
+    opt->head_dim = 64;
+    opt->mask = ATTN_MASK_NONE;
+    opt->algos[0] = ATTN_ALGO_AUTO;
+    opt->num_algos = 1;
+    opt->platform_index = -1;
+    opt->device_index = -1;
+    opt->repeats = 5;
+    opt->warmup = 1;
+    opt->max_point_seconds = 60.0;
+    opt->reference = 1;
+    opt->ref_max_gflop = 10.0;
+    opt->seed = 1;
+}
+
+/* The doubling sweep seq_min, 2·seq_min, ... up to seq_max. */
+static void fill_doubling(int32_t seq_min, int32_t seq_max, bench_options *opt) {
+    opt->num_seqs = 0;
+    for (int64_t n = seq_min; n <= seq_max; n *= 2) {
+        opt->seqs[opt->num_seqs++] = (int32_t)n;
+    }
+}
+
+/* Options that take a value; --causal is handled apart (its value is optional). */
+static const char *const valued_flags[] = {
+    "--seq",           "--seq-min",     "--seq-max",  "--seq-k",    "--seq-q",
+    "--batch",         "--heads",       "--heads-kv", "--head-dim", "--head-dim-v",
+    "--algo",          "--device",      "--repeats",  "--warmup",   "--max-point-seconds",
+    "--ref-max-gflop", "--ref-max-seq", "--seed",
+};
+
+static int takes_value(const char *flag) {
+    for (size_t i = 0; i < sizeof valued_flags / sizeof valued_flags[0]; i++) {
+        if (strcmp(flag, valued_flags[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int apply_valued(const char *flag, const char *value, bench_options *opt, int32_t *seq_min,
+                        int32_t *seq_max) {
+    long long v = 0;
+    if (strcmp(flag, "--seq") == 0) {
+        return parse_seq_list(value, opt);
+    } else if (strcmp(flag, "--seq-min") == 0) {
+        return parse_i32(flag, value, 1, seq_min);
+    } else if (strcmp(flag, "--seq-max") == 0) {
+        return parse_i32(flag, value, 1, seq_max);
+    } else if (strcmp(flag, "--seq-k") == 0) {
+        return parse_i32(flag, value, 1, &opt->fixed_seq_k);
+    } else if (strcmp(flag, "--seq-q") == 0) {
+        return parse_i32(flag, value, 1, &opt->fixed_seq_q);
+    } else if (strcmp(flag, "--batch") == 0) {
+        return parse_i32(flag, value, 1, &opt->batch);
+    } else if (strcmp(flag, "--heads") == 0) {
+        return parse_i32(flag, value, 1, &opt->heads_q);
+    } else if (strcmp(flag, "--heads-kv") == 0) {
+        return parse_i32(flag, value, 1, &opt->heads_kv);
+    } else if (strcmp(flag, "--head-dim") == 0) {
+        return parse_i32(flag, value, 1, &opt->head_dim);
+    } else if (strcmp(flag, "--head-dim-v") == 0) {
+        return parse_i32(flag, value, 1, &opt->head_dim_v);
+    } else if (strcmp(flag, "--algo") == 0) {
+        return parse_algo(value, opt);
+    } else if (strcmp(flag, "--device") == 0) {
+        return parse_device(value, opt);
+    } else if (strcmp(flag, "--repeats") == 0) {
+        int rc = parse_int(flag, value, 1, 1000000, &v);
+        if (rc == 0) {
+            opt->repeats = (int)v;
+        }
+        return rc;
+    } else if (strcmp(flag, "--warmup") == 0) {
+        int rc = parse_int(flag, value, 0, 1000000, &v);
+        if (rc == 0) {
+            opt->warmup = (int)v;
+        }
+        return rc;
+    } else if (strcmp(flag, "--max-point-seconds") == 0) {
+        return parse_positive_double(flag, value, &opt->max_point_seconds);
+    } else if (strcmp(flag, "--ref-max-gflop") == 0) {
+        return parse_positive_double(flag, value, &opt->ref_max_gflop);
+    } else if (strcmp(flag, "--ref-max-seq") == 0) {
+        return parse_i32(flag, value, 1, &opt->ref_max_seq);
+    } else {
+        /* --seed */
+        int rc = parse_int(flag, value, 0, INT64_MAX, &v);
+        if (rc == 0) {
+            opt->seed = (uint64_t)v;
+        }
+        return rc;
+    }
+}
+
+/* Checks that the options make sense together and derives the sweep. */
+static int finish(bench_options *opt, int seq_list_given, int32_t seq_min, int32_t seq_max,
+                  int seq_range_given) {
+    if (seq_list_given && seq_range_given) {
+        fprintf(stderr, "attn_bench: give either --seq or --seq-min/--seq-max, not both\n");
+        return 2;
+    }
+    if (opt->fixed_seq_q > 0 && opt->fixed_seq_k > 0) {
+        fprintf(stderr, "attn_bench: --seq-q and --seq-k together leave nothing to sweep; "
+                        "use --seq N --seq-k M for one point\n");
+        return 2;
+    }
+    if (!seq_list_given) {
+        if (seq_min > seq_max) {
+            fprintf(stderr, "attn_bench: --seq-min %d is above --seq-max %d\n", (int)seq_min,
+                    (int)seq_max);
+            return 2;
+        }
+        fill_doubling(seq_min, seq_max, opt);
+    }
+    if (opt->heads_kv == 0) {
+        opt->heads_kv = opt->heads_q;
+    }
+    if (opt->head_dim_v == 0) {
+        opt->head_dim_v = opt->head_dim;
+    }
+    /* Shape limits (head_dim range, heads_kv dividing heads_q) are the
+     * library's to enforce: attn_check reports them with its own message. */
+    return 0;
+}
+
+int bench_parse_args(int argc, char **argv, bench_options *opt) {
+    int32_t seq_min = DEFAULT_SEQ_MIN, seq_max = DEFAULT_SEQ_MAX;
+    int seq_list_given = 0, seq_range_given = 0;
+    set_defaults(opt);
+
+    for (int i = 1; i < argc; i++) {
+        char flag[64];
+        const char *arg = argv[i];
+        const char *value = NULL;
+        const char *eq = strchr(arg, '=');
+        size_t flag_len = eq ? (size_t)(eq - arg) : strlen(arg);
+
+        if (strcmp(arg, "-h") == 0) {
+            opt->help = 1;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0 || flag_len >= sizeof flag) {
+            fprintf(stderr, "attn_bench: unexpected argument '%s' (see --help)\n", arg);
+            return 2;
+        }
+        memcpy(flag, arg, flag_len);
+        flag[flag_len] = '\0';
+        if (eq) {
+            value = eq + 1;
+        }
+
+        if (strcmp(flag, "--causal") == 0) {
+            /* The value is optional: take the next word only if it is one. */
+            attn_mask mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+            if (value) {
+                if (parse_mask(value, &mask) != 0) {
+                    fprintf(stderr,
+                            "attn_bench: --causal wants top-left, bottom-right or none, not '%s'\n",
+                            value);
+                    return 2;
+                }
+            } else if (i + 1 < argc && argv[i + 1][0] != '-') {
+                /* A bare --causal is followed by another option or nothing. */
+                if (parse_mask(argv[i + 1], &mask) != 0) {
+                    fprintf(stderr,
+                            "attn_bench: --causal wants top-left, bottom-right or none, not '%s'\n",
+                            argv[i + 1]);
+                    return 2;
+                }
+                i++;
+            }
+            opt->mask = mask;
+            continue;
+        }
+
+        if (takes_value(flag)) {
+            if (!value) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "attn_bench: %s needs a value\n", flag);
+                    return 2;
+                }
+                value = argv[++i];
+            }
+            if (strcmp(flag, "--seq") == 0) {
+                seq_list_given = 1;
+            } else if (strcmp(flag, "--seq-min") == 0 || strcmp(flag, "--seq-max") == 0) {
+                seq_range_given = 1;
+            }
+            if (apply_valued(flag, value, opt, &seq_min, &seq_max) != 0) {
+                return 2;
+            }
+            continue;
+        }
+
+        if (value) {
+            fprintf(stderr, "attn_bench: %s takes no value\n", flag);
+            return 2;
+        }
+        if (strcmp(flag, "--csv") == 0) {
+            opt->csv = 1;
+        } else if (strcmp(flag, "--list-devices") == 0) {
+            opt->list_devices = 1;
+        } else if (strcmp(flag, "--no-ref") == 0) {
+            opt->reference = 0;
+        } else if (strcmp(flag, "--help") == 0) {
+            opt->help = 1;
+        } else {
+            fprintf(stderr, "attn_bench: unknown option '%s' (see --help)\n", flag);
+            return 2;
+        }
+    }
+    return finish(opt, seq_list_given, seq_min, seq_max, seq_range_given);
+}
