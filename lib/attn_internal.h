@@ -99,6 +99,9 @@ attn_status attn_three_kernel_check(attn_context_t ctx, const attn_plan *plan);
 /* Builds the kernels attn_three_kernel_run would use for `plan`. */
 attn_status attn_three_kernel_prepare(attn_context_t ctx, const attn_plan *plan);
 
+/* Whether the tuning and the device's limits let the fused path run `plan`
+ * (attn_check uses it; it builds nothing). */
+attn_status attn_fused_check(attn_context_t ctx, const attn_plan *plan);
 attn_status attn_fused_run(attn_context_t ctx, const attn_plan *plan, const attn_device_args *args,
                            cl_uint num_wait, const cl_event *wait_list, cl_event *done);
 attn_status attn_fused_prepare(attn_context_t ctx, const attn_plan *plan);

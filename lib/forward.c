@@ -7,7 +7,8 @@
 #include <string.h>
 
 static attn_status check_algorithm(attn_context_t ctx, const attn_plan *plan) {
-    return plan->algo == ATTN_ALGO_THREE_KERNEL ? attn_three_kernel_check(ctx, plan) : ATTN_SUCCESS;
+    return plan->algo == ATTN_ALGO_THREE_KERNEL ? attn_three_kernel_check(ctx, plan)
+                                                : attn_fused_check(ctx, plan);
 }
 
 attn_status attn_check(attn_context_t ctx, const attn_params *params, int want_lse, int want_probs,

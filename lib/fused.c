@@ -71,16 +71,25 @@ static attn_status configure(attn_context_t ctx, const attn_plan *plan, fused_co
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                          "fused tuning %s: wg is above the device's %zu work-items a group", text,
                          max_wg);
-    /* Halve the key tile until the tiles fit the device's local memory. */
+    /* Halve the key tile, then the row block (and the group with it), until
+     * the tiles fit the device's local memory: OpenCL guarantees 32 KiB,
+     * which one row of every head_dim fits. */
     const int per_row = t->wg / t->rows;
-    while (gpu_local_bytes(p, t) > ctx->info.local_mem_bytes && t->tile_k / 2 >= per_row &&
-           (t->tile_k / 2) % per_row == 0)
-        t->tile_k /= 2;
+    while (gpu_local_bytes(p, t) > ctx->info.local_mem_bytes) {
+        if (t->tile_k / 2 >= per_row && (t->tile_k / 2) % per_row == 0) {
+            t->tile_k /= 2;
+        } else if (t->rows > 1) {
+            t->rows = (t->rows + 1) / 2;
+            t->wg = t->rows * per_row;
+        } else {
+            break;
+        }
+    }
     if (gpu_local_bytes(p, t) > ctx->info.local_mem_bytes) {
         attn_tuning_format(t, text, sizeof text);
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
                          "fused tuning %s: head_dim %d / head_dim_v %d need %zu bytes of local "
-                         "memory; the device has %llu (fewer rows fit)",
+                         "memory even for one row; the device has %llu",
                          text, p->head_dim, p->head_dim_v, gpu_local_bytes(p, t),
                          (unsigned long long)ctx->info.local_mem_bytes);
     }
@@ -122,6 +131,11 @@ static attn_status get_kernels(attn_context_t ctx, const fused_config *cfg, fuse
                          text, kernel_wg);
     }
     return ATTN_SUCCESS;
+}
+
+attn_status attn_fused_check(attn_context_t ctx, const attn_plan *plan) {
+    fused_config cfg;
+    return configure(ctx, plan, &cfg);
 }
 
 attn_status attn_fused_prepare(attn_context_t ctx, const attn_plan *plan) {

@@ -162,9 +162,11 @@ attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int wa
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
                          "the fused path does not materialize probabilities; use "
                          "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
+    /* The fused path is faster everywhere and needs O(seq) memory; only the
+     * three-kernel path materializes the probabilities. */
     out.algo = p->algo;
-    if (out.algo == ATTN_ALGO_AUTO) /* FIXME: FUSED without probabilities once it lands */
-        out.algo = ATTN_ALGO_THREE_KERNEL;
+    if (out.algo == ATTN_ALGO_AUTO)
+        out.algo = out.want_probs ? ATTN_ALGO_THREE_KERNEL : ATTN_ALGO_FUSED;
 
     /* The score matrix (and the probabilities handed back) count
      * batch * heads_q * seq_q * seq_k floats. */

@@ -216,6 +216,7 @@ static void bad_params(void) {
         EXPECT("2^62 elements of Q: bytes overflow", &p, ATTN_ERR_SIZE_OVERFLOW, ENTRY_ALL, 0);
         /* Tensors of 2^60 bytes fit size_t; 2^80 scores do not. */
         attn_params_init(&p, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1);
+        p.algo = ATTN_ALGO_THREE_KERNEL;
         EXPECT("2^80 scores for the three-kernel path", &p, ATTN_ERR_SIZE_OVERFLOW, ENTRY_ALL, 1);
         p = base_params();
         p.k_strides = (attn_strides){INT64_MAX, 1, 1};

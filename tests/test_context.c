@@ -193,8 +193,7 @@ static void create_default(const attn_device_info *first) {
     p.algo = ATTN_ALGO_FUSED;
     algo = ATTN_ALGO_AUTO;
     attn_status fused = attn_check(ctx, &p, 1, 0, &algo);
-    report("attn_check(FUSED) -> FUSED or a refusal",
-           (fused == ATTN_SUCCESS && algo == ATTN_ALGO_FUSED) || fused == ATTN_ERR_UNSUPPORTED,
+    report("attn_check(FUSED) -> FUSED", fused == ATTN_SUCCESS && algo == ATTN_ALGO_FUSED,
            attn_status_name(fused));
     p.algo = ATTN_ALGO_AUTO;
     algo = ATTN_ALGO_AUTO;
@@ -205,11 +204,8 @@ static void create_default(const attn_device_info *first) {
              : algo == ATTN_ALGO_THREE_KERNEL ? "THREE_KERNEL"
                                               : "?",
              fused == ATTN_SUCCESS ? "available" : "refused");
-    /* AUTO is "the best path that can serve the request": never one the
-     * explicit check refuses. */
-    report("attn_check(AUTO, no probs) picks a path that serves it",
-           st == ATTN_SUCCESS && (algo == ATTN_ALGO_THREE_KERNEL ||
-                                  (algo == ATTN_ALGO_FUSED && fused == ATTN_SUCCESS)),
+    /* AUTO without probabilities is the fused path (documented). */
+    report("attn_check(AUTO, no probs) -> FUSED", st == ATTN_SUCCESS && algo == ATTN_ALGO_FUSED,
            detail);
 
     st = attn_prepare(ctx, &p, 1, 0);
