@@ -1,9 +1,11 @@
-/* ATTN_ALGO_THREE_KERNEL through attn_forward against attn_reference, over a
- * covering set of shapes rather than their full product: every length
- * {1, 2, 7, 64, 100, 128, 257, 1000}, every head dim {1, 8, 16, 31, 32, 64,
- * 80, 96, 128, 256}, every mask, Sq < Sk and Sq > Sk, batch and heads > 1,
- * GQA/MQA, head_dim_v != head_dim, each layout, LSE and probabilities, large
- * logits, and the head-chunked path (ATTN_CL_SCRATCH_LIMIT).
+/* attn_forward against attn_reference on one algorithm (argv[1]:
+ * "three-kernel" or "fused"; ATTN_CL_TUNE picks the fused kernel variant),
+ * over a covering set of shapes rather than their full product: every
+ * length {1, 2, 7, 64, 100, 128, 257, 1000}, every head dim {1, 8, 16, 31,
+ * 32, 64, 80, 96, 128, 256}, every mask, Sq < Sk and Sq > Sk, batch and
+ * heads > 1, GQA/MQA, head_dim_v != head_dim, each layout, LSE and (on the
+ * three-kernel path, the one that makes them) probabilities, large logits,
+ * and the head-chunked path (ATTN_CL_SCRATCH_LIMIT).
  *
  * Bound (see test_util.h): max|out - ref| <= 2 * max|naive_fp32 - ref| + atol,
  * atol = 1e-6 * max(1, max|ref|); NMSE <= 4 * NMSE(naive_fp32) + 1e-10; for
@@ -98,6 +100,7 @@ static const sweep_case cases[] = {
 /* clang-format on */
 
 static int failures;
+static attn_algo algo;
 
 /* Runs one request against its reference; prints one line. `label` prefixes
  * the line (e.g. the scratch limit). */
@@ -108,8 +111,9 @@ static void run_case(attn_context_t ctx, const sweep_case *c, uint64_t seed, con
     p.head_dim_v = c->head_dim_v;
     p.mask = c->mask;
     p.scale = c->scale;
-    p.algo = ATTN_ALGO_THREE_KERNEL;
+    p.algo = algo;
     test_set_layout(&p, c->layout);
+    const int want_probs = c->probs && algo == ATTN_ALGO_THREE_KERNEL;
 
     char desc[128];
     test_describe(desc, sizeof desc, &p, c->layout);
@@ -120,14 +124,14 @@ static void run_case(attn_context_t ctx, const sweep_case *c, uint64_t seed, con
     }
 
     test_problem t;
-    if (test_problem_init(&t, &p, seed, c->qk_range, c->lse, c->probs) != 0) {
+    if (test_problem_init(&t, &p, seed, c->qk_range, c->lse, want_probs) != 0) {
         printf("%s%s FAIL (reference)\n", label, desc);
         failures++;
         return;
     }
     float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
     float *lse = c->lse ? test_alloc_sentinel(t.lse_elems * sizeof(float)) : NULL;
-    float *probs = c->probs ? test_alloc_sentinel(t.probs_elems * sizeof(float)) : NULL;
+    float *probs = want_probs ? test_alloc_sentinel(t.probs_elems * sizeof(float)) : NULL;
 
     double start = test_seconds();
     attn_status st = attn_forward(ctx, &p, t.q, t.k, t.v, o, lse, probs);
@@ -221,10 +225,18 @@ static void chunked(attn_context_t ctx) {
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc != 2 || (strcmp(argv[1], "three-kernel") != 0 && strcmp(argv[1], "fused") != 0)) {
+        fprintf(stderr, "usage: %s three-kernel|fused\n", argv[0]);
+        return 2;
+    }
+    algo = strcmp(argv[1], "fused") == 0 ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL;
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
     const int quick = test_quick();
     attn_context_t ctx = test_context_create();
+    const char *tune = getenv("ATTN_CL_TUNE");
+    printf("algorithm %s%s%s\n", argv[1], tune && *tune ? ", ATTN_CL_TUNE=" : "",
+           tune && *tune ? tune : "");
     printf("bound: max|out-ref| <= 2*max|naive_fp32-ref| + %.0e*max(1,max|ref|), "
            "NMSE <= 4*NMSE(naive_fp32) + %.0e%s\n",
            TEST_ATOL, TEST_NMSE_FLOOR, quick ? " (quick subset)" : "");
@@ -237,9 +249,12 @@ int main(void) {
         run_case(ctx, &cases[i], 1 + i, "");
         run++;
     }
-    chunked(ctx);
+    if (algo == ATTN_ALGO_THREE_KERNEL) {
+        chunked(ctx);
+    }
     attn_context_destroy(ctx);
-    printf("%s: %d case(s) + chunking checks, %d failure(s), %.1f s\n", failures ? "FAIL" : "PASS",
-           run, failures, test_seconds() - start);
+    printf("%s: %d case(s)%s, %d failure(s), %.1f s\n", failures ? "FAIL" : "PASS", run,
+           algo == ATTN_ALGO_THREE_KERNEL ? " + chunking checks" : "", failures,
+           test_seconds() - start);
     return failures ? 1 : 0;
 }
