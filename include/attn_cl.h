@@ -192,6 +192,16 @@ ATTN_API attn_status attn_context_create_from_cl(cl_context context, cl_device_i
 
 ATTN_API void attn_context_destroy(attn_context_t ctx);
 
+/* Overrides the fused path's kernel parameters for this context, over the
+ * built-in per-device table: a comma-separated key=value list such as
+ * "variant=cpu,rows=8,tile_k=16" (keys variant cpu|gpu, rows, tile_k, wg,
+ * vec, unroll; bench/attn_tune prints the best for a device). Keys left out
+ * keep the table's value; NULL or "" removes the override. The environment
+ * variable ATTN_CL_TUNE, same syntax, applies over this. A malformed spec is
+ * refused here (ATTN_ERR_INVALID_VALUE); values a problem or the device
+ * cannot take fail the forward with ATTN_ERR_INVALID_VALUE. */
+ATTN_API attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec);
+
 ATTN_API attn_status attn_context_device_info(attn_context_t ctx, attn_device_info *info);
 ATTN_API cl_command_queue attn_context_queue(attn_context_t ctx);
 

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #define ATTN_ERROR_MESSAGE_MAX 8192
+#define ATTN_TUNING_SPEC_MAX 256
 
 /* ---- Errors (errors.c) --------------------------------------------------- */
 
@@ -55,10 +56,12 @@ struct attn_context {
     cl_device_id device;
     cl_command_queue queue;
     attn_device_info info;
-    pthread_mutex_t lock; /* serializes forwards: kernels and their args are shared */
+    pthread_mutex_t lock; /* serializes forwards (kernels and their args are shared) and
+                             guards the program cache and the tuning spec */
     pthread_mutex_t error_lock;
     char last_error[ATTN_ERROR_MESSAGE_MAX];
-    attn_program_entry *programs; /* program cache, see program_cache.c */
+    attn_program_entry *programs;           /* program cache, see program_cache.c */
+    char tuning_spec[ATTN_TUNING_SPEC_MAX]; /* attn_context_set_tuning's; "" for none; under lock */
 };
 
 attn_status attn_query_device_info(attn_context_t ctx, cl_device_id device, int32_t platform_index,

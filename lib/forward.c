@@ -17,8 +17,11 @@ attn_status attn_check(attn_context_t ctx, const attn_params *params, int want_l
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_check: ctx is NULL");
     attn_plan plan;
     attn_status status = attn_plan_make(ctx, params, want_lse, want_probs, &plan);
-    if (status == ATTN_SUCCESS)
+    if (status == ATTN_SUCCESS) {
+        pthread_mutex_lock(&ctx->lock);
         status = check_algorithm(ctx, &plan);
+        pthread_mutex_unlock(&ctx->lock);
+    }
     if (status == ATTN_SUCCESS && algo)
         *algo = plan.algo;
     return status;

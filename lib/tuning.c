@@ -50,73 +50,26 @@ static int contains_nocase(const char *haystack, const char *needle) {
     return 0;
 }
 
-/* ---- Context specs (attn_context_set_tuning) ----------------------------- */
-
-typedef struct context_spec {
-    attn_context_t ctx;
-    char spec[ATTN_TUNING_SPEC_MAX];
-    struct context_spec *next;
-} context_spec;
-
-static pthread_mutex_t specs_lock = PTHREAD_MUTEX_INITIALIZER;
-static context_spec *specs;
-
-/* Copies ctx's spec into buf ("" when it has none). */
-static void context_spec_get(attn_context_t ctx, char buf[ATTN_TUNING_SPEC_MAX]) {
-    buf[0] = '\0';
-    pthread_mutex_lock(&specs_lock);
-    for (context_spec *s = specs; s; s = s->next)
-        if (s->ctx == ctx) {
-            memcpy(buf, s->spec, ATTN_TUNING_SPEC_MAX);
-            break;
-        }
-    pthread_mutex_unlock(&specs_lock);
-}
-
-void attn_tuning_forget(attn_context_t ctx) {
-    pthread_mutex_lock(&specs_lock);
-    for (context_spec **link = &specs; *link; link = &(*link)->next)
-        if ((*link)->ctx == ctx) {
-            context_spec *dead = *link;
-            *link = dead->next;
-            free(dead);
-            break;
-        }
-    pthread_mutex_unlock(&specs_lock);
-}
-
-ATTN_API attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec);
+/* ---- The context's spec --------------------------------------------------- */
 
 attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec) {
     if (!ctx)
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_context_set_tuning: ctx is NULL");
-    if (!spec || !*spec) {
-        attn_tuning_forget(ctx);
-        return ATTN_SUCCESS;
-    }
+    if (!spec)
+        spec = "";
     if (strlen(spec) >= ATTN_TUNING_SPEC_MAX)
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                          "attn_context_set_tuning: the spec is longer than %d characters",
                          ATTN_TUNING_SPEC_MAX - 1);
+    /* Syntax and ranges now; whether the values suit a problem and the
+     * device is known only at a forward. */
     attn_tuning scratch = table[0].t;
     attn_status status = attn_tuning_parse(ctx, "attn_context_set_tuning", spec, &scratch);
     if (status != ATTN_SUCCESS)
         return status;
-    pthread_mutex_lock(&specs_lock);
-    context_spec *s = specs;
-    while (s && s->ctx != ctx)
-        s = s->next;
-    if (!s && (s = calloc(1, sizeof *s)) != NULL) {
-        s->ctx = ctx;
-        s->next = specs;
-        specs = s;
-    }
-    if (s)
-        memcpy(s->spec, spec, strlen(spec) + 1);
-    pthread_mutex_unlock(&specs_lock);
-    if (!s)
-        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
-                         "attn_context_set_tuning: cannot allocate the spec");
+    pthread_mutex_lock(&ctx->lock);
+    memcpy(ctx->tuning_spec, spec, strlen(spec) + 1);
+    pthread_mutex_unlock(&ctx->lock);
     return ATTN_SUCCESS;
 }
 
@@ -226,11 +179,9 @@ attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *ou
     }
     attn_tuning t = found->t;
 
-    char spec[ATTN_TUNING_SPEC_MAX];
-    context_spec_get(ctx, spec);
     attn_status status = ATTN_SUCCESS;
-    if (spec[0])
-        status = attn_tuning_parse(ctx, "attn_context_set_tuning", spec, &t);
+    if (ctx->tuning_spec[0])
+        status = attn_tuning_parse(ctx, "attn_context_set_tuning", ctx->tuning_spec, &t);
     const char *env = getenv("ATTN_CL_TUNE");
     if (status == ATTN_SUCCESS && env && *env)
         status = attn_tuning_parse(ctx, "ATTN_CL_TUNE", env, &t);

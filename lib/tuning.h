@@ -26,8 +26,6 @@
 
 #include "attn_internal.h"
 
-#define ATTN_TUNING_SPEC_MAX 256
-
 typedef enum attn_fused_variant {
     ATTN_FUSED_CPU = 0, /* one work-item per block of query rows, explicit vectors */
     ATTN_FUSED_GPU = 1, /* a work-group per block of query rows, tiles in local memory */
@@ -45,7 +43,7 @@ typedef struct attn_tuning {
 /* The table's entry for `device`'s type / vendor / name and a head_dim (the
  * larger of head_dim and head_dim_v), with ctx's spec and ATTN_CL_TUNE
  * applied. Checks the result's ranges, not the device's limits (fused.c
- * does, knowing the problem). */
+ * does, knowing the problem). The caller holds ctx->lock. */
 attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out);
 
 /* Parses `spec` over `t` (keys not named keep their value); `origin` names
@@ -55,9 +53,5 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
 
 /* Writes `t` in the override syntax ("variant=cpu,rows=6,..."). */
 void attn_tuning_format(const attn_tuning *t, char *buf, size_t size);
-
-/* Forgets ctx's spec; attn_context_destroy calls it, so that a context
- * created later at the same address starts without one. */
-void attn_tuning_forget(attn_context_t ctx);
 
 #endif

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up (scripts/setup.sh), builds, and runs the whole test suite on the
 # machine's OpenCL device (PoCL on a CPU-only machine):
-#   1. reference + device tests (device results against the double-precision
-#      CPU reference over shapes that break tiling, and every bad-input path);
+#   1. reference + device + bench tests (device results against the
+#      double-precision CPU reference over shapes that break tiling, every
+#      bad-input and failure path; the bench's CSV contract and a tuner run);
 #   2. the memcheck suite under valgrind (a quick subset: leaks and invalid
 #      accesses in the library's host code);
 #   3. the install check: examples/example.c built against the installed
@@ -27,7 +28,7 @@ count() {
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-meson test -C "$BUILD_DIR" --print-errorlogs --suite reference --suite device 2>&1 | tee "$log"
+meson test -C "$BUILD_DIR" --print-errorlogs --suite reference --suite device --suite bench 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 count "$log"
 [ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=$((failed + 1))

@@ -365,6 +365,64 @@ static void version(void) {
            got ? got : "(NULL)");
 }
 
+/* attn_context_set_tuning and ATTN_CL_TUNE over the device's table. The
+ * valid spec is the one forward_fused_cpu_narrow runs, so that memcheck finds
+ * its kernels in PoCL's cache. */
+static void tuning_overrides(void) {
+    static const char narrow[] = "variant=cpu,rows=1,tile_k=4,wg=1,vec=4,unroll=4";
+    attn_context_t ctx = NULL;
+    if (!test_ok(NULL, attn_context_create(NULL, &ctx), "attn_context_create")) {
+        failures++;
+        return;
+    }
+    attn_params p;
+    attn_params_init(&p, 1, 2, 9, 13, 16);
+    p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    p.algo = ATTN_ALGO_FUSED;
+
+    attn_status st = attn_context_set_tuning(NULL, narrow);
+    report("attn_context_set_tuning(NULL ctx)", st == ATTN_ERR_NULL_ARGUMENT, attn_status_name(st));
+    st = attn_context_set_tuning(ctx, narrow);
+    report("attn_context_set_tuning(valid spec)", st == ATTN_SUCCESS, attn_status_name(st));
+    forward_works(ctx, "forward under the context's spec");
+
+    st = attn_context_set_tuning(ctx, "rows=abc");
+    report("a malformed spec is refused with a message",
+           st == ATTN_ERR_INVALID_VALUE && strstr(attn_last_error(ctx), "rows"),
+           attn_status_name(st));
+    char longer[300];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    st = attn_context_set_tuning(ctx, longer);
+    report("a spec of 299 characters is refused", st == ATTN_ERR_INVALID_VALUE,
+           attn_status_name(st));
+    forward_works(ctx, "a refused spec keeps the previous one");
+
+    /* Well-formed, but the gpu variant needs wg a multiple of rows. The
+     * environment then overrides it key by key: a full spec fixes it. */
+    st = attn_context_set_tuning(ctx, "variant=gpu,rows=6,tile_k=16,wg=4");
+    report("a spec the forward cannot take is accepted here", st == ATTN_SUCCESS,
+           attn_status_name(st));
+    float one = 0;
+    attn_status fwd = attn_forward(ctx, &p, &one, &one, &one, &one, NULL, NULL);
+    attn_status chk = attn_check(ctx, &p, 0, 0, NULL);
+    char detail[96];
+    snprintf(detail, sizeof detail, "forward %s, check %s", attn_status_name(fwd),
+             attn_status_name(chk));
+    report("... and fails the forward and attn_check alike",
+           fwd == ATTN_ERR_INVALID_VALUE && chk == ATTN_ERR_INVALID_VALUE, detail);
+
+    setenv("ATTN_CL_TUNE", narrow, 1);
+    forward_works(ctx, "ATTN_CL_TUNE applies over the context's spec");
+    unsetenv("ATTN_CL_TUNE");
+
+    st = attn_context_set_tuning(ctx, NULL);
+    report("attn_context_set_tuning(NULL spec) removes it", st == ATTN_SUCCESS,
+           attn_status_name(st));
+    forward_works(ctx, "forward on the table's entry again");
+    attn_context_destroy(ctx);
+}
+
 int main(void) {
     attn_device_info first;
     memset(&first, 0, sizeof first);
@@ -376,6 +434,7 @@ int main(void) {
     create_default(&first);
     create_from_env(&first);
     create_from_cl();
+    tuning_overrides();
     version();
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;

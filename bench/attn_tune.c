@@ -1,0 +1,342 @@
+/* attn_tune: searches the fused path's kernel parameters (lib/tuning.h) for
+ * one device, head_dim and mask, and prints the winner as an entry of the
+ * table in lib/tuning.c and as an ATTN_CL_TUNE spec.
+ *
+ * Every candidate is first checked against attn_reference on a small problem
+ * of the same head dims and mask (lengths that break tiling); a candidate
+ * that fails to build, fails to run or misses the reference is reported and
+ * skipped. The survivors are timed on the benchmark shape (median of
+ * --repeats forwards on device buffers, after one warm-up). The search is
+ * staged rather than exhaustive: the shape parameters first, then the
+ * vector width and unroll factor of the best shape.
+ *
+ * Candidates are applied through ATTN_CL_TUNE, which the library reads at
+ * every forward. */
+#include "attn_cl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct options {
+    int batch, heads, seq, head_dim, head_dim_v, repeats;
+    attn_mask mask;
+    const char *variant; /* "cpu", "gpu" or NULL: the device type's */
+} options;
+
+typedef struct candidate {
+    char spec[128];
+    double ms, gflops;
+} candidate;
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return 1e3 * (double)t.tv_sec + 1e-6 * (double)t.tv_nsec;
+}
+
+static int compare_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void fill(float *data, size_t n, unsigned seed) {
+    unsigned long long state = 0x9E3779B97F4A7C15ull ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        data[i] = (float)((state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+    }
+}
+
+/* Pairs (query, key) the mask lets through, for the FLOP count. */
+static double visible_pairs(int seq_q, int seq_k, attn_mask mask) {
+    double pairs = 0;
+    for (int i = 0; i < seq_q; i++) {
+        long last = seq_k - 1;
+        if (mask == ATTN_MASK_CAUSAL_TOP_LEFT)
+            last = i < last ? i : last;
+        else if (mask == ATTN_MASK_CAUSAL_BOTTOM_RIGHT)
+            last = (long)i + seq_k - seq_q < last ? (long)i + seq_k - seq_q : last;
+        pairs += last >= 0 ? (double)(last + 1) : 0.0;
+    }
+    return pairs;
+}
+
+static attn_params make_params(const options *o, int seq_q, int seq_k) {
+    attn_params p;
+    attn_params_init(&p, o->batch, o->heads, seq_q, seq_k, o->head_dim);
+    p.head_dim_v = o->head_dim_v;
+    p.mask = o->mask;
+    p.algo = ATTN_ALGO_FUSED;
+    return p;
+}
+
+/* Whether the fused forward under the current ATTN_CL_TUNE matches the
+ * reference on lengths that break every tiling. */
+static int check(attn_context_t ctx, const options *o, char *why, size_t why_size) {
+    static const int lengths[][2] = {{1, 1}, {7, 100}, {100, 7}, {257, 257}};
+    for (size_t c = 0; c < sizeof lengths / sizeof lengths[0]; c++) {
+        attn_params p = make_params(o, lengths[c][0], lengths[c][1]);
+        p.batch = 1;
+        p.heads_q = p.heads_kv = 2;
+        const size_t nq = 2 * (size_t)p.seq_q * (size_t)p.head_dim;
+        const size_t nk = 2 * (size_t)p.seq_k * (size_t)p.head_dim;
+        const size_t nv = 2 * (size_t)p.seq_k * (size_t)p.head_dim_v;
+        const size_t no = 2 * (size_t)p.seq_q * (size_t)p.head_dim_v;
+        float *buf = malloc((nq + nk + nv + 2 * no) * sizeof(float));
+        if (!buf) {
+            snprintf(why, why_size, "out of host memory");
+            return 0;
+        }
+        float *q = buf, *k = q + nq, *v = k + nk, *out = v + nv, *ref = out + no;
+        fill(q, nq, 1);
+        fill(k, nk, 2);
+        fill(v, nv, 3);
+        attn_status st = attn_forward(ctx, &p, q, k, v, out, NULL, NULL);
+        if (st != ATTN_SUCCESS) {
+            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+            free(buf);
+            return 0;
+        }
+        st = attn_reference(&p, q, k, v, ref, NULL, NULL);
+        double err = 0;
+        for (size_t i = 0; i < no && st == ATTN_SUCCESS; i++) {
+            const double e = fabs((double)out[i] - (double)ref[i]);
+            err = e > err || e != e ? e : err;
+        }
+        free(buf);
+        /* Inputs in [-1, 1): fp32 errors are ~1e-7; a broken tiling is ~1e-1. */
+        if (st != ATTN_SUCCESS || !(err <= 1e-5)) {
+            snprintf(why, why_size, "seq_q %d seq_k %d: max|out - ref| = %.3g", p.seq_q, p.seq_k,
+                     err);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Median milliseconds of the fused forward on the benchmark shape. */
+static int time_forward(attn_context_t ctx, const options *o, double *ms, char *why,
+                        size_t why_size) {
+    attn_params p = make_params(o, o->seq, o->seq);
+    const size_t nq = (size_t)o->batch * o->heads * o->seq * o->head_dim;
+    const size_t nv = (size_t)o->batch * o->heads * o->seq * o->head_dim_v;
+    cl_context cl_ctx = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl_ctx, &cl_ctx, NULL) !=
+        CL_SUCCESS) {
+        snprintf(why, why_size, "clGetCommandQueueInfo failed");
+        return 0;
+    }
+    float *host = malloc((nq > nv ? nq : nv) * sizeof(float));
+    if (!host) {
+        snprintf(why, why_size, "out of host memory");
+        return 0;
+    }
+    cl_int err = CL_SUCCESS;
+    attn_device_tensors t = {0};
+    cl_mem *mems[4] = {&t.q, &t.k, &t.v, &t.o};
+    const size_t sizes[4] = {nq, nq, nv, nv};
+    for (int i = 0; i < 4 && err == CL_SUCCESS; i++) {
+        fill(host, sizes[i], (unsigned)i + 10);
+        *mems[i] = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                                  sizes[i] * sizeof(float), host, &err);
+    }
+    free(host);
+    int ok = err == CL_SUCCESS;
+    if (!ok)
+        snprintf(why, why_size, "clCreateBuffer failed (%d)", (int)err);
+    double *times = malloc((size_t)(o->repeats + 1) * sizeof(double));
+    for (int r = 0; ok && r <= o->repeats; r++) {
+        cl_event done = NULL;
+        const double start = now_ms();
+        attn_status st = attn_forward_device(ctx, &p, &t, 0, NULL, &done);
+        if (st == ATTN_SUCCESS) {
+            clWaitForEvents(1, &done);
+            clReleaseEvent(done);
+        } else {
+            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+            ok = 0;
+        }
+        if (r > 0) /* the first run is the warm-up */
+            times[r - 1] = now_ms() - start;
+    }
+    if (ok) {
+        qsort(times, (size_t)o->repeats, sizeof(double), compare_double);
+        *ms = times[o->repeats / 2];
+    }
+    free(times);
+    for (int i = 0; i < 4; i++)
+        if (*mems[i])
+            clReleaseMemObject(*mems[i]);
+    return ok;
+}
+
+/* Checks and times one spec; returns whether it ran. */
+static int try_spec(attn_context_t ctx, const options *o, const char *spec, candidate *out) {
+    setenv("ATTN_CL_TUNE", spec, 1);
+    char why[512] = "";
+    double ms = 0;
+    if (!check(ctx, o, why, sizeof why) || !time_forward(ctx, o, &ms, why, sizeof why)) {
+        fprintf(stderr, "  %-52s skipped: %s\n", spec, why);
+        return 0;
+    }
+    const double flops = 2.0 * o->batch * o->heads * visible_pairs(o->seq, o->seq, o->mask) *
+                         (o->head_dim + o->head_dim_v);
+    snprintf(out->spec, sizeof out->spec, "%s", spec);
+    out->ms = ms;
+    out->gflops = flops / ms * 1e-6;
+    fprintf(stderr, "  %-52s %9.2f ms %8.1f GFLOP/s\n", spec, ms, out->gflops);
+    return 1;
+}
+
+static void keep_best(candidate *best, const candidate *c) {
+    if (best->spec[0] == '\0' || c->ms < best->ms)
+        *best = *c;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out) {
+    char *end;
+    const long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end || v < lo || v > hi)
+        return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: attn_tune [options]\n\n"
+               "Searches the fused path's kernel parameters for this device and prints the\n"
+               "best as an entry of lib/tuning.c's table and as an ATTN_CL_TUNE spec.\n\n"
+               "  --head-dim N      head dimension of Q and K (default 64)\n"
+               "  --head-dim-v N    of V and O (default: --head-dim)\n"
+               "  --causal          causal mask (bottom-right); default none\n"
+               "  --seq N           benchmark length, seq_q = seq_k (default 2048)\n"
+               "  --heads N         heads (default 8)\n"
+               "  --batch N         batch (default 1)\n"
+               "  --repeats N       timed forwards per candidate, median (default 3)\n"
+               "  --variant V       cpu or gpu (default: by device type)\n"
+               "The device is the library's choice (ATTN_CL_DEVICE=P:D selects another).\n"
+               "Progress goes to stderr, the result to stdout.\n");
+}
+
+int main(int argc, char **argv) {
+    options o = {1, 8, 2048, 64, 0, 3, ATTN_MASK_NONE, NULL};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        int ok = 1;
+        if (!strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--causal")) {
+            o.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+        } else if (!strcmp(a, "--head-dim")) {
+            ok = parse_int(v, 1, ATTN_MAX_HEAD_DIM, &o.head_dim), i++;
+        } else if (!strcmp(a, "--head-dim-v")) {
+            ok = parse_int(v, 1, ATTN_MAX_HEAD_DIM, &o.head_dim_v), i++;
+        } else if (!strcmp(a, "--seq")) {
+            ok = parse_int(v, 1, 1 << 20, &o.seq), i++;
+        } else if (!strcmp(a, "--heads")) {
+            ok = parse_int(v, 1, 1024, &o.heads), i++;
+        } else if (!strcmp(a, "--batch")) {
+            ok = parse_int(v, 1, 1024, &o.batch), i++;
+        } else if (!strcmp(a, "--repeats")) {
+            ok = parse_int(v, 1, 1000, &o.repeats), i++;
+        } else if (!strcmp(a, "--variant") && (!strcmp(v, "cpu") || !strcmp(v, "gpu"))) {
+            o.variant = v, i++;
+        } else {
+            ok = 0;
+        }
+        if (!ok) {
+            fprintf(stderr, "attn_tune: bad option %s %s\n", a, v);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o.head_dim_v == 0)
+        o.head_dim_v = o.head_dim;
+
+    attn_context_t ctx = NULL;
+    if (attn_context_create(NULL, &ctx) != ATTN_SUCCESS) {
+        fprintf(stderr, "attn_tune: %s\n", attn_last_error(NULL));
+        return 1;
+    }
+    attn_device_info info;
+    attn_context_device_info(ctx, &info);
+    if (!o.variant)
+        o.variant = info.is_gpu ? "gpu" : "cpu";
+    fprintf(stderr, "device: %s (%s), head_dim %d/%d, %s, %d x %d heads x %d\n", info.device_name,
+            info.vendor, o.head_dim, o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal",
+            o.batch, o.heads, o.seq);
+
+    candidate best = {0}, c;
+    char spec[128];
+    if (!strcmp(o.variant, "cpu")) {
+        /* Shape first (vec 16, no unroll), then vec and unroll for it. */
+        static const int tiles[] = {4, 8, 16};
+        for (int rows = 1; rows <= 8; rows++)
+            for (int t = 0; t < 3; t++) {
+                snprintf(spec, sizeof spec, "variant=cpu,rows=%d,tile_k=%d,wg=1,vec=16,unroll=1",
+                         rows, tiles[t]);
+                if (try_spec(ctx, &o, spec, &c))
+                    keep_best(&best, &c);
+            }
+        int rows = 0, tile = 0;
+        if (best.spec[0] && sscanf(best.spec, "variant=cpu,rows=%d,tile_k=%d", &rows, &tile) == 2) {
+            static const int vecs[] = {4, 8}, unrolls[] = {2, 4, 8};
+            for (int i = 0; i < 2; i++) {
+                snprintf(spec, sizeof spec, "variant=cpu,rows=%d,tile_k=%d,wg=1,vec=%d,unroll=1",
+                         rows, tile, vecs[i]);
+                if (try_spec(ctx, &o, spec, &c))
+                    keep_best(&best, &c);
+            }
+            int vec = 16;
+            sscanf(best.spec, "variant=cpu,rows=%*d,tile_k=%*d,wg=1,vec=%d", &vec);
+            for (int i = 0; i < 3; i++) {
+                snprintf(spec, sizeof spec, "variant=cpu,rows=%d,tile_k=%d,wg=1,vec=%d,unroll=%d",
+                         rows, tile, vec, unrolls[i]);
+                if (try_spec(ctx, &o, spec, &c))
+                    keep_best(&best, &c);
+            }
+        }
+    } else {
+        static const int rows_list[] = {4, 8, 16, 32, 64}, per_row[] = {1, 2, 4, 8, 16, 32},
+                         tiles[] = {8, 16, 32, 64, 128};
+        for (int r = 0; r < 5; r++)
+            for (int w = 0; w < 6; w++)
+                for (int t = 0; t < 5; t++) {
+                    const int rows = rows_list[r], wg = rows * per_row[w];
+                    if (wg < 32 || wg > 512 || tiles[t] % per_row[w] != 0)
+                        continue;
+                    snprintf(spec, sizeof spec, "variant=gpu,rows=%d,tile_k=%d,wg=%d", rows,
+                             tiles[t], wg);
+                    if (try_spec(ctx, &o, spec, &c))
+                        keep_best(&best, &c);
+                }
+    }
+    unsetenv("ATTN_CL_TUNE");
+    if (!best.spec[0]) {
+        fprintf(stderr, "attn_tune: no candidate passed\n");
+        attn_context_destroy(ctx);
+        return 1;
+    }
+
+    int rows = 0, tile = 0, wg = 1, vec = 16, unroll = 1;
+    if (!strcmp(o.variant, "cpu"))
+        sscanf(best.spec, "variant=cpu,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d", &rows, &tile, &wg,
+               &vec, &unroll);
+    else
+        sscanf(best.spec, "variant=gpu,rows=%d,tile_k=%d,wg=%d", &rows, &tile, &wg);
+    const int dim = o.head_dim > o.head_dim_v ? o.head_dim : o.head_dim_v;
+    printf("/* %s, head_dim %d, %s, n=%d: %.1f GFLOP/s */\n", info.device_name, dim,
+           o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.seq, best.gflops);
+    printf("{%s, \"%s\", \"%s\", %d, {%s, %d, %d, %d, %d, %d}},\n",
+           info.is_gpu ? "CL_DEVICE_TYPE_GPU" : "CL_DEVICE_TYPE_CPU", info.vendor, info.device_name,
+           dim, !strcmp(o.variant, "cpu") ? "ATTN_FUSED_CPU" : "ATTN_FUSED_GPU", rows, tile, wg,
+           vec, unroll);
+    printf("ATTN_CL_TUNE=\"%s\"\n", best.spec);
+    attn_context_destroy(ctx);
+    return 0;
+}
