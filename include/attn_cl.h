@@ -1,22 +1,41 @@
 /*
  * libattn_cl — exact transformer attention on any OpenCL 1.2 device.
  *
- *   O[b,h] = softmax(scale · Q[b,h] · K[b,g]ᵀ  masked) · V[b,g],
+ *   O[b,h] = softmax(modify(scale · Q[b,h] · K[b,g]ᵀ)  masked) · V[b,g],
  *   g = h / (heads_q / heads_kv)
  *
  * Shapes (element strides per tensor, last dimension contiguous):
  *   Q [batch, heads_q,  seq_q, head_dim]      K [batch, heads_kv, seq_k, head_dim]
  *   V [batch, heads_kv, seq_k, head_dim_v]    O [batch, heads_q,  seq_q, head_dim_v]
- *   LSE [batch, heads_q, seq_q] (natural-log log-sum-exp of the scaled, masked scores)
+ *   LSE [batch, heads_q, seq_q] (natural-log log-sum-exp of the modified, masked scores)
+ *   With params.varlen, sequences are packed: row r of Q is query r - cu_seqlens_q[b]
+ *   of sequence b for cu_seqlens_q[b] <= r < cu_seqlens_q[b + 1] (likewise K, V with
+ *   cu_seqlens_k); the batch strides are unused.
  *
- * Conventions:
- *   - ATTN_MASK_CAUSAL_TOP_LEFT:     query i sees keys j <= i            (PyTorch is_causal)
- *   - ATTN_MASK_CAUSAL_BOTTOM_RIGHT: query i sees keys j <= i + seq_k - seq_q
- *     (FlashAttention >= 2.1 and KV-cache decoding: the last query sees every key).
- *     The two coincide when seq_q == seq_k.
- *   - A query row whose keys are all masked gives output 0, probabilities 0
- *     and log-sum-exp -INFINITY, never NaN.
- *   - Accumulation is fp32 on the device and double in the CPU reference.
+ * The diagonal: query i of a sequence with sq queries and sk keys is aligned
+ * with key diag(i) = i under ATTN_MASK_CAUSAL_TOP_LEFT, and diag(i) = i + sk - sq
+ * otherwise (bottom-right: the last query with the last key).
+ *
+ * Each score s = scale · q·k is modified, in this order:
+ *   1. softcap (params.softcap = c > 0):  s = c · tanh(s / c)
+ *   2. ALiBi (params.alibi):              s -= slope[h] · |j - diag(i)|
+ *   3. additive bias (params.bias):       s += bias[b, h, i, j]
+ * and then masked (the key gets probability 0), whatever came before:
+ *   - ATTN_MASK_CAUSAL_TOP_LEFT / _BOTTOM_RIGHT: keys j > diag(i)
+ *     (top-left is PyTorch's is_causal; bottom-right FlashAttention >= 2.1's and
+ *     the KV-cache convention; the two coincide when seq_q == seq_k);
+ *   - a sliding window (params.window): keys outside
+ *     [diag(i) - left, diag(i) + right] (a negative extent is unbounded);
+ *   - key padding (params.key_padding): keys j >= key_lengths[b];
+ *   - a boolean mask (params.keep_mask): keys whose byte keep_mask[b, h, i, j] is 0.
+ *   A query row whose keys are all masked gives output 0, probabilities 0
+ *   and log-sum-exp -INFINITY, never NaN.
+ *
+ * Storage: Q, K, V and O are float, IEEE half or bfloat16 (params.dtype);
+ * LSE, probabilities and the bias are float. Accumulation is fp32 on the
+ * device and double in the CPU reference, which reads the same stored
+ * values. NaN or infinity in an input propagates like in the reference:
+ * a NaN score makes its row NaN.
  *
  * Status codes: 0 is success; -1 .. -1999 are OpenCL error codes passed through
  * unchanged (CL_OUT_OF_RESOURCES, CL_BUILD_PROGRAM_FAILURE, ...); the library's
@@ -60,11 +79,11 @@ extern "C" {
 #endif
 
 #define ATTN_CL_VERSION_MAJOR 0
-#define ATTN_CL_VERSION_MINOR 1
+#define ATTN_CL_VERSION_MINOR 2
 #define ATTN_CL_VERSION_PATCH 0
 
 /* Largest head_dim / head_dim_v the kernels are built for. */
-#define ATTN_MAX_HEAD_DIM 256
+#define ATTN_MAX_HEAD_DIM 512
 
 typedef enum attn_status {
     ATTN_SUCCESS = 0,
@@ -113,7 +132,9 @@ typedef enum attn_algo {
 } attn_algo;
 
 typedef enum attn_dtype {
-    ATTN_DTYPE_F32 = 0, /* storage type of Q, K, V and O; LSE and probabilities are always float */
+    ATTN_DTYPE_F32 = 0,  /* float */
+    ATTN_DTYPE_F16 = 1,  /* IEEE 754 half, in uint16_t (core OpenCL: no cl_khr_fp16 needed) */
+    ATTN_DTYPE_BF16 = 2, /* bfloat16, the top 16 bits of a float, in uint16_t */
 } attn_dtype;
 
 /* Element strides of one tensor. All three zero means contiguous, i.e. BHSD
@@ -126,14 +147,35 @@ typedef struct attn_strides {
     int64_t seq;
 } attn_strides;
 
+/* An optional per-score operand, [batch | 1, heads_q | 1, seq_q, seq_k]: an
+ * additive float bias or a boolean keep-mask of one byte per score. A size of
+ * 1 (or 0, meaning 1) broadcasts that dimension. Keys are contiguous; the
+ * strides step over batch, head and query rows (all zero: packed). With
+ * varlen, i and j index within each sequence and seq_q, seq_k are the
+ * maximum lengths. */
+typedef struct attn_score_operand {
+    int32_t present; /* 0: none */
+    int32_t batch;   /* 1 or params.batch */
+    int32_t heads;   /* 1 or params.heads_q */
+    attn_strides strides;
+} attn_score_operand;
+
+/* A sliding window around the diagonal: keys diag(i) - left .. diag(i) + right.
+ * A negative extent leaves that side unbounded. */
+typedef struct attn_window {
+    int32_t enabled;
+    int32_t left, right;
+} attn_window;
+
 /* Fill with attn_params_init() and then change what differs: fields added in
- * later versions get defaults there, so callers keep compiling. */
+ * later versions get defaults there, so callers keep compiling. Every field
+ * beyond the sizes means "off" when zero. */
 typedef struct attn_params {
-    int32_t batch;
+    int32_t batch; /* with varlen: the number of sequences */
     int32_t heads_q;
-    int32_t heads_kv; /* 0: same as heads_q; must divide heads_q (grouped-query attention) */
-    int32_t seq_q;
-    int32_t seq_k;
+    int32_t heads_kv;   /* 0: same as heads_q; must divide heads_q (grouped-query attention) */
+    int32_t seq_q;      /* with varlen: the longest sequence's queries */
+    int32_t seq_k;      /* with varlen: the longest sequence's keys */
     int32_t head_dim;   /* of Q and K, 1..ATTN_MAX_HEAD_DIM */
     int32_t head_dim_v; /* of V and O; 0: same as head_dim */
     float scale;        /* 0: 1/sqrt(head_dim); otherwise any finite value */
@@ -141,10 +183,25 @@ typedef struct attn_params {
     attn_algo algo;
     attn_dtype dtype;
     attn_strides q_strides, k_strides, v_strides, o_strides, lse_strides;
+
+    /* Score modifiers and masks (see the top of this file for their order). */
+    float softcap;                /* > 0: logit soft-capping c · tanh(s / c); 0: off */
+    int32_t alibi;                /* nonzero: ALiBi, slopes per query head from the tensors */
+    attn_score_operand bias;      /* additive float bias */
+    attn_score_operand keep_mask; /* boolean mask, nonzero byte = keep */
+    attn_window window;           /* sliding window */
+    int32_t key_padding;          /* nonzero: per-batch key lengths from the tensors */
+
+    /* Variable-length packed batches (FlashAttention's varlen convention):
+     * cu_seqlens_q / cu_seqlens_k from the tensors, int32 prefix sums of
+     * batch + 1 entries starting at 0. The packed tensors hold total_q
+     * query rows and total_k key rows. */
+    int32_t varlen;
+    int32_t total_q, total_k;
 } attn_params;
 
 /* Defaults: heads_kv = heads_q, head_dim_v = head_dim, scale 1/sqrt(head_dim),
- * no mask, ATTN_ALGO_AUTO, f32, contiguous BHSD. */
+ * no mask or modifier, ATTN_ALGO_AUTO, f32, contiguous BHSD. */
 ATTN_API void attn_params_init(attn_params *params, int32_t batch, int32_t heads, int32_t seq_q,
                                int32_t seq_k, int32_t head_dim);
 
@@ -223,21 +280,51 @@ ATTN_API attn_status attn_prepare(attn_context_t ctx, const attn_params *params,
  * not NULL, the log-sum-exp `lse` (float, laid out by params->lse_strides) and
  * the probabilities `probs` (float, [batch, heads_q, seq_q, seq_k] contiguous;
  * only the three-kernel path produces them, so ATTN_ALGO_AUTO chooses it then).
- * Blocks until done. On failure nothing the caller passed is written. */
+ * Blocks until done. On failure nothing the caller passed is written.
+ * For requests with a bias, a mask, key padding, ALiBi or varlen, whose
+ * extra inputs need pointers, use attn_forward_host. */
 ATTN_API attn_status attn_forward(attn_context_t ctx, const attn_params *params, const void *q,
                                   const void *k, const void *v, void *o, float *lse, float *probs);
 
+/* Every input and output of a host-memory forward. Q, K, V and O are in
+ * params->dtype; the rest as typed. Each optional input is required exactly
+ * when params asks for it; NULL outputs are not computed. */
+typedef struct attn_host_tensors {
+    const void *q, *k, *v;
+    void *o;
+    float *lse;        /* laid out by params->lse_strides */
+    float *probs;      /* [batch, heads_q, seq_q, seq_k] contiguous (maximum lengths with varlen) */
+    const float *bias; /* params->bias */
+    const uint8_t *keep_mask;    /* params->keep_mask */
+    const int32_t *key_lengths;  /* [batch], params->key_padding; each 0..seq_k */
+    const float *alibi_slopes;   /* [heads_q], params->alibi */
+    const int32_t *cu_seqlens_q; /* [batch + 1], params->varlen */
+    const int32_t *cu_seqlens_k; /* [batch + 1], params->varlen */
+} attn_host_tensors;
+
+/* attn_forward with every feature: the same contract. */
+ATTN_API attn_status attn_forward_host(attn_context_t ctx, const attn_params *params,
+                                       const attn_host_tensors *tensors);
+
+/* The device-memory call's tensors. The per-batch and per-head arrays are
+ * small host arrays read (and checked) during the call: they need not
+ * outlive it. */
 typedef struct attn_device_tensors {
     cl_mem q, k, v, o;
     cl_mem lse;                                                /* NULL: not wanted */
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset; /* in bytes */
+    cl_mem bias, keep_mask;                                    /* as params asks */
+    size_t bias_offset, keep_mask_offset;                      /* in bytes */
+    const int32_t *key_lengths, *cu_seqlens_q, *cu_seqlens_k;  /* host memory */
+    const float *alibi_slopes;                                 /* host memory */
 } attn_device_tensors;
 
 /* Device memory: enqueues the forward on the context's queue after
  * `wait_list`, without blocking. When `event` is not NULL it receives an event
  * that completes when O (and LSE) are written; release it with
- * clReleaseEvent. Temporary device buffers are
- * released by the library once the work completes. */
+ * clReleaseEvent. Temporary device buffers are released by the library once
+ * the work completes. The caller's O and LSE are written only by the last
+ * command the call enqueues: a call that fails leaves them untouched. */
 ATTN_API attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                                          const attn_device_tensors *tensors,
                                          cl_uint num_wait_events, const cl_event *wait_list,
@@ -248,6 +335,51 @@ ATTN_API attn_status attn_forward_device(attn_context_t ctx, const attn_params *
  * meant for verification. */
 ATTN_API attn_status attn_reference(const attn_params *params, const void *q, const void *k,
                                     const void *v, void *o, float *lse, float *probs);
+
+/* The CPU reference with every feature (attn_forward_host's inputs). */
+ATTN_API attn_status attn_reference_host(const attn_params *params,
+                                         const attn_host_tensors *tensors);
+
+/* ---- Merging partial results (split-KV decoding, ring attention) --------- */
+
+/* Two forwards of the same queries over disjoint sets of keys, each with its
+ * LSE, combine into the forward over the union:
+ *     lse = log(exp(lse_a) + exp(lse_b))
+ *     O   = exp(lse_a - lse) · O_a + exp(lse_b - lse) · O_b
+ * A row masked in one part (LSE -inf) takes the other part's values; a row
+ * masked in both gives O = 0 and LSE -inf. The shapes come from params:
+ * batch (sequences with varlen), heads_q, seq_q (total_q with varlen),
+ * head_dim_v, dtype, o_strides and lse_strides, shared by all three results.
+ * `o` and `lse` may be the same memory as either part's. */
+typedef struct attn_merge_tensors {
+    const void *o_a, *o_b;
+    const float *lse_a, *lse_b;
+    void *o;
+    float *lse;
+} attn_merge_tensors;
+
+/* On the host (CPU), in float. */
+ATTN_API attn_status attn_merge(const attn_params *params, const attn_merge_tensors *tensors);
+
+typedef struct attn_merge_device_tensors {
+    cl_mem o_a, o_b, lse_a, lse_b, o, lse;
+    size_t o_a_offset, o_b_offset, lse_a_offset, lse_b_offset, o_offset, lse_offset; /* bytes */
+} attn_merge_device_tensors;
+
+/* On the device, enqueued like attn_forward_device. */
+ATTN_API attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
+                                       const attn_merge_device_tensors *tensors,
+                                       cl_uint num_wait_events, const cl_event *wait_list,
+                                       cl_event *event);
+
+/* ---- Half-precision storage ----------------------------------------------- */
+
+/* Conversions between float and the 16-bit storage types, rounding to
+ * nearest even; NaN stays NaN. `n` elements; `in` and `out` must not overlap. */
+ATTN_API void attn_f32_to_f16(const float *in, uint16_t *out, size_t n);
+ATTN_API void attn_f16_to_f32(const uint16_t *in, float *out, size_t n);
+ATTN_API void attn_f32_to_bf16(const float *in, uint16_t *out, size_t n);
+ATTN_API void attn_bf16_to_f32(const uint16_t *in, float *out, size_t n);
 
 /* ---- Errors and version ------------------------------------------------- */
 

@@ -4,21 +4,29 @@
  * before it leaves the caller's buffers untouched.
  *
  * Global size (seq_q, heads_q, batch), any work-group shape. One work-item
- * copies one query row: HEAD_DIM_V floats of O and, with HAS_LSE, its
- * log-sum-exp. Staging is contiguous: O [batch*heads_q][seq_q][HEAD_DIM_V],
- * LSE [batch*heads_q][seq_q].
+ * copies one query row of one sequence: HEAD_DIM_V elements of O and, with
+ * HAS_LSE, its log-sum-exp. The staging has the tensors' logical shape,
+ * packed: O [batch][heads_q][rows][HEAD_DIM_V], LSE [batch][heads_q][rows],
+ * rows = seq_q (varlen: batch 1, rows = the packed total).
  */
-__kernel void commit_outputs(__global const float *o_stage, __global float *o, ulong o_off,
+__kernel void commit_outputs(__global const elem_t *o_stage, __global elem_t *o, ulong o_off,
                              long o_sb, long o_sh, long o_ss, __global const float *lse_stage,
-                             __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss) {
+                             __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
+                             int stage_rows, FEATURE_PARAMS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-    const long row = ((long)b * get_global_size(1) + h) * get_global_size(0) + i;
-    const __global float *src = o_stage + row * HEAD_DIM_V;
-    __global float *dst = o + o_off + b * o_sb + h * o_sh + i * o_ss;
+    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    if (i >= sq.len_q)
+        return;
+    const int row = sq.q0 + i;
+    const int stage_b = VARLEN ? 0 : b;
+    const long staged = ((long)stage_b * get_global_size(1) + h) * stage_rows + row;
+    const __global elem_bits_t *src = (const __global elem_bits_t *)o_stage + staged * HEAD_DIM_V;
+    __global elem_bits_t *dst =
+        (__global elem_bits_t *)o + o_off + b * o_sb + h * o_sh + (long)row * o_ss;
     for (int c = 0; c < HEAD_DIM_V; c++)
         dst[c] = src[c];
 #if HAS_LSE
-    lse[l_off + b * l_sb + h * l_sh + i * l_ss] = lse_stage[row];
+    lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss] = lse_stage[staged];
 #else
     (void)lse_stage;
     (void)lse;

@@ -1,36 +1,211 @@
-/* Shared by every libattn_cl program; prepended to each kernel file.
+/* Shared by every libattn_cl program; prepended to each kernel file. The
+ * semantics are attn_cl.h's header comment; lib/reference.c spells out the
+ * same rules in double.
  *
- * Build-time parameters (-D), set by the host for each plan:
+ * Build-time parameters (-D), set by the host for each plan (absent = 0):
  *   HEAD_DIM, HEAD_DIM_V  sizes of the Q/K and V/O rows
+ *   DTYPE                 storage of Q, K, V, O: 0 float, 1 half, 2 bfloat16
  *   MASK_MODE             0 none, 1 causal top-left, 2 causal bottom-right
  *   HAS_LSE               1 when the log-sum-exp output is wanted
+ *   WINDOW                1: a sliding window (runtime extents, negative = unbounded)
+ *   KEY_PADDING           1: per-batch key lengths
+ *   VARLEN                1: packed sequences through cu_seqlens
+ *   SOFTCAP               1: s = softcap * tanh(s / softcap)
+ *   ALIBI                 1: s -= slope[h] * |j - diag(i)|
+ *   HAS_BIAS              1: s += bias[b, h, i, j]
+ *   HAS_KEEP_MASK         1: keys whose keep_mask byte is 0 are masked
  */
+#ifndef DTYPE
+#define DTYPE 0
+#endif
 #ifndef MASK_MODE
 #define MASK_MODE 0
 #endif
 #ifndef HAS_LSE
 #define HAS_LSE 0
 #endif
+#ifndef WINDOW
+#define WINDOW 0
+#endif
+#ifndef KEY_PADDING
+#define KEY_PADDING 0
+#endif
+#ifndef VARLEN
+#define VARLEN 0
+#endif
+#ifndef SOFTCAP
+#define SOFTCAP 0
+#endif
+#ifndef ALIBI
+#define ALIBI 0
+#endif
+#ifndef HAS_BIAS
+#define HAS_BIAS 0
+#endif
+#ifndef HAS_KEEP_MASK
+#define HAS_KEEP_MASK 0
+#endif
 
 #define MASK_NONE 0
 #define MASK_CAUSAL_TOP_LEFT 1
 #define MASK_CAUSAL_BOTTOM_RIGHT 2
 
-/* The last key query `i` may see (-1: none). Top-left aligns query 0 with
- * key 0; bottom-right aligns the last query with the last key. */
-inline int last_visible_key(int i, int seq_q, int seq_k) {
-#if MASK_MODE == MASK_CAUSAL_TOP_LEFT
-    return min(i, seq_k - 1);
-#elif MASK_MODE == MASK_CAUSAL_BOTTOM_RIGHT
-    return min(i + seq_k - seq_q, seq_k - 1);
+/* Anything beyond plain scale * q.k: the kernels then compute the modified
+ * score itself rather than folding the scale into exp2. */
+#define HAS_MODIFIERS (SOFTCAP || ALIBI || HAS_BIAS)
+
+/* ---- Storage types -------------------------------------------------------- */
+
+/* elem_t is the storage element; load_elem / store_elem convert through
+ * float. Half uses the core vload_half / vstore_half_rte (no cl_khr_fp16);
+ * bfloat16 is the top half of a float, stored rounded to nearest even. */
+#if DTYPE == 0
+typedef float elem_t;
+#define load_elem(p, i) ((p)[i])
+#define store_elem(p, i, x) ((p)[i] = (x))
+#elif DTYPE == 1
+typedef half elem_t;
+#define load_elem(p, i) vload_half((i), (p))
+#define store_elem(p, i, x) vstore_half_rte((x), (i), (p))
 #else
-    (void)i;
-    (void)seq_q;
-    return seq_k - 1;
+typedef ushort elem_t;
+#define load_elem(p, i) as_float((uint)(p)[i] << 16)
+#define store_elem(p, i, x) ((p)[i] = float_to_bfloat(x))
+#endif
+
+/* The storage element's bits, for copies that convert nothing (half
+ * elements cannot be assigned without cl_khr_fp16). */
+#if DTYPE == 0
+typedef uint elem_bits_t;
+#else
+typedef ushort elem_bits_t;
+#endif
+
+inline ushort float_to_bfloat(float x) {
+    const uint bits = as_uint(x);
+    if (isnan(x))
+        return (ushort)((bits >> 16) | 0x40u);
+    return (ushort)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* ---- Sequences and the keys a query sees ----------------------------------- */
+
+/* Where sequence b's rows start in the tensors and its lengths; kept_k is
+ * the number of keys before the padding. */
+typedef struct sequence_info {
+    int q0, k0;
+    int len_q, len_k, kept_k;
+} sequence_info;
+
+inline sequence_info sequence_of(int b, int seq_q, int seq_k, __global const int *cu_q,
+                                 __global const int *cu_k, __global const int *key_lengths) {
+    sequence_info s;
+#if VARLEN
+    s.q0 = cu_q[b];
+    s.k0 = cu_k[b];
+    s.len_q = cu_q[b + 1] - s.q0;
+    s.len_k = cu_k[b + 1] - s.k0;
+#else
+    (void)cu_q;
+    (void)cu_k;
+    s.q0 = 0;
+    s.k0 = 0;
+    s.len_q = seq_q;
+    s.len_k = seq_k;
+#endif
+    s.kept_k = s.len_k;
+#if KEY_PADDING
+    s.kept_k = min(s.kept_k, key_lengths[b]);
+#else
+    (void)key_lengths;
+#endif
+    return s;
+}
+
+/* The key query i is aligned with: the causal mask's, the window's and
+ * ALiBi's origin. */
+inline int diagonal(int i, sequence_info s) {
+#if MASK_MODE == MASK_CAUSAL_TOP_LEFT
+    return i;
+#else
+    return i + s.len_k - s.len_q;
 #endif
 }
 
-/* How many keys (a prefix 0..n-1 of the row) query `i` sees. */
-inline int visible_keys(int i, int seq_q, int seq_k) {
-    return max(last_visible_key(i, seq_q, seq_k) + 1, 0);
+/* Query i sees at most keys first_key(i) .. last_key(i) (the keep-mask may
+ * hide some of them); both grow with i, so a block of rows i0..i1 needs keys
+ * first_key(i0) .. last_key(i1). last < first: none. */
+inline int first_key(int i, sequence_info s, int win_left) {
+#if WINDOW
+    return win_left >= 0 ? max(0, diagonal(i, s) - win_left) : 0;
+#else
+    (void)i;
+    (void)s;
+    (void)win_left;
+    return 0;
+#endif
 }
+
+inline int last_key(int i, sequence_info s, int win_right) {
+    int last = s.kept_k - 1;
+#if MASK_MODE != MASK_NONE
+    last = min(last, diagonal(i, s));
+#endif
+#if WINDOW
+    if (win_right >= 0)
+        last = min(last, diagonal(i, s) + win_right);
+#else
+    (void)win_right;
+#endif
+    return last;
+}
+
+/* ---- Score modifiers -------------------------------------------------------- */
+
+/* scale * q.k -> softcap -> ALiBi -> bias, for key j of query i. `raw` is
+ * q.k; `bias_row` points at bias[b, h, i, 0] (unused without HAS_BIAS). */
+inline float modified_score(float raw, float scale, float softcap, float slope, int i, int j,
+                            sequence_info s, __global const float *bias_row) {
+    float x = raw * scale;
+#if SOFTCAP
+    x = softcap * tanh(x / softcap);
+#else
+    (void)softcap;
+#endif
+#if ALIBI
+    x -= slope * (float)abs(j - diagonal(i, s));
+#else
+    (void)slope;
+    (void)i;
+    (void)s;
+#endif
+#if HAS_BIAS
+    x += bias_row[j];
+#else
+    (void)bias_row;
+    (void)j;
+#endif
+    return x;
+}
+
+/* ---- The arguments every attention kernel ends with --------------------------- */
+
+/* Set by lib/launch.c's attn_set_feature_args, in this order. Unused ones
+ * still get a buffer; their -D flag is 0 and the kernel never reads them. */
+#define FEATURE_PARAMS                                                                             \
+    int seq_q, int seq_k, __global const int *cu_q, __global const int *cu_k,                      \
+        __global const int *key_lengths, int win_left, int win_right, float softcap,               \
+        __global const float *alibi_slopes, __global const float *bias, ulong bias_off,            \
+        long bias_sb, long bias_sh, long bias_ss, __global const uchar *keep_mask, ulong keep_off, \
+        long keep_sb, long keep_sh, long keep_ss
+
+/* bias[b, h, i, 0] and keep_mask[b, h, i, 0] (broadcast dimensions step 0). */
+#define BIAS_ROW(b, h, i) (bias + bias_off + (b) * bias_sb + (h) * bias_sh + (long)(i) * bias_ss)
+#define KEEP_ROW(b, h, i)                                                                          \
+    (keep_mask + keep_off + (b) * keep_sb + (h) * keep_sh + (long)(i) * keep_ss)
+
+#if ALIBI
+#define SLOPE(h) alibi_slopes[h]
+#else
+#define SLOPE(h) 0.0f
+#endif

@@ -3,25 +3,30 @@
  * Work-group: one work-item (a runtime turns the work-items of a group into
  * loops, so more would only add loop and spill overhead); global size
  * (ceil(seq_q / ROWS), heads_q, batch). One work-item computes ROWS
- * consecutive query rows of one (batch, head) over every key they see,
- * TILE_K keys at a time: the scores of a tile are ROWS vectors of TILE_K
+ * consecutive query rows of one (sequence, head) over every key they may
+ * see, TILE_K keys at a time: the scores of a tile are ROWS vectors of TILE_K
  * floats (keys across lanes), so Q.K^T is a broadcast-multiply-add per
  * head_dim element into registers; the output accumulator holds each row in
  * vectors of VEC_V floats across head_dim_v, and P.V is again a
  * broadcast-multiply-add per key. Both inner loops reuse each loaded vector
  * ROWS times, which is what keeps the FMA units busy.
  *
- * K is read from a packed copy made by flash_cpu_pack_k: tile t of a head is
- * HEAD_DIM x TILE_K floats (key fastest), zero past seq_k, so that one
- * head_dim element of a whole tile is one aligned vector load.
+ * K is read from a float copy made by flash_cpu_pack: tile t of a head is
+ * HEAD_DIM x TILE_K floats (key fastest), zero past the sequence, so that one
+ * head_dim element of a whole tile is one aligned vector load. With 16-bit
+ * storage V is packed too (as float rows), so the inner loops are the same
+ * for every storage type. Each sequence's tiles start at its tile base
+ * (b * tiles per sequence, or a prefix over the varlen sequences).
  *
- * Softmax is online and in base 2: p = exp2(s * c - m * c) with
- * c = scale * log2(e) applied inside one fma; a row's running maximum m is
- * raised only when a tile's maximum exceeds it by more than
+ * Softmax is online and in base 2: p = exp2(s * c - m * c). Without score
+ * modifiers s is the raw q.k and c = scale * log2(e), applied inside one
+ * fma; with them s is the modified score and c = log2(e). A row's running
+ * maximum m is raised only when a tile's maximum exceeds it by more than
  * RESCALE_SLACK / c, so the accumulator is rarely rescaled and p stays below
- * 2^RESCALE_SLACK. Keys above the causal diagonal are
- * never visited; only edge and diagonal tiles are masked per element. A row
- * that sees no key keeps m = -INFINITY and l = 0 and writes O = 0 and
+ * 2^RESCALE_SLACK. Tiles no row of the block may see (causal, window,
+ * padding) are never visited; only the tiles at the edges of the rows' key
+ * ranges, or all tiles with a keep-mask, are masked per element. A row that
+ * sees no key keeps m = -INFINITY and l = 0 and writes O = 0 and
  * LSE = -INFINITY.
  *
  * Build-time parameters (beside common.cl's):
@@ -44,16 +49,19 @@
 #endif
 
 #define RESCALE_SLACK 8.0f
+#define PACK_V (DTYPE != 0)
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define floatK CAT(float, TILE_K)
 #define intK CAT(int, TILE_K)
+#define ucharK CAT(uchar, TILE_K)
 #define vloadK CAT(vload, TILE_K)
 #define vstoreK CAT(vstore, TILE_K)
+#define convert_intK CAT(convert_int, TILE_K)
+#define convert_floatK CAT(convert_float, TILE_K)
 #define floatV CAT(float, VEC_V)
 #define vloadV CAT(vload, VEC_V)
-#define vstoreV CAT(vstore, VEC_V)
 
 /* head_dim_v = DV_FULL vectors of VEC_V, then a tail of 8/4/2/1 pieces. */
 #define DV_FULL (HEAD_DIM_V / VEC_V)
@@ -63,33 +71,72 @@
 #define DV_OFF2 (DV_OFF4 + (DV_TAIL & 4))
 #define DV_OFF1 (DV_OFF2 + (DV_TAIL & 2))
 
+/* Stores W floats at p (an elem_t row) in the storage type. */
+#if DTYPE == 0
+#define STORE_VEC(W, x, p) CAT(vstore, W)((x), 0, (p))
+#elif DTYPE == 1
+#define STORE_VEC(W, x, p) CAT(CAT(vstore_half, W), _rte)((x), 0, (p))
+#else
+#define STORE_VEC(W, x, p)                                                                         \
+    do {                                                                                           \
+        float tmp_[W];                                                                             \
+        CAT(vstore, W)((x), 0, tmp_);                                                              \
+        for (int z_ = 0; z_ < W; z_++)                                                             \
+            (p)[z_] = float_to_bfloat(tmp_[z_]);                                                   \
+    } while (0)
+#endif
+
 __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-/* Packs K [batch, heads_kv, seq_k, HEAD_DIM] (strided) into tiles of
- * HEAD_DIM x TILE_K (key fastest), zero past seq_k. Global size
- * (tiles, heads_kv, batch), one work-item per tile. */
+/* The first packed tile of sequence b. */
+inline int tile_base_of(int b, int seq_k, __global const int *tile_base) {
+#if VARLEN
+    (void)seq_k;
+    return tile_base[b];
+#else
+    (void)tile_base;
+    return b * ((seq_k + TILE_K - 1) / TILE_K);
+#endif
+}
+
+/* Packs K (and with 16-bit storage V) of one key tile of one (sequence,
+ * kv head) into float: K as HEAD_DIM x TILE_K (key fastest), V as TILE_K
+ * rows of HEAD_DIM_V, zero past the sequence. Global size
+ * (tiles of the longest sequence, heads_kv, batch). */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-flash_cpu_pack_k(__global const float *k, ulong k_off, long k_sb, long k_sh, long k_ss,
-                 __global float *kp, int seq_k, int heads_kv) {
+flash_cpu_pack(__global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
+               __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
+               __global float *kp, __global float *vp, int total_tiles,
+               __global const int *tile_base, FEATURE_PARAMS) {
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
-    const long tiles = get_global_size(0);
-    const __global float *src = k + k_off + b * k_sb + hk * k_sh + (long)t * TILE_K * k_ss;
-    __global float *dst = kp + ((long)(b * heads_kv + hk) * tiles + t) * (HEAD_DIM * TILE_K);
-    const int keys = min(TILE_K, seq_k - t * TILE_K);
+    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const int k0 = t * TILE_K;
+    if (k0 >= sq.len_k)
+        return;
+    const int keys = min(TILE_K, sq.len_k - k0);
+    const long slot = (long)hk * total_tiles + tile_base_of(b, seq_k, tile_base) + t;
+    const __global elem_t *src = k + k_off + b * k_sb + hk * k_sh + (long)(sq.k0 + k0) * k_ss;
+    __global float *dst = kp + slot * (HEAD_DIM * TILE_K);
     float col[TILE_K];
-    if (keys == TILE_K) {
-        for (int d = 0; d < HEAD_DIM; d++) {
-            for (int j = 0; j < TILE_K; j++)
-                col[j] = src[j * k_ss + d];
-            vstoreK(vloadK(0, col), d, dst);
-        }
-    } else {
-        for (int d = 0; d < HEAD_DIM; d++) {
-            for (int j = 0; j < TILE_K; j++)
-                col[j] = j < keys ? src[j * k_ss + d] : 0.0f;
-            vstoreK(vloadK(0, col), d, dst);
-        }
+    for (int d = 0; d < HEAD_DIM; d++) {
+        for (int j = 0; j < TILE_K; j++)
+            col[j] = j < keys ? load_elem(src, j * k_ss + d) : 0.0f;
+        vstoreK(vloadK(0, col), d, dst);
     }
+#if PACK_V
+    const __global elem_t *vsrc = v + v_off + b * v_sb + hk * v_sh + (long)(sq.k0 + k0) * v_ss;
+    __global float *vdst = vp + slot * (TILE_K * HEAD_DIM_V);
+    for (int j = 0; j < TILE_K; j++)
+        for (int c = 0; c < HEAD_DIM_V; c++)
+            vdst[j * HEAD_DIM_V + c] = j < keys ? load_elem(vsrc, j * v_ss + c) : 0.0f;
+#else
+    (void)v;
+    (void)v_off;
+    (void)v_sb;
+    (void)v_sh;
+    (void)v_ss;
+    (void)vp;
+#endif
 }
 
 inline float hmaxK(floatK v) {
@@ -125,40 +172,85 @@ inline float hsumK(floatK v) {
 /* acc[r] += p[r][j] * V[j][OFF .. OFF+W) for the tile's keys j < keys. */
 #define PV_PIECE(W, OFF, acc)                                                                      \
     for (int j = 0; j < keys; j++) {                                                               \
-        const CAT(float, W) x = CAT(vload, W)(0, vt + j * v_ss + (OFF));                           \
+        const CAT(float, W) x = CAT(vload, W)(0, vt + j * v_row + (OFF));                          \
         _Pragma("unroll") for (int r = 0; r < ROWS; r++) {                                         \
             acc[r] = fma((CAT(float, W))p[r][j], x, acc[r]);                                       \
         }                                                                                          \
     }
 
-#define STORE_PIECE(W, OFF, acc) CAT(vstore, W)(acc[r] * inv, 0, orow + (OFF))
+#define STORE_PIECE(W, OFF, acc) STORE_VEC(W, acc[r] * inv, orow + (OFF))
+
+/* TILE_K values of a row from `row + k0`, 0 past `valid` of them (the
+ * sequence's edge), without reading past it. */
+#define LOAD_TILE(T, VT, row, k0, valid, out)                                                      \
+    do {                                                                                           \
+        if ((valid) >= TILE_K) {                                                                   \
+            out = CAT(vload, TILE_K)(0, (row) + (k0));                                             \
+        } else {                                                                                   \
+            T tmp_[TILE_K];                                                                        \
+            for (int z_ = 0; z_ < TILE_K; z_++)                                                    \
+                tmp_[z_] = z_ < (valid) ? (row)[(k0) + z_] : (T)0;                                 \
+            out = CAT(vload, TILE_K)(0, tmp_);                                                     \
+        }                                                                                          \
+    } while (0)
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
-          __global const float *kp, __global const float *v, ulong v_off, long v_sb, long v_sh,
-          long v_ss, __global float *o, ulong o_off, long o_sb, long o_sh, long o_ss,
-          __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss, int seq_q, int seq_k,
-          int group, float scale_log2) {
+flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
+          __global const float *kp, __global const elem_t *v, ulong v_off, long v_sb, long v_sh,
+          long v_ss, __global const float *vp, __global elem_t *o, ulong o_off, long o_sb,
+          long o_sh, long o_ss, __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
+          int group, int total_tiles, __global const int *tile_base, float scale,
+          float scale_log2, FEATURE_PARAMS) {
     const int i0 = get_global_id(0) * ROWS, h = get_global_id(1), b = get_global_id(2);
-    const int hk = h / group, heads_kv = (int)get_global_size(1) / group;
-    const int k_tiles = (seq_k + TILE_K - 1) / TILE_K;
-    const __global float *qh = q + q_off + b * q_sb + h * q_sh;
-    const __global float *kh = kp + (long)(b * heads_kv + hk) * k_tiles * (HEAD_DIM * TILE_K);
-    const __global float *vh = v + v_off + b * v_sb + hk * v_sh;
+    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    if (i0 >= sq.len_q)
+        return;
+    const int hk = h / group, last_row = min(i0 + ROWS, sq.len_q) - 1;
+    const long first_tile = (long)hk * total_tiles + tile_base_of(b, seq_k, tile_base);
+    const __global elem_t *qh = q + q_off + b * q_sb + h * q_sh + (long)sq.q0 * q_ss;
+    const __global float *kh = kp + first_tile * (HEAD_DIM * TILE_K);
+#if PACK_V
+    (void)v;
+    (void)v_off;
+    (void)v_sb;
+    (void)v_sh;
+    (void)v_ss;
+    const __global float *vh = vp + first_tile * (TILE_K * HEAD_DIM_V);
+    const long v_row = HEAD_DIM_V;
+#else
+    (void)vp;
+    const __global float *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;
+    const long v_row = v_ss;
+#endif
 
+#if HAS_MODIFIERS
+    /* Scores are the modified scores themselves, in natural units. */
+    (void)scale_log2;
+    const float sign = 1.0f, sc = M_LOG2E_F;
+    const float slope = SLOPE(h);
+#else
     /* Scores stay unscaled (a negative scale flips Q's sign, exactly) and
      * enter exp2 as fma(s, sc, -m * sc): rounding Q * scale would cost about
      * as much accuracy as the whole fp32 dot product. */
+    (void)scale;
+    (void)softcap;
+    (void)alibi_slopes;
+    (void)bias;
+    (void)bias_off;
+    (void)bias_sb;
+    (void)bias_sh;
+    (void)bias_ss;
     const float sign = scale_log2 < 0.0f ? -1.0f : 1.0f, sc = fabs(scale_log2);
+#endif
     const float slack = fmin(RESCALE_SLACK / sc, FLT_MAX);
 
-    /* Rows past seq_q repeat the last row and are not stored. */
+    /* Rows past the sequence repeat its last row and are not stored. */
     float qr[ROWS][HEAD_DIM];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
-        const __global float *src = qh + min(i0 + r, seq_q - 1) * q_ss;
+        const long row = (long)min(i0 + r, last_row) * q_ss;
         for (int d = 0; d < HEAD_DIM; d++)
-            qr[r][d] = src[d] * sign;
+            qr[r][d] = load_elem(qh, row + d) * sign;
     }
 
     floatV acc[ROWS][DV_FULL > 0 ? DV_FULL : 1];
@@ -175,8 +267,8 @@ flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
     float acc1[ROWS];
 #endif
     floatK lsum[ROWS];
-    /* m: a row's running maximum of the unscaled scores; mc = m * sc, the
-     * shift its probabilities were computed with. */
+    /* m: a row's running maximum of the scores; mc = m * sc, the shift its
+     * probabilities were computed with. */
     float m[8], mc[8];
 #pragma unroll
     for (int r = 0; r < 8; r++) {
@@ -202,11 +294,16 @@ flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
 #endif
     }
 
-    /* Keys [0, key_end) hold every key some row of the block sees. */
-    const int key_end = last_visible_key(i0 + ROWS - 1, seq_q, seq_k) + 1;
+    /* Keys [key_begin, key_end) hold every key some row of the block may
+     * see; in [plain_begin, plain_end) every row sees every key (but for the
+     * keep-mask). */
+    const int key_begin = first_key(i0, sq, win_left) / TILE_K * TILE_K;
+    const int key_end = last_key(last_row, sq, win_right) + 1;
+    const int plain_begin = first_key(last_row, sq, win_left);
+    const int plain_end = last_key(i0, sq, win_right) + 1;
     const intK lane = vloadK(0, lane_index);
     float p[ROWS][TILE_K];
-    for (int k0 = 0; k0 < key_end; k0 += TILE_K) {
+    for (int k0 = key_begin; k0 < key_end; k0 += TILE_K) {
         floatK s[ROWS];
 #pragma unroll
         for (int r = 0; r < ROWS; r++)
@@ -219,14 +316,39 @@ flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
             for (int r = 0; r < ROWS; r++)
                 s[r] = fma((floatK)qr[r][d], kv, s[r]);
         }
-        /* A tile past the first row's last key: the edge (keys past seq_k)
-         * or the causal diagonal. */
-        if (k0 + TILE_K - 1 > last_visible_key(i0, seq_q, seq_k)) {
-            const intK key = k0 + lane;
+        const intK key = k0 + lane;
+        const int valid = sq.len_k - k0; /* keys of the tile inside the sequence */
+#if HAS_MODIFIERS
+        for (int r = 0; r < ROWS; r++) {
+            const int i = min(i0 + r, last_row);
+            floatK x = s[r] * scale;
+#if SOFTCAP
+            x = softcap * tanh(x / softcap);
+#endif
+#if ALIBI
+            x -= slope * convert_floatK(abs(key - diagonal(i, sq)));
+#endif
+#if HAS_BIAS
+            floatK bias_tile;
+            LOAD_TILE(float, floatK, BIAS_ROW(b, h, i), k0, valid, bias_tile);
+            x += bias_tile;
+#endif
+            s[r] = x;
+        }
+#endif
+        if (HAS_KEEP_MASK || k0 < plain_begin || k0 + TILE_K > plain_end) {
 #pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                s[r] = select(s[r], (floatK)(-INFINITY),
-                              key > (intK)last_visible_key(i0 + r, seq_q, seq_k));
+            for (int r = 0; r < ROWS; r++) {
+                const int i = min(i0 + r, last_row);
+                intK visible = (key >= (intK)first_key(i, sq, win_left)) &
+                               (key <= (intK)last_key(i, sq, win_right));
+#if HAS_KEEP_MASK
+                ucharK keep;
+                LOAD_TILE(uchar, ucharK, KEEP_ROW(b, h, i), k0, valid, keep);
+                visible &= convert_intK(keep) != (intK)0;
+#endif
+                s[r] = select((floatK)(-INFINITY), s[r], visible);
+            }
         }
         float m_new[8];
         int grow = 0;
@@ -280,15 +402,15 @@ flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
             vstoreK(pr, 0, p[r]);
         }
 
-        const int keys = min(TILE_K, seq_k - k0);
-        const __global float *vt = vh + (long)k0 * v_ss;
+        const int keys = min(TILE_K, valid);
+        const __global float *vt = vh + (long)k0 * v_row;
         for (int c = 0; c < DV_FULL; c++) {
             floatV a[ROWS];
 #pragma unroll
             for (int r = 0; r < ROWS; r++)
                 a[r] = acc[r][c];
             for (int j = 0; j < keys; j++) {
-                const floatV x = vloadV(c, vt + j * v_ss);
+                const floatV x = vloadV(c, vt + j * v_row);
 #pragma unroll
                 for (int r = 0; r < ROWS; r++)
                     a[r] = fma((floatV)p[r][j], x, a[r]);
@@ -308,7 +430,7 @@ flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
 #endif
 #if DV_TAIL & 1
         for (int j = 0; j < keys; j++) {
-            const float x = vt[j * v_ss + DV_OFF1];
+            const float x = vt[j * v_row + DV_OFF1];
 #pragma unroll
             for (int r = 0; r < ROWS; r++)
                 acc1[r] = fma(p[r][j], x, acc1[r]);
@@ -316,14 +438,15 @@ flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
 #endif
     }
 
-    __global float *oh = o + o_off + b * o_sb + h * o_sh;
-    for (int r = 0; r < ROWS && i0 + r < seq_q; r++) {
+    __global elem_t *oh = o + o_off + b * o_sb + h * o_sh + (long)sq.q0 * o_ss;
+    for (int r = 0; r < ROWS && i0 + r < sq.len_q; r++) {
         const int i = i0 + r;
+        /* l is 0 exactly when the row saw no key; NaN stays NaN. */
         const float l = hsumK(lsum[r]);
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        __global float *orow = oh + i * o_ss;
+        const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+        __global elem_t *orow = oh + (long)i * o_ss;
         for (int c = 0; c < DV_FULL; c++)
-            vstoreV(acc[r][c] * inv, c, orow);
+            STORE_VEC(VEC_V, acc[r][c] * inv, orow + c * VEC_V);
 #if DV_TAIL & 8
         STORE_PIECE(8, DV_OFF8, acc8);
 #endif
@@ -334,11 +457,18 @@ flash_cpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
         STORE_PIECE(2, DV_OFF2, acc2);
 #endif
 #if DV_TAIL & 1
-        orow[DV_OFF1] = acc1[r] * inv;
+        store_elem(orow, DV_OFF1, acc1[r] * inv);
 #endif
 #if HAS_LSE
-        lse[l_off + b * l_sb + h * l_sh + i * l_ss] =
-            l > 0.0f ? (mc[r] + log2(l)) * M_LN2_F : -INFINITY;
+        lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] =
+            l == 0.0f ? -INFINITY : (mc[r] + log2(l)) * M_LN2_F;
 #endif
     }
+#if !HAS_LSE
+    (void)lse;
+    (void)l_off;
+    (void)l_sb;
+    (void)l_sh;
+    (void)l_ss;
+#endif
 }

@@ -19,11 +19,13 @@
  * the barriers.
  *
  * Softmax is online and in base 2 with an exact running maximum m of the
- * unscaled scores: p = exp2(s * c - m * c), c = scale * log2(e), in one fma
- * (rounding Q * scale would cost as much accuracy as the dot product). Keys
- * above the causal diagonal of the block's last row are never loaded; scores
- * past a row's last visible key are -INFINITY. A row that sees no key writes
- * O = 0 and LSE = -INFINITY.
+ * scores: p = exp2(s * c - m * c). Without score modifiers s is the raw q.k
+ * and c = scale * log2(e), in one fma (rounding Q * scale would cost as much
+ * accuracy as the dot product); with them s is the modified score and
+ * c = log2(e). Key tiles no row of the block may see (causal, window,
+ * padding) are never loaded; scores a row does not see are -INFINITY. A row
+ * that sees no key writes O = 0 and LSE = -INFINITY. Varlen blocks past
+ * their sequence return before any barrier (the whole group does).
  *
  * Build-time parameters (beside common.cl's):
  *   BLOCK_M  query rows per work-group
@@ -53,11 +55,12 @@
 #endif
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-flash_gpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
-          __global const float *k, ulong k_off, long k_sb, long k_sh, long k_ss,
-          __global const float *v, ulong v_off, long v_sb, long v_sh, long v_ss, __global float *o,
-          ulong o_off, long o_sb, long o_sh, long o_ss, __global float *lse, ulong l_off, long l_sb,
-          long l_sh, long l_ss, int seq_q, int seq_k, int group, float scale_log2) {
+flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
+          __global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
+          __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
+          __global elem_t *o, ulong o_off, long o_sb, long o_sh, long o_ss, __global float *lse,
+          ulong l_off, long l_sb, long l_sh, long l_ss, int group, float scale, float scale_log2,
+          FEATURE_PARAMS) {
     __local float q_tile[BLOCK_M * Q_STRIDE];
     __local float kv_tile[BLOCK_N * KV_STRIDE];
     __local float p_tile[BLOCK_M * P_STRIDE];
@@ -65,18 +68,38 @@ flash_gpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
 
     const int lid = get_local_id(0);
     const int row = lid / TPR, sub = lid % TPR;
-    const int i0 = get_group_id(0) * BLOCK_M, h = get_global_id(1), b = get_global_id(2);
+    const int i0 = get_group_id(0) * BLOCK_M, h = get_group_id(1), b = get_group_id(2);
+    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    /* From group ids only, so visibly uniform across the group: no barrier
+     * is skipped by some work-items only. */
+    if (i0 >= sq.len_q)
+        return;
     const int hk = h / group;
-    const int i = i0 + row;
+    /* Rows past the sequence compute with its last row and store nothing. */
+    const int last_row = min(i0 + BLOCK_M, sq.len_q) - 1;
+    const int i = min(i0 + row, last_row);
+#if HAS_MODIFIERS
+    /* Scores are the modified scores themselves, in natural units. */
+    const float sign = 1.0f, sc = M_LOG2E_F;
+    const float slope = SLOPE(h);
+    __global const float *bias_row = 0;
+#if HAS_BIAS
+    bias_row = BIAS_ROW(b, h, i);
+#endif
+#else
     /* A negative scale flips Q's sign (exactly); c is its magnitude. */
     const float sign = scale_log2 < 0.0f ? -1.0f : 1.0f, sc = fabs(scale_log2);
-    const __global float *qh = q + q_off + b * q_sb + h * q_sh;
-    const __global float *kh = k + k_off + b * k_sb + hk * k_sh;
-    const __global float *vh = v + v_off + b * v_sb + hk * v_sh;
+#endif
+#if HAS_KEEP_MASK
+    __global const uchar *keep_row = KEEP_ROW(b, h, i);
+#endif
+    const __global elem_t *qh = q + q_off + b * q_sb + h * q_sh + (long)sq.q0 * q_ss;
+    const __global elem_t *kh = k + k_off + b * k_sb + hk * k_sh + (long)sq.k0 * k_ss;
+    const __global elem_t *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;
 
     for (int e = lid; e < BLOCK_M * HEAD_DIM; e += WG_SIZE) {
         const int r = e / HEAD_DIM, d = e % HEAD_DIM;
-        q_tile[r * Q_STRIDE + d] = i0 + r < seq_q ? qh[(i0 + r) * q_ss + d] * sign : 0.0f;
+        q_tile[r * Q_STRIDE + d] = load_elem(qh, (long)min(i0 + r, last_row) * q_ss + d) * sign;
     }
 
     float acc[COLS_PER_ITEM];
@@ -85,16 +108,18 @@ flash_gpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
     /* m: the row's running maximum; mc = m * c, the shift its probabilities
      * were computed with (-INFINITY until the row sees a key). */
     float m = -INFINITY, mc = -INFINITY, l_part = 0.0f;
-    const int last_key = last_visible_key(i, seq_q, seq_k);
-    /* The same for every work-item of the group: the block's last row. */
-    const int key_end = last_visible_key(min(i0 + BLOCK_M - 1, seq_q - 1), seq_q, seq_k) + 1;
+    const int first = first_key(i, sq, win_left), last = last_key(i, sq, win_right);
+    /* The same for every work-item of the group: the block's key range. */
+    const int key_begin = first_key(i0, sq, win_left) / BLOCK_N * BLOCK_N;
+    const int key_end = last_key(last_row, sq, win_right) + 1;
 
-    for (int k0 = 0; k0 < key_end; k0 += BLOCK_N) {
+    for (int k0 = key_begin; k0 < key_end; k0 += BLOCK_N) {
         /* The previous tile's readers of kv_tile, p_tile and row_part are done
          * (barrier at the end of the loop), as are the Q block's writers. */
         for (int e = lid; e < BLOCK_N * HEAD_DIM; e += WG_SIZE) {
             const int j = e / HEAD_DIM, d = e % HEAD_DIM;
-            kv_tile[j * KV_STRIDE + d] = k0 + j < seq_k ? kh[(k0 + j) * k_ss + d] : 0.0f;
+            kv_tile[j * KV_STRIDE + d] =
+                k0 + j < sq.len_k ? load_elem(kh, (long)(k0 + j) * k_ss + d) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -108,8 +133,17 @@ flash_gpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
         }
         float tile_max = -INFINITY;
         for (int t = 0; t < KEYS_PER_ITEM; t++) {
-            if (k0 + sub + t * TPR > last_key)
-                s[t] = -INFINITY;
+            const int j = k0 + sub + t * TPR;
+            int visible = j >= first && j <= last;
+#if HAS_KEEP_MASK
+            visible = visible && keep_row[j] != 0;
+#endif
+#if HAS_MODIFIERS
+            s[t] = visible ? modified_score(s[t], scale, softcap, slope, i, j, sq, bias_row)
+                           : -INFINITY;
+#else
+            s[t] = visible ? s[t] : -INFINITY;
+#endif
             tile_max = fmax(tile_max, s[t]);
         }
         row_part[row * TPR + sub] = tile_max;
@@ -118,7 +152,8 @@ flash_gpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
         /* Every score of the tile is read: kv_tile may take the V tile. */
         for (int e = lid; e < BLOCK_N * HEAD_DIM_V; e += WG_SIZE) {
             const int j = e / HEAD_DIM_V, c = e % HEAD_DIM_V;
-            kv_tile[j * KV_STRIDE + c] = k0 + j < seq_k ? vh[(k0 + j) * v_ss + c] : 0.0f;
+            kv_tile[j * KV_STRIDE + c] =
+                k0 + j < sq.len_k ? load_elem(vh, (long)(k0 + j) * v_ss + c) : 0.0f;
         }
         for (int t = 0; t < TPR; t++)
             tile_max = fmax(tile_max, row_part[row * TPR + t]);
@@ -157,18 +192,19 @@ flash_gpu(__global const float *q, ulong q_off, long q_sb, long q_sh, long q_ss,
     float l = 0.0f;
     for (int t = 0; t < TPR; t++)
         l += row_part[row * TPR + t];
-    if (i < seq_q) {
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        __global float *orow = o + o_off + b * o_sb + h * o_sh + i * o_ss;
+    if (i0 + row <= last_row) {
+        /* l is 0 exactly when the row saw no key; NaN stays NaN. */
+        const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+        __global elem_t *orow = o + o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss;
         for (int u = 0; u < COLS_PER_ITEM; u++) {
             const int c = sub + u * TPR;
             if (c < HEAD_DIM_V)
-                orow[c] = acc[u] * inv;
+                store_elem(orow, c, acc[u] * inv);
         }
 #if HAS_LSE
         if (sub == 0)
-            lse[l_off + b * l_sb + h * l_sh + i * l_ss] =
-                l > 0.0f ? (mc + log2(l)) * M_LN2_F : -INFINITY;
+            lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] =
+                l == 0.0f ? -INFINITY : (mc + log2(l)) * M_LN2_F;
 #endif
     }
 }

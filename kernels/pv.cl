@@ -4,41 +4,44 @@
  * Work-group: PV_TILE x PV_TILE work-items (dim 0: output dims, dim 1:
  * queries), dim 2: one head of the chunk. One work-item computes one output
  * element O[i][c]; tiles of PV_TILE keys of P and V are staged in local
- * memory. Key tiles past the last key any row of the block sees hold only
- * zero probabilities and are skipped.
+ * memory. Only keys some row of the block may see are visited (the others
+ * hold probability 0); rows past the sequence are not stored.
  */
 #ifndef PV_TILE
 #define PV_TILE 16
 #endif
 
 __kernel __attribute__((reqd_work_group_size(PV_TILE, PV_TILE, 1))) void
-pv(__global const float *p, __global const float *v, ulong v_off, long v_sb, long v_sh, long v_ss,
-   __global float *o, ulong o_off, long o_sb, long o_sh, long o_ss, int seq_q, int seq_k,
-   int heads_q, int group, int head_base) {
+pv(__global const float *p, __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
+   __global elem_t *o, ulong o_off, long o_sb, long o_sh, long o_ss, int heads_q, int group,
+   int head_base, FEATURE_PARAMS) {
     const int lx = get_local_id(0), ly = get_local_id(1);
     const int c0 = get_group_id(0) * PV_TILE, i0 = get_group_id(1) * PV_TILE;
-    const int chunk_head = get_global_id(2);
+    const int chunk_head = get_group_id(2);
     const int bh = head_base + chunk_head;
     const int b = bh / heads_q, h = bh % heads_q;
-    const int key_end =
-        last_visible_key(min(i0 + PV_TILE - 1, seq_q - 1), seq_q, seq_k) + 1; /* may be <= 0 */
+    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const int i1 = max(min(i0 + PV_TILE, sq.len_q) - 1, i0);
+    /* The same for the whole group: keys rows i0..i1 may see. */
+    const int key_begin = first_key(i0, sq, win_left) / PV_TILE * PV_TILE;
+    const int key_end = i0 < sq.len_q ? last_key(i1, sq, win_right) + 1 : 0;
 
     const __global float *ph = p + (long)chunk_head * seq_q * seq_k;
-    const __global float *vh = v + v_off + b * v_sb + (h / group) * v_sh;
+    const __global elem_t *vh = v + v_off + b * v_sb + (h / group) * v_sh + (long)sq.k0 * v_ss;
     __local float p_tile[PV_TILE][PV_TILE + 1]; /* [query][key] */
     __local float v_tile[PV_TILE][PV_TILE + 1]; /* [key][dim] */
 
     const int i = i0 + ly, c = c0 + lx;
     float acc = 0.0f;
-    for (int j0 = 0; j0 < key_end; j0 += PV_TILE) {
+    for (int j0 = key_begin; j0 < key_end; j0 += PV_TILE) {
         const int pj = j0 + lx, vj = j0 + ly;
-        p_tile[ly][lx] = (i < seq_q && pj < seq_k) ? ph[(long)i * seq_k + pj] : 0.0f;
-        v_tile[ly][lx] = (vj < seq_k && c < HEAD_DIM_V) ? vh[vj * v_ss + c] : 0.0f;
+        p_tile[ly][lx] = (i < sq.len_q && pj < sq.len_k) ? ph[(long)i * seq_k + pj] : 0.0f;
+        v_tile[ly][lx] = (vj < sq.len_k && c < HEAD_DIM_V) ? load_elem(vh, vj * v_ss + c) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int jj = 0; jj < PV_TILE; jj++)
             acc = fma(p_tile[ly][jj], v_tile[jj][lx], acc);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (i < seq_q && c < HEAD_DIM_V)
-        o[o_off + b * o_sb + h * o_sh + i * o_ss + c] = acc;
+    if (i < sq.len_q && c < HEAD_DIM_V)
+        store_elem(o, o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss + c, acc);
 }

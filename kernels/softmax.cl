@@ -1,10 +1,14 @@
-/* Scale + causal mask + softmax over rows of raw scores, in place (second
- * step of the three-kernel path), and the row's log-sum-exp.
+/* Scale + modifiers + masks + softmax over rows of raw scores, in place
+ * (second step of the three-kernel path), and the row's log-sum-exp.
  *
- * Work-group: SOFTMAX_WG work-items on one row (dim 1: row of the chunk,
- * head-major). Each work-item strides over the row's keys; the max and the
- * sum are reduced through local memory. Masked keys get probability 0; a row
- * with no visible key gets all zeros and log-sum-exp -INFINITY, never NaN.
+ * Work-group: SOFTMAX_WG work-items on one row (group dim 1: row of the
+ * chunk, head-major, seq_q rows a head). Each work-item strides over the row's keys,
+ * always the same ones, so the three passes (modified scores in place, their
+ * sum, the probabilities) need no barrier between a work-item's own writes
+ * and reads; the max, the sum and a NaN flag are reduced through local
+ * memory. Masked keys, and keys and rows past the sequence, get probability
+ * 0; a row with no visible key (or only -inf scores) gets all zeros and
+ * log-sum-exp -INFINITY; a NaN score makes its row NaN.
  */
 #ifndef SOFTMAX_WG
 #define SOFTMAX_WG 64
@@ -39,39 +43,66 @@ inline float reduce_sum(__local float *scratch, float value) {
 }
 
 __kernel __attribute__((reqd_work_group_size(SOFTMAX_WG, 1, 1))) void
-softmax_rows(__global float *s, int seq_q, int seq_k, float scale, int heads_q, int head_base,
-             __global float *lse, ulong lse_off, long lse_sb, long lse_sh, long lse_ss) {
+softmax_rows(__global float *s, float scale, int heads_q, int head_base, __global float *lse,
+             ulong lse_off, long lse_sb, long lse_sh, long lse_ss, FEATURE_PARAMS) {
     __local float scratch[SOFTMAX_WG];
     const int lid = get_local_id(0);
-    const long row = get_global_id(1); /* chunk_head * seq_q + i */
+    const long row = get_group_id(1); /* chunk_head * seq_q + i */
     const int i = (int)(row % seq_q);
-    const int n_visible = visible_keys(i, seq_q, seq_k);
+    const int bh = head_base + (int)(row / seq_q);
+    const int b = bh / heads_q, h = bh % heads_q;
+    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
     __global float *r = s + row * seq_k;
 
-    float m = -INFINITY;
-    for (int j = lid; j < n_visible; j += SOFTMAX_WG)
-        m = fmax(m, r[j] * scale);
+    /* A row past its sequence (varlen) sees no key: probabilities 0, and no
+     * LSE. It runs the same code rather than returning early: every
+     * work-item must reach every barrier, and some runtimes (PoCL) miscompile
+     * an early return they cannot prove uniform. */
+    const int in_sequence = i < sq.len_q;
+    const int first = first_key(i, sq, win_left);
+    const int last = in_sequence ? last_key(i, sq, win_right) : -1;
+    const float slope = SLOPE(h);
+    __global const float *bias_row = 0;
+#if HAS_BIAS
+    bias_row = BIAS_ROW(b, h, i);
+#endif
+#if HAS_KEEP_MASK
+    __global const uchar *keep_row = KEEP_ROW(b, h, i);
+#endif
+
+    float m = -INFINITY, nan = 0.0f;
+    for (int j = lid; j < seq_k; j += SOFTMAX_WG) {
+        int visible = j >= first && j <= last;
+#if HAS_KEEP_MASK
+        visible = visible && keep_row[j] != 0;
+#endif
+        const float x =
+            visible ? modified_score(r[j], scale, softcap, slope, i, j, sq, bias_row) : -INFINITY;
+        r[j] = x;
+        nan = isnan(x) ? 1.0f : nan;
+        m = fmax(m, x);
+    }
     m = reduce_max(scratch, m);
+    nan = reduce_max(scratch, nan);
 
     float sum = 0.0f;
-    for (int j = lid; j < n_visible; j += SOFTMAX_WG)
-        sum += exp(r[j] * scale - m);
+    if (m != -INFINITY)
+        for (int j = lid; j < seq_k; j += SOFTMAX_WG)
+            sum += exp(r[j] - m);
     sum = reduce_sum(scratch, sum);
+    if (nan != 0.0f)
+        sum = NAN;
 
-    const float inv_sum = n_visible > 0 ? 1.0f / sum : 0.0f;
+    /* sum is 0 exactly when no key is visible (m = -inf). */
+    const float inv_sum = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int j = lid; j < seq_k; j += SOFTMAX_WG)
-        r[j] = j < n_visible ? exp(r[j] * scale - m) * inv_sum : 0.0f;
+        r[j] = sum == 0.0f ? 0.0f : exp(r[j] - m) * inv_sum;
 
 #if HAS_LSE
-    if (lid == 0) {
-        const int bh = head_base + (int)(row / seq_q);
-        const int b = bh / heads_q, h = bh % heads_q;
-        lse[lse_off + b * lse_sb + h * lse_sh + i * lse_ss] =
-            n_visible > 0 ? m + log(sum) : -INFINITY;
-    }
+    if (lid == 0 && in_sequence)
+        lse[lse_off + b * lse_sb + h * lse_sh + (long)(sq.q0 + i) * lse_ss] =
+            sum == 0.0f ? -INFINITY : m + log(sum);
 #else
-    (void)heads_q;
-    (void)head_base;
     (void)lse;
     (void)lse_off;
     (void)lse_sb;

@@ -32,9 +32,11 @@ const char *attn_cl_error_name(cl_int err);
  * extent each tensor covers (in elements, from its first element) known to
  * fit size_t. Algorithms take a plan and never re-check it. */
 typedef struct attn_plan {
-    attn_params p; /* heads_kv, head_dim_v, scale and all strides resolved */
+    attn_params p; /* heads_kv, head_dim_v, scale, flags and all strides resolved; batch
+                      strides 0 with varlen, broadcast strides 0 in bias and keep_mask */
     int32_t group; /* heads_q / heads_kv */
     size_t q_extent, k_extent, v_extent, o_extent, lse_extent; /* elements */
+    size_t bias_extent, keep_mask_extent;                      /* elements, when present */
     size_t element_size;                                       /* of Q, K, V, O storage */
     size_t probs_elems;                                        /* batch * heads_q * seq_q * seq_k */
     int want_lse, want_probs;
@@ -46,6 +48,24 @@ typedef struct attn_plan {
  * the caller asked for; they take part in choosing the algorithm. */
 attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int want_lse,
                            int want_probs, attn_plan *plan);
+
+/* The small per-batch and per-head arrays, in host memory. */
+typedef struct attn_metadata {
+    const int32_t *key_lengths, *cu_seqlens_q, *cu_seqlens_k;
+    const float *alibi_slopes;
+} attn_metadata;
+
+/* Checks that `m` holds exactly the arrays plan asks for, with values in
+ * range (lengths, prefix sums, finite slopes). */
+attn_status attn_plan_metadata(attn_context_t ctx, const attn_plan *plan, const attn_metadata *m);
+
+/* Device copies of the metadata a plan uses (metadata.c): fills a's
+ * key_lengths, alibi_slopes, cu_seqlens_q/k buffers from a->meta (NULL for
+ * the absent ones). They are released by attn_metadata_release once the
+ * forward is enqueued: the runtime keeps them until its kernels complete. */
+typedef struct attn_device_args attn_device_args;
+attn_status attn_metadata_upload(attn_context_t ctx, const attn_plan *plan, attn_device_args *a);
+void attn_metadata_release(attn_device_args *a);
 
 /* ---- Context (context.c, devices.c) --------------------------------------- */
 
@@ -81,14 +101,27 @@ void attn_program_cache_clear(attn_context_t ctx);
 /* ---- Algorithms (three_kernel.c, fused.c) -------------------------------- */
 
 /* Device tensors as the kernels see them: offsets in elements. */
-typedef struct attn_device_args {
+struct attn_device_args {
     cl_mem q, k, v, o, lse; /* lse NULL when plan->want_lse is 0 */
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
+    cl_mem bias, keep_mask; /* NULL unless the plan has them */
+    size_t bias_offset, keep_mask_offset;
+    /* The metadata, on the host (checked) and in device buffers of the
+     * library's (NULL when absent). */
+    attn_metadata meta;
+    cl_mem key_lengths, alibi_slopes, cu_seqlens_q, cu_seqlens_k;
     /* O and LSE are the caller's (attn_forward_device): they may be written
      * only by the last command an algorithm enqueues, so that a failure
      * leaves them untouched. The host call's are the library's own. */
     int callers_outputs;
-} attn_device_args;
+};
+
+/* Checks one caller buffer (from its byte offset) against `extent`
+ * elements of `element_size` bytes and turns the offset into elements
+ * (forward.c; the merge call uses it too). */
+attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_mem mem,
+                                     size_t offset, size_t extent, size_t element_size,
+                                     size_t *element_offset);
 
 /* Each algorithm enqueues its work after `wait_list` on ctx->queue and, when
  * `done` is not NULL, returns an event that completes with the last write of
@@ -111,11 +144,27 @@ attn_status attn_fused_prepare(attn_context_t ctx, const attn_plan *plan);
 
 /* Shared helpers for kernel launches (launch.c). */
 
-/* Sets `count` arguments given as (size_t size, const void *value) pairs;
- * wrap each with ATTN_ARG(x) to pass sizeof x and &x. */
+/* Sets `count` arguments from index `first`, given as (size_t size, const
+ * void *value) pairs; wrap each with ATTN_ARG(x) to pass sizeof x and &x. */
 attn_status attn_set_kernel_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                                 int count, ...);
+                                 cl_uint first, int count, ...);
 #define ATTN_ARG(x) sizeof(x), (const void *)&(x)
+
+/* A strided tensor's five arguments from `first`: buffer, element offset,
+ * batch, head and seq strides. */
+attn_status attn_set_tensor_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
+                                 cl_uint first, cl_mem mem, size_t offset,
+                                 const attn_strides *strides);
+
+/* The FEATURE_PARAMS block every attention kernel ends with
+ * (kernels/common.cl), from `first`; ATTN_FEATURE_ARGS arguments. */
+#define ATTN_FEATURE_ARGS 19
+attn_status attn_set_feature_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
+                                  cl_uint first, const attn_plan *plan, const attn_device_args *a);
+
+/* The -D options of the plan's storage type, masks and modifiers, which
+ * every attention kernel is built with. */
+void attn_feature_options(const attn_plan *plan, char *buf, size_t size);
 
 /* clEnqueueNDRangeKernel over three dimensions on ctx->queue; `local` may be
  * NULL (the runtime chooses). A failure names the kernel. */

@@ -42,16 +42,38 @@ attn_status attn_prepare(attn_context_t ctx, const attn_params *params, int want
     return status;
 }
 
-/* Runs the plan's algorithm; the caller holds ctx->lock. */
-static attn_status dispatch(attn_context_t ctx, const attn_plan *plan, const attn_device_args *args,
+/* Uploads the metadata and runs the plan's algorithm; the caller holds
+ * ctx->lock and has checked the metadata. */
+static attn_status dispatch(attn_context_t ctx, const attn_plan *plan, attn_device_args *args,
                             float *probs_host, cl_uint num_wait, const cl_event *wait_list,
                             cl_event *done) {
+    if (done)
+        *done = NULL;
     attn_status status = check_algorithm(ctx, plan);
+    if (status == ATTN_SUCCESS)
+        status = attn_metadata_upload(ctx, plan, args);
     if (status != ATTN_SUCCESS)
         return status;
     if (plan->algo == ATTN_ALGO_THREE_KERNEL)
-        return attn_three_kernel_run(ctx, plan, args, probs_host, num_wait, wait_list, done);
-    return attn_fused_run(ctx, plan, args, num_wait, wait_list, done);
+        status = attn_three_kernel_run(ctx, plan, args, probs_host, num_wait, wait_list, done);
+    else
+        status = attn_fused_run(ctx, plan, args, num_wait, wait_list, done);
+    attn_metadata_release(args);
+    return status;
+}
+
+/* Bias and keep-mask pointers are given exactly when params ask for them
+ * (the metadata arrays are checked by attn_plan_metadata). */
+static attn_status check_operands(attn_context_t ctx, const char *call, const attn_plan *plan,
+                                  const void *bias, const void *keep_mask) {
+    const attn_params *p = &plan->p;
+    if (p->bias.present && !bias)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: params ask for a bias, which is NULL",
+                         call);
+    if (p->keep_mask.present && !keep_mask)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: params ask for a keep_mask, which is NULL", call);
+    return ATTN_SUCCESS;
 }
 
 /* A device buffer of `bytes`, filled from `host` when it is not NULL. */
@@ -82,20 +104,23 @@ static attn_status read_buffer(attn_context_t ctx, const char *name, cl_mem buff
     return ATTN_SUCCESS;
 }
 
-/* Whether a strided output leaves gaps between its rows inside its extent:
- * then the device copy starts as the caller's data, so that downloading the
- * whole extent writes the gaps back unchanged. */
+/* Whether the forward leaves elements of an output's extent unwritten (gaps
+ * between strided rows, or varlen rows past the last sequence): then the
+ * device copy starts as the caller's data, so that downloading the whole
+ * extent writes those elements back unchanged. */
 static int has_gaps(const attn_plan *plan, size_t extent, size_t row) {
-    return extent != (size_t)plan->p.batch * (size_t)plan->p.heads_q * (size_t)plan->p.seq_q * row;
+    const attn_params *p = &plan->p;
+    return p->varlen || extent != (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q * row;
 }
 
 typedef struct host_staging {
-    float *o, *lse, *probs;
+    void *o;
+    float *lse, *probs;
 } host_staging;
 
 static void release_all(attn_device_args *d, host_staging *st) {
-    cl_mem mems[5] = {d->q, d->k, d->v, d->o, d->lse};
-    for (int i = 0; i < 5; i++)
+    cl_mem mems[7] = {d->q, d->k, d->v, d->o, d->lse, d->bias, d->keep_mask};
+    for (int i = 0; i < 7; i++)
         if (mems[i])
             clReleaseMemObject(mems[i]);
     free(st->o);
@@ -103,53 +128,87 @@ static void release_all(attn_device_args *d, host_staging *st) {
     free(st->probs);
 }
 
-static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan, const void *q,
-                                  const void *k, const void *v, void *o, float *lse, float *probs) {
+static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan,
+                                  const attn_host_tensors *t) {
     const size_t es = plan->element_size;
     const size_t o_bytes = plan->o_extent * es, lse_bytes = plan->lse_extent * sizeof(float);
-    attn_device_args d = {0};
+    attn_device_args d = {.meta = {.key_lengths = t->key_lengths,
+                                   .cu_seqlens_q = t->cu_seqlens_q,
+                                   .cu_seqlens_k = t->cu_seqlens_k,
+                                   .alibi_slopes = t->alibi_slopes}};
     host_staging st = {0};
     attn_status status = ATTN_SUCCESS;
 
     st.o = malloc(o_bytes);
-    if (lse)
+    if (t->lse)
         st.lse = malloc(lse_bytes);
-    if (probs)
+    if (t->probs)
         st.probs = malloc(plan->probs_elems * sizeof(float));
-    if (!st.o || (lse && !st.lse) || (probs && !st.probs)) {
+    if (!st.o || (t->lse && !st.lse) || (t->probs && !st.probs)) {
         release_all(&d, &st);
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
                          "cannot allocate host staging for the outputs (%zu + %zu + %zu bytes)",
-                         o_bytes, lse ? lse_bytes : 0,
-                         probs ? plan->probs_elems * sizeof(float) : 0);
+                         o_bytes, t->lse ? lse_bytes : 0,
+                         t->probs ? plan->probs_elems * sizeof(float) : 0);
     }
 
-    status = create_buffer(ctx, "Q", plan->q_extent * es, q, &d.q);
+    status = create_buffer(ctx, "Q", plan->q_extent * es, t->q, &d.q);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "K", plan->k_extent * es, k, &d.k);
+        status = create_buffer(ctx, "K", plan->k_extent * es, t->k, &d.k);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "V", plan->v_extent * es, v, &d.v);
+        status = create_buffer(ctx, "V", plan->v_extent * es, t->v, &d.v);
     if (status == ATTN_SUCCESS)
         status = create_buffer(
             ctx, "O", o_bytes,
-            has_gaps(plan, plan->o_extent, (size_t)plan->p.head_dim_v) ? o : NULL, &d.o);
-    if (status == ATTN_SUCCESS && lse)
+            has_gaps(plan, plan->o_extent, (size_t)plan->p.head_dim_v) ? t->o : NULL, &d.o);
+    if (status == ATTN_SUCCESS && t->lse)
         status = create_buffer(ctx, "LSE", lse_bytes,
-                               has_gaps(plan, plan->lse_extent, 1) ? lse : NULL, &d.lse);
+                               has_gaps(plan, plan->lse_extent, 1) ? t->lse : NULL, &d.lse);
+    if (status == ATTN_SUCCESS && plan->p.bias.present)
+        status =
+            create_buffer(ctx, "the bias", plan->bias_extent * sizeof(float), t->bias, &d.bias);
+    if (status == ATTN_SUCCESS && plan->p.keep_mask.present)
+        status =
+            create_buffer(ctx, "the keep_mask", plan->keep_mask_extent, t->keep_mask, &d.keep_mask);
     if (status == ATTN_SUCCESS)
         status = dispatch(ctx, plan, &d, st.probs, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
         status = read_buffer(ctx, "O", d.o, o_bytes, st.o);
-    if (status == ATTN_SUCCESS && lse)
+    if (status == ATTN_SUCCESS && t->lse)
         status = read_buffer(ctx, "LSE", d.lse, lse_bytes, st.lse);
     if (status == ATTN_SUCCESS) {
-        memcpy(o, st.o, o_bytes);
-        if (lse)
-            memcpy(lse, st.lse, lse_bytes);
-        if (probs)
-            memcpy(probs, st.probs, plan->probs_elems * sizeof(float));
+        memcpy(t->o, st.o, o_bytes);
+        if (t->lse)
+            memcpy(t->lse, st.lse, lse_bytes);
+        if (t->probs)
+            memcpy(t->probs, st.probs, plan->probs_elems * sizeof(float));
     }
     release_all(&d, &st);
+    return status;
+}
+
+attn_status attn_forward_host(attn_context_t ctx, const attn_params *params,
+                              const attn_host_tensors *t) {
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_forward_host: ctx is NULL");
+    if (!t || !t->q || !t->k || !t->v || !t->o)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "attn_forward_host: tensors and their q, k, v and o are required");
+    attn_plan plan;
+    attn_status status = attn_plan_make(ctx, params, t->lse != NULL, t->probs != NULL, &plan);
+    const attn_metadata meta = {.key_lengths = t->key_lengths,
+                                .cu_seqlens_q = t->cu_seqlens_q,
+                                .cu_seqlens_k = t->cu_seqlens_k,
+                                .alibi_slopes = t->alibi_slopes};
+    if (status == ATTN_SUCCESS)
+        status = check_operands(ctx, "attn_forward_host", &plan, t->bias, t->keep_mask);
+    if (status == ATTN_SUCCESS)
+        status = attn_plan_metadata(ctx, &plan, &meta);
+    if (status != ATTN_SUCCESS)
+        return status;
+    pthread_mutex_lock(&ctx->lock);
+    status = forward_locked(ctx, &plan, t);
+    pthread_mutex_unlock(&ctx->lock);
     return status;
 }
 
@@ -159,21 +218,13 @@ attn_status attn_forward(attn_context_t ctx, const attn_params *params, const vo
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_forward: ctx is NULL");
     if (!q || !k || !v || !o)
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "attn_forward: q, k, v and o are required");
-    attn_plan plan;
-    attn_status status = attn_plan_make(ctx, params, lse != NULL, probs != NULL, &plan);
-    if (status != ATTN_SUCCESS)
-        return status;
-    pthread_mutex_lock(&ctx->lock);
-    status = forward_locked(ctx, &plan, q, k, v, o, lse, probs);
-    pthread_mutex_unlock(&ctx->lock);
-    return status;
+    const attn_host_tensors t = {.q = q, .k = k, .v = v, .o = o, .lse = lse, .probs = probs};
+    return attn_forward_host(ctx, params, &t);
 }
 
-/* Checks one caller buffer against the extent the plan gives it and turns
- * its byte offset into an element offset. */
-static attn_status check_device_tensor(attn_context_t ctx, const char *name, cl_mem mem,
-                                       size_t offset, size_t extent, size_t element_size,
-                                       size_t *element_offset) {
+attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_mem mem,
+                                     size_t offset, size_t extent, size_t element_size,
+                                     size_t *element_offset) {
     if (offset % element_size != 0)
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                          "%s offset %zu is not a multiple of the element size %zu", name, offset,
@@ -205,21 +256,44 @@ attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                          "wait_list must be NULL exactly when num_wait_events is 0");
     attn_plan plan;
     attn_status status = attn_plan_make(ctx, params, t->lse != NULL, 0, &plan);
+    attn_device_args d = {.q = t->q,
+                          .k = t->k,
+                          .v = t->v,
+                          .o = t->o,
+                          .lse = t->lse,
+                          .bias = plan.p.bias.present ? t->bias : NULL,
+                          .keep_mask = plan.p.keep_mask.present ? t->keep_mask : NULL,
+                          .meta = {.key_lengths = t->key_lengths,
+                                   .cu_seqlens_q = t->cu_seqlens_q,
+                                   .cu_seqlens_k = t->cu_seqlens_k,
+                                   .alibi_slopes = t->alibi_slopes},
+                          .callers_outputs = 1};
+    if (status == ATTN_SUCCESS)
+        status = check_operands(ctx, "attn_forward_device", &plan, t->bias, t->keep_mask);
+    if (status == ATTN_SUCCESS)
+        status = attn_plan_metadata(ctx, &plan, &d.meta);
     if (status != ATTN_SUCCESS)
         return status;
     const size_t es = plan.element_size;
-    attn_device_args d = {
-        .q = t->q, .k = t->k, .v = t->v, .o = t->o, .lse = t->lse, .callers_outputs = 1};
-    status = check_device_tensor(ctx, "Q", t->q, t->q_offset, plan.q_extent, es, &d.q_offset);
+    status = attn_check_device_tensor(ctx, "Q", t->q, t->q_offset, plan.q_extent, es, &d.q_offset);
     if (status == ATTN_SUCCESS)
-        status = check_device_tensor(ctx, "K", t->k, t->k_offset, plan.k_extent, es, &d.k_offset);
+        status =
+            attn_check_device_tensor(ctx, "K", t->k, t->k_offset, plan.k_extent, es, &d.k_offset);
     if (status == ATTN_SUCCESS)
-        status = check_device_tensor(ctx, "V", t->v, t->v_offset, plan.v_extent, es, &d.v_offset);
+        status =
+            attn_check_device_tensor(ctx, "V", t->v, t->v_offset, plan.v_extent, es, &d.v_offset);
     if (status == ATTN_SUCCESS)
-        status = check_device_tensor(ctx, "O", t->o, t->o_offset, plan.o_extent, es, &d.o_offset);
+        status =
+            attn_check_device_tensor(ctx, "O", t->o, t->o_offset, plan.o_extent, es, &d.o_offset);
     if (status == ATTN_SUCCESS && t->lse)
-        status = check_device_tensor(ctx, "LSE", t->lse, t->lse_offset, plan.lse_extent,
-                                     sizeof(float), &d.lse_offset);
+        status = attn_check_device_tensor(ctx, "LSE", t->lse, t->lse_offset, plan.lse_extent,
+                                          sizeof(float), &d.lse_offset);
+    if (status == ATTN_SUCCESS && d.bias)
+        status = attn_check_device_tensor(ctx, "the bias", t->bias, t->bias_offset,
+                                          plan.bias_extent, sizeof(float), &d.bias_offset);
+    if (status == ATTN_SUCCESS && d.keep_mask)
+        status = attn_check_device_tensor(ctx, "the keep_mask", t->keep_mask, t->keep_mask_offset,
+                                          plan.keep_mask_extent, 1, &d.keep_mask_offset);
     if (status != ATTN_SUCCESS)
         return status;
     pthread_mutex_lock(&ctx->lock);

@@ -97,6 +97,14 @@ static attn_status tensor_extent(attn_context_t ctx, tensor_shape *t, size_t *ex
     return ATTN_SUCCESS;
 }
 
+/* A score operand's broadcast size: 0 and 1 broadcast; otherwise it must be
+ * the full count. Returns 0 for any other value. */
+static int32_t operand_size(int32_t size, int32_t full) {
+    if (size == 0 || size == 1)
+        return 1;
+    return size == full ? full : 0;
+}
+
 attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int want_lse,
                            int want_probs, attn_plan *plan) {
     if (!params)
@@ -125,35 +133,110 @@ attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int wa
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "mask %d is not an attn_mask", (int)p->mask);
     if ((unsigned)p->algo > ATTN_ALGO_FUSED)
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "algo %d is not an attn_algo", (int)p->algo);
-    if ((unsigned)p->dtype != ATTN_DTYPE_F32)
+    if ((unsigned)p->dtype > ATTN_DTYPE_BF16)
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "dtype %d is not an attn_dtype",
                          (int)p->dtype);
     if (!isfinite(p->scale))
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "scale must be finite");
     if (p->scale == 0.0f)
         p->scale = (float)(1.0 / sqrt((double)p->head_dim));
-    out.group = p->heads_q / p->heads_kv;
-    out.element_size = sizeof(float);
+    if (!isfinite(p->softcap) || p->softcap < 0.0f)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "softcap must be finite and >= 0 (0: off), not %g", (double)p->softcap);
 
-    tensor_shape shapes[5] = {
-        {"Q", {p->batch, p->heads_q, p->seq_q}, &p->q_strides, p->head_dim, 0},
-        {"K", {p->batch, p->heads_kv, p->seq_k}, &p->k_strides, p->head_dim, 0},
-        {"V", {p->batch, p->heads_kv, p->seq_k}, &p->v_strides, p->head_dim_v, 0},
-        {"O", {p->batch, p->heads_q, p->seq_q}, &p->o_strides, p->head_dim_v, 1},
-        {"LSE", {p->batch, p->heads_q, p->seq_q}, &p->lse_strides, 1, 1},
+    /* Flags are booleans from here on. */
+    p->alibi = p->alibi != 0;
+    p->key_padding = p->key_padding != 0;
+    p->varlen = p->varlen != 0;
+    p->window.enabled = p->window.enabled != 0;
+    if (!p->window.enabled)
+        p->window.left = p->window.right = -1;
+    p->window.left = p->window.left < 0 ? -1 : p->window.left;
+    p->window.right = p->window.right < 0 ? -1 : p->window.right;
+
+    /* Packed sequences: every tensor is one "batch" of total rows, and the
+     * kernels find a sequence's rows through cu_seqlens, never the batch
+     * stride. */
+    int64_t rows_q = p->seq_q, rows_k = p->seq_k, tensor_batch = p->batch;
+    if (p->varlen) {
+        if (p->total_q <= 0 || p->total_k <= 0)
+            return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
+                             "varlen: total_q %d and total_k %d must be positive", p->total_q,
+                             p->total_k);
+        rows_q = p->total_q;
+        rows_k = p->total_k;
+        tensor_batch = 1;
+    }
+
+    attn_score_operand *ops[2] = {&p->bias, &p->keep_mask};
+    const char *op_names[2] = {"bias", "keep_mask"};
+    for (int t = 0; t < 2; t++) {
+        ops[t]->present = ops[t]->present != 0;
+        if (!ops[t]->present) {
+            *ops[t] = (attn_score_operand){0};
+            continue;
+        }
+        const int32_t bb = operand_size(ops[t]->batch, p->batch);
+        const int32_t bh = operand_size(ops[t]->heads, p->heads_q);
+        if (!bb || !bh)
+            return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
+                             "%s is [%d, %d, seq_q, seq_k]: its batch must be 1 or %d and its "
+                             "heads 1 or %d",
+                             op_names[t], ops[t]->batch, ops[t]->heads, p->batch, p->heads_q);
+        ops[t]->batch = bb;
+        ops[t]->heads = bh;
+    }
+
+    out.group = p->heads_q / p->heads_kv;
+    out.element_size = p->dtype == ATTN_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
+
+    enum { T_Q, T_K, T_V, T_O, T_LSE, T_BIAS, T_MASK, T_COUNT };
+    tensor_shape shapes[T_COUNT] = {
+        {"Q", {tensor_batch, p->heads_q, rows_q}, &p->q_strides, p->head_dim, 0},
+        {"K", {tensor_batch, p->heads_kv, rows_k}, &p->k_strides, p->head_dim, 0},
+        {"V", {tensor_batch, p->heads_kv, rows_k}, &p->v_strides, p->head_dim_v, 0},
+        {"O", {tensor_batch, p->heads_q, rows_q}, &p->o_strides, p->head_dim_v, 1},
+        {"LSE", {tensor_batch, p->heads_q, rows_q}, &p->lse_strides, 1, 1},
+        {"bias", {p->bias.batch, p->bias.heads, p->seq_q}, &p->bias.strides, p->seq_k, 0},
+        {"keep_mask",
+         {p->keep_mask.batch, p->keep_mask.heads, p->seq_q},
+         &p->keep_mask.strides,
+         p->seq_k,
+         0},
     };
-    size_t *extents[5] = {&out.q_extent, &out.k_extent, &out.v_extent, &out.o_extent,
-                          &out.lse_extent};
-    for (int t = 0; t < 5; t++) {
+    const size_t element_sizes[T_COUNT] = {out.element_size,
+                                           out.element_size,
+                                           out.element_size,
+                                           out.element_size,
+                                           sizeof(float),
+                                           sizeof(float),
+                                           1};
+    size_t *extents[T_COUNT] = {&out.q_extent,        &out.k_extent,   &out.v_extent,
+                                &out.o_extent,        &out.lse_extent, &out.bias_extent,
+                                &out.keep_mask_extent};
+    for (int t = 0; t < T_COUNT; t++) {
+        if ((t == T_BIAS && !p->bias.present) || (t == T_MASK && !p->keep_mask.present))
+            continue;
         attn_status status = default_strides(ctx, &shapes[t]);
         if (status == ATTN_SUCCESS)
             status = tensor_extent(ctx, &shapes[t], extents[t]);
         if (status != ATTN_SUCCESS)
             return status;
         size_t bytes;
-        if (!mul_add(*extents[t], out.element_size, 0, &bytes))
+        if (!mul_add(*extents[t], element_sizes[t], 0, &bytes))
             return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW, "%s needs more bytes than size_t counts",
                              shapes[t].name);
+    }
+    /* The kernels index b * stride: a broadcast (or packed) dimension steps 0. */
+    if (p->varlen) {
+        p->q_strides.batch = p->k_strides.batch = p->v_strides.batch = 0;
+        p->o_strides.batch = p->lse_strides.batch = 0;
+    }
+    for (int t = 0; t < 2; t++) {
+        if (ops[t]->batch == 1)
+            ops[t]->strides.batch = 0;
+        if (ops[t]->heads == 1)
+            ops[t]->strides.head = 0;
     }
 
     out.want_lse = want_lse != 0;
@@ -184,5 +267,53 @@ attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int wa
     out.probs_elems = overflow ? 0 : elems;
 
     *plan = out;
+    return ATTN_SUCCESS;
+}
+
+/* The per-batch and per-head arrays: present exactly when params ask for
+ * them, and within range, so that no kernel reads or writes outside the
+ * tensors whatever they hold. */
+attn_status attn_plan_metadata(attn_context_t ctx, const attn_plan *plan, const attn_metadata *m) {
+    const attn_params *p = &plan->p;
+    const void *given[4] = {m->key_lengths, m->alibi_slopes, m->cu_seqlens_q, m->cu_seqlens_k};
+    const int wanted[4] = {p->key_padding, p->alibi, p->varlen, p->varlen};
+    const char *names[4] = {"key_lengths", "alibi_slopes", "cu_seqlens_q", "cu_seqlens_k"};
+    for (int t = 0; t < 4; t++) {
+        if (wanted[t] && !given[t])
+            return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params ask for %s, which is NULL",
+                             names[t]);
+    }
+    if (p->key_padding)
+        for (int32_t b = 0; b < p->batch; b++)
+            if (m->key_lengths[b] < 0 || m->key_lengths[b] > p->seq_k)
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                 "key_lengths[%d] = %d is outside 0..seq_k (%d)", b,
+                                 m->key_lengths[b], p->seq_k);
+    if (p->alibi)
+        for (int32_t h = 0; h < p->heads_q; h++)
+            if (!isfinite(m->alibi_slopes[h]))
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "alibi_slopes[%d] is not finite", h);
+    if (p->varlen) {
+        const int32_t *cu[2] = {m->cu_seqlens_q, m->cu_seqlens_k};
+        const int32_t longest[2] = {p->seq_q, p->seq_k}, total[2] = {p->total_q, p->total_k};
+        const char *side[2] = {"q", "k"};
+        for (int t = 0; t < 2; t++) {
+            if (cu[t][0] != 0)
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "cu_seqlens_%s[0] is %d, not 0",
+                                 side[t], cu[t][0]);
+            for (int32_t b = 0; b < p->batch; b++) {
+                const int64_t len = (int64_t)cu[t][b + 1] - cu[t][b];
+                if (len < 0 || len > longest[t])
+                    return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                     "cu_seqlens_%s: sequence %d has %lld rows, outside 0..seq_%s "
+                                     "(%d)",
+                                     side[t], b, (long long)len, side[t], longest[t]);
+            }
+            if (cu[t][p->batch] > total[t])
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                 "cu_seqlens_%s[%d] = %d is past total_%s (%d)", side[t], p->batch,
+                                 cu[t][p->batch], side[t], total[t]);
+        }
+    }
     return ATTN_SUCCESS;
 }

@@ -1,22 +1,48 @@
 /* The CPU reference: attention in double, one query row at a time. It is the
  * ground truth the device paths are tested against, so it favours being
- * obviously right over being fast. */
+ * obviously right over being fast: every rule of attn_cl.h's header comment
+ * is spelled out here once, in the order it gives. */
 #include "attn_internal.h"
+#include "half.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
-/* Whether query `i` may see key `j` under the plan's mask. */
-static int key_visible(const attn_params *p, int64_t i, int64_t j) {
-    switch (p->mask) {
-    case ATTN_MASK_CAUSAL_TOP_LEFT:
-        return j <= i;
-    case ATTN_MASK_CAUSAL_BOTTOM_RIGHT:
-        return j <= i + (int64_t)p->seq_k - (int64_t)p->seq_q;
-    default:
-        return 1;
+typedef struct ref_tensors {
+    const void *q, *k, *v;
+    void *o;
+    float *lse, *probs;
+    const float *bias;
+    const uint8_t *keep_mask;
+    attn_metadata meta;
+} ref_tensors;
+
+/* Where one sequence's rows are and how many keys its queries may see. */
+typedef struct sequence {
+    int64_t q0, k0;       /* first row in the (packed) tensors */
+    int64_t len_q, len_k; /* its queries and keys */
+    int64_t kept_k;       /* keys before the padding: min(len_k, key_lengths[b]) */
+} sequence;
+
+static sequence sequence_of(const attn_params *p, const attn_metadata *m, int64_t b) {
+    sequence s = {0, 0, p->seq_q, p->seq_k, p->seq_k};
+    if (p->varlen) {
+        s.q0 = m->cu_seqlens_q[b];
+        s.k0 = m->cu_seqlens_k[b];
+        s.len_q = m->cu_seqlens_q[b + 1] - s.q0;
+        s.len_k = m->cu_seqlens_k[b + 1] - s.k0;
+        s.kept_k = s.len_k;
     }
+    if (p->key_padding && m->key_lengths[b] < s.kept_k)
+        s.kept_k = m->key_lengths[b];
+    return s;
+}
+
+/* The key query i is aligned with. */
+static int64_t diagonal(const attn_params *p, const sequence *s, int64_t i) {
+    return p->mask == ATTN_MASK_CAUSAL_TOP_LEFT ? i : i + s->len_k - s->len_q;
 }
 
 /* Element offset of row (b, h, s) in a tensor laid out by `st`. The plan has
@@ -26,103 +52,142 @@ static size_t row_offset(const attn_strides *st, int64_t b, int64_t h, int64_t s
            (size_t)s * (size_t)st->seq;
 }
 
-/* One query row: fills o_row (head_dim_v values) and returns the
- * log-sum-exp; writes this row's probabilities when probs_row is not NULL.
- * `scores` and `acc` are scratch of seq_k and head_dim_v doubles. */
-static double reference_row(const attn_plan *plan, const float *q_row, const float *k_head,
-                            const float *v_head, int64_t i, double *scores, double *acc,
-                            float *o_row, float *probs_row) {
-    const attn_params *p = &plan->p;
-    const double scale = (double)p->scale;
-    double max = -INFINITY;
-
-    for (int64_t j = 0; j < p->seq_k; j++) {
-        if (!key_visible(p, i, j)) {
-            scores[j] = -INFINITY;
-            continue;
-        }
-        const float *k_row = k_head + (size_t)j * (size_t)p->k_strides.seq;
-        double dot = 0.0;
-        for (int32_t d = 0; d < p->head_dim; d++) {
-            dot += (double)q_row[d] * (double)k_row[d];
-        }
-        scores[j] = scale * dot;
-        if (scores[j] > max) {
-            max = scores[j];
-        }
+static double load(const void *base, size_t index, attn_dtype dtype) {
+    switch (dtype) {
+    case ATTN_DTYPE_F16:
+        return attn_half_to_float(((const uint16_t *)base)[index]);
+    case ATTN_DTYPE_BF16:
+        return attn_bfloat_to_float(((const uint16_t *)base)[index]);
+    default:
+        return ((const float *)base)[index];
     }
-
-    for (int32_t d = 0; d < p->head_dim_v; d++) {
-        acc[d] = 0.0;
-    }
-
-    /* Every key masked: output 0, probabilities 0, LSE -inf (never NaN). */
-    if (max == -INFINITY) {
-        for (int32_t d = 0; d < p->head_dim_v; d++) {
-            o_row[d] = 0.0f;
-        }
-        if (probs_row) {
-            for (int64_t j = 0; j < p->seq_k; j++) {
-                probs_row[j] = 0.0f;
-            }
-        }
-        return -INFINITY;
-    }
-
-    double sum = 0.0;
-    for (int64_t j = 0; j < p->seq_k; j++) {
-        double e = scores[j] == -INFINITY ? 0.0 : exp(scores[j] - max);
-        scores[j] = e;
-        sum += e;
-        if (e == 0.0) {
-            continue;
-        }
-        const float *v_row = v_head + (size_t)j * (size_t)p->v_strides.seq;
-        for (int32_t d = 0; d < p->head_dim_v; d++) {
-            acc[d] += e * (double)v_row[d];
-        }
-    }
-
-    for (int32_t d = 0; d < p->head_dim_v; d++) {
-        o_row[d] = (float)(acc[d] / sum);
-    }
-    if (probs_row) {
-        for (int64_t j = 0; j < p->seq_k; j++) {
-            probs_row[j] = (float)(scores[j] / sum);
-        }
-    }
-    return max + log(sum);
 }
 
-attn_status attn_reference(const attn_params *params, const void *q, const void *k, const void *v,
-                           void *o, float *lse, float *probs) {
-    if (!params || !q || !k || !v || !o) {
-        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_reference: %s is NULL",
-                         !params ? "params"
-                         : !q    ? "q"
-                         : !k    ? "k"
-                         : !v    ? "v"
-                                 : "o");
+/* Rounded to float, then to the storage type. */
+static void store(void *base, size_t index, attn_dtype dtype, double value) {
+    const float f = (float)value;
+    switch (dtype) {
+    case ATTN_DTYPE_F16:
+        ((uint16_t *)base)[index] = attn_float_to_half(f);
+        break;
+    case ATTN_DTYPE_BF16:
+        ((uint16_t *)base)[index] = attn_float_to_bfloat(f);
+        break;
+    default:
+        ((float *)base)[index] = f;
+    }
+}
+
+/* Whether the masks let query i (of head h in sequence b) see key j. */
+static int key_visible(const attn_plan *plan, const ref_tensors *t, const sequence *s, int64_t b,
+                       int64_t h, int64_t i, int64_t j) {
+    const attn_params *p = &plan->p;
+    const int64_t d = diagonal(p, s, i);
+    if (j >= s->kept_k)
+        return 0;
+    if (p->mask != ATTN_MASK_NONE && j > d)
+        return 0;
+    if (p->window.left >= 0 && j < d - p->window.left)
+        return 0;
+    if (p->window.right >= 0 && j > d + p->window.right)
+        return 0;
+    if (p->keep_mask.present)
+        return t->keep_mask[row_offset(&p->keep_mask.strides, b, h, i) + (size_t)j] != 0;
+    return 1;
+}
+
+/* scale * q.k, then softcap, ALiBi and bias, in that order. */
+static double score(const attn_plan *plan, const ref_tensors *t, const sequence *s, int64_t b,
+                    int64_t h, int64_t i, int64_t j, size_t q_row, size_t k_row) {
+    const attn_params *p = &plan->p;
+    double dot = 0.0;
+    for (int32_t d = 0; d < p->head_dim; d++)
+        dot += load(t->q, q_row + (size_t)d, p->dtype) * load(t->k, k_row + (size_t)d, p->dtype);
+    double x = (double)p->scale * dot;
+    if (p->softcap > 0.0f)
+        x = (double)p->softcap * tanh(x / (double)p->softcap);
+    if (p->alibi)
+        x -= (double)t->meta.alibi_slopes[h] * fabs((double)(j - diagonal(p, s, i)));
+    if (p->bias.present)
+        x += (double)t->bias[row_offset(&p->bias.strides, b, h, i) + (size_t)j];
+    return x;
+}
+
+/* One query row i of head h in sequence b: writes its O row and, when
+ * wanted, its LSE and its probabilities (probs_row, seq_k entries).
+ * `scores` and `acc` are scratch of seq_k and head_dim_v doubles. */
+static void reference_row(const attn_plan *plan, const ref_tensors *t, const sequence *s, int64_t b,
+                          int64_t h, int64_t i, double *scores, double *acc, float *probs_row) {
+    const attn_params *p = &plan->p;
+    const int64_t g = h / plan->group;
+    const size_t q_row = row_offset(&p->q_strides, b, h, s->q0 + i);
+    double max = -INFINITY;
+    int nan = 0;
+    for (int64_t j = 0; j < s->len_k; j++) {
+        scores[j] = -INFINITY;
+        if (!key_visible(plan, t, s, b, h, i, j))
+            continue;
+        scores[j] =
+            score(plan, t, s, b, h, i, j, q_row, row_offset(&p->k_strides, b, g, s->k0 + j));
+        if (isnan(scores[j]))
+            nan = 1;
+        else if (scores[j] > max)
+            max = scores[j];
     }
 
+    /* Every key masked (a score of -inf, from a bias say, counts as masked):
+     * output 0, probabilities 0, LSE -inf. A NaN score makes the row NaN. */
+    double sum = 0.0;
+    for (int32_t d = 0; d < p->head_dim_v; d++)
+        acc[d] = 0.0;
+    if (nan) {
+        sum = NAN;
+    } else if (max != -INFINITY) {
+        for (int64_t j = 0; j < s->len_k; j++) {
+            const double e = scores[j] == -INFINITY ? 0.0 : exp(scores[j] - max);
+            scores[j] = e;
+            sum += e;
+            if (e == 0.0)
+                continue;
+            const size_t v_row = row_offset(&p->v_strides, b, g, s->k0 + j);
+            for (int32_t d = 0; d < p->head_dim_v; d++)
+                acc[d] += e * load(t->v, v_row + (size_t)d, p->dtype);
+        }
+    }
+
+    const size_t o_row = row_offset(&p->o_strides, b, h, s->q0 + i);
+    for (int32_t d = 0; d < p->head_dim_v; d++)
+        store(t->o, o_row + (size_t)d, p->dtype, sum == 0.0 ? 0.0 : acc[d] / sum);
+    if (t->lse)
+        t->lse[row_offset(&p->lse_strides, b, h, s->q0 + i)] =
+            (float)(sum == 0.0 ? -INFINITY : max + log(sum));
+    if (probs_row)
+        for (int64_t j = 0; j < s->len_k; j++)
+            probs_row[j] = (float)(sum == 0.0 ? 0.0 : nan ? NAN : scores[j] / sum);
+}
+
+static attn_status reference(const attn_params *params, const ref_tensors *t) {
     /* The reference has no algorithms: it computes every output whatever
      * params->algo names, so a request the device refuses only for its
      * algorithm (probabilities from ATTN_ALGO_FUSED) is answered here too. */
     attn_params request = *params;
-    if (probs && request.algo == ATTN_ALGO_FUSED) {
+    if (t->probs && request.algo == ATTN_ALGO_FUSED)
         request.algo = ATTN_ALGO_AUTO;
-    }
     attn_plan plan;
-    attn_status status = attn_plan_make(NULL, &request, lse != NULL, probs != NULL, &plan);
-    if (status != ATTN_SUCCESS) {
+    attn_status status = attn_plan_make(NULL, &request, t->lse != NULL, t->probs != NULL, &plan);
+    if (status == ATTN_SUCCESS)
+        status = attn_plan_metadata(NULL, &plan, &t->meta);
+    if (status != ATTN_SUCCESS)
         return status;
-    }
     const attn_params *p = &plan.p;
-    if (probs && plan.probs_elems == 0) {
+    if ((p->bias.present && !t->bias) || (p->keep_mask.present && !t->keep_mask))
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
+                         "attn_reference: params ask for %s, which is NULL",
+                         p->bias.present && !t->bias ? "a bias" : "a keep_mask");
+    if (t->probs && plan.probs_elems == 0)
         return attn_fail(NULL, ATTN_ERR_SIZE_OVERFLOW,
                          "attn_reference: batch*heads_q*seq_q*seq_k probabilities need more "
                          "bytes than size_t counts");
-    }
 
     /* All allocation happens before the first write, so a failure leaves the
      * caller's outputs untouched. */
@@ -135,26 +200,20 @@ attn_status attn_reference(const attn_params *params, const void *q, const void 
                          "attn_reference: cannot allocate %d scores", (int)p->seq_k);
     }
 
-    const float *qf = q, *kf = k, *vf = v;
-    float *of = o;
+    /* Probabilities past a sequence's lengths (varlen) stay 0. */
+    if (t->probs)
+        memset(t->probs, 0, plan.probs_elems * sizeof(float));
     for (int64_t b = 0; b < p->batch; b++) {
+        const sequence s = sequence_of(p, &t->meta, b);
         for (int64_t h = 0; h < p->heads_q; h++) {
-            const int64_t g = h / plan.group;
-            const float *k_head = kf + row_offset(&p->k_strides, b, g, 0);
-            const float *v_head = vf + row_offset(&p->v_strides, b, g, 0);
-            for (int64_t i = 0; i < p->seq_q; i++) {
+            for (int64_t i = 0; i < s.len_q; i++) {
                 float *probs_row = NULL;
-                if (probs) {
+                if (t->probs) {
                     size_t row =
                         ((size_t)b * (size_t)p->heads_q + (size_t)h) * (size_t)p->seq_q + (size_t)i;
-                    probs_row = probs + row * (size_t)p->seq_k;
+                    probs_row = t->probs + row * (size_t)p->seq_k;
                 }
-                double row_lse =
-                    reference_row(&plan, qf + row_offset(&p->q_strides, b, h, i), k_head, v_head, i,
-                                  scores, acc, of + row_offset(&p->o_strides, b, h, i), probs_row);
-                if (lse) {
-                    lse[row_offset(&p->lse_strides, b, h, i)] = (float)row_lse;
-                }
+                reference_row(&plan, t, &s, b, h, i, scores, acc, probs_row);
             }
         }
     }
@@ -162,4 +221,38 @@ attn_status attn_reference(const attn_params *params, const void *q, const void 
     free(scores);
     free(acc);
     return ATTN_SUCCESS;
+}
+
+attn_status attn_reference(const attn_params *params, const void *q, const void *k, const void *v,
+                           void *o, float *lse, float *probs) {
+    if (!params || !q || !k || !v || !o) {
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_reference: %s is NULL",
+                         !params ? "params"
+                         : !q    ? "q"
+                         : !k    ? "k"
+                         : !v    ? "v"
+                                 : "o");
+    }
+    const ref_tensors t = {.q = q, .k = k, .v = v, .o = o, .lse = lse, .probs = probs};
+    return reference(params, &t);
+}
+
+attn_status attn_reference_host(const attn_params *params, const attn_host_tensors *tensors) {
+    if (!params || !tensors || !tensors->q || !tensors->k || !tensors->v || !tensors->o)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
+                         "attn_reference_host: params, tensors and their q, k, v and o are "
+                         "required");
+    const ref_tensors t = {.q = tensors->q,
+                           .k = tensors->k,
+                           .v = tensors->v,
+                           .o = tensors->o,
+                           .lse = tensors->lse,
+                           .probs = tensors->probs,
+                           .bias = tensors->bias,
+                           .keep_mask = tensors->keep_mask,
+                           .meta = {.key_lengths = tensors->key_lengths,
+                                    .cu_seqlens_q = tensors->cu_seqlens_q,
+                                    .cu_seqlens_k = tensors->cu_seqlens_k,
+                                    .alibi_slopes = tensors->alibi_slopes}};
+    return reference(params, &t);
 }

@@ -38,33 +38,45 @@ static attn_status choose_shape(attn_context_t ctx, three_kernel_shape *shape) {
 static attn_status get_kernels(attn_context_t ctx, const attn_plan *plan,
                                const three_kernel_shape *shape, int staged, three_kernels *k) {
     const attn_params *p = &plan->p;
-    char options[256];
-    snprintf(options, sizeof options, "-DHEAD_DIM=%d -DMASK_MODE=%d -DQK_TILE=%zu", p->head_dim,
-             (int)p->mask, shape->qk_tile);
+    char features[256], options[512];
+    attn_feature_options(plan, features, sizeof features);
+    snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DQK_TILE=%zu", features, p->head_dim,
+             shape->qk_tile);
     attn_status status = attn_get_kernel(ctx, "qk_scores", "qk_scores", options, &k->qk);
     if (status != ATTN_SUCCESS)
         return status;
-    snprintf(options, sizeof options, "-DMASK_MODE=%d -DHAS_LSE=%d -DSOFTMAX_WG=%zu", (int)p->mask,
-             plan->want_lse, shape->softmax_wg);
+    snprintf(options, sizeof options, "%s -DHAS_LSE=%d -DSOFTMAX_WG=%zu", features, plan->want_lse,
+             shape->softmax_wg);
     status = attn_get_kernel(ctx, "softmax", "softmax_rows", options, &k->softmax);
     if (status != ATTN_SUCCESS)
         return status;
-    snprintf(options, sizeof options, "-DHEAD_DIM_V=%d -DMASK_MODE=%d -DPV_TILE=%zu", p->head_dim_v,
-             (int)p->mask, shape->pv_tile);
+    snprintf(options, sizeof options, "%s -DHEAD_DIM_V=%d -DPV_TILE=%zu", features, p->head_dim_v,
+             shape->pv_tile);
     status = attn_get_kernel(ctx, "pv", "pv", options, &k->pv);
     k->commit = NULL;
     if (status != ATTN_SUCCESS || !staged)
         return status;
-    snprintf(options, sizeof options, "-DHEAD_DIM_V=%d -DHAS_LSE=%d", p->head_dim_v,
+    snprintf(options, sizeof options, "%s -DHEAD_DIM_V=%d -DHAS_LSE=%d", features, p->head_dim_v,
              plan->want_lse);
     return attn_get_kernel(ctx, "commit", "commit_outputs", options, &k->commit);
 }
 
+/* The staged O and LSE have the tensors' logical shape, packed:
+ * [batch][heads_q][rows] rows of head_dim_v (varlen: batch 1 and the packed
+ * total of rows). */
+static void staging_shape(const attn_plan *plan, uint64_t *batch, uint64_t *rows) {
+    const attn_params *p = &plan->p;
+    *batch = p->varlen ? 1u : (uint64_t)p->batch;
+    *rows = p->varlen ? (uint64_t)p->total_q : (uint64_t)p->seq_q;
+}
+
 /* Bytes of the staged O and LSE (see the top of this file). */
 static uint64_t staging_bytes(const attn_plan *plan) {
-    const attn_params *p = &plan->p;
-    const uint64_t rows = (uint64_t)p->batch * (uint64_t)p->heads_q * (uint64_t)p->seq_q;
-    return rows * ((uint64_t)p->head_dim_v + (plan->want_lse ? 1u : 0u)) * sizeof(float);
+    uint64_t batch, rows;
+    staging_shape(plan, &batch, &rows);
+    const uint64_t all = batch * (uint64_t)plan->p.heads_q * rows;
+    return all * ((uint64_t)plan->p.head_dim_v * plan->element_size +
+                  (plan->want_lse ? sizeof(float) : 0u));
 }
 
 /* How many heads' scores fit at once: within one allocation, within global
@@ -85,7 +97,7 @@ static attn_status heads_per_chunk(attn_context_t ctx, const attn_plan *plan, si
     const uint64_t tensors =
         (uint64_t)(plan->q_extent + plan->k_extent + plan->v_extent + plan->o_extent) *
             plan->element_size +
-        staging_bytes(plan);
+        (uint64_t)plan->bias_extent * sizeof(float) + plan->keep_mask_extent + staging_bytes(plan);
     const uint64_t free_mem =
         ctx->info.global_mem_bytes > tensors ? ctx->info.global_mem_bytes - tensors : 0;
     if (free_mem < limit)
@@ -133,7 +145,7 @@ attn_status attn_three_kernel_prepare(attn_context_t ctx, const attn_plan *plan)
  * the contiguous staging buffers. */
 typedef struct output_target {
     cl_mem o, lse; /* lse NULL when not wanted */
-    cl_ulong o_off, lse_off;
+    size_t o_off, lse_off;
     attn_strides o_strides, lse_strides;
 } output_target;
 
@@ -143,68 +155,68 @@ static attn_status run_chunk(attn_context_t ctx, const attn_plan *plan, const at
                              const three_kernels *k, cl_mem scores, int head_base, int heads,
                              cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
     const attn_params *p = &plan->p;
-    const cl_ulong q_off = a->q_offset, k_off = a->k_offset, v_off = a->v_offset,
-                   o_off = out->o_off, lse_off = out->lse_off;
-    const cl_long q_sb = p->q_strides.batch, q_sh = p->q_strides.head, q_ss = p->q_strides.seq;
-    const cl_long k_sb = p->k_strides.batch, k_sh = p->k_strides.head, k_ss = p->k_strides.seq;
-    const cl_long v_sb = p->v_strides.batch, v_sh = p->v_strides.head, v_ss = p->v_strides.seq;
-    const cl_long o_sb = out->o_strides.batch, o_sh = out->o_strides.head,
-                  o_ss = out->o_strides.seq;
-    const cl_long l_sb = out->lse_strides.batch, l_sh = out->lse_strides.head,
-                  l_ss = out->lse_strides.seq;
-    const cl_int seq_q = p->seq_q, seq_k = p->seq_k, heads_q = p->heads_q, group = plan->group;
-    const cl_int base = head_base;
+    const cl_int heads_q = p->heads_q, group = plan->group, base = head_base;
     const cl_float scale = p->scale;
     /* An unused LSE argument still needs a valid buffer. */
     const cl_mem lse = out->lse ? out->lse : scores;
 
-    attn_status status = attn_set_kernel_args(
-        ctx, k->qk, "qk_scores", 16, ATTN_ARG(a->q), ATTN_ARG(q_off), ATTN_ARG(q_sb),
-        ATTN_ARG(q_sh), ATTN_ARG(q_ss), ATTN_ARG(a->k), ATTN_ARG(k_off), ATTN_ARG(k_sb),
-        ATTN_ARG(k_sh), ATTN_ARG(k_ss), ATTN_ARG(scores), ATTN_ARG(seq_q), ATTN_ARG(seq_k),
-        ATTN_ARG(heads_q), ATTN_ARG(group), ATTN_ARG(base));
-    if (status != ATTN_SUCCESS)
-        return status;
-    const size_t qk_global[3] = {attn_round_up((size_t)seq_k, shape->qk_tile),
-                                 attn_round_up((size_t)seq_q, shape->qk_tile), (size_t)heads};
+    attn_status status =
+        attn_set_tensor_args(ctx, k->qk, "qk_scores", 0, a->q, a->q_offset, &p->q_strides);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_tensor_args(ctx, k->qk, "qk_scores", 5, a->k, a->k_offset, &p->k_strides);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_kernel_args(ctx, k->qk, "qk_scores", 10, 4, ATTN_ARG(scores),
+                                      ATTN_ARG(heads_q), ATTN_ARG(group), ATTN_ARG(base));
+    if (status == ATTN_SUCCESS)
+        status = attn_set_feature_args(ctx, k->qk, "qk_scores", 14, plan, a);
+    const size_t qk_global[3] = {attn_round_up((size_t)p->seq_k, shape->qk_tile),
+                                 attn_round_up((size_t)p->seq_q, shape->qk_tile), (size_t)heads};
     const size_t qk_local[3] = {shape->qk_tile, shape->qk_tile, 1};
-    status = attn_enqueue_kernel(ctx, k->qk, "qk_scores", qk_global, qk_local, num_wait, wait_list,
-                                 NULL);
-    if (status != ATTN_SUCCESS)
-        return status;
+    if (status == ATTN_SUCCESS)
+        status = attn_enqueue_kernel(ctx, k->qk, "qk_scores", qk_global, qk_local, num_wait,
+                                     wait_list, NULL);
 
-    status = attn_set_kernel_args(
-        ctx, k->softmax, "softmax_rows", 11, ATTN_ARG(scores), ATTN_ARG(seq_q), ATTN_ARG(seq_k),
-        ATTN_ARG(scale), ATTN_ARG(heads_q), ATTN_ARG(base), ATTN_ARG(lse), ATTN_ARG(lse_off),
-        ATTN_ARG(l_sb), ATTN_ARG(l_sh), ATTN_ARG(l_ss));
-    if (status != ATTN_SUCCESS)
-        return status;
-    const size_t sm_global[3] = {shape->softmax_wg, (size_t)heads * (size_t)seq_q, 1};
+    if (status == ATTN_SUCCESS)
+        status = attn_set_kernel_args(ctx, k->softmax, "softmax_rows", 0, 4, ATTN_ARG(scores),
+                                      ATTN_ARG(scale), ATTN_ARG(heads_q), ATTN_ARG(base));
+    if (status == ATTN_SUCCESS)
+        status = attn_set_tensor_args(ctx, k->softmax, "softmax_rows", 4, lse, out->lse_off,
+                                      &out->lse_strides);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_feature_args(ctx, k->softmax, "softmax_rows", 9, plan, a);
+    const size_t sm_global[3] = {shape->softmax_wg, (size_t)heads * (size_t)p->seq_q, 1};
     const size_t sm_local[3] = {shape->softmax_wg, 1, 1};
-    status =
-        attn_enqueue_kernel(ctx, k->softmax, "softmax_rows", sm_global, sm_local, 0, NULL, NULL);
-    if (status != ATTN_SUCCESS)
-        return status;
+    if (status == ATTN_SUCCESS)
+        status = attn_enqueue_kernel(ctx, k->softmax, "softmax_rows", sm_global, sm_local, 0, NULL,
+                                     NULL);
 
-    status = attn_set_kernel_args(ctx, k->pv, "pv", 16, ATTN_ARG(scores), ATTN_ARG(a->v),
-                                  ATTN_ARG(v_off), ATTN_ARG(v_sb), ATTN_ARG(v_sh), ATTN_ARG(v_ss),
-                                  ATTN_ARG(out->o), ATTN_ARG(o_off), ATTN_ARG(o_sb), ATTN_ARG(o_sh),
-                                  ATTN_ARG(o_ss), ATTN_ARG(seq_q), ATTN_ARG(seq_k),
-                                  ATTN_ARG(heads_q), ATTN_ARG(group), ATTN_ARG(base));
-    if (status != ATTN_SUCCESS)
-        return status;
+    if (status == ATTN_SUCCESS)
+        status = attn_set_kernel_args(ctx, k->pv, "pv", 0, 1, ATTN_ARG(scores));
+    if (status == ATTN_SUCCESS)
+        status = attn_set_tensor_args(ctx, k->pv, "pv", 1, a->v, a->v_offset, &p->v_strides);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_tensor_args(ctx, k->pv, "pv", 6, out->o, out->o_off, &out->o_strides);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_kernel_args(ctx, k->pv, "pv", 11, 3, ATTN_ARG(heads_q), ATTN_ARG(group),
+                                      ATTN_ARG(base));
+    if (status == ATTN_SUCCESS)
+        status = attn_set_feature_args(ctx, k->pv, "pv", 14, plan, a);
     const size_t pv_global[3] = {attn_round_up((size_t)p->head_dim_v, shape->pv_tile),
-                                 attn_round_up((size_t)seq_q, shape->pv_tile), (size_t)heads};
+                                 attn_round_up((size_t)p->seq_q, shape->pv_tile), (size_t)heads};
     const size_t pv_local[3] = {shape->pv_tile, shape->pv_tile, 1};
-    return attn_enqueue_kernel(ctx, k->pv, "pv", pv_global, pv_local, 0, NULL, done);
+    if (status == ATTN_SUCCESS)
+        status = attn_enqueue_kernel(ctx, k->pv, "pv", pv_global, pv_local, 0, NULL, done);
+    return status;
 }
 
-/* Contiguous staging buffers for O and (when wanted) LSE, and the target
- * that points the kernels at them. */
+/* Staging buffers for O and (when wanted) LSE, and the target that points
+ * the kernels at them. */
 static attn_status create_staging(attn_context_t ctx, const attn_plan *plan, output_target *out) {
     const attn_params *p = &plan->p;
-    const size_t rows = (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q;
-    const size_t sizes[2] = {rows * (size_t)p->head_dim_v * sizeof(float), rows * sizeof(float)};
+    uint64_t batch, rows;
+    staging_shape(plan, &batch, &rows);
+    const size_t all = (size_t)(batch * (uint64_t)p->heads_q * rows);
+    const size_t sizes[2] = {all * (size_t)p->head_dim_v * plan->element_size, all * sizeof(float)};
     cl_mem *mems[2] = {&out->o, &out->lse};
     *out = (output_target){0};
     for (int t = 0; t < (plan->want_lse ? 2 : 1); t++) {
@@ -217,9 +229,10 @@ static attn_status create_staging(attn_context_t ctx, const attn_plan *plan, out
                              t ? "LSE" : "O", sizes[t], attn_cl_error_name(err), (int)err);
         }
     }
-    out->o_strides = (attn_strides){(int64_t)p->heads_q * p->seq_q * p->head_dim_v,
-                                    (int64_t)p->seq_q * p->head_dim_v, p->head_dim_v};
-    out->lse_strides = (attn_strides){(int64_t)p->heads_q * p->seq_q, p->seq_q, 1};
+    /* The kernels step b * batch stride: packed, or 0 with varlen (batch 1). */
+    const int64_t heads = p->heads_q, r = (int64_t)rows, dv = p->head_dim_v;
+    out->o_strides = (attn_strides){p->varlen ? 0 : heads * r * dv, r * dv, dv};
+    out->lse_strides = (attn_strides){p->varlen ? 0 : heads * r, r, 1};
     return ATTN_SUCCESS;
 }
 
@@ -228,16 +241,25 @@ static attn_status set_commit_args(attn_context_t ctx, const attn_plan *plan,
                                    const attn_device_args *a, const output_target *st,
                                    cl_kernel commit) {
     const attn_params *p = &plan->p;
-    const cl_ulong o_off = a->o_offset, lse_off = a->lse_offset;
-    const cl_long o_sb = p->o_strides.batch, o_sh = p->o_strides.head, o_ss = p->o_strides.seq;
-    const cl_long l_sb = p->lse_strides.batch, l_sh = p->lse_strides.head,
-                  l_ss = p->lse_strides.seq;
+    uint64_t batch, rows;
+    staging_shape(plan, &batch, &rows);
+    const cl_int stage_rows = (cl_int)rows;
     /* Without LSE the kernel never touches these; they still need buffers. */
     const cl_mem lse_stage = st->lse ? st->lse : st->o, lse = a->lse ? a->lse : a->o;
-    return attn_set_kernel_args(ctx, commit, "commit_outputs", 12, ATTN_ARG(st->o), ATTN_ARG(a->o),
-                                ATTN_ARG(o_off), ATTN_ARG(o_sb), ATTN_ARG(o_sh), ATTN_ARG(o_ss),
-                                ATTN_ARG(lse_stage), ATTN_ARG(lse), ATTN_ARG(lse_off),
-                                ATTN_ARG(l_sb), ATTN_ARG(l_sh), ATTN_ARG(l_ss));
+    attn_status status = attn_set_kernel_args(ctx, commit, "commit_outputs", 0, 1, ATTN_ARG(st->o));
+    if (status == ATTN_SUCCESS)
+        status = attn_set_tensor_args(ctx, commit, "commit_outputs", 1, a->o, a->o_offset,
+                                      &p->o_strides);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_kernel_args(ctx, commit, "commit_outputs", 6, 1, ATTN_ARG(lse_stage));
+    if (status == ATTN_SUCCESS)
+        status = attn_set_tensor_args(ctx, commit, "commit_outputs", 7, lse, a->lse_offset,
+                                      &p->lse_strides);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_kernel_args(ctx, commit, "commit_outputs", 12, 1, ATTN_ARG(stage_rows));
+    if (status == ATTN_SUCCESS)
+        status = attn_set_feature_args(ctx, commit, "commit_outputs", 13, plan, a);
+    return status;
 }
 
 attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,

@@ -1,0 +1,152 @@
+/* Merging two partial forwards over disjoint key sets by their log-sum-exps
+ * (attn_merge on the host, attn_merge_device through kernels/merge.cl):
+ *     lse = log(exp(lse_a) + exp(lse_b)),  O = w_a O_a + w_b O_b,
+ *     w_x = exp(lse_x - lse).
+ * A part at -inf weighs exactly 0 (its O is never read into the sum); both
+ * at -inf give O = 0 and LSE -inf; a NaN LSE makes the row NaN. */
+#include "attn_internal.h"
+#include "half.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* The rows a merge covers: [batch][heads_q][rows] through the plan's O and
+ * LSE strides (varlen: batch 1, the packed total of rows). */
+static void merge_shape(const attn_plan *plan, int64_t *batch, int64_t *rows) {
+    const attn_params *p = &plan->p;
+    *batch = p->varlen ? 1 : p->batch;
+    *rows = p->varlen ? p->total_q : p->seq_q;
+}
+
+static double load(const void *base, size_t index, attn_dtype dtype) {
+    switch (dtype) {
+    case ATTN_DTYPE_F16:
+        return attn_half_to_float(((const uint16_t *)base)[index]);
+    case ATTN_DTYPE_BF16:
+        return attn_bfloat_to_float(((const uint16_t *)base)[index]);
+    default:
+        return ((const float *)base)[index];
+    }
+}
+
+static void store(void *base, size_t index, attn_dtype dtype, double value) {
+    const float f = (float)value;
+    switch (dtype) {
+    case ATTN_DTYPE_F16:
+        ((uint16_t *)base)[index] = attn_float_to_half(f);
+        break;
+    case ATTN_DTYPE_BF16:
+        ((uint16_t *)base)[index] = attn_float_to_bfloat(f);
+        break;
+    default:
+        ((float *)base)[index] = f;
+    }
+}
+
+attn_status attn_merge(const attn_params *params, const attn_merge_tensors *t) {
+    if (!t || !t->o_a || !t->o_b || !t->lse_a || !t->lse_b || !t->o || !t->lse)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
+                         "attn_merge: tensors and all six of their pointers are required");
+    attn_plan plan;
+    attn_status status = attn_plan_make(NULL, params, 1, 0, &plan);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const attn_params *p = &plan.p;
+    int64_t batch, rows;
+    merge_shape(&plan, &batch, &rows);
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t h = 0; h < p->heads_q; h++)
+            for (int64_t i = 0; i < rows; i++) {
+                const size_t at = (size_t)(b * p->lse_strides.batch + h * p->lse_strides.head +
+                                           i * p->lse_strides.seq);
+                const size_t row =
+                    (size_t)(b * p->o_strides.batch + h * p->o_strides.head + i * p->o_strides.seq);
+                const double la = t->lse_a[at], lb = t->lse_b[at];
+                const double m = fmax(la, lb);
+                double wa = 0.0, wb = 0.0, merged = -INFINITY;
+                if (isnan(la) || isnan(lb)) {
+                    wa = wb = merged = NAN;
+                } else if (m != -INFINITY) {
+                    const double ea = exp(la - m), eb = exp(lb - m), sum = ea + eb;
+                    wa = ea / sum;
+                    wb = eb / sum;
+                    merged = m + log(sum);
+                }
+                for (int32_t d = 0; d < p->head_dim_v; d++) {
+                    const size_t e = row + (size_t)d;
+                    const double a = wa == 0.0 ? 0.0 : wa * load(t->o_a, e, p->dtype);
+                    const double c = wb == 0.0 ? 0.0 : wb * load(t->o_b, e, p->dtype);
+                    store(t->o, e, p->dtype, a + c);
+                }
+                t->lse[at] = (float)merged;
+            }
+    return ATTN_SUCCESS;
+}
+
+attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
+                              const attn_merge_device_tensors *t, cl_uint num_wait_events,
+                              const cl_event *wait_list, cl_event *event) {
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_merge_device: ctx is NULL");
+    if (event)
+        *event = NULL;
+    if (!t || !t->o_a || !t->o_b || !t->lse_a || !t->lse_b || !t->o || !t->lse)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "attn_merge_device: tensors and all six of their buffers are required");
+    if ((num_wait_events > 0) != (wait_list != NULL))
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "wait_list must be NULL exactly when num_wait_events is 0");
+    attn_plan plan;
+    attn_status status = attn_plan_make(ctx, params, 1, 0, &plan);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const attn_params *p = &plan.p;
+    const size_t es = plan.element_size;
+    const struct {
+        const char *name;
+        cl_mem mem;
+        size_t offset, extent, element_size;
+    } buffers[6] = {
+        {"O_a", t->o_a, t->o_a_offset, plan.o_extent, es},
+        {"O_b", t->o_b, t->o_b_offset, plan.o_extent, es},
+        {"O", t->o, t->o_offset, plan.o_extent, es},
+        {"LSE_a", t->lse_a, t->lse_a_offset, plan.lse_extent, sizeof(float)},
+        {"LSE_b", t->lse_b, t->lse_b_offset, plan.lse_extent, sizeof(float)},
+        {"LSE", t->lse, t->lse_offset, plan.lse_extent, sizeof(float)},
+    };
+    cl_ulong offsets[6];
+    for (int i = 0; i < 6 && status == ATTN_SUCCESS; i++) {
+        size_t elements = 0;
+        status = attn_check_device_tensor(ctx, buffers[i].name, buffers[i].mem, buffers[i].offset,
+                                          buffers[i].extent, buffers[i].element_size, &elements);
+        offsets[i] = elements;
+    }
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    char options[128];
+    snprintf(options, sizeof options, "-DDTYPE=%d -DHEAD_DIM_V=%d", (int)p->dtype, p->head_dim_v);
+    int64_t batch, rows;
+    merge_shape(&plan, &batch, &rows);
+    const cl_long o_sb = p->o_strides.batch, o_sh = p->o_strides.head, o_ss = p->o_strides.seq;
+    const cl_long l_sb = p->lse_strides.batch, l_sh = p->lse_strides.head,
+                  l_ss = p->lse_strides.seq;
+    const char *name = "merge_partials";
+    pthread_mutex_lock(&ctx->lock);
+    cl_kernel kernel;
+    status = attn_get_kernel(ctx, "merge", name, options, &kernel);
+    if (status == ATTN_SUCCESS)
+        status = attn_set_kernel_args(
+            ctx, kernel, name, 0, 18, ATTN_ARG(t->o_a), ATTN_ARG(offsets[0]), ATTN_ARG(t->o_b),
+            ATTN_ARG(offsets[1]), ATTN_ARG(t->o), ATTN_ARG(offsets[2]), ATTN_ARG(o_sb),
+            ATTN_ARG(o_sh), ATTN_ARG(o_ss), ATTN_ARG(t->lse_a), ATTN_ARG(offsets[3]),
+            ATTN_ARG(t->lse_b), ATTN_ARG(offsets[4]), ATTN_ARG(t->lse), ATTN_ARG(offsets[5]),
+            ATTN_ARG(l_sb), ATTN_ARG(l_sh), ATTN_ARG(l_ss));
+    if (status == ATTN_SUCCESS) {
+        const size_t global[3] = {(size_t)rows, (size_t)p->heads_q, (size_t)batch};
+        status =
+            attn_enqueue_kernel(ctx, kernel, name, global, NULL, num_wait_events, wait_list, event);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
