@@ -530,9 +530,9 @@ static void rejects(void) {
     report("reference: heads_kv 3 of 4 -> ATTN_ERR_INVALID_SIZE, O untouched",
            (double)(st != ATTN_ERR_INVALID_SIZE || !test_is_sentinel(o, sizeof o)), 0.0);
     p.heads_kv = 0;
-    p.head_dim = 257;
+    p.head_dim = ATTN_MAX_HEAD_DIM + 1;
     st = attn_reference(&p, x, x, x, o, NULL, NULL);
-    report("reference: head_dim 257 -> ATTN_ERR_UNSUPPORTED_HEAD_DIM",
+    report("reference: head_dim ATTN_MAX_HEAD_DIM + 1 -> ATTN_ERR_UNSUPPORTED_HEAD_DIM",
            (double)(st != ATTN_ERR_UNSUPPORTED_HEAD_DIM || !test_is_sentinel(o, sizeof o)), 0.0);
 }
 

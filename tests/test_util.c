@@ -104,14 +104,54 @@ static attn_strides strides_for(test_layout layout, int64_t batch, int64_t heads
     return s;
 }
 
+/* Rows of Q/O and K/V in the tensors, and their batch count: with varlen one
+ * batch of the packed totals. */
+static void tensor_rows(const attn_params *p, int64_t *batch, int64_t *rows_q, int64_t *rows_k) {
+    *batch = p->varlen ? 1 : p->batch;
+    *rows_q = p->varlen ? p->total_q : p->seq_q;
+    *rows_k = p->varlen ? p->total_k : p->seq_k;
+}
+
 void test_set_layout(attn_params *p, test_layout layout) {
     int64_t hkv = p->heads_kv ? p->heads_kv : p->heads_q;
     int64_t dv = p->head_dim_v ? p->head_dim_v : p->head_dim;
-    p->q_strides = strides_for(layout, p->batch, p->heads_q, p->seq_q, p->head_dim);
-    p->k_strides = strides_for(layout, p->batch, hkv, p->seq_k, p->head_dim);
-    p->v_strides = strides_for(layout, p->batch, hkv, p->seq_k, dv);
-    p->o_strides = strides_for(layout, p->batch, p->heads_q, p->seq_q, dv);
-    p->lse_strides = strides_for(layout, p->batch, p->heads_q, p->seq_q, 1);
+    int64_t b, sq, sk;
+    tensor_rows(p, &b, &sq, &sk);
+    p->q_strides = strides_for(layout, b, p->heads_q, sq, p->head_dim);
+    p->k_strides = strides_for(layout, b, hkv, sk, p->head_dim);
+    p->v_strides = strides_for(layout, b, hkv, sk, dv);
+    p->o_strides = strides_for(layout, b, p->heads_q, sq, dv);
+    p->lse_strides = strides_for(layout, b, p->heads_q, sq, 1);
+}
+
+/* Sequence lengths of a varlen request, drawn from their own stream of
+ * `seed`: sequence 0 is the longest on both sides. */
+static void varlen_lengths(const attn_params *p, uint64_t seed, int32_t *len_q, int32_t *len_k) {
+    test_rng rng;
+    test_rng_seed(&rng, seed ^ 0x5eed5eed5eedull);
+    for (int32_t b = 0; b < p->batch; b++) {
+        len_q[b] = b == 0 ? p->seq_q : (int32_t)test_rng_float(&rng, 0.0f, (float)p->seq_q + 1.0f);
+        len_k[b] = b == 0 ? p->seq_k : (int32_t)test_rng_float(&rng, 0.0f, (float)p->seq_k + 1.0f);
+        len_q[b] = len_q[b] > p->seq_q ? p->seq_q : len_q[b];
+        len_k[b] = len_k[b] > p->seq_k ? p->seq_k : len_k[b];
+    }
+}
+
+void test_varlen_totals(attn_params *p, uint64_t seed) {
+    int32_t *len_q = calloc((size_t)p->batch, sizeof *len_q);
+    int32_t *len_k = calloc((size_t)p->batch, sizeof *len_k);
+    if (!len_q || !len_k) {
+        fprintf(stderr, "test: out of host memory\n");
+        exit(1);
+    }
+    varlen_lengths(p, seed, len_q, len_k);
+    p->total_q = p->total_k = 0;
+    for (int32_t b = 0; b < p->batch; b++) {
+        p->total_q += len_q[b];
+        p->total_k += len_k[b];
+    }
+    free(len_q);
+    free(len_k);
 }
 
 static void resolve_strides(attn_strides *s, int64_t heads, int64_t seq, int64_t inner) {
@@ -119,6 +159,25 @@ static void resolve_strides(attn_strides *s, int64_t heads, int64_t seq, int64_t
         s->seq = inner;
         s->head = seq * inner;
         s->batch = heads * seq * inner;
+    }
+}
+
+/* A bias or keep-mask: broadcast sizes, packed strides when none given, and
+ * broadcast dimensions stepping 0. */
+static void resolve_operand(attn_score_operand *op, const attn_params *p) {
+    if (!op->present) {
+        *op = (attn_score_operand){0};
+        return;
+    }
+    op->present = 1;
+    op->batch = op->batch == 0 ? 1 : op->batch;
+    op->heads = op->heads == 0 ? 1 : op->heads;
+    resolve_strides(&op->strides, op->heads, p->seq_q, p->seq_k);
+    if (op->batch == 1) {
+        op->strides.batch = 0;
+    }
+    if (op->heads == 1) {
+        op->strides.head = 0;
     }
 }
 
@@ -133,34 +192,56 @@ void test_resolve(const attn_params *p, attn_params *r) {
     if (r->scale == 0.0f) {
         r->scale = (float)(1.0 / sqrt((double)r->head_dim));
     }
-    resolve_strides(&r->q_strides, r->heads_q, r->seq_q, r->head_dim);
-    resolve_strides(&r->k_strides, r->heads_kv, r->seq_k, r->head_dim);
-    resolve_strides(&r->v_strides, r->heads_kv, r->seq_k, r->head_dim_v);
-    resolve_strides(&r->o_strides, r->heads_q, r->seq_q, r->head_dim_v);
-    resolve_strides(&r->lse_strides, r->heads_q, r->seq_q, 1);
+    r->varlen = r->varlen != 0;
+    r->alibi = r->alibi != 0;
+    r->key_padding = r->key_padding != 0;
+    if (!r->window.enabled) {
+        r->window = (attn_window){0, -1, -1};
+    }
+    int64_t b, sq, sk;
+    tensor_rows(r, &b, &sq, &sk);
+    resolve_strides(&r->q_strides, r->heads_q, sq, r->head_dim);
+    resolve_strides(&r->k_strides, r->heads_kv, sk, r->head_dim);
+    resolve_strides(&r->v_strides, r->heads_kv, sk, r->head_dim_v);
+    resolve_strides(&r->o_strides, r->heads_q, sq, r->head_dim_v);
+    resolve_strides(&r->lse_strides, r->heads_q, sq, 1);
+    if (r->varlen) {
+        r->q_strides.batch = r->k_strides.batch = r->v_strides.batch = 0;
+        r->o_strides.batch = r->lse_strides.batch = 0;
+    }
+    resolve_operand(&r->bias, r);
+    resolve_operand(&r->keep_mask, r);
 }
 
 test_shape test_tensor_shape(const attn_params *r, test_tensor which) {
-    test_shape s = {r->batch, r->heads_q, r->seq_q, r->head_dim, r->q_strides};
+    int64_t b, sq, sk;
+    tensor_rows(r, &b, &sq, &sk);
+    test_shape s = {b, r->heads_q, sq, r->head_dim, r->q_strides};
     switch (which) {
     case TEST_Q:
         break;
     case TEST_K:
-        s = (test_shape){r->batch, r->heads_kv, r->seq_k, r->head_dim, r->k_strides};
+        s = (test_shape){b, r->heads_kv, sk, r->head_dim, r->k_strides};
         break;
     case TEST_V:
-        s = (test_shape){r->batch, r->heads_kv, r->seq_k, r->head_dim_v, r->v_strides};
+        s = (test_shape){b, r->heads_kv, sk, r->head_dim_v, r->v_strides};
         break;
     case TEST_O:
-        s = (test_shape){r->batch, r->heads_q, r->seq_q, r->head_dim_v, r->o_strides};
+        s = (test_shape){b, r->heads_q, sq, r->head_dim_v, r->o_strides};
         break;
     case TEST_LSE:
-        s = (test_shape){r->batch, r->heads_q, r->seq_q, 1, r->lse_strides};
+        s = (test_shape){b, r->heads_q, sq, 1, r->lse_strides};
         break;
     case TEST_PROBS: {
         int64_t row = r->seq_k;
         attn_strides st = {r->heads_q * r->seq_q * row, r->seq_q * row, row};
         s = (test_shape){r->batch, r->heads_q, r->seq_q, r->seq_k, st};
+        break;
+    }
+    case TEST_BIAS:
+    case TEST_KEEP_MASK: {
+        const attn_score_operand *op = which == TEST_BIAS ? &r->bias : &r->keep_mask;
+        s = (test_shape){op->batch, op->heads, r->seq_q, r->seq_k, op->strides};
         break;
     }
     }
@@ -178,69 +259,110 @@ static size_t element_at(const test_shape *s, int64_t b, int64_t h, int64_t i, i
 
 /* ---- Naive fp32 attention --------------------------------------------------- */
 
-static int visible(const attn_params *r, int64_t i, int64_t j) {
-    if (r->mask == ATTN_MASK_CAUSAL_TOP_LEFT) {
-        return j <= i;
+/* One sequence's rows in the tensors, its lengths and the keys before its
+ * padding. */
+typedef struct naive_sequence {
+    int64_t q0, k0, len_q, len_k, kept_k;
+} naive_sequence;
+
+static naive_sequence naive_sequence_of(const attn_params *r, const test_extras *x, int64_t b) {
+    naive_sequence s = {0, 0, r->seq_q, r->seq_k, r->seq_k};
+    if (r->varlen) {
+        s.q0 = x->cu_seqlens_q[b];
+        s.k0 = x->cu_seqlens_k[b];
+        s.len_q = x->cu_seqlens_q[b + 1] - s.q0;
+        s.len_k = x->cu_seqlens_k[b + 1] - s.k0;
+        s.kept_k = s.len_k;
     }
-    if (r->mask == ATTN_MASK_CAUSAL_BOTTOM_RIGHT) {
-        return j <= i + r->seq_k - r->seq_q;
+    if (r->key_padding && x->key_lengths[b] < s.kept_k) {
+        s.kept_k = x->key_lengths[b];
     }
-    return 1;
+    return s;
 }
 
-void test_naive_fp32(const attn_params *r, const float *q, const float *k, const float *v, float *o,
-                     float *lse, float *probs) {
+void test_naive_fp32(const attn_params *r, const float *q, const float *k, const float *v,
+                     const test_extras *x, float *o, float *lse, float *probs) {
     test_shape qs = test_tensor_shape(r, TEST_Q), ks = test_tensor_shape(r, TEST_K);
     test_shape vs = test_tensor_shape(r, TEST_V), os = test_tensor_shape(r, TEST_O);
     test_shape ls = test_tensor_shape(r, TEST_LSE), ps = test_tensor_shape(r, TEST_PROBS);
+    test_shape bs = test_tensor_shape(r, TEST_BIAS), ms = test_tensor_shape(r, TEST_KEEP_MASK);
+    const test_extras none = {0};
+    x = x ? x : &none;
     float *s = malloc((size_t)r->seq_k * sizeof *s);
     float *acc = malloc((size_t)r->head_dim_v * sizeof *acc);
     if (!s || !acc) {
         fprintf(stderr, "test: out of host memory\n");
         exit(1);
     }
+    if (probs) {
+        memset(probs, 0,
+               (size_t)r->batch * (size_t)r->heads_q * (size_t)r->seq_q * (size_t)r->seq_k *
+                   sizeof *probs);
+    }
     const int64_t group = r->heads_q / r->heads_kv;
     for (int64_t b = 0; b < r->batch; b++) {
+        const naive_sequence sq = naive_sequence_of(r, x, b);
+        const int64_t tb = r->varlen ? 0 : b; /* the tensors' batch index */
         for (int64_t h = 0; h < r->heads_q; h++) {
             const int64_t g = h / group;
-            for (int64_t i = 0; i < r->seq_q; i++) {
-                const float *qr = q + element_at(&qs, b, h, i, 0);
+            for (int64_t i = 0; i < sq.len_q; i++) {
+                const int64_t diag =
+                    r->mask == ATTN_MASK_CAUSAL_TOP_LEFT ? i : i + sq.len_k - sq.len_q;
+                const float *qr = q + element_at(&qs, tb, h, sq.q0 + i, 0);
                 float max = -INFINITY;
-                for (int64_t j = 0; j < r->seq_k; j++) {
+                for (int64_t j = 0; j < sq.len_k; j++) {
                     s[j] = -INFINITY;
-                    if (!visible(r, i, j)) {
+                    int visible = j < sq.kept_k;
+                    visible &= r->mask == ATTN_MASK_NONE || j <= diag;
+                    visible &= r->window.left < 0 || j >= diag - r->window.left;
+                    visible &= r->window.right < 0 || j <= diag + r->window.right;
+                    if (visible && r->keep_mask.present) {
+                        visible = x->keep_mask[element_at(&ms, b, h, i, j)] != 0;
+                    }
+                    if (!visible) {
                         continue;
                     }
-                    const float *kr = k + element_at(&ks, b, g, j, 0);
+                    const float *kr = k + element_at(&ks, tb, g, sq.k0 + j, 0);
                     float dot = 0.0f;
                     for (int64_t d = 0; d < r->head_dim; d++) {
                         dot += qr[d] * kr[d];
                     }
-                    s[j] = r->scale * dot;
-                    max = fmaxf(max, s[j]);
+                    float score = r->scale * dot;
+                    if (r->softcap > 0.0f) {
+                        score = r->softcap * tanhf(score / r->softcap);
+                    }
+                    if (r->alibi) {
+                        score -= x->alibi_slopes[h] * fabsf((float)(j - diag));
+                    }
+                    if (r->bias.present) {
+                        score += x->bias[element_at(&bs, b, h, i, j)];
+                    }
+                    s[j] = score;
+                    max = fmaxf(max, score);
                 }
                 float sum = 0.0f;
                 for (int64_t d = 0; d < r->head_dim_v; d++) {
                     acc[d] = 0.0f;
                 }
-                for (int64_t j = 0; j < r->seq_k; j++) {
+                for (int64_t j = 0; j < sq.len_k && max != -INFINITY; j++) {
                     s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - max);
                     sum += s[j];
-                    const float *vr = v + element_at(&vs, b, g, j, 0);
+                    const float *vr = v + element_at(&vs, tb, g, sq.k0 + j, 0);
                     for (int64_t d = 0; d < r->head_dim_v; d++) {
                         acc[d] += s[j] * vr[d];
                     }
                 }
-                float *orow = o + element_at(&os, b, h, i, 0);
+                float *orow = o + element_at(&os, tb, h, sq.q0 + i, 0);
                 for (int64_t d = 0; d < r->head_dim_v; d++) {
                     orow[d] = sum > 0.0f ? acc[d] / sum : 0.0f;
                 }
                 if (lse) {
-                    lse[element_at(&ls, b, h, i, 0)] = sum > 0.0f ? max + logf(sum) : -INFINITY;
+                    lse[element_at(&ls, tb, h, sq.q0 + i, 0)] =
+                        sum > 0.0f ? max + logf(sum) : -INFINITY;
                 }
                 if (probs) {
                     float *prow = probs + element_at(&ps, b, h, i, 0);
-                    for (int64_t j = 0; j < r->seq_k; j++) {
+                    for (int64_t j = 0; j < sq.len_k; j++) {
                         prow[j] = sum > 0.0f ? s[j] / sum : 0.0f;
                     }
                 }
@@ -251,10 +373,60 @@ void test_naive_fp32(const attn_params *r, const float *q, const float *k, const
     free(acc);
 }
 
+/* ---- Storage types ------------------------------------------------------------- */
+
+size_t test_dtype_size(attn_dtype dtype) {
+    return dtype == ATTN_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
+}
+
+const char *test_dtype_name(attn_dtype dtype) {
+    switch (dtype) {
+    case ATTN_DTYPE_F32:
+        return "f32";
+    case ATTN_DTYPE_F16:
+        return "f16";
+    case ATTN_DTYPE_BF16:
+        return "bf16";
+    }
+    return "?";
+}
+
+void *test_to_storage(attn_dtype dtype, const float *in, size_t n) {
+    void *out = test_alloc_sentinel(n * test_dtype_size(dtype));
+    if (dtype == ATTN_DTYPE_F16) {
+        attn_f32_to_f16(in, out, n);
+    } else if (dtype == ATTN_DTYPE_BF16) {
+        attn_f32_to_bf16(in, out, n);
+    } else {
+        memcpy(out, in, n * sizeof(float));
+    }
+    return out;
+}
+
+void test_from_storage(attn_dtype dtype, const void *in, float *out, size_t n) {
+    if (dtype == ATTN_DTYPE_F16) {
+        attn_f16_to_f32(in, out, n);
+    } else if (dtype == ATTN_DTYPE_BF16) {
+        attn_bf16_to_f32(in, out, n);
+    } else {
+        memmove(out, in, n * sizeof(float));
+    }
+}
+
+void test_round_to_storage(attn_dtype dtype, float *data, size_t n) {
+    if (dtype == ATTN_DTYPE_F32) {
+        return;
+    }
+    void *stored = test_to_storage(dtype, data, n);
+    test_from_storage(dtype, stored, data, n);
+    free(stored);
+}
+
 /* ---- Comparison --------------------------------------------------------------- */
 
-test_result test_compare(const test_shape *s, const float *out, const float *ref,
-                         const float *naive, size_t buffer_elems) {
+/* test_compare with the agreement naive_fp32 must reach. */
+static test_result compare(const test_shape *s, const float *out, const float *ref,
+                           const float *naive, size_t buffer_elems, double naive_rtol) {
     test_result r = {0};
     double naive_max = 0.0, ref_max = 0.0, err2 = 0.0, naive_err2 = 0.0, ref2 = 0.0;
     unsigned char *covered = buffer_elems ? calloc(buffer_elems, 1) : NULL;
@@ -309,10 +481,15 @@ test_result test_compare(const test_shape *s, const float *out, const float *ref
     r.nmse = err2 / norm;
     r.nmse_bound = 4.0 * naive_err2 / norm + TEST_NMSE_FLOOR;
     r.bound = 2.0 * naive_max + TEST_ATOL * fmax(1.0, ref_max);
-    r.naive_disagrees |= !(naive_max <= TEST_NAIVE_RTOL * fmax(1.0, ref_max));
+    r.naive_disagrees |= !(naive_max <= naive_rtol * fmax(1.0, ref_max));
     r.ok = r.max_err <= r.bound && r.nmse <= r.nmse_bound && r.mismatch == 0 &&
            r.gaps_written == 0 && !r.naive_disagrees;
     return r;
+}
+
+test_result test_compare(const test_shape *s, const float *out, const float *ref,
+                         const float *naive, size_t buffer_elems) {
+    return compare(s, out, ref, naive, buffer_elems, TEST_NAIVE_RTOL);
 }
 
 void test_format_result(char *buf, size_t size, const char *name, const test_result *r) {
@@ -335,11 +512,74 @@ static float *alloc_floats(size_t n) {
     return test_alloc_sentinel(n * sizeof(float));
 }
 
+/* The extra inputs t->r asks for, from `rng` (see test_problem_init). */
+static void make_extras(test_problem *t, test_rng *rng, uint64_t seed) {
+    const attn_params *r = &t->r;
+    test_extras *x = &t->x;
+    if (r->bias.present) {
+        test_shape bs = test_tensor_shape(r, TEST_BIAS);
+        x->bias_elems = test_shape_extent(&bs);
+        x->bias = alloc_floats(x->bias_elems);
+        for (size_t e = 0; e < x->bias_elems; e++) {
+            x->bias[e] = test_rng_float(rng, 0.0f, 1.0f) < 0.03f ? -INFINITY
+                                                                 : test_rng_float(rng, -2.0f, 2.0f);
+        }
+    }
+    if (r->keep_mask.present) {
+        test_shape ms = test_tensor_shape(r, TEST_KEEP_MASK);
+        x->keep_mask_elems = test_shape_extent(&ms);
+        x->keep_mask = test_alloc_sentinel(x->keep_mask_elems);
+        for (size_t e = 0; e < x->keep_mask_elems; e++) {
+            x->keep_mask[e] = test_rng_float(rng, 0.0f, 1.0f) < 0.8f;
+        }
+        for (int64_t b = 0; b < ms.batch && r->seq_q > 1; b++) {
+            for (int64_t h = 0; h < ms.heads; h++) {
+                memset(x->keep_mask + element_at(&ms, b, h, 1, 0), 0, (size_t)r->seq_k);
+            }
+        }
+    }
+    if (r->key_padding) {
+        x->key_lengths = test_alloc_sentinel((size_t)r->batch * sizeof(int32_t));
+        for (int32_t b = 0; b < r->batch; b++) {
+            x->key_lengths[b] = b == 0   ? r->seq_k
+                                : b == 1 ? 0
+                                         : (int32_t)test_rng_float(rng, 0.0f, (float)r->seq_k);
+        }
+    }
+    if (r->alibi) {
+        x->alibi_slopes = alloc_floats((size_t)r->heads_q);
+        for (int32_t h = 0; h < r->heads_q; h++) {
+            x->alibi_slopes[h] = exp2f(-8.0f * (float)(h + 1) / (float)r->heads_q);
+        }
+    }
+    if (r->varlen) {
+        const size_t n = (size_t)r->batch + 1;
+        int32_t *len_q = calloc(n, sizeof *len_q), *len_k = calloc(n, sizeof *len_k);
+        x->cu_seqlens_q = test_alloc_sentinel(n * sizeof(int32_t));
+        x->cu_seqlens_k = test_alloc_sentinel(n * sizeof(int32_t));
+        if (!len_q || !len_k) {
+            fprintf(stderr, "test: out of host memory\n");
+            exit(1);
+        }
+        varlen_lengths(r, seed, len_q, len_k);
+        x->cu_seqlens_q[0] = x->cu_seqlens_k[0] = 0;
+        for (int32_t b = 0; b < r->batch; b++) {
+            x->cu_seqlens_q[b + 1] = x->cu_seqlens_q[b] + len_q[b];
+            x->cu_seqlens_k[b + 1] = x->cu_seqlens_k[b] + len_k[b];
+        }
+        free(len_q);
+        free(len_k);
+    }
+}
+
 int test_problem_init(test_problem *t, const attn_params *p, uint64_t seed, float qk_range,
                       int want_lse, int want_probs) {
     memset(t, 0, sizeof *t);
     t->p = *p;
-    test_resolve(p, &t->r);
+    if (t->p.varlen && t->p.total_q == 0) {
+        test_varlen_totals(&t->p, seed);
+    }
+    test_resolve(&t->p, &t->r);
     t->q_shape = test_tensor_shape(&t->r, TEST_Q);
     t->k_shape = test_tensor_shape(&t->r, TEST_K);
     t->v_shape = test_tensor_shape(&t->r, TEST_V);
@@ -361,6 +601,14 @@ int test_problem_init(test_problem *t, const attn_params *p, uint64_t seed, floa
     test_fill_uniform(&rng, t->q, t->q_elems, -qk_range, qk_range);
     test_fill_uniform(&rng, t->k, t->k_elems, -qk_range, qk_range);
     test_fill_uniform(&rng, t->v, t->v_elems, -1.0f, 1.0f);
+    const attn_dtype dtype = t->p.dtype;
+    test_round_to_storage(dtype, t->q, t->q_elems);
+    test_round_to_storage(dtype, t->k, t->k_elems);
+    test_round_to_storage(dtype, t->v, t->v_elems);
+    t->q_store = test_to_storage(dtype, t->q, t->q_elems);
+    t->k_store = test_to_storage(dtype, t->k, t->k_elems);
+    t->v_store = test_to_storage(dtype, t->v, t->v_elems);
+    make_extras(t, &rng, seed);
 
     t->ref_o = alloc_floats(t->o_elems);
     t->naive_o = alloc_floats(t->o_elems);
@@ -372,26 +620,106 @@ int test_problem_init(test_problem *t, const attn_params *p, uint64_t seed, floa
         t->ref_probs = alloc_floats(t->probs_elems);
         t->naive_probs = alloc_floats(t->probs_elems);
     }
-    attn_status st = attn_reference(p, t->q, t->k, t->v, t->ref_o, t->ref_lse, t->ref_probs);
+    /* The reference reads the float copies, which hold exactly the stored
+     * values, and writes O in float: unrounded, the truth to compare with. */
+    attn_params as_f32 = t->p;
+    as_f32.dtype = ATTN_DTYPE_F32;
+    attn_host_tensors ref = test_host_tensors(t, t->ref_o, t->ref_lse, t->ref_probs);
+    ref.q = t->q;
+    ref.k = t->k;
+    ref.v = t->v;
+    attn_status st = attn_reference_host(&as_f32, &ref);
     if (st != ATTN_SUCCESS) {
-        printf("attn_reference failed: %s: %s\n", attn_status_name(st), attn_last_error(NULL));
+        printf("attn_reference_host failed: %s: %s\n", attn_status_name(st), attn_last_error(NULL));
         return -1;
     }
-    test_naive_fp32(&t->r, t->q, t->k, t->v, t->naive_o, t->naive_lse, t->naive_probs);
+    test_naive_fp32(&t->r, t->q, t->k, t->v, &t->x, t->naive_o, t->naive_lse, t->naive_probs);
+    /* The library rounds its O to the storage type: so does the naive one,
+     * whose error then includes that rounding. */
+    test_round_to_storage(dtype, t->naive_o, t->o_elems);
     return 0;
 }
 
 void test_problem_free(test_problem *t) {
-    free(t->q);
-    free(t->k);
-    free(t->v);
-    free(t->ref_o);
-    free(t->ref_lse);
-    free(t->ref_probs);
-    free(t->naive_o);
-    free(t->naive_lse);
-    free(t->naive_probs);
+    void *all[] = {t->q,
+                   t->k,
+                   t->v,
+                   t->q_store,
+                   t->k_store,
+                   t->v_store,
+                   t->ref_o,
+                   t->ref_lse,
+                   t->ref_probs,
+                   t->naive_o,
+                   t->naive_lse,
+                   t->naive_probs,
+                   t->x.bias,
+                   t->x.keep_mask,
+                   t->x.key_lengths,
+                   t->x.alibi_slopes,
+                   t->x.cu_seqlens_q,
+                   t->x.cu_seqlens_k};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        free(all[i]);
+    }
     memset(t, 0, sizeof *t);
+}
+
+void *test_alloc_output(const test_problem *t) {
+    return test_alloc_sentinel(t->o_elems * test_dtype_size(t->p.dtype));
+}
+
+attn_host_tensors test_host_tensors(const test_problem *t, void *o, float *lse, float *probs) {
+    return (attn_host_tensors){.q = t->q_store,
+                               .k = t->k_store,
+                               .v = t->v_store,
+                               .o = o,
+                               .lse = lse,
+                               .probs = probs,
+                               .bias = t->x.bias,
+                               .keep_mask = t->x.keep_mask,
+                               .key_lengths = t->x.key_lengths,
+                               .alibi_slopes = t->x.alibi_slopes,
+                               .cu_seqlens_q = t->x.cu_seqlens_q,
+                               .cu_seqlens_k = t->x.cu_seqlens_k};
+}
+
+test_result test_compare_output(const test_problem *t, const void *o_store) {
+    const attn_dtype dtype = t->p.dtype;
+    const size_t size = test_dtype_size(dtype);
+    float *o = alloc_floats(t->o_elems);
+    test_from_storage(dtype, o_store, o, t->o_elems);
+    /* naive_fp32's O is rounded to the storage type: it agrees with the
+     * reference to within that rounding (half an ulp at 1: 2^-11 for f16,
+     * 2^-8 for bf16) besides TEST_NAIVE_RTOL. */
+    const double rounding = dtype == ATTN_DTYPE_F16    ? 0x1p-11
+                            : dtype == ATTN_DTYPE_BF16 ? 0x1p-8
+                                                       : 0.0;
+    test_result r = compare(&t->o_shape, o, t->ref_o, t->naive_o, 0, TEST_NAIVE_RTOL + rounding);
+    /* Gaps: every element the tensor does not cover still holds the
+     * sentinel, byte for byte in the storage type. */
+    unsigned char *covered = calloc(t->o_elems ? t->o_elems : 1, 1);
+    if (!covered) {
+        fprintf(stderr, "test: out of host memory\n");
+        exit(1);
+    }
+    const test_shape *s = &t->o_shape;
+    for (int64_t b = 0; b < s->batch; b++) {
+        for (int64_t h = 0; h < s->heads; h++) {
+            for (int64_t i = 0; i < s->seq; i++) {
+                memset(covered + element_at(s, b, h, i, 0), 1, (size_t)s->inner);
+            }
+        }
+    }
+    for (size_t e = 0; e < t->o_elems; e++) {
+        if (!covered[e] && !test_is_sentinel((const char *)o_store + e * size, size)) {
+            r.gaps_written++;
+        }
+    }
+    r.ok &= r.gaps_written == 0;
+    free(covered);
+    free(o);
+    return r;
 }
 
 const char *test_mask_name(attn_mask mask) {
@@ -409,9 +737,40 @@ const char *test_mask_name(attn_mask mask) {
 void test_describe(char *buf, size_t size, const attn_params *p, test_layout layout) {
     attn_params r;
     test_resolve(p, &r);
-    snprintf(buf, size, "B%d Hq%d Hkv%d Sq%d Sk%d D%d Dv%d %s %s", r.batch, r.heads_q, r.heads_kv,
-             r.seq_q, r.seq_k, r.head_dim, r.head_dim_v, test_mask_name(r.mask),
-             test_layout_name(layout));
+    int n = snprintf(buf, size, "B%d Hq%d Hkv%d Sq%d Sk%d D%d Dv%d %s %s", r.batch, r.heads_q,
+                     r.heads_kv, r.seq_q, r.seq_k, r.head_dim, r.head_dim_v, test_mask_name(r.mask),
+                     test_layout_name(layout));
+#define APPEND(...)                                                                                \
+    do {                                                                                           \
+        if (n > 0 && (size_t)n < size) {                                                           \
+            n += snprintf(buf + n, size - (size_t)n, __VA_ARGS__);                                 \
+        }                                                                                          \
+    } while (0)
+    if (r.dtype != ATTN_DTYPE_F32) {
+        APPEND(" %s", test_dtype_name(r.dtype));
+    }
+    if (r.window.enabled) {
+        APPEND(" win=%d,%d", r.window.left, r.window.right);
+    }
+    if (r.softcap > 0.0f) {
+        APPEND(" softcap=%g", (double)r.softcap);
+    }
+    if (r.alibi) {
+        APPEND(" alibi");
+    }
+    if (r.bias.present) {
+        APPEND(" bias=%dx%d", r.bias.batch, r.bias.heads);
+    }
+    if (r.keep_mask.present) {
+        APPEND(" keep=%dx%d", r.keep_mask.batch, r.keep_mask.heads);
+    }
+    if (r.key_padding) {
+        APPEND(" pad");
+    }
+    if (r.varlen) {
+        APPEND(" varlen(%d,%d)", r.total_q, r.total_k);
+    }
+#undef APPEND
 }
 
 /* ---- Devices ------------------------------------------------------------------ */

@@ -47,15 +47,32 @@ typedef enum test_layout {
 
 const char *test_layout_name(test_layout layout);
 
-/* Sets q/k/v/o/lse strides of `p` (sizes already set) for `layout`. */
+/* Sets q/k/v/o/lse strides of `p` (sizes already set; with varlen the
+ * totals too, see test_varlen_totals) for `layout`. */
 void test_set_layout(attn_params *p, test_layout layout);
+
+/* With varlen: the sequence lengths test_problem_init will draw from `seed`
+ * (sequence 0 the longest, seq_q and seq_k; the others from 0 up), summed
+ * into p->total_q and p->total_k. */
+void test_varlen_totals(attn_params *p, uint64_t seed);
 
 /* `p` with the documented defaults resolved: heads_kv, head_dim_v, scale and
  * all strides explicit. Written from the header, not from the library. */
 void test_resolve(const attn_params *p, attn_params *r);
 
-/* TEST_PROBS: [batch, heads_q, seq_q, seq_k], always contiguous. */
-typedef enum test_tensor { TEST_Q, TEST_K, TEST_V, TEST_O, TEST_LSE, TEST_PROBS } test_tensor;
+/* TEST_PROBS: [batch, heads_q, seq_q, seq_k], always contiguous. With varlen
+ * the other tensors are one batch of the packed total of rows. TEST_BIAS and
+ * TEST_KEEP_MASK are [batch|1, heads|1, seq_q, seq_k]. */
+typedef enum test_tensor {
+    TEST_Q,
+    TEST_K,
+    TEST_V,
+    TEST_O,
+    TEST_LSE,
+    TEST_PROBS,
+    TEST_BIAS,
+    TEST_KEEP_MASK
+} test_tensor;
 
 /* Shape of one tensor of a resolved request: sizes of batch, heads, seq and
  * the contiguous inner run, and its strides. */
@@ -68,14 +85,41 @@ test_shape test_tensor_shape(const attn_params *resolved, test_tensor which);
 /* Elements from the first to one past the last element the tensor touches. */
 size_t test_shape_extent(const test_shape *s);
 
+/* ---- Extra inputs ------------------------------------------------------------ */
+
+/* The inputs beside Q, K and V that params may ask for (NULL when not). */
+typedef struct test_extras {
+    float *bias;
+    uint8_t *keep_mask;
+    int32_t *key_lengths;  /* [batch] */
+    float *alibi_slopes;   /* [heads_q] */
+    int32_t *cu_seqlens_q; /* [batch + 1] */
+    int32_t *cu_seqlens_k;
+    size_t bias_elems, keep_mask_elems;
+} test_extras;
+
 /* ---- Naive fp32 attention --------------------------------------------------- */
 
-/* The textbook algorithm in float: scores, max, exp, sum, divide. Its error
- * against the double reference is what fp32 arithmetic costs on this shape,
- * and so sets the bound a device result is held to. Writes only the elements
- * the tensors cover; lse and probs may be NULL. */
+/* The textbook algorithm in float, every feature of attn_cl.h's header
+ * comment written out again from the header: scores, modifiers, masks, max,
+ * exp, sum, divide. Its error against the double reference is what fp32
+ * arithmetic costs on this shape, and so sets the bound a device result is
+ * held to. `x` may be NULL when params ask for no extra input. Writes only
+ * the elements the tensors cover (probabilities: all of them); lse and probs
+ * may be NULL. O is in float, not rounded to params' storage type. */
 void test_naive_fp32(const attn_params *resolved, const float *q, const float *k, const float *v,
-                     float *o, float *lse, float *probs);
+                     const test_extras *x, float *o, float *lse, float *probs);
+
+/* ---- Storage types ------------------------------------------------------------- */
+
+size_t test_dtype_size(attn_dtype dtype);
+const char *test_dtype_name(attn_dtype dtype);
+/* n floats into the storage type (a new sentinel-padded allocation; for f32
+ * a copy), and back. */
+void *test_to_storage(attn_dtype dtype, const float *in, size_t n);
+void test_from_storage(attn_dtype dtype, const void *in, float *out, size_t n);
+/* Each float rounded to the storage type and back, in place. */
+void test_round_to_storage(attn_dtype dtype, float *data, size_t n);
 
 /* ---- Comparison --------------------------------------------------------------- */
 
@@ -123,22 +167,43 @@ void test_format_result(char *buf, size_t size, const char *name, const test_res
 /* ---- A whole problem --------------------------------------------------------- */
 
 /* Random inputs for one request, with the reference's and the naive outputs.
- * Output buffers are sized to the tensors' extents. */
+ * Output buffers are sized to the tensors' extents. Q, K and V are rounded to
+ * params' storage type, so that the float copies hold exactly what the
+ * library reads from q_store, k_store and v_store. */
 typedef struct test_problem {
-    attn_params p; /* as passed to the library */
+    attn_params p; /* as passed to the library (varlen totals filled in) */
     attn_params r; /* resolved */
     test_shape q_shape, k_shape, v_shape, o_shape, lse_shape, probs_shape;
     size_t q_elems, k_elems, v_elems, o_elems, lse_elems, probs_elems;
     float *q, *k, *v;
-    float *ref_o, *ref_lse, *ref_probs;
-    float *naive_o, *naive_lse, *naive_probs;
+    void *q_store, *k_store, *v_store; /* params' storage type */
+    test_extras x;
+    float *ref_o, *ref_lse, *ref_probs;       /* double reference, O not rounded */
+    float *naive_o, *naive_lse, *naive_probs; /* fp32, O rounded to the storage type */
 } test_problem;
 
-/* Q and K are drawn from [-qk_range, qk_range), V from [-1, 1). Returns 0 on
- * success; prints why and returns -1 when the reference fails. */
+/* Q and K are drawn from [-qk_range, qk_range), V from [-1, 1). The extra
+ * inputs params ask for are generated from the seed: a bias in [-2, 2) with
+ * a few -inf, a keep-mask keeping 80% (and hiding all of query row 1), key
+ * lengths from 0 to seq_k (batch 0 full, batch 1 empty), ALiBi's geometric
+ * slopes, and with varlen and total_q == 0 random sequence lengths (sequence
+ * 0 the longest). Returns 0 on success; prints why and returns -1 when the
+ * reference fails. */
 int test_problem_init(test_problem *t, const attn_params *p, uint64_t seed, float qk_range,
                       int want_lse, int want_probs);
 void test_problem_free(test_problem *t);
+
+/* O's storage, sentinel-filled: o_elems elements of the storage type. */
+void *test_alloc_output(const test_problem *t);
+
+/* The host tensors for the library: t's inputs and the given outputs. */
+attn_host_tensors test_host_tensors(const test_problem *t, void *o, float *lse, float *probs);
+
+/* Compares an O the library wrote in the storage type (o_elems elements)
+ * with the reference: test_compare on its float values (naive_fp32 allowed
+ * one rounding to the storage type more than TEST_NAIVE_RTOL), and its gaps
+ * checked byte for byte. */
+test_result test_compare_output(const test_problem *t, const void *o_store);
 
 /* "B2 Hq4 Hkv2 Sq7 Sk100 D31 Dv31 top-left bshd" */
 void test_describe(char *buf, size_t size, const attn_params *p, test_layout layout);
