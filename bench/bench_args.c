@@ -18,6 +18,17 @@ const char *bench_mask_name(attn_mask mask) {
     }
 }
 
+const char *bench_dtype_name(attn_dtype dtype) {
+    switch (dtype) {
+    case ATTN_DTYPE_F16:
+        return "f16";
+    case ATTN_DTYPE_BF16:
+        return "bf16";
+    default:
+        return "f32";
+    }
+}
+
 const char *bench_algo_name(attn_algo algo) {
     switch (algo) {
     case ATTN_ALGO_THREE_KERNEL:
@@ -71,6 +82,20 @@ void bench_print_help(FILE *out, const char *program) {
             "                        FlashAttention and KV-cache decoding). A bare --causal means\n"
             "                        bottom-right. The two are the same when seq_q == seq_k.\n"
             "                        --causal none (the default) turns the mask off.\n"
+            "\n"
+            "Variants (each reaches one feature of the library; combine freely):\n"
+            "  --dtype T             storage of Q, K, V and O: f32 (default), f16 or bf16\n"
+            "  --layout L            bhsd (default) or bshd: [batch, seq, heads, dim] strides\n"
+            "  --window L,R          sliding window: keys diag-L .. diag+R (-1: unbounded)\n"
+            "  --softcap C           logit soft-capping C * tanh(s / C)\n"
+            "  --alibi               ALiBi with slopes 2^(-8(h+1)/heads)\n"
+            "  --bias                an additive bias [1, heads, seq_q, seq_k] in [-1, 1)\n"
+            "  --keep-mask           a boolean mask [batch, 1, seq_q, seq_k] keeping 90%%\n"
+            "  --key-padding         per-batch key lengths drawn from seq_k/2 .. seq_k\n"
+            "  --varlen              the batch packed as sequences of seq/2 .. seq tokens\n"
+            "                        (seq_q, seq_k are the longest; total in the notes)\n"
+            "  GFLOP/s counts the pairs the masks, window, padding and lengths leave\n"
+            "  visible (a keep-mask's hidden pairs are computed, so they count).\n"
             "\n",
             program, DEFAULT_SEQ_MIN, DEFAULT_SEQ_MAX, ATTN_MAX_HEAD_DIM);
     fprintf(
@@ -275,8 +300,27 @@ static const char *const valued_flags[] = {
     "--seq",           "--seq-min",     "--seq-max",  "--seq-k",    "--seq-q",
     "--batch",         "--heads",       "--heads-kv", "--head-dim", "--head-dim-v",
     "--algo",          "--device",      "--repeats",  "--warmup",   "--max-point-seconds",
-    "--ref-max-gflop", "--ref-max-seq", "--seed",
+    "--ref-max-gflop", "--ref-max-seq", "--seed",     "--dtype",    "--layout",
+    "--window",        "--softcap",
 };
+
+static int parse_window(const char *text, attn_window *window) {
+    char *end = NULL;
+    errno = 0;
+    long left = strtol(text, &end, 10);
+    if (end == text || *end != ',' || errno == ERANGE || left < -1 || left > INT32_MAX) {
+        fprintf(stderr, "attn_bench: --window wants L,R (-1 for unbounded), not '%s'\n", text);
+        return 2;
+    }
+    const char *rest = end + 1;
+    long right = strtol(rest, &end, 10);
+    if (end == rest || *end != '\0' || errno == ERANGE || right < -1 || right > INT32_MAX) {
+        fprintf(stderr, "attn_bench: --window wants L,R (-1 for unbounded), not '%s'\n", text);
+        return 2;
+    }
+    *window = (attn_window){1, (int32_t)left, (int32_t)right};
+    return 0;
+}
 
 static int takes_value(const char *flag) {
     for (size_t i = 0; i < sizeof valued_flags / sizeof valued_flags[0]; i++) {
@@ -332,6 +376,29 @@ static int apply_valued(const char *flag, const char *value, bench_options *opt,
         return parse_positive_double(flag, value, &opt->ref_max_gflop);
     } else if (strcmp(flag, "--ref-max-seq") == 0) {
         return parse_i32(flag, value, 1, &opt->ref_max_seq);
+    } else if (strcmp(flag, "--dtype") == 0) {
+        for (int d = ATTN_DTYPE_F32; d <= ATTN_DTYPE_BF16; d++) {
+            if (strcmp(value, bench_dtype_name((attn_dtype)d)) == 0) {
+                opt->dtype = (attn_dtype)d;
+                return 0;
+            }
+        }
+        fprintf(stderr, "attn_bench: --dtype wants f32, f16 or bf16, not '%s'\n", value);
+        return 2;
+    } else if (strcmp(flag, "--layout") == 0) {
+        if (strcmp(value, "bhsd") != 0 && strcmp(value, "bshd") != 0) {
+            fprintf(stderr, "attn_bench: --layout wants bhsd or bshd, not '%s'\n", value);
+            return 2;
+        }
+        opt->bshd = strcmp(value, "bshd") == 0;
+        return 0;
+    } else if (strcmp(flag, "--window") == 0) {
+        return parse_window(value, &opt->window);
+    } else if (strcmp(flag, "--softcap") == 0) {
+        double c = 0.0;
+        int rc = parse_positive_double(flag, value, &c);
+        opt->softcap = (float)c;
+        return rc;
     } else {
         /* --seed */
         int rc = parse_int(flag, value, 0, INT64_MAX, &v);
@@ -452,6 +519,16 @@ int bench_parse_args(int argc, char **argv, bench_options *opt) {
             opt->list_devices = 1;
         } else if (strcmp(flag, "--no-ref") == 0) {
             opt->reference = 0;
+        } else if (strcmp(flag, "--alibi") == 0) {
+            opt->alibi = 1;
+        } else if (strcmp(flag, "--bias") == 0) {
+            opt->bias = 1;
+        } else if (strcmp(flag, "--keep-mask") == 0) {
+            opt->keep_mask = 1;
+        } else if (strcmp(flag, "--key-padding") == 0) {
+            opt->key_padding = 1;
+        } else if (strcmp(flag, "--varlen") == 0) {
+            opt->varlen = 1;
         } else if (strcmp(flag, "--help") == 0) {
             opt->help = 1;
         } else {

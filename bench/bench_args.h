@@ -18,6 +18,12 @@ typedef struct bench_options {
     int32_t fixed_seq_k; /* > 0: seq_k stays this and the sweep varies seq_q */
     int32_t batch, heads_q, heads_kv, head_dim, head_dim_v;
     attn_mask mask;
+    /* Variants (attn_cl.h); see --help for what each generates. */
+    attn_dtype dtype;
+    int bshd; /* --layout bshd: Q, K, V, O as [batch, seq, heads, dim] */
+    attn_window window;
+    float softcap;
+    int alibi, bias, keep_mask, key_padding, varlen;
     attn_algo algos[2]; /* requested: AUTO alone, or each concrete algorithm */
     size_t num_algos;
     int32_t platform_index, device_index; /* -1: the library's own choice */
@@ -38,6 +44,8 @@ void bench_print_help(FILE *out, const char *program);
 
 /* "none", "top-left", "bottom-right": the words --causal and the CSV use. */
 const char *bench_mask_name(attn_mask mask);
+/* "f32", "f16", "bf16": the words --dtype and the CSV use. */
+const char *bench_dtype_name(attn_dtype dtype);
 /* "auto", "three-kernel", "fused". */
 const char *bench_algo_name(attn_algo algo);
 

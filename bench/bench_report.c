@@ -3,6 +3,7 @@
 #include "bench_work.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 
 /* A device name fit for one CSV field: commas would split it and quotes or
@@ -24,7 +25,7 @@ static void csv_field(const char *text, char *out, size_t size) {
 }
 
 static double gflops_of(const bench_row *row) {
-    return row->ms > 0.0 ? bench_flops(&row->params) / (row->ms * 1e6) : 0.0;
+    return row->ms > 0.0 ? row->flops / (row->ms * 1e6) : 0.0;
 }
 
 void bench_report_begin(const bench_options *opt, const attn_device_info *device) {
@@ -41,7 +42,23 @@ void bench_report_begin(const bench_options *opt, const attn_device_info *device
     if (opt->head_dim_v != opt->head_dim) {
         printf(" (v %d)", (int)opt->head_dim_v);
     }
-    printf(", f32, causal %s\n", bench_mask_name(opt->mask));
+    printf(", %s, causal %s", bench_dtype_name(opt->dtype), bench_mask_name(opt->mask));
+    if (opt->bshd) {
+        printf(", bshd");
+    }
+    if (opt->window.enabled) {
+        printf(", window %d,%d", (int)opt->window.left, (int)opt->window.right);
+    }
+    if (opt->softcap > 0.0f) {
+        printf(", softcap %g", (double)opt->softcap);
+    }
+    const char *flags[5] = {opt->alibi ? ", alibi" : "", opt->bias ? ", bias" : "",
+                            opt->keep_mask ? ", keep-mask" : "",
+                            opt->key_padding ? ", key padding" : "", opt->varlen ? ", varlen" : ""};
+    for (int f = 0; f < 5; f++) {
+        printf("%s", flags[f]);
+    }
+    printf("\n");
     printf("timing   median of %d forwards after %d warm-up; build = attn_prepare; "
            "ref = CPU reference, once\n\n",
            opt->repeats, opt->warmup);
@@ -57,9 +74,10 @@ void bench_report_row(const bench_options *opt, const attn_device_info *device,
     if (opt->csv) {
         char name[sizeof device->device_name];
         csv_field(device->device_name, name, sizeof name);
-        printf("%s,%s,%d,%d,%d,%d,%d,%d,%s,f32,%.4f,%.3f,", bench_algo_name(row->algo), name,
+        printf("%s,%s,%d,%d,%d,%d,%d,%d,%s,%s,%.4f,%.3f,", bench_algo_name(row->algo), name,
                (int)p->batch, (int)p->heads_q, (int)p->heads_kv, (int)p->seq_q, (int)p->seq_k,
-               (int)p->head_dim, bench_mask_name(p->mask), row->ms, gflops_of(row));
+               (int)p->head_dim, bench_mask_name(p->mask), bench_dtype_name(p->dtype), row->ms,
+               gflops_of(row));
         if (have_ref) {
             printf("%.3e", row->max_abs_err);
         }
@@ -88,4 +106,13 @@ void bench_report_devices(const attn_device_info *devices, size_t count) {
                (unsigned long long)(d->max_alloc_bytes >> 20), d->device_name, d->platform_name,
                d->device_version);
     }
+}
+
+void bench_note(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
 }

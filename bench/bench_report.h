@@ -13,6 +13,7 @@ typedef struct bench_row {
     double build_ms;    /* attn_prepare */
     int runs;           /* timed forwards behind the median */
     double ms;          /* their median */
+    double flops;       /* the work count (bench_work.h) */
     double ref_ms;      /* < 0: the reference did not run */
     double max_abs_err; /* meaningful only when ref_ms >= 0 */
 } bench_row;
@@ -23,6 +24,10 @@ void bench_report_begin(const bench_options *opt, const attn_device_info *device
 /* One CSV row or table line, flushed so that a long sweep shows as it goes. */
 void bench_report_row(const bench_options *opt, const attn_device_info *device,
                       const bench_row *row);
+
+/* A progress line or note on stderr, so that stdout stays the table or
+ * the CSV. */
+void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* The device table of --list-devices. */
 void bench_report_devices(const attn_device_info *devices, size_t count);

@@ -42,10 +42,35 @@ def main(bench):
             failures.append(f"row {row!r}: gflops is not the visible work over ms")
         if not err or not float(err) < 1e-4:
             failures.append(f"row {row!r}: max_abs_err {err!r} is missing or too large")
+    failures += check_variant(bench)
     for failure in failures:
         print("FAIL", failure)
     print(f"{0 if failures else 1} passed, {1 if failures else 0} failed")
     return 1 if failures else 0
+
+
+def check_variant(bench):
+    """bf16 storage and a window: the dtype column, and GFLOP/s counting only
+    the pairs the window leaves visible (a brute force over every pair)."""
+    args = [bench, "--csv", "--seq", "30", "--seq-k", "40", "--dtype", "bf16", "--window", "5,2",
+            "--heads", "2", "--head-dim", "16", "--repeats", "2", "--algo", "fused"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    lines = run.stdout.splitlines()
+    if run.returncode != 0 or len(lines) != 2:
+        return [f"variant run: exit {run.returncode}, {len(lines)} lines; stderr:\n{run.stderr}"]
+    row = lines[1].split(",")
+    failures = []
+    if row[9] != "bf16":
+        failures.append(f"variant row {row!r}: dtype is not bf16")
+    # No causal mask: the window is centred on the bottom-right diagonal.
+    pairs = sum(1 for i in range(30) for j in range(40) if i + 10 - 5 <= j <= i + 10 + 2)
+    work = 2 * 2 * pairs * (16 + 16)
+    ms, gflops, err = float(row[10]), float(row[11]), row[12]
+    if abs(work / (ms * 1e6) - gflops) > 1e-3 + 0.01 * gflops:
+        failures.append(f"variant row {row!r}: gflops is not the windowed work over ms")
+    if not err or not float(err) < 1e-2:
+        failures.append(f"variant row {row!r}: max_abs_err {err!r} is missing or too large")
+    return failures
 
 
 if __name__ == "__main__":

@@ -69,11 +69,52 @@ int main(void) {
     p.heads_kv = 8;
     p.head_dim_v = 64;
     double want = 2.0 * 8 * 1024.0 * 1024.0 * 128.0;
-    if (bench_flops(&p) != want) {
-        printf("FAIL flops: %.0f, want %.0f\n", bench_flops(&p), want);
+    if (bench_flops(&p, NULL) != want) {
+        printf("FAIL flops: %.0f, want %.0f\n", bench_flops(&p, NULL), want);
         failed++;
     } else {
         passed++;
+    }
+
+    /* Windows, key padding and varlen against a brute force over every pair. */
+    const int32_t cu_q[4] = {0, 7, 7, 20}, cu_k[4] = {0, 11, 14, 14}, key_lengths[3] = {9, 0, 20};
+    const bench_lengths lengths = {key_lengths, cu_q, cu_k};
+    const int windows[][3] = {{0, -1, -1}, {1, 3, 0}, {1, -1, 2}, {1, 2, 5}, {1, 0, 0}};
+    for (int m = 0; m < 3; m++) {
+        for (int w = 0; w < 5; w++) {
+            for (int flags = 0; flags < 4; flags++) {
+                attn_params_init(&p, 3, 2, 13, 20, 8);
+                p.mask = masks[m];
+                p.window = (attn_window){windows[w][0], windows[w][1], windows[w][2]};
+                p.key_padding = flags & 1;
+                p.varlen = (flags & 2) != 0;
+                uint64_t got = 0, brute = 0;
+                for (int32_t b = 0; b < 3; b++) {
+                    got += bench_sequence_pairs(&p, &lengths, b);
+                    int64_t lq = p.varlen ? cu_q[b + 1] - cu_q[b] : 13;
+                    int64_t lk = p.varlen ? cu_k[b + 1] - cu_k[b] : 20;
+                    for (int64_t i = 0; i < lq; i++) {
+                        int64_t d = m == 1 ? i : i + lk - lq;
+                        for (int64_t j = 0; j < lk; j++) {
+                            int visible = (!p.key_padding || j < key_lengths[b]) &&
+                                          (m == 0 || j <= d) &&
+                                          (!p.window.enabled || p.window.left < 0 ||
+                                           j >= d - p.window.left) &&
+                                          (!p.window.enabled || p.window.right < 0 ||
+                                           j <= d + p.window.right);
+                            brute += (uint64_t)visible;
+                        }
+                    }
+                }
+                if (got != brute) {
+                    printf("FAIL pairs mask %d window %d flags %d: %llu, want %llu\n", m, w, flags,
+                           (unsigned long long)got, (unsigned long long)brute);
+                    failed++;
+                } else {
+                    passed++;
+                }
+            }
+        }
     }
 
     printf("%d passed, %d failed\n", passed, failed);

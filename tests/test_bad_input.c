@@ -190,6 +190,52 @@ static void bad_params(void) {
     EXPECT_FIELD(scale, INFINITY, ATTN_ERR_INVALID_VALUE);
     EXPECT_FIELD(scale, -INFINITY, ATTN_ERR_INVALID_VALUE);
 
+    EXPECT_FIELD(softcap, NAN, ATTN_ERR_INVALID_VALUE);
+    EXPECT_FIELD(softcap, INFINITY, ATTN_ERR_INVALID_VALUE);
+    EXPECT_FIELD(softcap, -1.0f, ATTN_ERR_INVALID_VALUE);
+
+    /* A bias or keep-mask broadcast over neither 1 nor the full count. */
+    {
+        attn_params p = base_params();
+        p.bias = (attn_score_operand){1, B + 1, 1, {0, 0, 0}};
+        EXPECT("bias batch B + 1", &p, ATTN_ERR_INVALID_SIZE, ENTRY_ALL, 0);
+        p = base_params();
+        p.keep_mask = (attn_score_operand){1, 1, HQ - 1, {0, 0, 0}};
+        EXPECT("keep_mask heads Hq - 1", &p, ATTN_ERR_INVALID_SIZE, ENTRY_ALL, 0);
+        p = base_params();
+        p.bias = (attn_score_operand){1, 1, 1, {0, 0, -1}};
+        EXPECT("bias with a negative stride", &p, ATTN_ERR_INVALID_VALUE, ENTRY_ALL, 0);
+    }
+    /* Varlen without its totals. */
+    {
+        attn_params p = base_params();
+        p.varlen = 1;
+        EXPECT("varlen with total_q 0", &p, ATTN_ERR_INVALID_SIZE, ENTRY_ALL, 0);
+        p.total_q = SQ;
+        p.total_k = -1;
+        EXPECT("varlen with total_k -1", &p, ATTN_ERR_INVALID_SIZE, ENTRY_ALL, 0);
+    }
+    /* Inputs the params ask for but the plain calls cannot pass (attn_check
+     * takes no pointers: it accepts these). */
+    {
+        attn_params p = base_params();
+        p.bias = (attn_score_operand){1, 1, 1, {0, 0, 0}};
+        EXPECT("bias asked for, none given", &p, ATTN_ERR_NULL_ARGUMENT,
+               ENTRY_HOST | ENTRY_DEVICE | ENTRY_REFERENCE, 0);
+        p = base_params();
+        p.keep_mask = (attn_score_operand){1, B, HQ, {0, 0, 0}};
+        EXPECT("keep_mask asked for, none given", &p, ATTN_ERR_NULL_ARGUMENT,
+               ENTRY_HOST | ENTRY_DEVICE | ENTRY_REFERENCE, 0);
+        p = base_params();
+        p.key_padding = 1;
+        EXPECT("key_padding asked for, no key_lengths", &p, ATTN_ERR_NULL_ARGUMENT,
+               ENTRY_HOST | ENTRY_DEVICE | ENTRY_REFERENCE, 0);
+        p = base_params();
+        p.alibi = 1;
+        EXPECT("alibi asked for, no slopes", &p, ATTN_ERR_NULL_ARGUMENT,
+               ENTRY_HOST | ENTRY_DEVICE | ENTRY_REFERENCE, 0);
+    }
+
     /* Negative strides, one tensor at a time. */
     EXPECT_FIELD(q_strides.seq, -D, ATTN_ERR_INVALID_VALUE);
     EXPECT_FIELD(k_strides.head, -1, ATTN_ERR_INVALID_VALUE);
@@ -235,6 +281,70 @@ static void bad_params(void) {
         report("reference: probabilities with ATTN_ALGO_FUSED", st == ATTN_SUCCESS,
                attn_status_name(st));
     }
+}
+
+/* The per-batch and per-head arrays, out of range: through
+ * attn_forward_host, attn_forward_device and attn_reference_host, each must
+ * refuse with ATTN_ERR_INVALID_VALUE and write nothing. */
+static void expect_metadata(const char *name, const attn_params *p, const int32_t *key_lengths,
+                            const float *slopes, const int32_t *cu_q, const int32_t *cu_k) {
+    reset_outputs();
+    attn_host_tensors h = {.q = q,
+                           .k = k,
+                           .v = v,
+                           .o = o,
+                           .lse = lse,
+                           .key_lengths = key_lengths,
+                           .alibi_slopes = slopes,
+                           .cu_seqlens_q = cu_q,
+                           .cu_seqlens_k = cu_k};
+    attn_status host = attn_forward_host(ctx, p, &h);
+    int ok =
+        status_ok(host, ATTN_ERR_INVALID_VALUE, "ATTN_ERR_INVALID_VALUE", ctx) && host_untouched();
+    attn_status ref = attn_reference_host(p, &h);
+    ok &=
+        status_ok(ref, ATTN_ERR_INVALID_VALUE, "ATTN_ERR_INVALID_VALUE", NULL) && host_untouched();
+    attn_device_tensors d = dev;
+    d.key_lengths = key_lengths;
+    d.alibi_slopes = slopes;
+    d.cu_seqlens_q = cu_q;
+    d.cu_seqlens_k = cu_k;
+    cl_event ev = NULL;
+    attn_status device = attn_forward_device(ctx, p, &d, 0, NULL, &ev);
+    clFinish(queue);
+    ok &= status_ok(device, ATTN_ERR_INVALID_VALUE, "ATTN_ERR_INVALID_VALUE", ctx) && !ev &&
+          device_untouched(dev.o) && device_untouched(dev.lse);
+    char detail[160];
+    snprintf(detail, sizeof detail, "host %s, reference %s, device %s", attn_status_name(host),
+             attn_status_name(ref), attn_status_name(device));
+    report(name, ok, detail);
+}
+
+static void bad_metadata(void) {
+    attn_params p = base_params();
+    p.key_padding = 1;
+    const int32_t negative[B] = {3, -1}, too_long[B] = {SK + 1, 2};
+    expect_metadata("key_lengths[1] = -1", &p, negative, NULL, NULL, NULL);
+    expect_metadata("key_lengths[0] = seq_k + 1", &p, too_long, NULL, NULL, NULL);
+
+    p = base_params();
+    p.alibi = 1;
+    const float slopes[HQ] = {0.5f, NAN, 0.125f, 0.0625f};
+    expect_metadata("alibi_slopes[1] = NaN", &p, NULL, slopes, NULL, NULL);
+
+    /* Two sequences packed into rows of the base tensors. */
+    p = base_params();
+    p.varlen = 1;
+    p.total_q = SQ;
+    p.total_k = SK;
+    const int32_t good_q[B + 1] = {0, 3, SQ}, good_k[B + 1] = {0, 5, SK};
+    const int32_t not_zero[B + 1] = {1, 3, SQ}, falling[B + 1] = {0, 5, 4},
+                               past_total[B + 1] = {0, 3, SQ + 1}, too_long_q[B + 1] = {0, 0, SQ};
+    expect_metadata("cu_seqlens_q[0] = 1", &p, NULL, NULL, not_zero, good_k);
+    expect_metadata("cu_seqlens_k falling", &p, NULL, NULL, good_q, falling);
+    expect_metadata("cu_seqlens_q[B] past total_q", &p, NULL, NULL, past_total, good_k);
+    p.seq_q = SQ - 1; /* the longest sequence may have this many queries */
+    expect_metadata("a sequence longer than seq_q", &p, NULL, NULL, too_long_q, good_k);
 }
 
 /* Missing pointers and handles. */
@@ -469,6 +579,7 @@ int main(void) {
     report("base request succeeds in the reference", st == ATTN_SUCCESS, attn_status_name(st));
 
     bad_params();
+    bad_metadata();
     null_arguments();
     bad_device_tensors();
     bad_device_spec();
