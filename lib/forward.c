@@ -256,6 +256,8 @@ attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                          "wait_list must be NULL exactly when num_wait_events is 0");
     attn_plan plan;
     attn_status status = attn_plan_make(ctx, params, t->lse != NULL, 0, &plan);
+    if (status != ATTN_SUCCESS)
+        return status;
     attn_device_args d = {.q = t->q,
                           .k = t->k,
                           .v = t->v,
@@ -268,8 +270,7 @@ attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                                    .cu_seqlens_k = t->cu_seqlens_k,
                                    .alibi_slopes = t->alibi_slopes},
                           .callers_outputs = 1};
-    if (status == ATTN_SUCCESS)
-        status = check_operands(ctx, "attn_forward_device", &plan, t->bias, t->keep_mask);
+    status = check_operands(ctx, "attn_forward_device", &plan, t->bias, t->keep_mask);
     if (status == ATTN_SUCCESS)
         status = attn_plan_metadata(ctx, &plan, &d.meta);
     if (status != ATTN_SUCCESS)
