@@ -27,12 +27,5 @@ __kernel void commit_outputs(__global const elem_t *o_stage, __global elem_t *o,
         dst[c] = src[c];
 #if HAS_LSE
     lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss] = lse_stage[staged];
-#else
-    (void)lse_stage;
-    (void)lse;
-    (void)l_off;
-    (void)l_sb;
-    (void)l_sh;
-    (void)l_ss;
 #endif
 }

@@ -106,8 +106,6 @@ inline sequence_info sequence_of(int b, int seq_q, int seq_k, __global const int
     s.len_q = cu_q[b + 1] - s.q0;
     s.len_k = cu_k[b + 1] - s.k0;
 #else
-    (void)cu_q;
-    (void)cu_k;
     s.q0 = 0;
     s.k0 = 0;
     s.len_q = seq_q;
@@ -116,8 +114,6 @@ inline sequence_info sequence_of(int b, int seq_q, int seq_k, __global const int
     s.kept_k = s.len_k;
 #if KEY_PADDING
     s.kept_k = min(s.kept_k, key_lengths[b]);
-#else
-    (void)key_lengths;
 #endif
     return s;
 }
@@ -139,9 +135,6 @@ inline int first_key(int i, sequence_info s, int win_left) {
 #if WINDOW
     return win_left >= 0 ? max(0, diagonal(i, s) - win_left) : 0;
 #else
-    (void)i;
-    (void)s;
-    (void)win_left;
     return 0;
 #endif
 }
@@ -154,8 +147,6 @@ inline int last_key(int i, sequence_info s, int win_right) {
 #if WINDOW
     if (win_right >= 0)
         last = min(last, diagonal(i, s) + win_right);
-#else
-    (void)win_right;
 #endif
     return last;
 }
@@ -169,21 +160,12 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
     float x = raw * scale;
 #if SOFTCAP
     x = softcap * tanh(x / softcap);
-#else
-    (void)softcap;
 #endif
 #if ALIBI
     x -= slope * (float)abs(j - diagonal(i, s));
-#else
-    (void)slope;
-    (void)i;
-    (void)s;
 #endif
 #if HAS_BIAS
     x += bias_row[j];
-#else
-    (void)bias_row;
-    (void)j;
 #endif
     return x;
 }

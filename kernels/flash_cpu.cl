@@ -91,10 +91,8 @@ __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 1
 /* The first packed tile of sequence b. */
 inline int tile_base_of(int b, int seq_k, __global const int *tile_base) {
 #if VARLEN
-    (void)seq_k;
     return tile_base[b];
 #else
-    (void)tile_base;
     return b * ((seq_k + TILE_K - 1) / TILE_K);
 #endif
 }
@@ -129,13 +127,6 @@ flash_cpu_pack(__global const elem_t *k, ulong k_off, long k_sb, long k_sh, long
     for (int j = 0; j < TILE_K; j++)
         for (int c = 0; c < HEAD_DIM_V; c++)
             vdst[j * HEAD_DIM_V + c] = j < keys ? load_elem(vsrc, j * v_ss + c) : 0.0f;
-#else
-    (void)v;
-    (void)v_off;
-    (void)v_sb;
-    (void)v_sh;
-    (void)v_ss;
-    (void)vp;
 #endif
 }
 
@@ -210,36 +201,21 @@ flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
     const __global elem_t *qh = q + q_off + b * q_sb + h * q_sh + (long)sq.q0 * q_ss;
     const __global float *kh = kp + first_tile * (HEAD_DIM * TILE_K);
 #if PACK_V
-    (void)v;
-    (void)v_off;
-    (void)v_sb;
-    (void)v_sh;
-    (void)v_ss;
     const __global float *vh = vp + first_tile * (TILE_K * HEAD_DIM_V);
     const long v_row = HEAD_DIM_V;
 #else
-    (void)vp;
     const __global float *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;
     const long v_row = v_ss;
 #endif
 
 #if HAS_MODIFIERS
     /* Scores are the modified scores themselves, in natural units. */
-    (void)scale_log2;
     const float sign = 1.0f, sc = M_LOG2E_F;
     const float slope = SLOPE(h);
 #else
     /* Scores stay unscaled (a negative scale flips Q's sign, exactly) and
      * enter exp2 as fma(s, sc, -m * sc): rounding Q * scale would cost about
      * as much accuracy as the whole fp32 dot product. */
-    (void)scale;
-    (void)softcap;
-    (void)alibi_slopes;
-    (void)bias;
-    (void)bias_off;
-    (void)bias_sb;
-    (void)bias_sh;
-    (void)bias_ss;
     const float sign = scale_log2 < 0.0f ? -1.0f : 1.0f, sc = fabs(scale_log2);
 #endif
     const float slack = fmin(RESCALE_SLACK / sc, FLT_MAX);
@@ -464,11 +440,4 @@ flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
             l == 0.0f ? -INFINITY : (mc[r] + log2(l)) * M_LN2_F;
 #endif
     }
-#if !HAS_LSE
-    (void)lse;
-    (void)l_off;
-    (void)l_sb;
-    (void)l_sh;
-    (void)l_ss;
-#endif
 }

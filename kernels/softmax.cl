@@ -102,11 +102,5 @@ softmax_rows(__global float *s, float scale, int heads_q, int head_base, __globa
     if (lid == 0 && in_sequence)
         lse[lse_off + b * lse_sb + h * lse_sh + (long)(sq.q0 + i) * lse_ss] =
             sum == 0.0f ? -INFINITY : m + log(sum);
-#else
-    (void)lse;
-    (void)lse_off;
-    (void)lse_sb;
-    (void)lse_sh;
-    (void)lse_ss;
 #endif
 }

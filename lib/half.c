@@ -60,6 +60,31 @@ uint16_t attn_float_to_bfloat(float f) {
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
+double attn_load_element(const void *base, size_t index, attn_dtype dtype) {
+    switch (dtype) {
+    case ATTN_DTYPE_F16:
+        return attn_half_to_float(((const uint16_t *)base)[index]);
+    case ATTN_DTYPE_BF16:
+        return attn_bfloat_to_float(((const uint16_t *)base)[index]);
+    default:
+        return ((const float *)base)[index];
+    }
+}
+
+void attn_store_element(void *base, size_t index, attn_dtype dtype, double value) {
+    const float f = (float)value;
+    switch (dtype) {
+    case ATTN_DTYPE_F16:
+        ((uint16_t *)base)[index] = attn_float_to_half(f);
+        break;
+    case ATTN_DTYPE_BF16:
+        ((uint16_t *)base)[index] = attn_float_to_bfloat(f);
+        break;
+    default:
+        ((float *)base)[index] = f;
+    }
+}
+
 void attn_f32_to_f16(const float *in, uint16_t *out, size_t n) {
     for (size_t i = 0; in && out && i < n; i++)
         out[i] = attn_float_to_half(in[i]);

@@ -18,31 +18,6 @@ static void merge_shape(const attn_plan *plan, int64_t *batch, int64_t *rows) {
     *rows = p->varlen ? p->total_q : p->seq_q;
 }
 
-static double load(const void *base, size_t index, attn_dtype dtype) {
-    switch (dtype) {
-    case ATTN_DTYPE_F16:
-        return attn_half_to_float(((const uint16_t *)base)[index]);
-    case ATTN_DTYPE_BF16:
-        return attn_bfloat_to_float(((const uint16_t *)base)[index]);
-    default:
-        return ((const float *)base)[index];
-    }
-}
-
-static void store(void *base, size_t index, attn_dtype dtype, double value) {
-    const float f = (float)value;
-    switch (dtype) {
-    case ATTN_DTYPE_F16:
-        ((uint16_t *)base)[index] = attn_float_to_half(f);
-        break;
-    case ATTN_DTYPE_BF16:
-        ((uint16_t *)base)[index] = attn_float_to_bfloat(f);
-        break;
-    default:
-        ((float *)base)[index] = f;
-    }
-}
-
 attn_status attn_merge(const attn_params *params, const attn_merge_tensors *t) {
     if (!t || !t->o_a || !t->o_b || !t->lse_a || !t->lse_b || !t->o || !t->lse)
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
@@ -74,9 +49,9 @@ attn_status attn_merge(const attn_params *params, const attn_merge_tensors *t) {
                 }
                 for (int32_t d = 0; d < p->head_dim_v; d++) {
                     const size_t e = row + (size_t)d;
-                    const double a = wa == 0.0 ? 0.0 : wa * load(t->o_a, e, p->dtype);
-                    const double c = wb == 0.0 ? 0.0 : wb * load(t->o_b, e, p->dtype);
-                    store(t->o, e, p->dtype, a + c);
+                    const double a = wa == 0.0 ? 0.0 : wa * attn_load_element(t->o_a, e, p->dtype);
+                    const double c = wb == 0.0 ? 0.0 : wb * attn_load_element(t->o_b, e, p->dtype);
+                    attn_store_element(t->o, e, p->dtype, a + c);
                 }
                 t->lse[at] = (float)merged;
             }

@@ -52,32 +52,6 @@ static size_t row_offset(const attn_strides *st, int64_t b, int64_t h, int64_t s
            (size_t)s * (size_t)st->seq;
 }
 
-static double load(const void *base, size_t index, attn_dtype dtype) {
-    switch (dtype) {
-    case ATTN_DTYPE_F16:
-        return attn_half_to_float(((const uint16_t *)base)[index]);
-    case ATTN_DTYPE_BF16:
-        return attn_bfloat_to_float(((const uint16_t *)base)[index]);
-    default:
-        return ((const float *)base)[index];
-    }
-}
-
-/* Rounded to float, then to the storage type. */
-static void store(void *base, size_t index, attn_dtype dtype, double value) {
-    const float f = (float)value;
-    switch (dtype) {
-    case ATTN_DTYPE_F16:
-        ((uint16_t *)base)[index] = attn_float_to_half(f);
-        break;
-    case ATTN_DTYPE_BF16:
-        ((uint16_t *)base)[index] = attn_float_to_bfloat(f);
-        break;
-    default:
-        ((float *)base)[index] = f;
-    }
-}
-
 /* Whether the masks let query i (of head h in sequence b) see key j. */
 static int key_visible(const attn_plan *plan, const ref_tensors *t, const sequence *s, int64_t b,
                        int64_t h, int64_t i, int64_t j) {
@@ -102,7 +76,8 @@ static double score(const attn_plan *plan, const ref_tensors *t, const sequence 
     const attn_params *p = &plan->p;
     double dot = 0.0;
     for (int32_t d = 0; d < p->head_dim; d++)
-        dot += load(t->q, q_row + (size_t)d, p->dtype) * load(t->k, k_row + (size_t)d, p->dtype);
+        dot += attn_load_element(t->q, q_row + (size_t)d, p->dtype) *
+               attn_load_element(t->k, k_row + (size_t)d, p->dtype);
     double x = (double)p->scale * dot;
     if (p->softcap > 0.0f)
         x = (double)p->softcap * tanh(x / (double)p->softcap);
@@ -151,13 +126,13 @@ static void reference_row(const attn_plan *plan, const ref_tensors *t, const seq
                 continue;
             const size_t v_row = row_offset(&p->v_strides, b, g, s->k0 + j);
             for (int32_t d = 0; d < p->head_dim_v; d++)
-                acc[d] += e * load(t->v, v_row + (size_t)d, p->dtype);
+                acc[d] += e * attn_load_element(t->v, v_row + (size_t)d, p->dtype);
         }
     }
 
     const size_t o_row = row_offset(&p->o_strides, b, h, s->q0 + i);
     for (int32_t d = 0; d < p->head_dim_v; d++)
-        store(t->o, o_row + (size_t)d, p->dtype, sum == 0.0 ? 0.0 : acc[d] / sum);
+        attn_store_element(t->o, o_row + (size_t)d, p->dtype, sum == 0.0 ? 0.0 : acc[d] / sum);
     if (t->lse)
         t->lse[row_offset(&p->lse_strides, b, h, s->q0 + i)] =
             (float)(sum == 0.0 ? -INFINITY : max + log(sum));

@@ -278,18 +278,9 @@ static void run_case(attn_context_t ctx, attn_algo algo, const char *text, uint6
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2 || (strcmp(argv[1], "three-kernel") != 0 && strcmp(argv[1], "fused") != 0)) {
-        fprintf(stderr, "usage: %s three-kernel|fused\n", argv[0]);
-        return 2;
-    }
-    const attn_algo algo = strcmp(argv[1], "fused") == 0 ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL;
+    attn_algo algo;
+    test_sweep_begin(argc, argv, &algo);
     attn_context_t ctx = test_context_create();
-    const char *tune = getenv("ATTN_CL_TUNE");
-    printf("algorithm %s%s%s\n", argv[1], tune && *tune ? ", ATTN_CL_TUNE=" : "",
-           tune && *tune ? tune : "");
-    printf("bound: max|out-ref| <= 2*max|naive_fp32-ref| + %.0e*max(1,max|ref|), "
-           "NMSE <= 4*NMSE(naive_fp32) + %.0e%s\n",
-           TEST_ATOL, TEST_NMSE_FLOOR, test_quick() ? " (quick subset)" : "");
     const double start = test_seconds();
     const size_t count = sizeof cases / sizeof cases[0];
     for (size_t i = 0; i < count; i++) {

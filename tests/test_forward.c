@@ -226,20 +226,10 @@ static void chunked(attn_context_t ctx) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2 || (strcmp(argv[1], "three-kernel") != 0 && strcmp(argv[1], "fused") != 0)) {
-        fprintf(stderr, "usage: %s three-kernel|fused\n", argv[0]);
-        return 2;
-    }
-    algo = strcmp(argv[1], "fused") == 0 ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL;
+    test_sweep_begin(argc, argv, &algo);
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
     const int quick = test_quick();
     attn_context_t ctx = test_context_create();
-    const char *tune = getenv("ATTN_CL_TUNE");
-    printf("algorithm %s%s%s\n", argv[1], tune && *tune ? ", ATTN_CL_TUNE=" : "",
-           tune && *tune ? tune : "");
-    printf("bound: max|out-ref| <= 2*max|naive_fp32-ref| + %.0e*max(1,max|ref|), "
-           "NMSE <= 4*NMSE(naive_fp32) + %.0e%s\n",
-           TEST_ATOL, TEST_NMSE_FLOOR, quick ? " (quick subset)" : "");
     double start = test_seconds();
     int run = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -215,6 +215,11 @@ const char *test_mask_name(attn_mask mask);
  * Exits with TEST_SKIP when there is no OpenCL device, 1 on other failures. */
 attn_context_t test_context_create(void);
 
+/* The sweep programs' command line: argv[1] "three-kernel" or "fused"
+ * into *algo (exits 2 with a usage line otherwise), and a line naming it
+ * and ATTN_CL_TUNE, then the bound the program holds results to. */
+void test_sweep_begin(int argc, char **argv, attn_algo *algo);
+
 /* Prints `what` with the status name and attn_last_error(ctx) when status is
  * not success; returns whether it was success. */
 int test_ok(attn_context_t ctx, attn_status status, const char *what);
