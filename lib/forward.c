@@ -137,7 +137,11 @@ static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan,
                                    .cu_seqlens_k = t->cu_seqlens_k,
                                    .alibi_slopes = t->alibi_slopes}};
     host_staging st = {0};
-    attn_status status = ATTN_SUCCESS;
+    /* A request the path refuses (tuning, device limits) fails before any
+     * allocation or upload. */
+    attn_status status = check_algorithm(ctx, plan);
+    if (status != ATTN_SUCCESS)
+        return status;
 
     st.o = malloc(o_bytes);
     if (t->lse)
