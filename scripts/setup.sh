@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(gcc libc6-dev pkg-config python3 meson ninja-build
           ocl-icd-libopencl1 ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-          valgrind)
+          valgrind oclgrind)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
