@@ -557,7 +557,7 @@ static void finish_trace(const request *q) {
         char desc[160];
         test_describe(desc, sizeof desc, &q->p, TEST_BHSD);
         desc[strlen(desc) - strlen(" bhsd")] = '\0'; /* the strides say more */
-        printf("  %s algo %d Q strides %lld/%lld/%lld%s flags 0x%02x:%s\n", desc, (int)q->p.algo,
+        printf(" %s algo %d Q strides %lld/%lld/%lld%s flags 0x%02x:%s", desc, (int)q->p.algo,
                (long long)q->p.q_strides.batch, (long long)q->p.q_strides.head,
                (long long)q->p.q_strides.seq, q->known_layout ? "" : " (raw)", q->flags,
                trace_line);

@@ -1,8 +1,8 @@
 /* Runs the fuzz target (tests/fuzz_forward.c) over files and directories,
  * for builds without libFuzzer: the seed corpus, and each crash reduced into
  * it, run as an ordinary test. A violated property aborts with its reason;
- * otherwise each input prints what it asked for, what each call answered,
- * and PASS. */
+ * otherwise each input prints one line: what it asked for, what each call
+ * answered, and PASS. */
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,7 +21,8 @@ static int run_file(const char *path) {
     uint8_t buf[1 << 16];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
-    printf("%s (%zu bytes)\n", path, n);
+    /* The name goes out first, so that an input that aborts is named. */
+    printf("%s:", path);
     fflush(stdout);
     LLVMFuzzerTestOneInput(buf, n);
     printf("  PASS\n");
