@@ -37,7 +37,7 @@ ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=0 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 "$work/corpus" tests/fuzz_corpus \
     >"$work/log" 2>&1
 status=$?
-grep -E '^#[0-9]+ +(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' \
+grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' \
     "$work/log"
 if [ "$status" -ne 0 ]; then
     tail -n 60 "$work/log"

@@ -20,7 +20,17 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export BUILD_DIR=${BUILD_DIR:-build}
+
+# How long each step took: the whole run must stay well inside CI's limit.
+step_start=$SECONDS
+timings=()
+took() {
+    timings+=("$1 $((SECONDS - step_start)) s")
+    step_start=$SECONDS
+}
+
 bash scripts/setup.sh || exit 1
+took "setup"
 
 passed=0
 failed=0
@@ -70,13 +80,17 @@ extra_build() {
 }
 
 run_meson_test -C "$BUILD_DIR" --suite reference --suite device --suite bench
+took "tests"
 run_meson_test -C "$BUILD_DIR" --setup valgrind --suite memcheck
+took "memcheck"
 
 # The installed library, found through pkg-config, builds and runs the README's example.
 bash scripts/install_check.sh "$BUILD_DIR"
 record $? "install check"
+took "install check"
 
 run_meson_test -C "$BUILD_DIR" --suite oclgrind
+took "oclgrind"
 
 if extra_build "$BUILD_DIR-asan" gcc -Db_sanitize=address,undefined; then
     run_meson_test -C "$BUILD_DIR-asan" --setup sanitize --suite reference --suite device \
@@ -84,12 +98,14 @@ if extra_build "$BUILD_DIR-asan" gcc -Db_sanitize=address,undefined; then
 else
     record 1 "ASan/UBSan build"
 fi
+took "ASan+UBSan"
 
 if extra_build "$BUILD_DIR-tsan" clang -Db_sanitize=thread; then
     run_meson_test -C "$BUILD_DIR-tsan" --setup tsan --suite concurrency
 else
     record 1 "TSan build"
 fi
+took "TSan"
 
 if extra_build "$BUILD_DIR-fuzz" clang -Db_sanitize=address,undefined -Dfuzz=true; then
     bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}"
@@ -97,6 +113,8 @@ if extra_build "$BUILD_DIR-fuzz" clang -Db_sanitize=address,undefined -Dfuzz=tru
 else
     record 1 "fuzz build"
 fi
+took "fuzz"
 
+echo "time: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
