@@ -8,8 +8,9 @@
  *                 commit_outputs through the device-memory call (with LSE,
  *                 and in head chunks under ATTN_CL_SCRATCH_LIMIT);
  *   fused         flash_cpu_pack_k + flash_cpu, or flash_gpu: whichever
- *                 ATTN_CL_TUNE selects (the meson tests name each variant,
- *                 because the checker's device is neither CPU nor GPU).
+ *                 ATTN_CL_TUNE selects (the meson tests name each variant:
+ *                 oclgrind's device claims to be a CPU, a GPU and an
+ *                 accelerator at once, so the table alone picks one).
  *
  * The cases cover each mask, lengths 1, 7, 33 and 40 with Sq != Sk both
  * ways, head dims 1, 8, 31 and 64 (and head_dim_v != head_dim), GQA, the
