@@ -3,16 +3,34 @@
 # machine's OpenCL device (PoCL on a CPU-only machine):
 #   1. reference + device + bench tests (device results against the
 #      double-precision CPU reference over shapes that break tiling, every
-#      bad-input and failure path; the bench's CSV contract and a tuner run);
+#      bad-input and failure path, determinism, concurrency, the fuzz seed
+#      corpus; the bench's CSV contract and a tuner run);
 #   2. the memcheck suite under valgrind (a quick subset: leaks and invalid
 #      accesses in the library's host code);
 #   3. the install check: examples/example.c built against the installed
-#      library through pkg-config.
+#      library through pkg-config;
+#   4. every kernel under oclgrind (out-of-bounds accesses, data races,
+#      uninitialized values, API misuse);
+#   5. suites 1's reference, device and bench tests again in a build with
+#      AddressSanitizer + UndefinedBehaviorSanitizer (${BUILD_DIR}-asan);
+#   6. the concurrency test under ThreadSanitizer (${BUILD_DIR}-tsan, clang);
+#   7. the libFuzzer target for ${FUZZ_SECONDS:-60} s (${BUILD_DIR}-fuzz,
+#      clang, ASan + UBSan).
 # Ends with one line "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export BUILD_DIR=${BUILD_DIR:-build}
+
+# How long each step took: the whole run must stay well inside CI's limit.
+step_start=$SECONDS
+timings=()
+took() {
+    timings+=("$1 $((SECONDS - step_start)) s")
+    step_start=$SECONDS
+}
+
 bash scripts/setup.sh || exit 1
+took "setup"
 
 passed=0
 failed=0
@@ -28,24 +46,75 @@ count() {
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-meson test -C "$BUILD_DIR" --print-errorlogs --suite reference --suite device --suite bench 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-count "$log"
-[ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=$((failed + 1))
+# Runs `meson test` with the given arguments and counts its results; a run
+# that fails without a failing test (a build or setup error) counts as one.
+run_meson_test() {
+    local before=$failed status
+    meson test --print-errorlogs "$@" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    count "$log"
+    [ "$status" -eq 0 ] || [ "$failed" -gt "$before" ] || failed=$((failed + 1))
+}
 
-meson test -C "$BUILD_DIR" --print-errorlogs --setup valgrind --suite memcheck 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-count "$log"
-[ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=$((failed + 1))
+# Counts one named check that is not a meson test.
+record() {
+    if [ "$1" -eq 0 ]; then
+        echo "$2: OK"
+        passed=$((passed + 1))
+    else
+        echo "$2: FAIL"
+        failed=$((failed + 1))
+    fi
+}
+
+# Configures (once) and builds a second build of the project in $1 with
+# compiler $2 and the meson options that follow.
+extra_build() {
+    local dir=$1 cc=$2
+    shift 2
+    if [ ! -f "$dir/build.ninja" ]; then
+        CC=$cc meson setup "$dir" --buildtype=debugoptimized -Dwerror=true -Db_lundef=false \
+            "$@" >&2 || return 1
+    fi
+    ninja -C "$dir" >&2
+}
+
+run_meson_test -C "$BUILD_DIR" --suite reference --suite device --suite bench
+took "tests"
+run_meson_test -C "$BUILD_DIR" --setup valgrind --suite memcheck
+took "memcheck"
 
 # The installed library, found through pkg-config, builds and runs the README's example.
-if bash scripts/install_check.sh "$BUILD_DIR"; then
-    echo "install check: OK"
-    passed=$((passed + 1))
-else
-    echo "install check: FAIL"
-    failed=$((failed + 1))
-fi
+bash scripts/install_check.sh "$BUILD_DIR"
+record $? "install check"
+took "install check"
 
+run_meson_test -C "$BUILD_DIR" --suite oclgrind
+took "oclgrind"
+
+if extra_build "$BUILD_DIR-asan" gcc -Db_sanitize=address,undefined; then
+    run_meson_test -C "$BUILD_DIR-asan" --setup sanitize --suite reference --suite device \
+        --suite bench
+else
+    record 1 "ASan/UBSan build"
+fi
+took "ASan+UBSan"
+
+if extra_build "$BUILD_DIR-tsan" clang -Db_sanitize=thread; then
+    run_meson_test -C "$BUILD_DIR-tsan" --setup tsan --suite concurrency
+else
+    record 1 "TSan build"
+fi
+took "TSan"
+
+if extra_build "$BUILD_DIR-fuzz" clang -Db_sanitize=address,undefined -Dfuzz=true; then
+    bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}"
+    record $? "fuzz run (${FUZZ_SECONDS:-60} s)"
+else
+    record 1 "fuzz build"
+fi
+took "fuzz"
+
+echo "time: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -403,8 +403,10 @@ static void tuning_overrides(void) {
     st = attn_context_set_tuning(ctx, "variant=gpu,rows=6,tile_k=16,wg=4");
     report("a spec the forward cannot take is accepted here", st == ATTN_SUCCESS,
            attn_status_name(st));
-    float one = 0;
-    attn_status fwd = attn_forward(ctx, &p, &one, &one, &one, &one, NULL, NULL);
+    /* Q, K, V and O of p's shape: the forward uploads them before it
+     * reaches the tuning. */
+    static float q[2 * 9 * 16], kv[2 * 13 * 16], o[2 * 9 * 16];
+    attn_status fwd = attn_forward(ctx, &p, q, kv, kv, o, NULL, NULL);
     attn_status chk = attn_check(ctx, &p, 0, 0, NULL);
     char detail[96];
     snprintf(detail, sizeof detail, "forward %s, check %s", attn_status_name(fwd),
