@@ -47,9 +47,14 @@
  * A failing forward leaves the caller's output buffers untouched.
  *
  * Threading: a context may be shared by several threads; calls on one context
- * are serialized internally. attn_last_error(ctx) holds the message of the most
- * recent failure on that context from any thread; attn_last_error(NULL) holds
- * the calling thread's most recent failure of a call without a context.
+ * are serialized internally, and results do not depend on which thread calls
+ * or in what order. attn_last_error(NULL) is the calling thread's most recent
+ * failure of any call; attn_last_error(ctx) the most recent failure on that
+ * context from any thread. Either returns a buffer of the calling thread,
+ * valid until its next attn_last_error call, that other threads' failures
+ * never touch. attn_context_destroy must not overlap other calls on the same
+ * context. The ATTN_CL_* environment variables are read during calls: do
+ * not change them while calls run.
  */
 #ifndef ATTN_CL_H
 #define ATTN_CL_H
@@ -386,7 +391,8 @@ ATTN_API void attn_bf16_to_f32(const uint16_t *in, float *out, size_t n);
 /* "ATTN_ERR_INVALID_SIZE", "CL_OUT_OF_RESOURCES", ...; never NULL. */
 ATTN_API const char *attn_status_name(attn_status status);
 
-/* The message of the most recent failure (see Threading above); "" if none. */
+/* The message of the most recent failure, of this thread (ctx NULL) or on
+ * ctx from any thread (see Threading above); "" if none. */
 ATTN_API const char *attn_last_error(attn_context_t ctx);
 
 ATTN_API const char *attn_version_string(void);

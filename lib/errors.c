@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Messages of calls that have no context (create, list, reference). */
+/* The calling thread's most recent failure, of any call. */
 static _Thread_local char thread_last_error[ATTN_ERROR_MESSAGE_MAX];
+/* What attn_last_error(ctx) hands this thread: a copy of the context's
+ * message taken under its lock, so that no other thread's failure can
+ * rewrite it while the caller reads it. */
+static _Thread_local char thread_context_error[ATTN_ERROR_MESSAGE_MAX];
 
 const char *attn_cl_error_name(cl_int err) {
     switch (err) {
@@ -120,14 +124,13 @@ static void format_message(char *buffer, const char *fmt, va_list args) {
 attn_status attn_fail(attn_context_t ctx, attn_status status, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
+    format_message(thread_last_error, fmt, args);
+    va_end(args);
     if (ctx) {
         pthread_mutex_lock(&ctx->error_lock);
-        format_message(ctx->last_error, fmt, args);
+        memcpy(ctx->last_error, thread_last_error, sizeof thread_last_error);
         pthread_mutex_unlock(&ctx->error_lock);
-    } else {
-        format_message(thread_last_error, fmt, args);
     }
-    va_end(args);
     return status;
 }
 
@@ -137,7 +140,10 @@ attn_status attn_fail_cl(attn_context_t ctx, cl_int err, const char *call) {
 }
 
 const char *attn_last_error(attn_context_t ctx) {
-    /* The context's buffer is returned as is: a concurrent failure may
-     * rewrite it, which the threading contract in the header states. */
-    return ctx ? ctx->last_error : thread_last_error;
+    if (!ctx)
+        return thread_last_error;
+    pthread_mutex_lock(&ctx->error_lock);
+    memcpy(thread_context_error, ctx->last_error, sizeof thread_context_error);
+    pthread_mutex_unlock(&ctx->error_lock);
+    return thread_context_error;
 }

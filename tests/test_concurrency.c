@@ -1,8 +1,7 @@
 /* The threading contract of include/attn_cl.h, checked as it is stated
- * there ("a context may be shared by several threads; calls on one context
- * are serialized internally; attn_last_error(ctx) holds the most recent
- * failure on that context from any thread; attn_last_error(NULL) holds the
- * calling thread's most recent failure of a call without a context"):
+ * there: a context may be shared by several threads, calls on one context
+ * are serialized, results do not depend on the calling thread, and each
+ * thread reads error messages no other thread's failure can rewrite:
  *
  *   shared     THREADS threads run every request ITERATIONS times on one
  *              fresh context, so that they also race to build its kernels:
@@ -15,10 +14,11 @@
  *              two specs while other threads run fused forwards on it: each
  *              forward must run wholly under one spec (its bits equal that
  *              spec's single-threaded result).
- *   errors     threads fail calls with distinct sizes at once: each thread's
- *              attn_last_error(NULL) names its own failure, and afterwards
- *              attn_last_error(ctx) is one whole message of the failures
- *              made on ctx.
+ *   errors     threads fail calls with distinct sizes at once, with and
+ *              without the shared context: each thread's
+ *              attn_last_error(NULL) names its own latest failure, and
+ *              attn_last_error(ctx), read while the others fail on ctx, is
+ *              always one whole message of the failures made on ctx.
  *
  * Run under ThreadSanitizer too (scripts/test.sh, build-tsan). */
 #include "test_runs.h"
@@ -285,7 +285,8 @@ static void tuning_phase(attn_context_t base) {
 typedef struct error_worker {
     int id;
     attn_context_t ctx;
-    int own_message_seen, calls;
+    char (*expected)[512]; /* the message each thread's failure on ctx records */
+    int own_message_seen, own_ctx_message_seen, whole_ctx_message_seen, calls;
 } error_worker;
 
 /* A request whose only fault is its batch, so that the message names it. */
@@ -298,15 +299,24 @@ static attn_params bad_request(int batch) {
 static void *fail_calls(void *arg) {
     error_worker *w = arg;
     float buf[8] = {0};
-    char own[32];
+    char own[32], own_ctx[32];
     snprintf(own, sizeof own, "batch %d,", -1 - w->id);
+    snprintf(own_ctx, sizeof own_ctx, "batch %d,", -100 - w->id);
     for (int it = 0; it < 20 * ITERATIONS; it++) {
         attn_params mine = bad_request(-1 - w->id), on_ctx = bad_request(-100 - w->id);
         attn_reference(&mine, buf, buf, buf, buf, NULL, NULL);
-        /* A failure on the shared context in between must not change what
-         * this thread reads for its context-less call. */
-        attn_forward(w->ctx, &on_ctx, buf, buf, buf, buf, NULL, NULL);
         w->own_message_seen += strstr(attn_last_error(NULL), own) != NULL;
+        attn_forward(w->ctx, &on_ctx, buf, buf, buf, buf, NULL, NULL);
+        w->own_ctx_message_seen += strstr(attn_last_error(NULL), own_ctx) != NULL;
+        /* The other threads keep failing on ctx: what this one reads is
+         * still one whole message, never a mix. */
+        const char *shared = attn_last_error(w->ctx);
+        for (int t = 0; t < THREADS; t++) {
+            if (strcmp(shared, w->expected[t]) == 0) {
+                w->whole_ctx_message_seen++;
+                break;
+            }
+        }
         w->calls++;
     }
     return NULL;
@@ -325,7 +335,7 @@ static void errors_phase(attn_context_t ctx) {
     pthread_t threads[THREADS];
     error_worker workers[THREADS];
     for (int t = 0; t < THREADS; t++) {
-        workers[t] = (error_worker){.id = t, .ctx = ctx};
+        workers[t] = (error_worker){.id = t, .ctx = ctx, .expected = expected};
         pthread_create(&threads[t], NULL, fail_calls, &workers[t]);
     }
     for (int t = 0; t < THREADS; t++) {
@@ -337,6 +347,14 @@ static void errors_phase(attn_context_t ctx) {
         snprintf(detail, sizeof detail, "own message after %d of %d failures",
                  workers[t].own_message_seen, workers[t].calls);
         report(workers[t].own_message_seen == workers[t].calls, what, detail);
+        snprintf(what, sizeof what, "errors: thread %d, its failure on ctx", t);
+        snprintf(detail, sizeof detail, "own message after %d of %d failures",
+                 workers[t].own_ctx_message_seen, workers[t].calls);
+        report(workers[t].own_ctx_message_seen == workers[t].calls, what, detail);
+        snprintf(what, sizeof what, "errors: thread %d reads attn_last_error(ctx)", t);
+        snprintf(detail, sizeof detail, "a whole message %d of %d times",
+                 workers[t].whole_ctx_message_seen, workers[t].calls);
+        report(workers[t].whole_ctx_message_seen == workers[t].calls, what, detail);
     }
     const char *last = attn_last_error(ctx);
     int whole = 0;
