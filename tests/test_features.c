@@ -5,14 +5,8 @@
  * each alone and in combination, through both attn_forward_host and
  * attn_forward_device.
  *
- * A case is one line of words:
- *   B2 Hq4 Hkv2 Sq33 Sk65 D31 Dv16   sizes (Hkv, Dv default to Hq, D)
- *   none | tl | br                   mask: none, causal top-left, bottom-right
- *   bhsd | bshd | hbsd | padded      layout of every tensor (test_util.h)
- *   f32 | f16 | bf16                 storage of Q, K, V and O
- *   win=L,R  softcap=C  alibi  bias=BxH  keep=BxH  pad  varlen   features
- *   qk=X                             Q and K drawn from [-X, X) (default 1)
- *   quick                            also in the memcheck subset
+ * A case is one line of words (test_parse_case in test_util.h says which):
+ * "B3 Hq4 Hkv2 Sq40 Sk60 D32 br bshd win=6,0 varlen".
  *
  * Bound (test_util.h): max|out - ref| <= 2 * max|naive_fp32 - ref| + atol,
  * atol = 1e-6 * max(1, max|ref|), NMSE <= 4 * NMSE(naive_fp32) + 1e-10, for
@@ -20,7 +14,7 @@
  * the stored inputs, unrounded; naive_fp32 rounds its O to the storage type,
  * so with f16 (11-bit significand) and bf16 (8-bit) the bound is about one
  * rounding of O, about 5e-4 and 4e-3 of |O|. */
-#include "test_util.h"
+#include "test_runs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,163 +67,12 @@ static const char *const cases[] = {
 
 static int failures;
 
-/* Parses one case into params and options; returns 0 on a bad word. */
-static int parse_case(const char *text, attn_params *p, test_layout *layout, float *qk,
-                      int *quick) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", text);
-    attn_params_init(p, 1, 1, 1, 1, 1);
-    p->heads_kv = 0;
-    p->head_dim_v = 0;
-    *layout = TEST_BHSD;
-    *qk = 1.0f;
-    *quick = 0;
-    int hkv = 0, dv = 0;
-    for (char *w = strtok(buf, " "); w; w = strtok(NULL, " ")) {
-        int a = 0, b = 0;
-        float f = 0;
-        if (sscanf(w, "B%d", &a) == 1) {
-            p->batch = a;
-        } else if (sscanf(w, "Hq%d", &a) == 1) {
-            p->heads_q = a;
-        } else if (sscanf(w, "Hkv%d", &a) == 1) {
-            hkv = a;
-        } else if (sscanf(w, "Sq%d", &a) == 1) {
-            p->seq_q = a;
-        } else if (sscanf(w, "Sk%d", &a) == 1) {
-            p->seq_k = a;
-        } else if (sscanf(w, "Dv%d", &a) == 1) {
-            dv = a;
-        } else if (sscanf(w, "D%d", &a) == 1) {
-            p->head_dim = a;
-        } else if (!strcmp(w, "none") || !strcmp(w, "tl") || !strcmp(w, "br")) {
-            p->mask = !strcmp(w, "tl")   ? ATTN_MASK_CAUSAL_TOP_LEFT
-                      : !strcmp(w, "br") ? ATTN_MASK_CAUSAL_BOTTOM_RIGHT
-                                         : ATTN_MASK_NONE;
-        } else if (!strcmp(w, "bhsd") || !strcmp(w, "bshd") || !strcmp(w, "hbsd") ||
-                   !strcmp(w, "padded")) {
-            *layout = !strcmp(w, "bshd")     ? TEST_BSHD
-                      : !strcmp(w, "hbsd")   ? TEST_HBSD
-                      : !strcmp(w, "padded") ? TEST_PADDED
-                                             : TEST_BHSD;
-        } else if (!strcmp(w, "f32") || !strcmp(w, "f16") || !strcmp(w, "bf16")) {
-            p->dtype = !strcmp(w, "f16")    ? ATTN_DTYPE_F16
-                       : !strcmp(w, "bf16") ? ATTN_DTYPE_BF16
-                                            : ATTN_DTYPE_F32;
-        } else if (sscanf(w, "win=%d,%d", &a, &b) == 2) {
-            p->window = (attn_window){1, a, b};
-        } else if (sscanf(w, "softcap=%f", &f) == 1) {
-            p->softcap = f;
-        } else if (sscanf(w, "qk=%f", &f) == 1) {
-            *qk = f;
-        } else if (!strcmp(w, "alibi")) {
-            p->alibi = 1;
-        } else if (sscanf(w, "bias=%dx%d", &a, &b) == 2) {
-            p->bias = (attn_score_operand){1, a, b, {0, 0, 0}};
-        } else if (sscanf(w, "keep=%dx%d", &a, &b) == 2) {
-            p->keep_mask = (attn_score_operand){1, a, b, {0, 0, 0}};
-        } else if (!strcmp(w, "pad")) {
-            p->key_padding = 1;
-        } else if (!strcmp(w, "varlen")) {
-            p->varlen = 1;
-        } else if (!strcmp(w, "quick")) {
-            *quick = 1;
-        } else {
-            printf("FAIL: bad word '%s' in case \"%s\"\n", w, text);
-            return 0;
-        }
-    }
-    p->heads_kv = hkv ? hkv : p->heads_q;
-    p->head_dim_v = dv ? dv : p->head_dim;
-    return 1;
-}
-
-/* O, LSE and probabilities of one call against the reference; appends the
- * verdicts to `line`. */
-static int check_outputs(const test_problem *t, const void *o, const float *lse, const float *probs,
-                         char *line, size_t size) {
-    char part[200];
-    test_result r = test_compare_output(t, o);
-    int ok = r.ok;
-    test_format_result(part, sizeof part, "O", &r);
-    size_t n = strlen(line);
-    n += (size_t)snprintf(line + n, size - n, "%s", part);
-    r = test_compare(&t->lse_shape, lse, t->ref_lse, t->naive_lse, t->lse_elems);
-    ok &= r.ok;
-    test_format_result(part, sizeof part, " LSE", &r);
-    n += (size_t)snprintf(line + n, n < size ? size - n : 0, "%s", part);
-    if (probs) {
-        r = test_compare(&t->probs_shape, probs, t->ref_probs, t->naive_probs, t->probs_elems);
-        ok &= r.ok;
-        test_format_result(part, sizeof part, " P", &r);
-        snprintf(line + n, n < size ? size - n : 0, "%s", part);
-    }
-    return ok;
-}
-
-static cl_mem device_copy(cl_context context, const void *host, size_t bytes) {
-    cl_int err;
-    cl_mem mem = clCreateBuffer(context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes,
-                                (void *)host, &err);
-    if (err != CL_SUCCESS) {
-        printf("FAIL: clCreateBuffer (%zu bytes): %d\n", bytes, (int)err);
-        exit(1);
-    }
-    return mem;
-}
-
-/* attn_forward_device on buffers holding t's inputs, O and LSE starting as
- * the sentinel; the metadata stays in host memory. */
-static int run_device(attn_context_t ctx, const test_problem *t, char *line, size_t size) {
-    cl_command_queue queue = attn_context_queue(ctx);
-    cl_context context;
-    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof context, &context, NULL);
-    const size_t es = test_dtype_size(t->p.dtype);
-    void *o = test_alloc_output(t);
-    float *lse = test_alloc_sentinel(t->lse_elems * sizeof(float));
-    attn_device_tensors d = {
-        .q = device_copy(context, t->q_store, t->q_elems * es),
-        .k = device_copy(context, t->k_store, t->k_elems * es),
-        .v = device_copy(context, t->v_store, t->v_elems * es),
-        .o = device_copy(context, o, t->o_elems * es),
-        .lse = device_copy(context, lse, t->lse_elems * sizeof(float)),
-        .bias = t->x.bias ? device_copy(context, t->x.bias, t->x.bias_elems * sizeof(float)) : NULL,
-        .keep_mask =
-            t->x.keep_mask ? device_copy(context, t->x.keep_mask, t->x.keep_mask_elems) : NULL,
-        .key_lengths = t->x.key_lengths,
-        .cu_seqlens_q = t->x.cu_seqlens_q,
-        .cu_seqlens_k = t->x.cu_seqlens_k,
-        .alibi_slopes = t->x.alibi_slopes};
-    cl_event done = NULL;
-    attn_status st = attn_forward_device(ctx, &t->p, &d, 0, NULL, &done);
-    int ok = st == ATTN_SUCCESS;
-    if (ok) {
-        clWaitForEvents(1, &done);
-        clReleaseEvent(done);
-        clEnqueueReadBuffer(queue, d.o, CL_TRUE, 0, t->o_elems * es, o, 0, NULL, NULL);
-        clEnqueueReadBuffer(queue, d.lse, CL_TRUE, 0, t->lse_elems * sizeof(float), lse, 0, NULL,
-                            NULL);
-        ok = check_outputs(t, o, lse, NULL, line, size);
-    } else {
-        snprintf(line, size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
-    }
-    cl_mem mems[7] = {d.q, d.k, d.v, d.o, d.lse, d.bias, d.keep_mask};
-    for (int i = 0; i < 7; i++) {
-        if (mems[i]) {
-            clReleaseMemObject(mems[i]);
-        }
-    }
-    free(o);
-    free(lse);
-    return ok;
-}
-
 static void run_case(attn_context_t ctx, attn_algo algo, const char *text, uint64_t seed) {
     attn_params p;
     test_layout layout;
     float qk;
     int quick;
-    if (!parse_case(text, &p, &layout, &qk, &quick)) {
+    if (!test_parse_case(text, &p, &layout, &qk, &quick)) {
         failures++;
         return;
     }
@@ -248,32 +91,26 @@ static void run_case(attn_context_t ctx, attn_algo algo, const char *text, uint6
         failures++;
         return;
     }
-
-    void *o = test_alloc_output(&t);
-    float *lse = test_alloc_sentinel(t.lse_elems * sizeof(float));
-    float *probs = want_probs ? test_alloc_sentinel(t.probs_elems * sizeof(float)) : NULL;
-    attn_host_tensors host = test_host_tensors(&t, o, lse, probs);
-    const double start = test_seconds();
-    attn_status st = attn_forward_host(ctx, &t.p, &host);
-    const double ms = 1e3 * (test_seconds() - start);
-    char host_line[640] = "", device_line[640] = "";
-    int ok = st == ATTN_SUCCESS;
-    if (ok) {
-        ok = check_outputs(&t, o, lse, probs, host_line, sizeof host_line);
-    } else {
-        snprintf(host_line, sizeof host_line, "%s: %s", attn_status_name(st), attn_last_error(ctx));
-    }
-    const int device_ok = run_device(ctx, &t, device_line, sizeof device_line);
-
     char desc[256];
     test_describe(desc, sizeof desc, &t.p, layout);
-    printf("%-78s %7.1f ms\n  host:   %s  %s\n  device: %s  %s\n", desc, ms, host_line,
-           ok ? "PASS" : "FAIL", device_line, device_ok ? "PASS" : "FAIL");
+    printf("%s\n", desc);
+    const test_call calls[2] = {TEST_CALL_HOST, TEST_CALL_DEVICE};
+    for (int c = 0; c < 2; c++) {
+        test_outputs out;
+        char line[640] = "";
+        const double start = test_seconds();
+        int ok = test_run_forward(ctx, &t, calls[c], 1, want_probs, &out, line, sizeof line) ==
+                 ATTN_SUCCESS;
+        const double ms = 1e3 * (test_seconds() - start);
+        if (ok) {
+            ok = test_outputs_check(&t, &out, line, sizeof line);
+            test_outputs_free(&out);
+        }
+        printf("  %-6s %7.1f ms  %s  %s\n", test_call_name(calls[c]), ms, line,
+               ok ? "PASS" : "FAIL");
+        failures += !ok;
+    }
     fflush(stdout);
-    failures += !ok + !device_ok;
-    free(o);
-    free(lse);
-    free(probs);
     test_problem_free(&t);
 }
 

@@ -14,7 +14,8 @@
  *
  * The cases cover each mask, lengths 1, 7, 33 and 40 with Sq != Sk both
  * ways, head dims 1, 8, 31 and 64 (and head_dim_v != head_dim), GQA, the
- * strided layouts, and LSE on and off. Each case runs twice, through the
+ * strided layouts, LSE on and off, and every variant (16-bit storage,
+ * windows, ALiBi, softcap, bias, keep-mask, key padding, varlen). Each case runs twice, through the
  * host call and through the device-memory call, and each run is compared
  * with attn_reference under test_util.h's bound (gaps between strided rows
  * must keep their bytes).
@@ -30,45 +31,45 @@
  * ATTN_TEST_REQUIRE_PLATFORM=name fails the run unless the chosen device's
  * platform name contains `name`, so that a checker run cannot silently fall
  * back to another OpenCL device. */
-#include "test_util.h"
+#include "test_runs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define NONE ATTN_MASK_NONE
-#define TL ATTN_MASK_CAUSAL_TOP_LEFT
-#define BR ATTN_MASK_CAUSAL_BOTTOM_RIGHT
-
+/* A case: a request in test_parse_case's words, and whether it asks for LSE. */
 typedef struct checked_case {
-    int32_t batch, heads_q, heads_kv, seq_q, seq_k, head_dim, head_dim_v;
-    attn_mask mask;
-    test_layout layout;
+    const char *spec;
     int lse;
 } checked_case;
 
-/* clang-format off */
 static const checked_case cases[] = {
-    /* B  Hq Hkv  Sq  Sk   D  Dv  mask  layout      lse */
-    {1, 1, 1,   1,  1,  1,  0, NONE, TEST_BHSD,   1},
-    {1, 1, 1,   1,  1,  8,  0, TL,   TEST_BHSD,   0},
-    {1, 2, 2,   7,  7,  8,  0, TL,   TEST_BHSD,   1},
-    {1, 2, 1,   7,  7, 31,  0, BR,   TEST_BSHD,   0},
-    {1, 2, 1,  33, 33, 31,  0, BR,   TEST_BSHD,   1},
-    {1, 1, 1,  33, 33, 64,  0, NONE, TEST_PADDED, 0},
+    {"B1 Hq1 Hkv1 Sq1 Sk1 D1 none bhsd", 1},
+    {"B1 Hq1 Hkv1 Sq1 Sk1 D8 tl bhsd", 0},
+    {"B1 Hq2 Hkv2 Sq7 Sk7 D8 tl bhsd", 1},
+    {"B1 Hq2 Hkv1 Sq7 Sk7 D31 br bshd", 0},
+    {"B1 Hq2 Hkv1 Sq33 Sk33 D31 br bshd", 1},
+    {"B1 Hq1 Hkv1 Sq33 Sk33 D64 none padded", 0},
     /* Sq < Sk: partial last key tile, causal diagonal off the corner. */
-    {1, 1, 1,   7, 33, 64,  0, TL,   TEST_BHSD,   1},
-    {1, 1, 1,   7, 33, 31,  0, BR,   TEST_PADDED, 0},
-    {1, 1, 1,   1, 40,  8, 64, BR,   TEST_BHSD,   1},
-    {1, 2, 2,   7, 40,  1,  0, NONE, TEST_HBSD,   1},
+    {"B1 Hq1 Hkv1 Sq7 Sk33 D64 tl bhsd", 1},
+    {"B1 Hq1 Hkv1 Sq7 Sk33 D31 br padded", 0},
+    {"B1 Hq1 Hkv1 Sq1 Sk40 D8 Dv64 br bhsd", 1},
+    {"B1 Hq2 Hkv2 Sq7 Sk40 D1 none hbsd", 1},
     /* Sq > Sk: bottom-right masks whole rows (O 0, LSE -inf). */
-    {1, 2, 2,  33,  7,  8,  0, BR,   TEST_BHSD,   1},
-    {2, 1, 1,  33,  7,  1,  0, TL,   TEST_HBSD,   1},
-    {1, 1, 1,  40,  1, 31,  8, NONE, TEST_BHSD,   0},
-    {1, 1, 1,  40, 33, 64, 31, TL,   TEST_BSHD,   0},
-    {2, 2, 1,  33,  1,  8,  1, BR,   TEST_PADDED, 1},
+    {"B1 Hq2 Hkv2 Sq33 Sk7 D8 br bhsd", 1},
+    {"B2 Hq1 Hkv1 Sq33 Sk7 D1 tl hbsd", 1},
+    {"B1 Hq1 Hkv1 Sq40 Sk1 D31 Dv8 none bhsd", 0},
+    {"B1 Hq1 Hkv1 Sq40 Sk33 D64 Dv31 tl bshd", 0},
+    {"B2 Hq2 Hkv1 Sq33 Sk1 D8 Dv1 br padded", 1},
+    /* Every variant of attn_cl.h, on tiles cut by windows, padding and
+     * packed sequences: each kernel's storage loads and stores, modifiers
+     * and masks. */
+    {"B2 Hq2 Hkv1 Sq7 Sk9 D8 br bshd f16 win=3,1 alibi", 1},
+    {"B2 Hq2 Hkv2 Sq9 Sk7 D8 tl padded bf16 softcap=5 bias=2x1 keep=1x2", 1},
+    {"B3 Hq2 Hkv1 Sq7 Sk9 D8 none bhsd varlen pad", 1},
+    {"B3 Hq2 Hkv2 Sq9 Sk7 D31 Dv8 br bshd varlen bias=1x2 win=2,-1", 0},
+    {"B2 Hq1 Hkv1 Sq5 Sk40 D8 none bhsd f16 keep=2x1 pad", 1},
 };
-/* clang-format on */
 
 static attn_algo algo;
 
@@ -85,12 +86,10 @@ typedef struct checked_run {
 /* Three-kernel cases run again with one head's scores a chunk: the host
  * call writes O chunk by chunk; the device-memory call stages and commits
  * (without LSE in the first, with it in the second). */
-/* clang-format off */
 static const checked_case chunked_cases[] = {
-    {2, 2, 1,   7, 33,  8,  0, BR,   TEST_BSHD,   0},
-    {1, 3, 3,  33,  7, 31,  8, TL,   TEST_PADDED, 1},
+    {"B2 Hq2 Hkv1 Sq7 Sk33 D8 br bshd", 0},
+    {"B1 Hq3 Hkv3 Sq33 Sk7 D31 Dv8 tl padded", 1},
 };
-/* clang-format on */
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -111,131 +110,53 @@ static int get_run(size_t index, checked_run *run) {
     return 0;
 }
 
-static cl_mem upload(cl_context context, const void *host, size_t bytes) {
-    cl_int err;
-    cl_mem mem = clCreateBuffer(context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes,
-                                (void *)(uintptr_t)host, &err);
-    if (err != CL_SUCCESS) {
-        printf("FAIL: clCreateBuffer (%zu bytes): %d\n", bytes, (int)err);
-        exit(1);
-    }
-    return mem;
-}
-
-/* attn_forward_device on buffers holding Q, K, V and the sentinel-filled
- * `o` / `lse`, which receive the results. */
-static attn_status device_call(attn_context_t ctx, const test_problem *t, float *o, float *lse) {
-    cl_command_queue queue = attn_context_queue(ctx);
-    cl_context context = NULL;
-    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof context, &context, NULL);
-    if (err != CL_SUCCESS) {
-        printf("FAIL: clGetCommandQueueInfo: %d\n", (int)err);
-        exit(1);
-    }
-    const size_t ob = t->o_elems * sizeof(float), lb = t->lse_elems * sizeof(float);
-    attn_device_tensors dt = {0};
-    dt.q = upload(context, t->q, t->q_elems * sizeof(float));
-    dt.k = upload(context, t->k, t->k_elems * sizeof(float));
-    dt.v = upload(context, t->v, t->v_elems * sizeof(float));
-    dt.o = upload(context, o, ob);
-    dt.lse = lse ? upload(context, lse, lb) : NULL;
-
-    cl_event done = NULL;
-    attn_status st = attn_forward_device(ctx, &t->p, &dt, 0, NULL, &done);
-    if (st == ATTN_SUCCESS) {
-        err = clWaitForEvents(1, &done);
-        if (err == CL_SUCCESS) {
-            err = clEnqueueReadBuffer(queue, dt.o, CL_TRUE, 0, ob, o, 0, NULL, NULL);
-        }
-        if (err == CL_SUCCESS && lse) {
-            err = clEnqueueReadBuffer(queue, dt.lse, CL_TRUE, 0, lb, lse, 0, NULL, NULL);
-        }
-        clReleaseEvent(done);
-        if (err != CL_SUCCESS) {
-            printf("FAIL: waiting for or reading the device call's outputs: %d\n", (int)err);
-            exit(1);
-        }
-    }
-    cl_mem mems[5] = {dt.q, dt.k, dt.v, dt.o, dt.lse};
-    for (int i = 0; i < 5; i++) {
-        if (mems[i]) {
-            clReleaseMemObject(mems[i]);
-        }
-    }
-    return st;
-}
-
-/* Appends " | NAME err ... <= ..." for one output; returns whether it passed. */
-static int compare_output(char *detail, size_t size, const char *name, const test_shape *shape,
-                          const float *out, const float *ref, const float *naive, size_t elems) {
-    test_result r = test_compare(shape, out, ref, naive, elems);
-    size_t n = strlen(detail);
-    if (n + 3 < size) {
-        snprintf(detail + n, size - n, "%s", n ? " | " : "");
-        n = strlen(detail);
-        test_format_result(detail + n, size - n, name, &r);
-    }
-    return r.ok;
-}
-
 /* Runs one forward and compares it with the reference; prints one line and
  * returns whether it passed. */
 static int do_run(attn_context_t ctx, const checked_run *run, uint64_t seed) {
     const checked_case *c = run->c;
     attn_params p;
-    attn_params_init(&p, c->batch, c->heads_q, c->seq_q, c->seq_k, c->head_dim);
-    p.heads_kv = c->heads_kv;
-    p.head_dim_v = c->head_dim_v;
-    p.mask = c->mask;
+    test_layout layout;
+    float qk;
+    int quick;
+    if (!test_parse_case(c->spec, &p, &layout, &qk, &quick)) {
+        return 0;
+    }
     p.algo = algo;
-    test_set_layout(&p, c->layout);
+    if (p.varlen) {
+        test_varlen_totals(&p, seed);
+    }
+    test_set_layout(&p, layout);
     const int want_probs = run->probs && run->call == CALL_HOST && algo == ATTN_ALGO_THREE_KERNEL;
 
     char what[200];
-    test_describe(what, sizeof what, &p, c->layout);
+    test_describe(what, sizeof what, &p, layout);
     snprintf(what + strlen(what), sizeof what - strlen(what), "%s%s%s", c->lse ? " lse" : "",
              want_probs ? " probs" : "", run->chunk_by_head ? " 1-head chunks" : "");
     const char *call = run->call == CALL_HOST ? "[host]  " : "[device]";
 
     if (run->chunk_by_head) {
         char limit[32];
-        snprintf(limit, sizeof limit, "%zu", (size_t)c->seq_q * (size_t)c->seq_k * sizeof(float));
+        snprintf(limit, sizeof limit, "%zu", (size_t)p.seq_q * (size_t)p.seq_k * sizeof(float));
         setenv("ATTN_CL_SCRATCH_LIMIT", limit, 1);
     } else {
         unsetenv("ATTN_CL_SCRATCH_LIMIT");
     }
     test_problem t;
-    if (test_problem_init(&t, &p, seed, 1.0f, c->lse, want_probs) != 0) {
+    if (test_problem_init(&t, &p, seed, qk, c->lse, want_probs) != 0) {
         printf("%s %-60s reference failed  FAIL\n", call, what);
         return 0;
     }
-    float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
-    float *lse = c->lse ? test_alloc_sentinel(t.lse_elems * sizeof(float)) : NULL;
-    float *pr = want_probs ? test_alloc_sentinel(t.probs_elems * sizeof(float)) : NULL;
-    attn_status st = run->call == CALL_HOST ? attn_forward(ctx, &p, t.q, t.k, t.v, o, lse, pr)
-                                            : device_call(ctx, &t, o, lse);
+    test_outputs out;
     char detail[600] = "";
-    int ok = st == ATTN_SUCCESS;
-    if (!ok) {
-        snprintf(detail, sizeof detail, "%s: %s", attn_status_name(st), attn_last_error(ctx));
-    } else {
-        ok &= compare_output(detail, sizeof detail, "O", &t.o_shape, o, t.ref_o, t.naive_o,
-                             t.o_elems);
-        if (lse) {
-            ok &= compare_output(detail, sizeof detail, "LSE", &t.lse_shape, lse, t.ref_lse,
-                                 t.naive_lse, t.lse_elems);
-        }
-        if (pr) {
-            ok &= compare_output(detail, sizeof detail, "P", &t.probs_shape, pr, t.ref_probs,
-                                 t.naive_probs, t.probs_elems);
-        }
+    int ok = test_run_forward(ctx, &t, run->call == CALL_HOST ? TEST_CALL_HOST : TEST_CALL_DEVICE,
+                              c->lse, want_probs, &out, detail, sizeof detail) == ATTN_SUCCESS;
+    if (ok) {
+        ok = test_outputs_check(&t, &out, detail, sizeof detail);
+        test_outputs_free(&out);
     }
     printf("%s %-60s %s  %s\n", call, what, detail, ok ? "PASS" : "FAIL");
     fflush(stdout);
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
-    free(o);
-    free(lse);
-    free(pr);
     test_problem_free(&t);
     return ok;
 }

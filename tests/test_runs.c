@@ -31,18 +31,24 @@ static cl_mem upload(cl_context context, const void *host, size_t bytes, cl_int 
                           (void *)(uintptr_t)host, err);
 }
 
-/* attn_forward_device on buffers holding Q, K, V and the sentinel-filled
- * outputs, read back into `out`. */
+/* attn_forward_device on buffers holding the inputs (storage type, bias,
+ * keep-mask) and the sentinel-filled outputs, read back into `out`; the
+ * per-batch and per-head arrays stay in host memory. */
 static attn_status device_call(attn_context_t ctx, const test_problem *t, test_outputs *out,
                                char *why, size_t why_size) {
     cl_command_queue queue = attn_context_queue(ctx);
     cl_context context = NULL;
     cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof context, &context, NULL);
-    cl_mem mems[5] = {NULL, NULL, NULL, NULL, NULL};
-    const void *hosts[5] = {t->q, t->k, t->v, out->o, out->lse};
-    const size_t bytes[5] = {t->q_elems * sizeof(float), t->k_elems * sizeof(float),
-                             t->v_elems * sizeof(float), out->o_bytes, out->lse_bytes};
-    for (int i = 0; i < 5 && err == CL_SUCCESS; i++) {
+    enum { Q, K, V, O, LSE, BIAS, KEEP, COUNT };
+    cl_mem mems[COUNT] = {NULL};
+    const size_t es = test_dtype_size(t->p.dtype);
+    const void *hosts[COUNT] = {t->q_store, t->k_store, t->v_store,    out->o,
+                                out->lse,   t->x.bias,  t->x.keep_mask};
+    const size_t bytes[COUNT] = {t->q_elems * es,     t->k_elems * es,
+                                 t->v_elems * es,     out->o_bytes,
+                                 out->lse_bytes,      t->x.bias_elems * sizeof(float),
+                                 t->x.keep_mask_elems};
+    for (int i = 0; i < COUNT && err == CL_SUCCESS; i++) {
         if (hosts[i]) {
             mems[i] = upload(context, hosts[i], bytes[i], &err);
         }
@@ -52,11 +58,17 @@ static attn_status device_call(attn_context_t ctx, const test_problem *t, test_o
         snprintf(why, why_size, "setting up device buffers: %d", (int)err);
     } else {
         attn_device_tensors dt = {0};
-        dt.q = mems[0];
-        dt.k = mems[1];
-        dt.v = mems[2];
-        dt.o = mems[3];
-        dt.lse = mems[4];
+        dt.q = mems[Q];
+        dt.k = mems[K];
+        dt.v = mems[V];
+        dt.o = mems[O];
+        dt.lse = mems[LSE];
+        dt.bias = mems[BIAS];
+        dt.keep_mask = mems[KEEP];
+        dt.key_lengths = t->x.key_lengths;
+        dt.alibi_slopes = t->x.alibi_slopes;
+        dt.cu_seqlens_q = t->x.cu_seqlens_q;
+        dt.cu_seqlens_k = t->x.cu_seqlens_k;
         cl_event done = NULL;
         st = attn_forward_device(ctx, &t->p, &dt, 0, NULL, &done);
         if (st != ATTN_SUCCESS) {
@@ -66,11 +78,11 @@ static attn_status device_call(attn_context_t ctx, const test_problem *t, test_o
             err = clWaitForEvents(1, &done);
             clReleaseEvent(done);
             if (err == CL_SUCCESS) {
-                err = clEnqueueReadBuffer(queue, mems[3], CL_TRUE, 0, out->o_bytes, out->o, 0, NULL,
+                err = clEnqueueReadBuffer(queue, mems[O], CL_TRUE, 0, out->o_bytes, out->o, 0, NULL,
                                           NULL);
             }
             if (err == CL_SUCCESS && out->lse) {
-                err = clEnqueueReadBuffer(queue, mems[4], CL_TRUE, 0, out->lse_bytes, out->lse, 0,
+                err = clEnqueueReadBuffer(queue, mems[LSE], CL_TRUE, 0, out->lse_bytes, out->lse, 0,
                                           NULL, NULL);
             }
             if (err != CL_SUCCESS) {
@@ -79,7 +91,7 @@ static attn_status device_call(attn_context_t ctx, const test_problem *t, test_o
             }
         }
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < COUNT; i++) {
         if (mems[i]) {
             clReleaseMemObject(mems[i]);
         }
@@ -91,8 +103,8 @@ attn_status test_run_forward(attn_context_t ctx, const test_problem *t, test_cal
                              int want_lse, int want_probs, test_outputs *out, char *why,
                              size_t why_size) {
     memset(out, 0, sizeof *out);
-    out->o_bytes = t->o_elems * sizeof(float);
-    out->o = test_alloc_sentinel(out->o_bytes);
+    out->o_bytes = t->o_elems * test_dtype_size(t->p.dtype);
+    out->o = test_alloc_output(t);
     if (want_lse) {
         out->lse_bytes = t->lse_elems * sizeof(float);
         out->lse = test_alloc_sentinel(out->lse_bytes);
@@ -103,9 +115,10 @@ attn_status test_run_forward(attn_context_t ctx, const test_problem *t, test_cal
     }
     attn_status st;
     if (call == TEST_CALL_HOST) {
-        st = attn_forward(ctx, &t->p, t->q, t->k, t->v, out->o, out->lse, out->probs);
+        attn_host_tensors h = test_host_tensors(t, out->o, out->lse, out->probs);
+        st = attn_forward_host(ctx, &t->p, &h);
         if (st != ATTN_SUCCESS) {
-            snprintf(why, why_size, "attn_forward: %s: %s", attn_status_name(st),
+            snprintf(why, why_size, "attn_forward_host: %s: %s", attn_status_name(st),
                      attn_last_error(ctx));
         }
     } else {
@@ -115,4 +128,26 @@ attn_status test_run_forward(attn_context_t ctx, const test_problem *t, test_cal
         test_outputs_free(out);
     }
     return st;
+}
+
+int test_outputs_check(const test_problem *t, const test_outputs *out, char *line, size_t size) {
+    char part[200];
+    size_t n = strlen(line);
+    test_result r = test_compare_output(t, out->o);
+    int ok = r.ok;
+    test_format_result(part, sizeof part, "O", &r);
+    n += (size_t)snprintf(line + n, n < size ? size - n : 0, "%s", part);
+    if (out->lse) {
+        r = test_compare(&t->lse_shape, out->lse, t->ref_lse, t->naive_lse, t->lse_elems);
+        ok &= r.ok;
+        test_format_result(part, sizeof part, " | LSE", &r);
+        n += (size_t)snprintf(line + n, n < size ? size - n : 0, "%s", part);
+    }
+    if (out->probs) {
+        r = test_compare(&t->probs_shape, out->probs, t->ref_probs, t->naive_probs, t->probs_elems);
+        ok &= r.ok;
+        test_format_result(part, sizeof part, " | P", &r);
+        snprintf(line + n, n < size ? size - n : 0, "%s", part);
+    }
+    return ok;
 }

@@ -773,6 +773,76 @@ void test_describe(char *buf, size_t size, const attn_params *p, test_layout lay
 #undef APPEND
 }
 
+/* Parses one case into params and options; returns 0 on a bad word. */
+int test_parse_case(const char *text, attn_params *p, test_layout *layout, float *qk, int *quick) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", text);
+    attn_params_init(p, 1, 1, 1, 1, 1);
+    p->heads_kv = 0;
+    p->head_dim_v = 0;
+    *layout = TEST_BHSD;
+    *qk = 1.0f;
+    *quick = 0;
+    int hkv = 0, dv = 0;
+    for (char *w = strtok(buf, " "); w; w = strtok(NULL, " ")) {
+        int a = 0, b = 0;
+        float f = 0;
+        if (sscanf(w, "B%d", &a) == 1) {
+            p->batch = a;
+        } else if (sscanf(w, "Hq%d", &a) == 1) {
+            p->heads_q = a;
+        } else if (sscanf(w, "Hkv%d", &a) == 1) {
+            hkv = a;
+        } else if (sscanf(w, "Sq%d", &a) == 1) {
+            p->seq_q = a;
+        } else if (sscanf(w, "Sk%d", &a) == 1) {
+            p->seq_k = a;
+        } else if (sscanf(w, "Dv%d", &a) == 1) {
+            dv = a;
+        } else if (sscanf(w, "D%d", &a) == 1) {
+            p->head_dim = a;
+        } else if (!strcmp(w, "none") || !strcmp(w, "tl") || !strcmp(w, "br")) {
+            p->mask = !strcmp(w, "tl")   ? ATTN_MASK_CAUSAL_TOP_LEFT
+                      : !strcmp(w, "br") ? ATTN_MASK_CAUSAL_BOTTOM_RIGHT
+                                         : ATTN_MASK_NONE;
+        } else if (!strcmp(w, "bhsd") || !strcmp(w, "bshd") || !strcmp(w, "hbsd") ||
+                   !strcmp(w, "padded")) {
+            *layout = !strcmp(w, "bshd")     ? TEST_BSHD
+                      : !strcmp(w, "hbsd")   ? TEST_HBSD
+                      : !strcmp(w, "padded") ? TEST_PADDED
+                                             : TEST_BHSD;
+        } else if (!strcmp(w, "f32") || !strcmp(w, "f16") || !strcmp(w, "bf16")) {
+            p->dtype = !strcmp(w, "f16")    ? ATTN_DTYPE_F16
+                       : !strcmp(w, "bf16") ? ATTN_DTYPE_BF16
+                                            : ATTN_DTYPE_F32;
+        } else if (sscanf(w, "win=%d,%d", &a, &b) == 2) {
+            p->window = (attn_window){1, a, b};
+        } else if (sscanf(w, "softcap=%f", &f) == 1) {
+            p->softcap = f;
+        } else if (sscanf(w, "qk=%f", &f) == 1) {
+            *qk = f;
+        } else if (!strcmp(w, "alibi")) {
+            p->alibi = 1;
+        } else if (sscanf(w, "bias=%dx%d", &a, &b) == 2) {
+            p->bias = (attn_score_operand){1, a, b, {0, 0, 0}};
+        } else if (sscanf(w, "keep=%dx%d", &a, &b) == 2) {
+            p->keep_mask = (attn_score_operand){1, a, b, {0, 0, 0}};
+        } else if (!strcmp(w, "pad")) {
+            p->key_padding = 1;
+        } else if (!strcmp(w, "varlen")) {
+            p->varlen = 1;
+        } else if (!strcmp(w, "quick")) {
+            *quick = 1;
+        } else {
+            printf("FAIL: bad word '%s' in case \"%s\"\n", w, text);
+            return 0;
+        }
+    }
+    p->heads_kv = hkv ? hkv : p->heads_q;
+    p->head_dim_v = dv ? dv : p->head_dim;
+    return 1;
+}
+
 /* ---- Devices ------------------------------------------------------------------ */
 
 attn_context_t test_context_create(void) {

@@ -205,6 +205,18 @@ attn_host_tensors test_host_tensors(const test_problem *t, void *o, float *lse, 
  * checked byte for byte. */
 test_result test_compare_output(const test_problem *t, const void *o_store);
 
+/* A request written as one line of words (test_features.c lists them):
+ *   B2 Hq4 Hkv2 Sq33 Sk65 D31 Dv16   sizes (Hkv, Dv default to Hq, D)
+ *   none | tl | br                   mask: none, causal top-left, bottom-right
+ *   bhsd | bshd | hbsd | padded      layout of every tensor
+ *   f32 | f16 | bf16                 storage of Q, K, V and O
+ *   win=L,R  softcap=C  alibi  bias=BxH  keep=BxH  pad  varlen   features
+ *   qk=X                             Q and K drawn from [-X, X) (default 1)
+ *   quick                            also in the memcheck subset
+ * Sets *p (strides not yet: see test_set_layout), *layout, *qk and *quick;
+ * returns 0 after printing a FAIL line for a word it does not know. */
+int test_parse_case(const char *text, attn_params *p, test_layout *layout, float *qk, int *quick);
+
 /* "B2 Hq4 Hkv2 Sq7 Sk100 D31 Dv31 top-left bshd" */
 void test_describe(char *buf, size_t size, const attn_params *p, test_layout layout);
 const char *test_mask_name(attn_mask mask);
