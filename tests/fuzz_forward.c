@@ -203,7 +203,7 @@ static void decode(reader *r, request *q) {
     p->head_dim_v = dim_field(r, 1);
     p->mask = (attn_mask)enum_field(r, 3);
     p->algo = (attn_algo)enum_field(r, 3);
-    p->dtype = u8(r) == 255 ? (attn_dtype)1 : ATTN_DTYPE_F32;
+    p->dtype = u8(r) == 255 ? (attn_dtype)3 : ATTN_DTYPE_F32;
     p->scale = scale_field(r);
     strides_field(r, p, &q->known_layout);
     q->value_mode = u8(r);
