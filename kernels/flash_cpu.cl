@@ -378,7 +378,9 @@ flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
             vstoreK(pr, 0, p[r]);
         }
 
-        const int keys = min(TILE_K, valid);
+        /* Keys past the padding have probability 0: their V is never read,
+         * so padded slots may hold anything (NaN included). */
+        const int keys = min(TILE_K, sq.kept_k - k0);
         const __global float *vt = vh + (long)k0 * v_row;
         for (int c = 0; c < DV_FULL; c++) {
             floatV a[ROWS];

@@ -149,11 +149,12 @@ flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
         row_part[row * TPR + sub] = tile_max;
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        /* Every score of the tile is read: kv_tile may take the V tile. */
+        /* Every score of the tile is read: kv_tile may take the V tile. Keys
+         * past the padding load 0, never their V (which may hold anything). */
         for (int e = lid; e < BLOCK_N * HEAD_DIM_V; e += WG_SIZE) {
             const int j = e / HEAD_DIM_V, c = e % HEAD_DIM_V;
             kv_tile[j * KV_STRIDE + c] =
-                k0 + j < sq.len_k ? load_elem(vh, (long)(k0 + j) * v_ss + c) : 0.0f;
+                k0 + j < sq.kept_k ? load_elem(vh, (long)(k0 + j) * v_ss + c) : 0.0f;
         }
         for (int t = 0; t < TPR; t++)
             tile_max = fmax(tile_max, row_part[row * TPR + t]);

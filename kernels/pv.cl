@@ -36,7 +36,8 @@ pv(__global const float *p, __global const elem_t *v, ulong v_off, long v_sb, lo
     for (int j0 = key_begin; j0 < key_end; j0 += PV_TILE) {
         const int pj = j0 + lx, vj = j0 + ly;
         p_tile[ly][lx] = (i < sq.len_q && pj < sq.len_k) ? ph[(long)i * seq_k + pj] : 0.0f;
-        v_tile[ly][lx] = (vj < sq.len_k && c < HEAD_DIM_V) ? load_elem(vh, vj * v_ss + c) : 0.0f;
+        /* Keys past the padding: 0, never their V (which may hold anything). */
+        v_tile[ly][lx] = (vj < sq.kept_k && c < HEAD_DIM_V) ? load_elem(vh, vj * v_ss + c) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int jj = 0; jj < PV_TILE; jj++)
             acc = fma(p_tile[ly][jj], v_tile[jj][lx], acc);

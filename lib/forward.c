@@ -143,19 +143,8 @@ static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan,
     if (status != ATTN_SUCCESS)
         return status;
 
-    st.o = malloc(o_bytes);
-    if (t->lse)
-        st.lse = malloc(lse_bytes);
-    if (t->probs)
-        st.probs = malloc(plan->probs_elems * sizeof(float));
-    if (!st.o || (t->lse && !st.lse) || (t->probs && !st.probs)) {
-        release_all(&d, &st);
-        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
-                         "cannot allocate host staging for the outputs (%zu + %zu + %zu bytes)",
-                         o_bytes, t->lse ? lse_bytes : 0,
-                         t->probs ? plan->probs_elems * sizeof(float) : 0);
-    }
-
+    /* Device buffers first: a request past the device's limits fails
+     * before the host staging of its outputs is allocated. */
     status = create_buffer(ctx, "Q", plan->q_extent * es, t->q, &d.q);
     if (status == ATTN_SUCCESS)
         status = create_buffer(ctx, "K", plan->k_extent * es, t->k, &d.k);
@@ -174,6 +163,19 @@ static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan,
     if (status == ATTN_SUCCESS && plan->p.keep_mask.present)
         status =
             create_buffer(ctx, "the keep_mask", plan->keep_mask_extent, t->keep_mask, &d.keep_mask);
+    if (status == ATTN_SUCCESS) {
+        st.o = malloc(o_bytes);
+        if (t->lse)
+            st.lse = malloc(lse_bytes);
+        if (t->probs)
+            st.probs = malloc(plan->probs_elems * sizeof(float));
+        if (!st.o || (t->lse && !st.lse) || (t->probs && !st.probs))
+            status = attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                               "cannot allocate host staging for the outputs (%zu + %zu + %zu "
+                               "bytes)",
+                               o_bytes, t->lse ? lse_bytes : 0,
+                               t->probs ? plan->probs_elems * sizeof(float) : 0);
+    }
     if (status == ATTN_SUCCESS)
         status = dispatch(ctx, plan, &d, st.probs, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)

@@ -112,9 +112,12 @@ static attn_status heads_per_chunk(attn_context_t ctx, const attn_plan *plan, si
     if (heads == 0)
         return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
                          "the three-kernel path needs %zu bytes of scores for one head "
-                         "(seq_q %zu x seq_k %zu), but only %llu bytes can be allocated; use "
-                         "ATTN_ALGO_FUSED, which needs no score matrix",
-                         per_head, seq_q, seq_k, (unsigned long long)limit);
+                         "(seq_q %zu x seq_k %zu), but only %llu bytes can be allocated (the "
+                         "tensors take %llu of the device's %llu bytes); use ATTN_ALGO_FUSED, "
+                         "which needs no score matrix",
+                         per_head, seq_q, seq_k, (unsigned long long)limit,
+                         (unsigned long long)tensors,
+                         (unsigned long long)ctx->info.global_mem_bytes);
     *out = heads < total_heads ? (size_t)heads : total_heads;
     return ATTN_SUCCESS;
 }
