@@ -347,6 +347,9 @@ void test_naive_fp32(const attn_params *r, const float *q, const float *k, const
                 for (int64_t j = 0; j < sq.len_k && max != -INFINITY; j++) {
                     s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - max);
                     sum += s[j];
+                    if (s[j] == 0.0f) {
+                        continue; /* a masked key's V is never read (it may be garbage) */
+                    }
                     const float *vr = v + element_at(&vs, tb, g, sq.k0 + j, 0);
                     for (int64_t d = 0; d < r->head_dim_v; d++) {
                         acc[d] += s[j] * vr[d];
