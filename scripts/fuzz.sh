@@ -8,8 +8,12 @@
 # tests/fuzz_corpus (read, never written) and a scratch corpus in a temporary
 # directory; a crash, sanitizer report or violated property is written to
 # $FUZZ_ARTIFACTS (default: the temporary directory, printed) and fails the
-# run. To reproduce one: BUILD_DIR/tests/fuzz_forward FILE, and to keep it as
-# a regression, reduce it (-minimize_crash=1) into tests/fuzz_corpus/.
+# run. A violated property aborts, and libFuzzer does not save the input of
+# an abort once PoCL's compiler is loaded: the target writes it there itself
+# (violation-<hash>, ATTN_FUZZ_ARTIFACTS). To reproduce one:
+# BUILD_DIR/tests/fuzz_replay FILE (it prints the request), and to keep it
+# as a regression, add it to tests/make_fuzz_seeds.py or reduce it
+# (-minimize_crash=1) into tests/fuzz_corpus/.
 #
 # Leak checking is off here (detect_leaks=0): telling PoCL's known compiler
 # leak (tests/lsan.supp) from one of ours needs whole allocation stacks
@@ -31,7 +35,7 @@ mkdir -p "$work/corpus"
 artifacts=${FUZZ_ARTIFACTS:-$work}
 mkdir -p "$artifacts"
 
-ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=0 \
+ATTN_FUZZ_ARTIFACTS=$artifacts ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=0 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     "$target" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=8192 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 "$work/corpus" tests/fuzz_corpus \
