@@ -4,7 +4,11 @@
 Each seed is one request in the byte layout decode() reads; this script
 says what each seed asks for. Run it after changing that layout:
     python3 tests/make_fuzz_seeds.py
-Crash reproducers added by hand (regress-*) are left alone.
+seed-* are requests on every path and feature, valid and not; known-* the
+reproducers of library bugs the fuzzer found that are not fixed yet (see
+known_bug() in fuzz_forward.c). Crash reproducers added by hand
+(regress-*) are left alone. A feature field left at its default writes
+nothing past the seed, so seeds without features keep the short layout.
 """
 import os
 import struct
@@ -13,6 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "fuzz_corpus")
 
 WANT_LSE, WANT_PROBS, DEVICE_CALL, DEVICE_SHORT, DEVICE_MISALIGNED, TUNING = 1, 2, 4, 8, 16, 32
+MERGE, PLAIN = 64, 128
+LSE_DEVICE = WANT_LSE | DEVICE_CALL
 NONE, TOP_LEFT, BOTTOM_RIGHT = 0, 1, 2
 AUTO, THREE_KERNEL, FUSED = 0, 1, 2
 DEVICE_DIMS = [1, 3, 8, 16]
@@ -39,9 +45,11 @@ def dim(v, zero_ok=False):
         return [0, 0]
     if v in DEVICE_DIMS:
         return [200, DEVICE_DIMS.index(v)]
-    if v in ("bad0", "bad-1", "bad257", "badmax"):
-        return [70, ["bad0", "bad-1", "bad257", "badmax"].index(v)]
-    return [100, (v - 1) % 256]
+    if v in ("bad0", "bad-1", "bad513", "badmax"):
+        return [70, ["bad0", "bad-1", "bad513", "badmax"].index(v)]
+    if v > 256:
+        return [120, v - 257]
+    return [100, v - 1]
 
 
 def enum(v, count):
@@ -62,9 +70,80 @@ def scale(kind="default", value=0.0):
     raise ValueError(kind)
 
 
+DTYPES = {"f32": 0, "f16": 1, "bf16": 2, -1: 240, 255: 241, "min": 242, 3: 243}
+SOFTCAP_HUGE = [1e4, 1e6, 1e30, "FLT_MAX"]
+SOFTCAP_SPECIAL = ["nan", "inf", "-inf", -1.0, -0.0, "denormal", 1e-30, "-FLT_MAX"]
+EXTENT_SPECIAL = {"min": 248, "max": 249, "max-1": 250, "2^30": 251, 65536: 254, -65536: 255}
+DROP = {"bias": 0, "keep": 1, "key_lengths": 2, "slopes": 3, "cu_q": 4, "cu_k": 5, "extras": 6,
+        "q": 7}
+OPERAND_OFFSET, BIAS_SHORT, BIAS_MISALIGNED, KEEP_SHORT, GARBAGE_EXTRAS = 1, 2, 4, 8, 16
+
+
+def softcap(kind="off", value=0):
+    """softcap_field: (class, 4 bytes)."""
+    if kind == "off":
+        return [0, 0, 0, 0, 0]
+    if kind == "modest":  # 0.5 + 49.5 * raw / 65535
+        return [4] + list(struct.pack("<I", round((value - 0.5) / 49.5 * 65535)))
+    if kind == "huge":
+        return [5] + list(struct.pack("<I", SOFTCAP_HUGE.index(value)))
+    if kind == "special":
+        return [6] + list(struct.pack("<I", SOFTCAP_SPECIAL.index(value)))
+    if kind == "bits":
+        return [7] + list(struct.pack("<f", value))
+    raise ValueError(kind)
+
+
+def extent(v):
+    """extent_field: -8..39 as v + 8 (b % 48 - 8), or an extreme."""
+    if v in EXTENT_SPECIAL:
+        return EXTENT_SPECIAL[v]
+    if v == -1:
+        return 252
+    if v == 0:
+        return 253
+    assert -8 <= v <= 39
+    return v + 8
+
+
+def window(w):
+    """(left, right[, enabled byte]): the class byte's low bits nonzero enable it."""
+    if w is None:
+        return [0, 0, 0]
+    cls = w[2] if len(w) > 2 else 1
+    return [cls, extent(w[0]), extent(w[1])]
+
+
+def bsize(v):
+    """broadcast_field selector: 0, 1, "full", or ("bad", i) for full + 1, -1, 2 or 3,
+    INT32_MAX."""
+    if v in (0, 1):
+        return v
+    if v == "full":
+        return 2
+    return 3 | (v[1] << 2)
+
+
+OPERAND_STRIDES = {"packed": 0, "padded": 4, "partial": 5, "overlap": 6, "overlap1": 6 | 8,
+                   "negative-seq": 7, "negative-head": 7 | 8, "negative-batch": 7 | 16}
+
+
+def operand(op):
+    """(class, batch, heads, strides): op = (batch, heads, strides, values mode)."""
+    if op is None:
+        return [0, 0, 0, 0]
+    batch, heads, strides, values = op
+    return [1 | (values << 1), bsize(batch), bsize(heads), OPERAND_STRIDES[strides]]
+
+
 def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, algo=AUTO,
             dtype_bad=False, scl=None, layout="bhsd", raw_strides=None, value_mode=0,
-            specials=0, seed=1, tuning=None):
+            specials=0, seed=1, tuning=None, dtype="f32", cap=None, win=None, alibi=None,
+            bias=None, keep=None, pad=None, varlen=None, drop=None, extra=0, combo=None):
+    """combo: an index into fuzz_forward.c's device_combos, whose storage, mask, head
+    dims and features force_combo then imposes over the fields given here."""
+    if combo is not None:
+        extra |= (combo + 1) << 5
     b = [flags, size(batch, 3), size(heads, 3), heads_kv(hkv), size(sq, 40), size(sk, 40)]
     b += dim(d) + dim(dv, zero_ok=True)
     b += [enum(mask, 3), enum(algo, 3), 255 if dtype_bad else 0]
@@ -73,6 +152,16 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
     if layout == "raw":
         b += [x & 0xFF for x in raw_strides]  # 5 tensors x (batch/4, head/2, seq)
     b += [value_mode, specials] + list(struct.pack("<I", seed))
+    # The appended fields, only when one is used: earlier seeds stay as they were.
+    features = [DTYPES[dtype]] + (softcap(*cap) if cap else softcap()) + window(win)
+    features += [0 if alibi is None else 8 | alibi]
+    features += operand(bias) + operand(keep)
+    features += [0 if pad is None else 8 | pad]
+    features += [0, 0] if varlen is None else [4 | varlen[0], varlen[1]]
+    features += [0 if drop is None else 0xC0 | DROP[drop], extra]
+    assert tuning is None or not any(features), "a tuning string leaves no room for features"
+    if any(features):
+        b += features
     data = bytes(b)
     if tuning is not None:
         data += tuning.encode()
@@ -104,7 +193,7 @@ SEEDS = {
     "bad-batch-zero": request(WANT_LSE, batch=0),
     "bad-seq-min": request(0, sq="min"),
     "bad-heads-kv": request(0, heads=3, hkv=2),
-    "bad-head-dim": request(0, d="bad257"),
+    "bad-head-dim": request(0, d="bad513"),
     "bad-head-dim-v": request(0, dv="bad-1"),
     "bad-mask": request(0, mask=3),
     "bad-algo": request(0, algo=-1),
@@ -124,13 +213,162 @@ SEEDS = {
     "tuning-garbage": request(TUNING, tuning="rows=,=,variant=cpux,, tile_k=99999999999"),
 }
 
+# The features. Valid requests that run on the device are each one of
+# fuzz_forward.c's device_combos (storage, mask, features, head dims, with
+# LSE), so that the corpus builds few kernels; the others go through
+# attn_check and attn_reference_host alone.
+ALL = dict(win=(6, 2), cap=("modest", 8.0), alibi=0, bias=("full", 1, "packed", 0),
+           keep=(1, "full", "packed", 0), pad=3, varlen=(0, 0))
+SEEDS.update({
+    # f16 and bf16 storage, merged, on both calls.
+    "f16-device-merge": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=17, sk=9, d=8, dv=8,
+                                dtype="f16"),
+    "bf16-tl-padded-merge": request(LSE_DEVICE | MERGE, heads=3, sq=9, sk=20, d=3, dv=16,
+                                    mask=TOP_LEFT, dtype="bf16", layout="padded"),
+    "bf16-tl-three-probs": request(WANT_LSE | WANT_PROBS, heads=2, sq=9, sk=11, d=3, dv=16,
+                                   mask=TOP_LEFT, algo=THREE_KERNEL, dtype="bf16"),
+    "f16-large-values": request(WANT_LSE, sq=7, sk=7, d=8, dv=8, dtype="f16", value_mode=3),
+    # Softcap and a sliding window (f16, bottom-right).
+    "softcap-window": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=20, sk=33, d=8, dv=8,
+                              mask=BOTTOM_RIGHT, dtype="f16", cap=("modest", 5.0), win=(4, 0)),
+    "softcap-window-three": request(WANT_LSE | WANT_PROBS, heads=2, sq=20, sk=9, d=8, dv=8,
+                                    mask=BOTTOM_RIGHT, dtype="f16", cap=("modest", 2.0),
+                                    win=(-1, 3), algo=THREE_KERNEL),
+    "softcap-huge": request(LSE_DEVICE, sq=9, sk=9, d=8, dv=8, mask=BOTTOM_RIGHT, dtype="f16",
+                            cap=("huge", 1e30), win=(-1, -1)),
+    "softcap-max": request(WANT_LSE, sq=9, sk=9, d=8, dv=8, mask=BOTTOM_RIGHT, dtype="f16",
+                           cap=("huge", "FLT_MAX"), win=(0, 0, 0x81)),
+    "softcap-denormal": request(WANT_LSE, sq=9, sk=9, d=8, dv=8, mask=BOTTOM_RIGHT, dtype="f16",
+                                cap=("special", "denormal"), win=(2, 2)),
+    "softcap-minus-zero": request(WANT_LSE, sq=9, sk=9, d=8, mask=BOTTOM_RIGHT,
+                                  cap=("special", -0.0)),
+    "window-sq-gt-sk": request(WANT_LSE, sq=40, sk=7, d=16, mask=NONE, cap=("modest", 30.0),
+                               win=(3, 1)),
+    # ALiBi, a bias and key padding (f32, top-left).
+    "alibi-bias-pad": request(LSE_DEVICE | MERGE, batch=3, heads=2, sq=9, sk=17, d=16, dv=3,
+                              mask=TOP_LEFT, alibi=0, bias=("full", 1, "packed", 0), pad=3,
+                              extra=OPERAND_OFFSET),
+    "alibi-random-bias-padded": request(LSE_DEVICE, batch=2, heads=3, sq=12, sk=7, d=16, dv=3,
+                                        mask=TOP_LEFT, alibi=2, bias=(1, "full", "padded", 3),
+                                        pad=0),
+    "bias-rows-masked": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=5, sk=6, d=16, dv=3,
+                                mask=TOP_LEFT, alibi=3, bias=("full", "full", "partial", 1),
+                                pad=1, algo=THREE_KERNEL),
+    "pad-empty-full": request(LSE_DEVICE, batch=3, heads=1, sq=4, sk=9, d=16, dv=3,
+                              mask=TOP_LEFT, alibi=7, bias=(0, 0, "overlap1", 0), pad=2),
+    # A keep-mask, varlen and a window (f16, no causal mask).
+    "keep-varlen-window": request(LSE_DEVICE | MERGE, batch=3, heads=2, sq=13, sk=21, d=8, dv=8,
+                                  dtype="f16", keep=(1, "full", "packed", 0), varlen=(1, 0x40),
+                                  win=(-1, 3)),
+    "keep-random-varlen-bshd": request(LSE_DEVICE, batch=2, heads=2, hkv=1, sq=9, sk=9, d=8,
+                                       dv=8, dtype="f16", keep=("full", 1, "padded", 2),
+                                       varlen=(2, 0), win=(5, 5), layout="bshd"),
+    "keep-none-kept": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=6, sk=6, d=8, dv=8,
+                              dtype="f16", keep=(0, 0, "packed", 3), varlen=(3, 0),
+                              win=(-5, -5)),
+    # Everything at once, on both storage widths and both paths.
+    "all-bf16-br": request(LSE_DEVICE | MERGE, batch=3, heads=2, sq=9, sk=13, d=8, dv=8,
+                           mask=BOTTOM_RIGHT, dtype="bf16", **ALL),
+    "all-bf16-br-three": request(WANT_LSE | WANT_PROBS, batch=2, heads=2, sq=9, sk=13, d=8, dv=8,
+                                 mask=BOTTOM_RIGHT, dtype="bf16", algo=THREE_KERNEL, **ALL),
+    "all-f32-none-strided": request(LSE_DEVICE | MERGE, batch=2, heads=2, hkv=1, sq=11, sk=7,
+                                    d=3, dv=16, layout="hbsd", win=(2, -1),
+                                    cap=("modest", 20.0), alibi=2,
+                                    bias=(1, "full", "padded", 3), keep=("full", 1, "partial", 2),
+                                    pad=0, varlen=(0, 0x40), extra=OPERAND_OFFSET),
+    # Valid requests that run on no device here: the reference against
+    # naive_fp32.
+    "reference-d512-all": request(WANT_LSE, batch=2, heads=2, sq=5, sk=6, d=512, dtype="f16",
+                                  **ALL),
+    "reference-d200-bias": request(WANT_LSE | WANT_PROBS, heads=3, sq=9, sk=9, d=200, dv=40,
+                                   bias=(1, "full", "packed", 0), mask=TOP_LEFT),
+    # Flags with values other than 1, and extra inputs nobody asked for.
+    "garbage-extras": request(LSE_DEVICE, sq=9, sk=9, d=8,
+                              extra=GARBAGE_EXTRAS | BIAS_MISALIGNED | KEEP_SHORT),
+    "flags-nonzero": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=13, d=8, dv=8,
+                             mask=BOTTOM_RIGHT, dtype="bf16", win=(6, 2, 0x83),
+                             cap=("modest", 8.0), alibi=0, bias=("full", 1, "packed", 0),
+                             keep=(1, "full", "packed", 0), pad=3, varlen=(0, 0)),
+    # force_combo: the fields say little, the combination fills in the rest.
+    "combo-softcap-window": request(DEVICE_CALL | MERGE, batch=2, heads=3, hkv=1, sq=30, sk=12,
+                                    combo=2),
+    "combo-alibi-bias-pad": request(DEVICE_CALL, batch=3, heads=2, sq=5, sk=33,
+                                    bias=(1, "full", "overlap", 3), pad=7, combo=3),
+    "combo-all-bf16": request(DEVICE_CALL | MERGE, batch=2, heads=2, sq=17, sk=9, value_mode=4,
+                              keep=("full", "full", "padded", 2), varlen=(2, 0x40), combo=5),
+    "combo-all-f32-bad-slope": request(DEVICE_CALL, batch=2, heads=2, alibi=5, combo=6),
+    # Invalid values: each must be refused with its status.
+    "bad-storage": request(0, dtype=255),
+    "bad-storage-min": request(WANT_LSE | MERGE, dtype="min"),
+    "bad-softcap-nan": request(0, cap=("special", "nan")),
+    "bad-softcap-inf": request(0, cap=("special", "inf")),
+    "bad-softcap-negative": request(DEVICE_CALL, cap=("special", -1.0)),
+    "bad-bias-batch": request(DEVICE_CALL, batch=2, bias=(("bad", 0), 1, "packed", 0)),
+    "bad-bias-heads": request(0, heads=3, bias=(1, ("bad", 2), "packed", 0)),
+    "bad-keep-heads": request(DEVICE_CALL | MERGE, heads=2, keep=(1, ("bad", 1), "packed", 0)),
+    "bad-keep-batch-max": request(0, batch=2, keep=(("bad", 3), 1, "packed", 0)),
+    "bad-bias-stride": request(DEVICE_CALL, bias=(1, 1, "negative-seq", 0)),
+    "bad-keep-stride": request(0, heads=2, keep=(1, "full", "negative-head", 0)),
+    "bad-key-length-negative": request(LSE_DEVICE, batch=2, pad=4),
+    "bad-key-length-long": request(LSE_DEVICE, batch=3, pad=5),
+    "bad-key-length-extreme": request(0, batch=2, pad=6, seed=3),
+    "bad-slope-nan": request(LSE_DEVICE, heads=3, alibi=5),
+    "bad-slope-inf": request(0, heads=2, alibi=6, seed=2),
+    "bad-cu-start": request(LSE_DEVICE, batch=2, varlen=(0, 4)),
+    "bad-cu-falling": request(0, batch=3, varlen=(1, 5 | 8)),
+    "bad-cu-too-long": request(LSE_DEVICE, batch=2, varlen=(0, 6)),
+    "bad-cu-past-total": request(0, batch=2, varlen=(1, 7 | 8)),
+    "bad-total-q-zero": request(LSE_DEVICE | MERGE, batch=2, varlen=(0, 0x50)),
+    "bad-total-k-negative": request(0, batch=2, varlen=(0, 0x60)),
+    # Inputs params ask for that are missing (ATTN_ERR_NULL_ARGUMENT).
+    "null-bias": request(LSE_DEVICE, bias=(1, 1, "packed", 0), drop="bias"),
+    "null-keep": request(DEVICE_CALL, keep=(1, 1, "packed", 0), drop="keep"),
+    "null-key-lengths": request(LSE_DEVICE, pad=0, drop="key_lengths"),
+    "null-slopes": request(0, alibi=0, drop="slopes"),
+    "null-cu-q": request(DEVICE_CALL, batch=2, varlen=(0, 0), drop="cu_q"),
+    "null-cu-k": request(0, batch=2, varlen=(0, 0), drop="cu_k"),
+    "null-extras": request(LSE_DEVICE, mask=BOTTOM_RIGHT, dtype="bf16", **ALL, drop="extras"),
+    "null-q": request(LSE_DEVICE | MERGE, drop="q"),
+    "plain-calls-features": request(PLAIN | LSE_DEVICE, mask=BOTTOM_RIGHT, dtype="bf16", **ALL),
+    "plain-calls-valid": request(PLAIN | LSE_DEVICE | MERGE, sq=9, sk=5, d=16),
+    # A missing bias and an out-of-range key length: the forward says
+    # ATTN_ERR_NULL_ARGUMENT, attn_reference_host ATTN_ERR_INVALID_VALUE.
+    "null-bias-bad-length": request(LSE_DEVICE, batch=2, bias=(1, 1, "packed", 0), pad=4,
+                                    drop="bias"),
+    # The device call's bias and keep-mask buffers.
+    "device-bias-short": request(LSE_DEVICE, batch=3, heads=2, sq=9, sk=17, d=16, dv=3,
+                                 mask=TOP_LEFT, alibi=0, bias=("full", 1, "packed", 0), pad=3,
+                                 extra=BIAS_SHORT),
+    "device-bias-misaligned": request(LSE_DEVICE, batch=3, heads=2, sq=9, sk=17, d=16, dv=3,
+                                      mask=TOP_LEFT, alibi=0, bias=("full", 1, "packed", 0),
+                                      pad=3, extra=BIAS_MISALIGNED | OPERAND_OFFSET),
+    "device-keep-short": request(LSE_DEVICE, batch=3, heads=2, sq=13, sk=21, d=8, dv=8,
+                                 dtype="f16", keep=(1, "full", "packed", 0), varlen=(1, 0x40),
+                                 win=(-1, 3), extra=KEEP_SHORT | OPERAND_OFFSET),
+    "device-f16-misaligned": request(LSE_DEVICE | DEVICE_MISALIGNED, sq=5, sk=6, d=8, dv=8,
+                                     dtype="f16"),
+    "device-bf16-short": request(LSE_DEVICE | DEVICE_SHORT, sq=5, sk=6, d=3, dv=16,
+                                 mask=TOP_LEFT, dtype="bf16"),
+})
+
+# Library bugs found by the fuzzer, reported and not fixed yet: fuzz_forward.c's
+# known_bug() names each, and runs its request without holding the values to the
+# reference until the entry is removed.
+SEEDS_KNOWN = {
+    # Window extents near INT32_MAX wrap in kernels/common.cl (diagonal + right
+    # in 32-bit int): every row past the first sees no key.
+    "window-extent-overflow": request(LSE_DEVICE, sq=7, sk=7, d=8, dv=8, mask=BOTTOM_RIGHT,
+                                      dtype="f16", cap=("modest", 5.0), win=(-1, "max")),
+}
+
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, data in SEEDS.items():
-        with open(os.path.join(OUT, "seed-" + name), "wb") as f:
-            f.write(data)
-    print(f"{len(SEEDS)} seeds in {OUT}")
+    for prefix, seeds in (("seed-", SEEDS), ("known-", SEEDS_KNOWN)):
+        for name, data in seeds.items():
+            with open(os.path.join(OUT, prefix + name), "wb") as f:
+                f.write(data)
+    print(f"{len(SEEDS)} seeds and {len(SEEDS_KNOWN)} known-bug reproducers in {OUT}")
 
 
 if __name__ == "__main__":
