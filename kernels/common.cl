@@ -124,7 +124,7 @@ inline int diagonal(int i, sequence_info s) {
 #if MASK_MODE == MASK_CAUSAL_TOP_LEFT
     return i;
 #else
-    return i + s.len_k - s.len_q;
+    return (i - s.len_q) + s.len_k; /* this order cannot overflow: i < len_q */
 #endif
 }
 
@@ -133,7 +133,8 @@ inline int diagonal(int i, sequence_info s) {
  * first_key(i0) .. last_key(i1). last < first: none. */
 inline int first_key(int i, sequence_info s, int win_left) {
 #if WINDOW
-    return win_left >= 0 ? max(0, diagonal(i, s) - win_left) : 0;
+    /* In 64 bits: a window extent may be anything up to INT32_MAX. */
+    return win_left >= 0 ? (int)max(0L, (long)diagonal(i, s) - win_left) : 0;
 #else
     return 0;
 #endif
@@ -146,7 +147,7 @@ inline int last_key(int i, sequence_info s, int win_right) {
 #endif
 #if WINDOW
     if (win_right >= 0)
-        last = min(last, diagonal(i, s) + win_right);
+        last = (int)min((long)last, (long)diagonal(i, s) + win_right);
 #endif
     return last;
 }

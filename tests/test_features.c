@@ -37,6 +37,9 @@ static const char *const cases[] = {
     "B1 Hq2 Hkv2 Sq257 Sk64 D16 br bshd win=5,0",
     "B2 Hq2 Hkv1 Sq33 Sk65 D31 br padded win=0,3",
     "B1 Hq2 Hkv2 Sq7 Sk100 D8 none bhsd win=3,2",
+    /* Extents up to INT32_MAX (as unbounded as -1; once overflowed diag + R). */
+    "B1 Hq2 Hkv2 Sq7 Sk9 D8 br bhsd f16 win=-1,2147483647 softcap=5",
+    "B1 Hq2 Hkv1 Sq9 Sk7 D8 none bshd win=2147483647,2147483647",
     "B1 Hq4 Hkv4 Sq100 Sk100 D64 none bhsd alibi",
     "B1 Hq4 Hkv2 Sq65 Sk33 D16 br bshd alibi",
     "B1 Hq2 Hkv2 Sq100 Sk100 D64 none bhsd softcap=30 qk=30",
