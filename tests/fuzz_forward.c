@@ -58,9 +58,11 @@
  * storage type, mask, feature flags, LSE) makes new ones. So a forward
  * that would build kernels (attn_check accepts it and nothing is missing or
  * out of range) runs on the device only when it is in a small set (see
- * device_allowed): float storage without features, any mask and head dims
- * in {1, 3, 8, 16}; or one of a few fixed (storage type, mask, features,
- * head dims) combinations, with LSE. Every other such request goes through
+ * device_allowed): float storage without features, any mask and 7 pairs of
+ * head dims from {1, 3, 8, 16}; or one of a few fixed (storage type, mask,
+ * features, head dims) combinations, with LSE. PoCL also compiles the
+ * merge and the three-kernel path's commit for each global size: those
+ * run only at a few shapes (launch_shapes). Every other such request goes through
  * attn_check and attn_reference_host alone, the reference checked against
  * naive_fp32. Refused requests build nothing and always run every call.
  * Since mutation seldom lands on a combination, a selector in the input
@@ -121,8 +123,9 @@ static int32_t size_field(reader *r, int32_t max) {
     return 1 + (int32_t)(b % (uint8_t)max);
 }
 
-/* Head dims: mostly from the device set, sometimes any of 1..512, sometimes
- * invalid. `zero_ok` lets 0 mean "same as head_dim" (head_dim_v). */
+/* Head dims: mostly from {1, 3, 8, 16} (those that can run on the device,
+ * see plain_dims), sometimes any of 1..512, sometimes invalid. `zero_ok`
+ * lets 0 mean "same as head_dim" (head_dim_v). */
 static const int32_t device_dims[4] = {1, 3, 8, 16};
 static int32_t dim_field(reader *r, int zero_ok) {
     const uint8_t cls = u8(r), v = u8(r);
@@ -140,15 +143,6 @@ static int32_t dim_field(reader *r, int zero_ok) {
         return 257 + v; /* 257..512 */
     }
     return device_dims[v & 3];
-}
-
-static int is_device_dim(int32_t d) {
-    for (int i = 0; i < 4; i++) {
-        if (d == device_dims[i]) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 static int32_t enum_field(reader *r, int32_t count) {
@@ -691,12 +685,39 @@ static int valid_params(const request *q) {
 
 /* ---- Kernel builds ---------------------------------------------------------- */
 
+/* (head_dim, head_dim_v) of float requests without features that run on
+ * the device: the fused program is built per pair, LSE and mask. */
+static const int32_t plain_dims[7][2] = {{1, 1},  {3, 3}, {8, 8}, {16, 16},
+                                         {1, 16}, {3, 8}, {16, 3}};
+
+/* The two kernels launched without a fixed work-group size, the merge and
+ * the three-kernel path's commit of a device call's O and LSE, are compiled
+ * by PoCL for each global size (rows, heads_q, batch): they run (and
+ * succeed) only at these, which the seeds use and most mutations keep.
+ * Calls that are refused compile nothing and always run. */
+static const int32_t launch_shapes[4][3] = {{9, 2, 1}, {9, 2, 2}, {17, 2, 2}, {18, 2, 1}};
+
+static int launch_shape_ok(int64_t rows, int64_t heads, int64_t batch) {
+    for (size_t i = 0; i < sizeof launch_shapes / sizeof launch_shapes[0]; i++) {
+        if (rows == launch_shapes[i][0] && heads == launch_shapes[i][1] &&
+            batch == launch_shapes[i][2]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int device_allowed(const request *q) {
     const attn_params *p = &q->p;
     const int32_t dv = p->head_dim_v ? p->head_dim_v : p->head_dim;
     const unsigned features = feature_bits(p);
     if (p->dtype == ATTN_DTYPE_F32 && features == 0) {
-        return is_device_dim(p->head_dim) && is_device_dim(dv);
+        for (size_t i = 0; i < sizeof plain_dims / sizeof plain_dims[0]; i++) {
+            if (p->head_dim == plain_dims[i][0] && dv == plain_dims[i][1]) {
+                return 1;
+            }
+        }
+        return 0;
     }
     if (!(q->flags & WANT_LSE)) {
         return 0;
@@ -1648,6 +1669,24 @@ static void device_call(attn_context_t ctx, const request *q, const tensors *t, 
     const size_t keep_pad = (x & OPERAND_OFFSET) ? 1 : 0;
     /* A one-byte keep-mask cannot be cut: OpenCL has no empty buffers. */
     const size_t keep_cut = with_keep && (x & KEEP_SHORT) && keep_pad + t->keep_alloc > 1 ? 1 : 0;
+    /* The buffers' faults, in the order the library checks them: Q, K, V,
+     * O, LSE, bias, keep-mask. */
+    const attn_status buffers = q_pad                                ? ATTN_ERR_INVALID_VALUE
+                                : o_cut                              ? ATTN_ERR_BUFFER_TOO_SMALL
+                                : with_bias && (x & BIAS_MISALIGNED) ? ATTN_ERR_INVALID_VALUE
+                                : bias_cut                           ? ATTN_ERR_BUFFER_TOO_SMALL
+                                : keep_cut                           ? ATTN_ERR_BUFFER_TOO_SMALL
+                                                                     : ATTN_SUCCESS;
+    attn_algo dev_algo = ATTN_ALGO_AUTO;
+    const attn_status checked = attn_check(ctx, p, (q->flags & WANT_LSE) != 0, 0, &dev_algo);
+    /* A three-kernel call that would run with LSE commits its outputs with
+     * a kernel compiled per shape (see launch_shapes). */
+    if (checked == ATTN_SUCCESS && !fault && !buffers && q->drop != DROP_Q &&
+        dev_algo == ATTN_ALGO_THREE_KERNEL && (q->flags & WANT_LSE) &&
+        !launch_shape_ok(p->seq_q, p->heads_q, p->batch)) {
+        trace(" %s", "device skipped (not at a launch shape)", ATTN_SUCCESS);
+        return;
+    }
     outputs out;
     alloc_outputs(q, t, &out);
     const size_t q_bytes = (t->elems[0] ? t->elems[0] : DUMMY_ELEMS) * es;
@@ -1677,8 +1716,6 @@ static void device_call(attn_context_t ctx, const request *q, const tensors *t, 
      * would without them. */
     request dq = *q;
     dq.flags &= (uint8_t)~WANT_PROBS;
-    attn_algo dev_algo = ATTN_ALGO_AUTO;
-    const attn_status checked = attn_check(ctx, p, out.lse != NULL, 0, &dev_algo);
     cl_event done = NULL;
     attn_status st = attn_forward_device(ctx, p, &dt, 0, NULL, &done);
     trace(" %s %s", "device", st);
@@ -1696,14 +1733,6 @@ static void device_call(attn_context_t ctx, const request *q, const tensors *t, 
         read_back(queue, dt.lse, out.lse, out.lse_elems * sizeof(float));
     }
     check_failure(&dq, st, message, &out, "attn_forward_device");
-    /* The buffers' faults, in the order the library checks them: Q, K, V,
-     * O, LSE, bias, keep-mask. */
-    const attn_status buffers = q_pad                                ? ATTN_ERR_INVALID_VALUE
-                                : o_cut                              ? ATTN_ERR_BUFFER_TOO_SMALL
-                                : with_bias && (x & BIAS_MISALIGNED) ? ATTN_ERR_INVALID_VALUE
-                                : bias_cut                           ? ATTN_ERR_BUFFER_TOO_SMALL
-                                : keep_cut                           ? ATTN_ERR_BUFFER_TOO_SMALL
-                                                                     : ATTN_SUCCESS;
     if (q->drop == DROP_Q || checked == ATTN_SUCCESS || !buffers) {
         /* Like the host call, with the buffers' fault after the request's. */
         check_status(&dq, st, checked, fault ? fault : buffers, ATTN_SUCCESS, q->drop == DROP_Q,
@@ -2142,7 +2171,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             device_call(ctx, &q, &t, fault, st, chosen, &out);
         }
         if ((q.flags & MERGE) && st == ATTN_SUCCESS && out.lse) {
-            check_merges(ctx, &q, &t, &out, (q.flags & DEVICE_CALL) != 0);
+            const int64_t rows = q.p.varlen ? q.p.total_q : q.p.seq_q;
+            check_merges(ctx, &q, &t, &out,
+                         (q.flags & DEVICE_CALL) &&
+                             launch_shape_ok(rows, q.p.heads_q, q.p.varlen ? 1 : q.p.batch));
         } else if ((q.flags & MERGE) && st != ATTN_SUCCESS) {
             check_merge_refused(ctx, &q, &t);
         }

@@ -216,20 +216,23 @@ SEEDS = {
 # The features. Valid requests that run on the device are each one of
 # fuzz_forward.c's device_combos (storage, mask, features, head dims, with
 # LSE), so that the corpus builds few kernels; the others go through
-# attn_check and attn_reference_host alone.
+# attn_check and attn_reference_host alone. Merged ones, and three-kernel
+# ones on the device call, have one of its launch_shapes (rows, heads,
+# batch): (9, 2, 1), (9, 2, 2), (17, 2, 2), or with varlen 18 packed rows
+# of 2 heads.
 ALL = dict(win=(6, 2), cap=("modest", 8.0), alibi=0, bias=("full", 1, "packed", 0),
            keep=(1, "full", "packed", 0), pad=3, varlen=(0, 0))
 SEEDS.update({
     # f16 and bf16 storage, merged, on both calls.
     "f16-device-merge": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=17, sk=9, d=8, dv=8,
                                 dtype="f16"),
-    "bf16-tl-padded-merge": request(LSE_DEVICE | MERGE, heads=3, sq=9, sk=20, d=3, dv=16,
+    "bf16-tl-padded-merge": request(LSE_DEVICE | MERGE, heads=2, sq=9, sk=20, d=3, dv=16,
                                     mask=TOP_LEFT, dtype="bf16", layout="padded"),
     "bf16-tl-three-probs": request(WANT_LSE | WANT_PROBS, heads=2, sq=9, sk=11, d=3, dv=16,
                                    mask=TOP_LEFT, algo=THREE_KERNEL, dtype="bf16"),
     "f16-large-values": request(WANT_LSE, sq=7, sk=7, d=8, dv=8, dtype="f16", value_mode=3),
     # Softcap and a sliding window (f16, bottom-right).
-    "softcap-window": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=20, sk=33, d=8, dv=8,
+    "softcap-window": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=17, sk=33, d=8, dv=8,
                               mask=BOTTOM_RIGHT, dtype="f16", cap=("modest", 5.0), win=(4, 0)),
     "softcap-window-three": request(WANT_LSE | WANT_PROBS, heads=2, sq=20, sk=9, d=8, dv=8,
                                     mask=BOTTOM_RIGHT, dtype="f16", cap=("modest", 2.0),
@@ -245,13 +248,13 @@ SEEDS.update({
     "window-sq-gt-sk": request(WANT_LSE, sq=40, sk=7, d=16, mask=NONE, cap=("modest", 30.0),
                                win=(3, 1)),
     # ALiBi, a bias and key padding (f32, top-left).
-    "alibi-bias-pad": request(LSE_DEVICE | MERGE, batch=3, heads=2, sq=9, sk=17, d=16, dv=3,
+    "alibi-bias-pad": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=9, sk=17, d=16, dv=3,
                               mask=TOP_LEFT, alibi=0, bias=("full", 1, "packed", 0), pad=3,
                               extra=OPERAND_OFFSET),
     "alibi-random-bias-padded": request(LSE_DEVICE, batch=2, heads=3, sq=12, sk=7, d=16, dv=3,
                                         mask=TOP_LEFT, alibi=2, bias=(1, "full", "padded", 3),
                                         pad=0),
-    "bias-rows-masked": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=5, sk=6, d=16, dv=3,
+    "bias-rows-masked": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=9, sk=6, d=16, dv=3,
                                 mask=TOP_LEFT, alibi=3, bias=("full", "full", "partial", 1),
                                 pad=1, algo=THREE_KERNEL),
     "pad-empty-full": request(LSE_DEVICE, batch=3, heads=1, sq=4, sk=9, d=16, dv=3,
@@ -263,7 +266,7 @@ SEEDS.update({
     "keep-random-varlen-bshd": request(LSE_DEVICE, batch=2, heads=2, hkv=1, sq=9, sk=9, d=8,
                                        dv=8, dtype="f16", keep=("full", 1, "padded", 2),
                                        varlen=(2, 0), win=(5, 5), layout="bshd"),
-    "keep-none-kept": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=6, sk=6, d=8, dv=8,
+    "keep-none-kept": request(LSE_DEVICE | MERGE, batch=2, heads=2, sq=9, sk=6, d=8, dv=8,
                               dtype="f16", keep=(0, 0, "packed", 3), varlen=(3, 0),
                               win=(-5, -5)),
     # Everything at once, on both storage widths and both paths.
@@ -290,7 +293,7 @@ SEEDS.update({
                              cap=("modest", 8.0), alibi=0, bias=("full", 1, "packed", 0),
                              keep=(1, "full", "packed", 0), pad=3, varlen=(0, 0)),
     # force_combo: the fields say little, the combination fills in the rest.
-    "combo-softcap-window": request(DEVICE_CALL | MERGE, batch=2, heads=3, hkv=1, sq=30, sk=12,
+    "combo-softcap-window": request(DEVICE_CALL | MERGE, batch=2, heads=2, hkv=1, sq=17, sk=12,
                                     combo=2),
     "combo-alibi-bias-pad": request(DEVICE_CALL, batch=3, heads=2, sq=5, sk=33,
                                     bias=(1, "full", "overlap", 3), pad=7, combo=3),
