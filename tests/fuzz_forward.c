@@ -339,8 +339,17 @@ typedef struct request {
     uint8_t bias_strides, keep_strides; /* selectors (applied with the layout) */
     uint8_t varlen_mode, varlen_fault;
     uint8_t drop, device_extra;
+    uint8_t shape; /* kernel_shapes[shape]: the fused kernel's shape (with force_combo) */
     int32_t cu_q[MAX_BATCH + 1], cu_k[MAX_BATCH + 1]; /* varlen with a batch in 1..3 */
 } request;
+
+/* Fused kernel shapes a forced combination may run with (tests/meson.build
+ * sweeps the same ones): the device's table entry, the gpu-shaped variant
+ * (kernels/flash_gpu.cl) with odd and table sizes, and the narrowest cpu
+ * one. Set on the context for the input's calls and reset after. */
+static const char *const kernel_shapes[4] = {NULL, "variant=gpu,rows=4,tile_k=12,wg=12",
+                                             "variant=gpu,rows=16,tile_k=32,wg=128",
+                                             "variant=cpu,rows=1,tile_k=4,vec=4,unroll=4"};
 
 static void strides_field(reader *r, request *q) {
     q->layout = u8(r);
@@ -570,7 +579,8 @@ static void force_combo(request *q, int c) {
  *   left, right); alibi (class); bias (class, batch, heads, strides);
  *   keep-mask (the same); key padding (class); varlen (class, fault: see
  *   make_varlen); drop (one pointer made NULL); device_extra (the device
- *   call's buffers, GARBAGE_EXTRAS, and in its top three bits force_combo).
+ *   call's buffers, GARBAGE_EXTRAS, and in its top three bits force_combo);
+ *   with force_combo, the fused kernel's shape (kernel_shapes).
  * tests/make_fuzz_seeds.py writes this layout from keyword arguments. */
 static void decode(reader *r, request *q) {
     memset(q, 0, sizeof *q);
@@ -616,8 +626,10 @@ static void decode(reader *r, request *q) {
         const uint8_t drop = u8(r);
         q->drop = (drop & 0xC0) == 0xC0 ? drop & 7 : DROP_NONE;
         q->device_extra = u8(r);
+        const uint8_t shape = u8(r);
         if (q->device_extra >> COMBO_SHIFT) {
             force_combo(q, (q->device_extra >> COMBO_SHIFT) - 1);
+            q->shape = shape % 4;
         }
     }
     make_varlen(q);
@@ -741,7 +753,7 @@ static struct {
         merges;
     unsigned long feature_ok[7]; /* device forwards that succeeded, per F_* bit */
     unsigned long dtype_ok[3];
-    uint32_t configs[1024]; /* (dtype, mask, features, dims, LSE, algo) of device forwards */
+    uint64_t configs[1024]; /* (dtype, mask, features, dims, LSE, algo, shape) of device ones */
     int config_count;
 } stats;
 
@@ -750,9 +762,10 @@ static void count_config(const request *q, attn_algo algo) {
     stats.device_ok++;
     stats.device_features += feature_bits(p) != 0 || p->dtype != ATTN_DTYPE_F32;
     const int32_t dv = p->head_dim_v ? p->head_dim_v : p->head_dim;
-    const uint32_t key = (uint32_t)p->dtype | (uint32_t)p->mask << 2 | feature_bits(p) << 4 |
-                         (uint32_t)p->head_dim << 11 | (uint32_t)dv << 20 |
-                         (uint32_t)((q->flags & WANT_LSE) != 0) << 29 | (uint32_t)algo << 30;
+    const uint64_t key = (uint64_t)p->dtype | (uint64_t)p->mask << 2 |
+                         (uint64_t)feature_bits(p) << 4 | (uint64_t)p->head_dim << 11 |
+                         (uint64_t)dv << 22 | (uint64_t)((q->flags & WANT_LSE) != 0) << 33 |
+                         (uint64_t)algo << 34 | (uint64_t)q->shape << 36;
     for (int i = 0; i < stats.config_count; i++) {
         if (stats.configs[i] == key) {
             return;
@@ -1242,6 +1255,9 @@ static void describe(char *buf, size_t size, const request *q) {
     }
     if (q->device_extra) {
         APPEND(" extra 0x%02x", q->device_extra);
+    }
+    if (q->shape) {
+        APPEND(" kernel %s", kernel_shapes[q->shape]);
     }
 #undef APPEND
 }
@@ -2103,6 +2119,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (q.flags & TUNING_STRING) {
         tuning_string(ctx, &r);
     }
+    if (q.shape) {
+        const attn_status st = attn_context_set_tuning(ctx, kernel_shapes[q.shape]);
+        if (st != ATTN_SUCCESS) {
+            violation("attn_context_set_tuning refused a kernel shape the tests use", &q, st,
+                      attn_last_error(ctx));
+        }
+    }
 
     const int want_lse = (q.flags & WANT_LSE) != 0, want_probs = (q.flags & WANT_PROBS) != 0;
     const size_class sizes = classify(&q.p);
@@ -2112,6 +2135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         trace(" %s %s", "check", st);
         stats.huge++;
         check_failure(&q, st, st ? attn_last_error(ctx) : "", &(outputs){0}, "attn_check");
+        attn_context_set_tuning(ctx, NULL);
         finish_trace(&q);
         return 0;
     }
@@ -2179,6 +2203,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     free_tensors(&t);
     current_tensors = NULL;
+    attn_context_set_tuning(ctx, NULL);
     finish_trace(&q);
     return 0;
 }

@@ -139,9 +139,11 @@ def operand(op):
 def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, algo=AUTO,
             dtype_bad=False, scl=None, layout="bhsd", raw_strides=None, value_mode=0,
             specials=0, seed=1, tuning=None, dtype="f32", cap=None, win=None, alibi=None,
-            bias=None, keep=None, pad=None, varlen=None, drop=None, extra=0, combo=None):
+            bias=None, keep=None, pad=None, varlen=None, drop=None, extra=0, combo=None,
+            kernel=None):
     """combo: an index into fuzz_forward.c's device_combos, whose storage, mask, head
-    dims and features force_combo then imposes over the fields given here."""
+    dims and features force_combo then imposes over the fields given here; kernel
+    (with combo): an index into its kernel_shapes (1 gpu odd, 2 gpu, 3 cpu narrow)."""
     if combo is not None:
         extra |= (combo + 1) << 5
     b = [flags, size(batch, 3), size(heads, 3), heads_kv(hkv), size(sq, 40), size(sk, 40)]
@@ -159,6 +161,9 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
     features += [0 if pad is None else 8 | pad]
     features += [0, 0] if varlen is None else [4 | varlen[0], varlen[1]]
     features += [0 if drop is None else 0xC0 | DROP[drop], extra]
+    if kernel:
+        assert combo is not None, "a kernel shape needs a combination"
+        features += [kernel]
     assert tuning is None or not any(features), "a tuning string leaves no room for features"
     if any(features):
         b += features
@@ -300,6 +305,17 @@ SEEDS.update({
     "combo-all-bf16": request(DEVICE_CALL | MERGE, batch=2, heads=2, sq=17, sk=9, value_mode=4,
                               keep=("full", "full", "padded", 2), varlen=(2, 0x40), combo=5),
     "combo-all-f32-bad-slope": request(DEVICE_CALL, batch=2, heads=2, alibi=5, combo=6),
+    # The other fused kernel shapes (kernels/flash_gpu.cl, and the narrowest cpu one).
+    "gpu-odd-all-bf16": request(DEVICE_CALL | MERGE, batch=2, heads=2, sq=9, sk=21, win=(3, 1),
+                                bias=(1, "full", "padded", 1), keep=("full", 1, "packed", 0),
+                                pad=3, varlen=(3, 0), combo=5, kernel=1),
+    "gpu-softcap-window": request(DEVICE_CALL, batch=2, heads=2, sq=40, sk=37, win=(20, 0),
+                                  cap=("modest", 3.0), combo=2, kernel=2),
+    "gpu-f16-plain": request(DEVICE_CALL | MERGE, batch=2, heads=2, sq=17, sk=33, combo=0,
+                             kernel=1),
+    "cpu-narrow-alibi-bias": request(DEVICE_CALL, batch=3, heads=2, sq=7, sk=19, alibi=2,
+                                     bias=("full", "full", "packed", 3), pad=0, combo=3,
+                                     kernel=3),
     # Invalid values: each must be refused with its status.
     "bad-storage": request(0, dtype=255),
     "bad-storage-min": request(WANT_LSE | MERGE, dtype="min"),
