@@ -143,7 +143,7 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
             kernel=None):
     """combo: an index into fuzz_forward.c's device_combos, whose storage, mask, head
     dims and features force_combo then imposes over the fields given here; kernel
-    (with combo): an index into its kernel_shapes (1 gpu odd, 2 gpu, 3 cpu narrow)."""
+    (with combo): an index into its kernel_shapes (1 gpu odd, 2 cpu narrow)."""
     if combo is not None:
         extra |= (combo + 1) << 5
     b = [flags, size(batch, 3), size(heads, 3), heads_kv(hkv), size(sq, 40), size(sk, 40)]
@@ -310,12 +310,12 @@ SEEDS.update({
                                 bias=(1, "full", "padded", 1), keep=("full", 1, "packed", 0),
                                 pad=3, varlen=(3, 0), combo=5, kernel=1),
     "gpu-softcap-window": request(DEVICE_CALL, batch=2, heads=2, sq=40, sk=37, win=(20, 0),
-                                  cap=("modest", 3.0), combo=2, kernel=2),
+                                  cap=("modest", 3.0), combo=2, kernel=1),
     "gpu-f16-plain": request(DEVICE_CALL | MERGE, batch=2, heads=2, sq=17, sk=33, combo=0,
                              kernel=1),
     "cpu-narrow-alibi-bias": request(DEVICE_CALL, batch=3, heads=2, sq=7, sk=19, alibi=2,
                                      bias=("full", "full", "packed", 3), pad=0, combo=3,
-                                     kernel=3),
+                                     kernel=2),
     # Invalid values: each must be refused with its status.
     "bad-storage": request(0, dtype=255),
     "bad-storage-min": request(WANT_LSE | MERGE, dtype="min"),
