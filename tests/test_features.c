@@ -64,8 +64,8 @@ static const char *const cases[] = {
     "B3 Hq2 Hkv2 Sq40 Sk40 D64 tl bhsd varlen pad alibi win=10,-1",
     "B2 Hq6 Hkv2 Sq100 Sk257 D80 none bshd bf16 win=30,30 keep=2x6 softcap=10",
     "B2 Hq2 Hkv2 Sq257 Sk100 D128 br bhsd varlen f16 bias=1x2",
-    "B3 Hq4 Hkv2 Sq9 Sk13 D16 br padded f16 alibi bias=3x1 keep=1x4 pad varlen win=4,1 "
-    "softcap=8 quick",
+    ("B3 Hq4 Hkv2 Sq9 Sk13 D16 br padded f16 alibi bias=3x1 keep=1x4 pad varlen win=4,1 "
+     "softcap=8 quick"),
 };
 
 static int failures;
