@@ -81,7 +81,38 @@ extra_build() {
 
 run_meson_test -C "$BUILD_DIR" --suite reference --suite device --suite bench
 took "tests"
-run_meson_test -C "$BUILD_DIR" --setup valgrind --suite memcheck
+# Valgrind runs a process on one core, and the memcheck tests are
+# is_parallel: false (unsanitized, each uses every core), so the suite runs as
+# two concurrent halves, alternate tests of its list, one per core.
+memcheck_half() {
+    meson test -C "$BUILD_DIR" --no-rebuild --setup valgrind --print-errorlogs \
+        --logbase "memcheck-$1" "${@:2}" > "$log.$1" 2>&1
+}
+mapfile -t memcheck_tests < <(meson test -C "$BUILD_DIR" --no-rebuild --setup valgrind \
+    --suite memcheck --list 2>/dev/null | grep ' / ' | sed 's/^.* \/ //')
+half_a=() half_b=()
+for i in "${!memcheck_tests[@]}"; do
+    if [ $((i % 2)) -eq 0 ]; then
+        half_a+=("${memcheck_tests[$i]}")
+    else
+        half_b+=("${memcheck_tests[$i]}")
+    fi
+done
+memcheck_half a "${half_a[@]}" &
+pid_a=$!
+memcheck_half b "${half_b[@]}"
+status_b=$?
+wait "$pid_a"
+status_a=$?
+for half in a b; do
+    cat "$log.$half"
+    before=$failed
+    count "$log.$half"
+    status_var=status_$half
+    [ "${!status_var}" -eq 0 ] || [ "$failed" -gt "$before" ] || failed=$((failed + 1))
+    rm -f "$log.$half"
+done
+[ "${#memcheck_tests[@]}" -gt 0 ] || record 1 "memcheck test list"
 took "memcheck"
 
 # The installed library, found through pkg-config, builds and runs the README's example.
