@@ -41,18 +41,10 @@ static void report(const char *name, int ok, const char *detail) {
 
 /* Recomputes t's reference and naive outputs after its inputs changed. */
 static void recompute(test_problem *t) {
-    attn_params as_f32 = t->p;
-    as_f32.dtype = ATTN_DTYPE_F32;
-    attn_host_tensors ref = test_host_tensors(t, t->ref_o, t->ref_lse, t->ref_probs);
-    ref.q = t->q;
-    ref.k = t->k;
-    ref.v = t->v;
-    if (attn_reference_host(&as_f32, &ref) != ATTN_SUCCESS) {
-        printf("FAIL: reference: %s\n", attn_last_error(NULL));
+    if (test_problem_compute_outputs(t) != 0) {
+        printf("FAIL: reference\n");
         exit(1);
     }
-    test_naive_fp32(&t->r, t->q, t->k, t->v, &t->x, t->naive_o, t->naive_lse, t->naive_probs);
-    test_round_to_storage(t->p.dtype, t->naive_o, t->o_elems);
     free(t->q_store);
     free(t->k_store);
     free(t->v_store);

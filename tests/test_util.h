@@ -191,6 +191,10 @@ typedef struct test_problem {
  * reference fails. */
 int test_problem_init(test_problem *t, const attn_params *p, uint64_t seed, float qk_range,
                       int want_lse, int want_probs);
+/* Computes t's reference and naive outputs from its float inputs (called by
+ * test_problem_init; again by a test that changed the inputs). Returns 0, or
+ * prints why and returns -1 when the reference fails. */
+int test_problem_compute_outputs(test_problem *t);
 void test_problem_free(test_problem *t);
 
 /* O's storage, sentinel-filled: o_elems elements of the storage type. */
