@@ -2,7 +2,7 @@
 # Measures libattn_cl (both algorithms) and the CPU peers (bench/peers.py:
 # PyTorch's scaled_dot_product_attention and NumPy, where installed) on the
 # same sweep, one after the other in one run, non-causal then causal, and
-# prints the README's results table (bench/results_table.py).
+# prints the results table of docs/performance.md (bench/results_table.py).
 #
 # usage: bench/compare.sh [BUILD_DIR] [PYTHON]
 #   BUILD_DIR  where attn_bench was built (default build)

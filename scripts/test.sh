@@ -115,7 +115,7 @@ done
 [ "${#memcheck_tests[@]}" -gt 0 ] || record 1 "memcheck test list"
 took "memcheck"
 
-# The installed library, found through pkg-config, builds and runs the README's example.
+# The installed library, found through pkg-config, builds and runs examples/example.c.
 bash scripts/install_check.sh "$BUILD_DIR"
 record $? "install check"
 took "install check"

@@ -1,5 +1,5 @@
 /* The edges of the input space, on one algorithm (argv[1], ATTN_CL_TUNE for
- * the fused kernel shape), each checked for what attn_cl.h and the README
+ * the fused kernel shape), each checked for what attn_cl.h and docs/accuracy.md
  * promise:
  *   - length 1 and head_dim 1;
  *   - all-equal scores (Q = 0): O is the mean of the visible V rows, LSE is
