@@ -84,7 +84,7 @@ extern "C" {
 #endif
 
 #define ATTN_CL_VERSION_MAJOR 0
-#define ATTN_CL_VERSION_MINOR 2
+#define ATTN_CL_VERSION_MINOR 3
 #define ATTN_CL_VERSION_PATCH 0
 
 /* Largest head_dim / head_dim_v the kernels are built for. */
@@ -176,6 +176,11 @@ typedef struct attn_window {
  * later versions get defaults there, so callers keep compiling. Every field
  * beyond the sizes means "off" when zero. */
 typedef struct attn_params {
+    /* sizeof(attn_params) of the header the caller was built with, set by
+     * attn_params_init; every call refuses another value
+     * (ATTN_ERR_INVALID_VALUE), so that a binary built against another
+     * version's header is refused rather than misread. */
+    uint32_t struct_size;
     int32_t batch; /* with varlen: the number of sequences */
     int32_t heads_q;
     int32_t heads_kv;   /* 0: same as heads_q; must divide heads_q (grouped-query attention) */
@@ -312,16 +317,24 @@ ATTN_API attn_status attn_forward_host(attn_context_t ctx, const attn_params *pa
                                        const attn_host_tensors *tensors);
 
 /* The device-memory call's tensors. The per-batch and per-head arrays are
- * small host arrays read (and checked) during the call: they need not
- * outlive it. */
+ * small arrays given either in host memory, read (and checked) during the
+ * call so that they need not outlive it, or as device buffers (`*_mem`, the
+ * array from the buffer's first byte), which a caller whose lengths live on
+ * the device passes without a round trip. Device arrays are not read by the
+ * host, so not checked: they must hold what the host arrays are checked for
+ * (see attn_host_tensors); the kernels clamp every index they derive from
+ * them into the tensors, so out-of-range values give unspecified results but
+ * never an access outside the tensors. Give each array one way, not both. */
 typedef struct attn_device_tensors {
     cl_mem q, k, v, o;
-    cl_mem lse;                                                /* NULL: not wanted */
-    size_t q_offset, k_offset, v_offset, o_offset, lse_offset; /* in bytes */
-    cl_mem bias, keep_mask;                                    /* as params asks */
-    size_t bias_offset, keep_mask_offset;                      /* in bytes */
-    const int32_t *key_lengths, *cu_seqlens_q, *cu_seqlens_k;  /* host memory */
-    const float *alibi_slopes;                                 /* host memory */
+    cl_mem lse;                                                 /* NULL: not wanted */
+    size_t q_offset, k_offset, v_offset, o_offset, lse_offset;  /* in bytes */
+    cl_mem bias, keep_mask;                                     /* as params asks */
+    size_t bias_offset, keep_mask_offset;                       /* in bytes */
+    const int32_t *key_lengths, *cu_seqlens_q, *cu_seqlens_k;   /* host memory */
+    const float *alibi_slopes;                                  /* host memory */
+    cl_mem key_lengths_mem, cu_seqlens_q_mem, cu_seqlens_k_mem; /* or device memory */
+    cl_mem alibi_slopes_mem;
 } attn_device_tensors;
 
 /* Device memory: enqueues the forward on the context's queue after
@@ -334,6 +347,59 @@ ATTN_API attn_status attn_forward_device(attn_context_t ctx, const attn_params *
                                          const attn_device_tensors *tensors,
                                          cl_uint num_wait_events, const cl_event *wait_list,
                                          cl_event *event);
+
+/* ---- Plans: validate and build once, execute many times ----------------- */
+
+/* A plan holds everything a forward with fixed parameters needs: the
+ * validated shapes, the chosen algorithm and its tuning, its kernels (built
+ * at creation), and, once used, the device buffers of the host call and the
+ * workspace. Executing it validates no shape, parses no tuning and
+ * allocates nothing after the first execute of each kind: what a decode
+ * loop, a training step or a language binding calls many times. The
+ * attn_forward* calls are built on plans made for one call.
+ *
+ * A plan belongs to its context (which must outlive it) and may be used by
+ * one thread at a time; different plans of one context may execute from
+ * different threads at once. */
+typedef struct attn_plan *attn_plan_t;
+
+/* Which optional outputs executes will produce (ORed). */
+enum {
+    ATTN_PLAN_LSE = 1,   /* executes write the log-sum-exp */
+    ATTN_PLAN_PROBS = 2, /* host executes write the probabilities */
+};
+
+/* Validates `params` (as attn_check does), chooses the algorithm and builds
+ * its kernels. `outputs` is a set of ATTN_PLAN_* flags. On failure *plan is
+ * NULL and the status and message are those the forward would give. */
+ATTN_API attn_status attn_plan_create(attn_context_t ctx, const attn_params *params,
+                                      uint32_t outputs, attn_plan_t *plan);
+
+ATTN_API void attn_plan_destroy(attn_plan_t plan);
+
+/* The algorithm the plan runs (never ATTN_ALGO_AUTO). */
+ATTN_API attn_algo attn_plan_algo(attn_plan_t plan);
+
+/* Device scratch, in bytes, that attn_plan_execute_device needs when the
+ * caller provides it (0: none). */
+ATTN_API size_t attn_plan_workspace_size(attn_plan_t plan);
+
+/* attn_forward_host with the plan's parameters: the same contract. The
+ * tensors must match the plan's outputs (lse given exactly when the plan has
+ * ATTN_PLAN_LSE; probs may be NULL). The plan keeps the device copies of the
+ * tensors between executes. */
+ATTN_API attn_status attn_plan_execute_host(attn_plan_t plan, const attn_host_tensors *tensors);
+
+/* attn_forward_device with the plan's parameters: the same contract. The
+ * caller may provide the workspace (`workspace` of at least
+ * attn_plan_workspace_size bytes from `workspace_offset`, a multiple of 256,
+ * not used by other work until `event` completes); with NULL the plan uses
+ * one of its own, allocated on the first such execute and reused, which
+ * executes on the plan's context's queue keep in order. */
+ATTN_API attn_status attn_plan_execute_device(attn_plan_t plan, const attn_device_tensors *tensors,
+                                              cl_mem workspace, size_t workspace_offset,
+                                              cl_uint num_wait_events, const cl_event *wait_list,
+                                              cl_event *event);
 
 /* The CPU reference: the same parameters and outputs as attn_forward,
  * accumulated in double. Slow (O(seq_q·seq_k·head_dim) per head, one thread);

@@ -9,23 +9,23 @@
  * packed: O [batch][heads_q][rows][HEAD_DIM_V], LSE [batch][heads_q][rows],
  * rows = seq_q (varlen: batch 1, rows = the packed total).
  */
-__kernel void commit_outputs(__global const elem_t *o_stage, __global elem_t *o, ulong o_off,
-                             long o_sb, long o_sh, long o_ss, __global const float *lse_stage,
+__kernel void commit_outputs(__global const elem_t *o_stage, ulong o_stage_off, __global elem_t *o, ulong o_off,
+                             long o_sb, long o_sh, long o_ss, __global const float *lse_stage, ulong lse_stage_off,
                              __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
                              int stage_rows, FEATURE_PARAMS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     if (i >= sq.len_q)
         return;
     const int row = sq.q0 + i;
     const int stage_b = VARLEN ? 0 : b;
     const long staged = ((long)stage_b * get_global_size(1) + h) * stage_rows + row;
-    const __global elem_bits_t *src = (const __global elem_bits_t *)o_stage + staged * HEAD_DIM_V;
+    const __global elem_bits_t *src = (const __global elem_bits_t *)o_stage + o_stage_off + staged * HEAD_DIM_V;
     __global elem_bits_t *dst =
         (__global elem_bits_t *)o + o_off + b * o_sb + h * o_sh + (long)row * o_ss;
     for (int c = 0; c < HEAD_DIM_V; c++)
         dst[c] = src[c];
 #if HAS_LSE
-    lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss] = lse_stage[staged];
+    lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss] = lse_stage[lse_stage_off + staged];
 #endif
 }

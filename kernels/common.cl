@@ -97,14 +97,21 @@ typedef struct sequence_info {
     int len_q, len_k, kept_k;
 } sequence_info;
 
-inline sequence_info sequence_of(int b, int seq_q, int seq_k, __global const int *cu_q,
-                                 __global const int *cu_k, __global const int *key_lengths) {
+/* The cu_seqlens and key lengths may come from the caller's device buffers,
+ * which the host cannot check: every value is clamped so that no row index
+ * leaves the tensors (total_q / total_k rows with varlen), whatever they
+ * hold. Checked host arrays are within these bounds already. */
+inline sequence_info sequence_of(int b, int seq_q, int seq_k, int total_q, int total_k,
+                                 __global const int *cu_q, __global const int *cu_k,
+                                 __global const int *key_lengths) {
     sequence_info s;
 #if VARLEN
-    s.q0 = cu_q[b];
-    s.k0 = cu_k[b];
-    s.len_q = cu_q[b + 1] - s.q0;
-    s.len_k = cu_k[b + 1] - s.k0;
+    s.q0 = clamp(cu_q[b], 0, total_q);
+    s.k0 = clamp(cu_k[b], 0, total_k);
+    s.len_q = clamp(cu_q[b + 1], s.q0, total_q) - s.q0;
+    s.len_k = clamp(cu_k[b + 1], s.k0, total_k) - s.k0;
+    s.len_q = min(s.len_q, seq_q);
+    s.len_k = min(s.len_k, seq_k);
 #else
     s.q0 = 0;
     s.k0 = 0;
@@ -113,7 +120,7 @@ inline sequence_info sequence_of(int b, int seq_q, int seq_k, __global const int
 #endif
     s.kept_k = s.len_k;
 #if KEY_PADDING
-    s.kept_k = min(s.kept_k, key_lengths[b]);
+    s.kept_k = clamp(key_lengths[b], 0, s.kept_k);
 #endif
     return s;
 }
@@ -176,11 +183,14 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
 /* Set by lib/launch.c's attn_set_feature_args, in this order. Unused ones
  * still get a buffer; their -D flag is 0 and the kernel never reads them. */
 #define FEATURE_PARAMS                                                                             \
-    int seq_q, int seq_k, __global const int *cu_q, __global const int *cu_k,                      \
-        __global const int *key_lengths, int win_left, int win_right, float softcap,               \
-        __global const float *alibi_slopes, __global const float *bias, ulong bias_off,            \
-        long bias_sb, long bias_sh, long bias_ss, __global const uchar *keep_mask, ulong keep_off, \
-        long keep_sb, long keep_sh, long keep_ss
+    int seq_q, int seq_k, int total_q, int total_k, __global const int *cu_q,                      \
+        __global const int *cu_k, __global const int *key_lengths, int win_left, int win_right,    \
+        float softcap, __global const float *alibi_slopes, __global const float *bias,             \
+        ulong bias_off, long bias_sb, long bias_sh, long bias_ss, __global const uchar *keep_mask,  \
+        ulong keep_off, long keep_sb, long keep_sh, long keep_ss
+
+/* sequence_of's arguments after the sequence index, from FEATURE_PARAMS. */
+#define FEATURE_SEQUENCES seq_q, seq_k, total_q, total_k, cu_q, cu_k, key_lengths
 
 /* bias[b, h, i, 0] and keep_mask[b, h, i, 0] (broadcast dimensions step 0). */
 #define BIAS_ROW(b, h, i) (bias + bias_off + (b) * bias_sb + (h) * bias_sh + (long)(i) * bias_ss)

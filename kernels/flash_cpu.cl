@@ -16,7 +16,7 @@
  * head_dim element of a whole tile is one aligned vector load. With 16-bit
  * storage V is packed too (as float rows), so the inner loops are the same
  * for every storage type. Each sequence's tiles start at its tile base
- * (b * tiles per sequence, or a prefix over the varlen sequences).
+ * (tile_base_of). The packed copies live in the plan's workspace.
  *
  * Softmax is online and in base 2: p = exp2(s * c - m * c). Without score
  * modifiers s is the raw q.k and c = scale * log2(e), applied inside one
@@ -88,12 +88,15 @@
 
 __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-/* The first packed tile of sequence b. */
-inline int tile_base_of(int b, int seq_k, __global const int *tile_base) {
+/* The first packed tile of sequence b: b * tiles per sequence, or with
+ * varlen cu_k[b] / TILE_K + b, an upper bound of the tiles of the sequences
+ * before it (each takes at most len / TILE_K + 1) that needs no prefix sum
+ * on the host; a head then has total_k / TILE_K + batch tile slots. */
+inline long tile_base_of(int b, int seq_k, sequence_info s) {
 #if VARLEN
-    return tile_base[b];
+    return (long)(s.k0 / TILE_K) + b;
 #else
-    return b * ((seq_k + TILE_K - 1) / TILE_K);
+    return (long)b * ((seq_k + TILE_K - 1) / TILE_K);
 #endif
 }
 
@@ -104,17 +107,17 @@ inline int tile_base_of(int b, int seq_k, __global const int *tile_base) {
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_cpu_pack(__global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
                __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
-               __global float *kp, __global float *vp, int total_tiles,
-               __global const int *tile_base, FEATURE_PARAMS) {
+               __global float *kp, ulong kp_off, __global float *vp, ulong vp_off,
+               int total_tiles, FEATURE_PARAMS) {
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
-    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     const int k0 = t * TILE_K;
     if (k0 >= sq.len_k)
         return;
     const int keys = min(TILE_K, sq.len_k - k0);
-    const long slot = (long)hk * total_tiles + tile_base_of(b, seq_k, tile_base) + t;
+    const long slot = (long)hk * total_tiles + tile_base_of(b, seq_k, sq) + t;
     const __global elem_t *src = k + k_off + b * k_sb + hk * k_sh + (long)(sq.k0 + k0) * k_ss;
-    __global float *dst = kp + slot * (HEAD_DIM * TILE_K);
+    __global float *dst = kp + kp_off + slot * (HEAD_DIM * TILE_K);
     float col[TILE_K];
     for (int d = 0; d < HEAD_DIM; d++) {
         for (int j = 0; j < TILE_K; j++)
@@ -123,7 +126,7 @@ flash_cpu_pack(__global const elem_t *k, ulong k_off, long k_sb, long k_sh, long
     }
 #if PACK_V
     const __global elem_t *vsrc = v + v_off + b * v_sb + hk * v_sh + (long)(sq.k0 + k0) * v_ss;
-    __global float *vdst = vp + slot * (TILE_K * HEAD_DIM_V);
+    __global float *vdst = vp + vp_off + slot * (TILE_K * HEAD_DIM_V);
     for (int j = 0; j < TILE_K; j++)
         for (int c = 0; c < HEAD_DIM_V; c++)
             vdst[j * HEAD_DIM_V + c] = j < keys ? load_elem(vsrc, j * v_ss + c) : 0.0f;
@@ -187,21 +190,21 @@ inline float hsumK(floatK v) {
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
-          __global const float *kp, __global const elem_t *v, ulong v_off, long v_sb, long v_sh,
-          long v_ss, __global const float *vp, __global elem_t *o, ulong o_off, long o_sb,
+          __global const float *kp, ulong kp_off, __global const elem_t *v, ulong v_off,
+          long v_sb, long v_sh, long v_ss, __global const float *vp, ulong vp_off, __global elem_t *o, ulong o_off, long o_sb,
           long o_sh, long o_ss, __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
-          int group, int total_tiles, __global const int *tile_base, float scale,
+          int group, int total_tiles, float scale,
           float scale_log2, FEATURE_PARAMS) {
     const int i0 = get_global_id(0) * ROWS, h = get_global_id(1), b = get_global_id(2);
-    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     if (i0 >= sq.len_q)
         return;
     const int hk = h / group, last_row = min(i0 + ROWS, sq.len_q) - 1;
-    const long first_tile = (long)hk * total_tiles + tile_base_of(b, seq_k, tile_base);
+    const long first_tile = (long)hk * total_tiles + tile_base_of(b, seq_k, sq);
     const __global elem_t *qh = q + q_off + b * q_sb + h * q_sh + (long)sq.q0 * q_ss;
-    const __global float *kh = kp + first_tile * (HEAD_DIM * TILE_K);
+    const __global float *kh = kp + kp_off + first_tile * (HEAD_DIM * TILE_K);
 #if PACK_V
-    const __global float *vh = vp + first_tile * (TILE_K * HEAD_DIM_V);
+    const __global float *vh = vp + vp_off + first_tile * (TILE_K * HEAD_DIM_V);
     const long v_row = HEAD_DIM_V;
 #else
     const __global float *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;

@@ -69,7 +69,7 @@ flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
     const int lid = get_local_id(0);
     const int row = lid / TPR, sub = lid % TPR;
     const int i0 = get_group_id(0) * BLOCK_M, h = get_group_id(1), b = get_group_id(2);
-    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     /* From group ids only, so visibly uniform across the group: no barrier
      * is skipped by some work-items only. */
     if (i0 >= sq.len_q)

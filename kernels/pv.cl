@@ -12,7 +12,7 @@
 #endif
 
 __kernel __attribute__((reqd_work_group_size(PV_TILE, PV_TILE, 1))) void
-pv(__global const float *p, __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
+pv(__global const float *p, ulong p_off, __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
    __global elem_t *o, ulong o_off, long o_sb, long o_sh, long o_ss, int heads_q, int group,
    int head_base, FEATURE_PARAMS) {
     const int lx = get_local_id(0), ly = get_local_id(1);
@@ -20,13 +20,13 @@ pv(__global const float *p, __global const elem_t *v, ulong v_off, long v_sb, lo
     const int chunk_head = get_group_id(2);
     const int bh = head_base + chunk_head;
     const int b = bh / heads_q, h = bh % heads_q;
-    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     const int i1 = max(min(i0 + PV_TILE, sq.len_q) - 1, i0);
     /* The same for the whole group: keys rows i0..i1 may see. */
     const int key_begin = first_key(i0, sq, win_left) / PV_TILE * PV_TILE;
     const int key_end = i0 < sq.len_q ? last_key(i1, sq, win_right) + 1 : 0;
 
-    const __global float *ph = p + (long)chunk_head * seq_q * seq_k;
+    const __global float *ph = p + p_off + (long)chunk_head * seq_q * seq_k;
     const __global elem_t *vh = v + v_off + b * v_sb + (h / group) * v_sh + (long)sq.k0 * v_ss;
     __local float p_tile[PV_TILE][PV_TILE + 1]; /* [query][key] */
     __local float v_tile[PV_TILE][PV_TILE + 1]; /* [key][dim] */

@@ -18,13 +18,13 @@
 __kernel __attribute__((reqd_work_group_size(QK_TILE, QK_TILE, 1))) void
 qk_scores(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
           __global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
-          __global float *s, int heads_q, int group, int head_base, FEATURE_PARAMS) {
+          __global float *s, ulong s_off, int heads_q, int group, int head_base, FEATURE_PARAMS) {
     const int lx = get_local_id(0), ly = get_local_id(1);
     const int j0 = get_group_id(0) * QK_TILE, i0 = get_group_id(1) * QK_TILE;
     const int chunk_head = get_group_id(2);
     const int bh = head_base + chunk_head;
     const int b = bh / heads_q, h = bh % heads_q;
-    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
 
     /* From group ids only, so visibly uniform across the work-group: returning
      * before the barriers is safe. */
@@ -51,5 +51,5 @@ qk_scores(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
     }
     const int i = i0 + ly, j = j0 + lx;
     if (i < sq.len_q && j < sq.len_k)
-        s[((long)chunk_head * seq_q + i) * seq_k + j] = acc;
+        s[s_off + ((long)chunk_head * seq_q + i) * seq_k + j] = acc;
 }

@@ -43,7 +43,7 @@ inline float reduce_sum(__local float *scratch, float value) {
 }
 
 __kernel __attribute__((reqd_work_group_size(SOFTMAX_WG, 1, 1))) void
-softmax_rows(__global float *s, float scale, int heads_q, int head_base, __global float *lse,
+softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_base, __global float *lse,
              ulong lse_off, long lse_sb, long lse_sh, long lse_ss, FEATURE_PARAMS) {
     __local float scratch[SOFTMAX_WG];
     const int lid = get_local_id(0);
@@ -51,8 +51,8 @@ softmax_rows(__global float *s, float scale, int heads_q, int head_base, __globa
     const int i = (int)(row % seq_q);
     const int bh = head_base + (int)(row / seq_q);
     const int b = bh / heads_q, h = bh % heads_q;
-    const sequence_info sq = sequence_of(b, seq_q, seq_k, cu_q, cu_k, key_lengths);
-    __global float *r = s + row * seq_k;
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
+    __global float *r = s + s_off + row * seq_k;
 
     /* A row past its sequence (varlen) sees no key: probabilities 0, and no
      * LSE. It runs the same code rather than returning early: every

@@ -5,6 +5,7 @@
 
 #include "attn_cl.h"
 #include "cl_calls.h"
+#include "input_arrays.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -26,46 +27,48 @@ attn_status attn_fail_cl(attn_context_t ctx, cl_int err, const char *call);
 
 const char *attn_cl_error_name(cl_int err);
 
-/* ---- Validated request (plan.c) ------------------------------------------ */
+/* ---- Validated problem (problem.c, input_arrays.c) -------------------------- */
 
 /* The parameters after validation: defaults resolved, strides explicit, the
  * extent each tensor covers (in elements, from its first element) known to
- * fit size_t. Algorithms take a plan and never re-check it. */
-typedef struct attn_plan {
+ * fit size_t. Algorithms take a problem and never re-check it. */
+typedef struct attn_problem {
     attn_params p; /* heads_kv, head_dim_v, scale, flags and all strides resolved; batch
-                      strides 0 with varlen, broadcast strides 0 in bias and keep_mask */
+                      strides 0 with varlen, broadcast strides 0 in bias and keep_mask;
+                      p.algo as requested (AUTO is resolved by the dispatcher) */
     int32_t group; /* heads_q / heads_kv */
     size_t q_extent, k_extent, v_extent, o_extent, lse_extent; /* elements */
     size_t bias_extent, keep_mask_extent;                      /* elements, when present */
     size_t element_size;                                       /* of Q, K, V, O storage */
-    size_t probs_elems;                                        /* batch * heads_q * seq_q * seq_k */
+    size_t probs_elems; /* batch * heads_q * seq_q * seq_k; 0 if that overflows size_t */
     int want_lse, want_probs;
-    attn_algo algo; /* resolved: never ATTN_ALGO_AUTO */
-} attn_plan;
+} attn_problem;
 
-/* Validates `params` (NULL, sizes, head dims, enums, scale, strides,
- * overflow) into `plan`. `want_lse` / `want_probs` say which optional outputs
- * the caller asked for; they take part in choosing the algorithm. */
-attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int want_lse,
-                           int want_probs, attn_plan *plan);
+/* Validates `params` (NULL, struct_size, sizes, head dims, enums, scale,
+ * strides, overflow) into `pb`. `want_lse` / `want_probs` say which optional
+ * outputs the caller asked for. */
+attn_status attn_problem_make(attn_context_t ctx, const attn_params *params, int want_lse,
+                              int want_probs, attn_problem *pb);
 
-/* The small per-batch and per-head arrays, in host memory. */
-typedef struct attn_metadata {
-    const int32_t *key_lengths, *cu_seqlens_q, *cu_seqlens_k;
-    const float *alibi_slopes;
-} attn_metadata;
+/* Checks that each array of lib/input_arrays.h the problem enables is given
+ * (in host memory in `m`, or as a device buffer when `on_device` has its
+ * bit 1 << ATTN_INPUT_<name>) and that the host ones hold values in range
+ * (lengths, prefix sums, finite slopes), so that no kernel reads or writes
+ * outside the tensors whatever they hold. */
+attn_status attn_problem_check_arrays(attn_context_t ctx, const attn_problem *pb,
+                                      const attn_input_arrays *m, unsigned on_device);
 
-/* Checks that `m` holds exactly the arrays plan asks for, with values in
- * range (lengths, prefix sums, finite slopes). */
-attn_status attn_plan_metadata(attn_context_t ctx, const attn_plan *plan, const attn_metadata *m);
+/* Bytes of array `which` for `pb` (0 when the problem does not use it), its
+ * host pointer in `m`, and its name. */
+size_t attn_input_array_bytes(const attn_problem *pb, attn_input_array which);
+const void *attn_input_array_host(const attn_input_arrays *m, attn_input_array which);
+const char *attn_input_array_name(attn_input_array which);
 
-/* Device copies of the metadata a plan uses (metadata.c): fills a's
- * key_lengths, alibi_slopes, cu_seqlens_q/k buffers from a->meta (NULL for
- * the absent ones). They are released by attn_metadata_release once the
- * forward is enqueued: the runtime keeps them until its kernels complete. */
-typedef struct attn_device_args attn_device_args;
-attn_status attn_metadata_upload(attn_context_t ctx, const attn_plan *plan, attn_device_args *a);
-void attn_metadata_release(attn_device_args *a);
+/* Device buffers for the arrays `pb` uses (NULL for the others), and their
+ * release (which NULLs them). */
+attn_status attn_input_arrays_create(attn_context_t ctx, const attn_problem *pb,
+                                     cl_mem buffers[ATTN_INPUT_COUNT]);
+void attn_input_arrays_release(cl_mem buffers[ATTN_INPUT_COUNT]);
 
 /* ---- Context (context.c, devices.c) --------------------------------------- */
 
@@ -98,79 +101,116 @@ attn_status attn_get_kernel(attn_context_t ctx, const char *program_name, const 
                             const char *options, cl_kernel *kernel);
 void attn_program_cache_clear(attn_context_t ctx);
 
-/* ---- Algorithms (three_kernel.c, fused.c) -------------------------------- */
+/* ---- Algorithms (dispatch.c, fused.c, three_kernel.c) ------------------- */
 
 /* Device tensors as the kernels see them: offsets in elements. */
-struct attn_device_args {
-    cl_mem q, k, v, o, lse; /* lse NULL when plan->want_lse is 0 */
+typedef struct attn_device_args {
+    cl_mem q, k, v, o, lse; /* lse NULL when the problem has no LSE output */
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
-    cl_mem bias, keep_mask; /* NULL unless the plan has them */
+    cl_mem bias, keep_mask; /* NULL unless the problem has them */
     size_t bias_offset, keep_mask_offset;
-    /* The metadata, on the host (checked) and in device buffers of the
-     * library's (NULL when absent). */
-    attn_metadata meta;
-    cl_mem key_lengths, alibi_slopes, cu_seqlens_q, cu_seqlens_k;
-    /* O and LSE are the caller's (attn_forward_device): they may be written
+    /* The input arrays in device buffers, by attn_input_array (NULL when the
+     * problem does not use one). */
+    cl_mem arrays[ATTN_INPUT_COUNT];
+    /* Scratch the algorithm asked for (attn_algorithm.workspace_bytes), from
+     * `workspace_offset` bytes, aligned to ATTN_WORKSPACE_ALIGN. */
+    cl_mem workspace;
+    size_t workspace_offset;
+    /* The probabilities, in host memory (NULL: not wanted). */
+    float *probs_host;
+    /* O and LSE are the caller's (the device call): they may be written
      * only by the last command an algorithm enqueues, so that a failure
      * leaves them untouched. The host call's are the library's own. */
     int callers_outputs;
-};
+} attn_device_args;
+
+#define ATTN_WORKSPACE_ALIGN 256
+
+/* What an algorithm decided for one problem on one device: its parameters,
+ * options and kernels, made once by configure and build, used by every run. */
+typedef struct attn_algo_state attn_algo_state;
+
+/* The interface every algorithm provides: one file each, one row in
+ * dispatch.c's table. */
+typedef struct attn_algorithm {
+    attn_algo id;
+    const char *name;
+    /* Whether the algorithm can serve `pb` on ctx's device with the
+     * context's tuning, and with what configuration: no kernel builds, no
+     * device allocation. The caller holds ctx->lock (tuning). */
+    attn_status (*configure)(attn_context_t ctx, const attn_problem *pb, attn_algo_state **state);
+    /* Builds the kernels `state` runs (objects of the state's own, so that
+     * several plans may run at once). The caller holds ctx->lock. */
+    attn_status (*build)(attn_context_t ctx, attn_algo_state *state);
+    /* Device scratch one run needs, in bytes (0: none). */
+    size_t (*workspace_bytes)(const attn_algo_state *state);
+    /* Enqueues the work after `wait_list` on ctx->queue and, when `done` is
+     * not NULL, returns an event that completes with the last write of
+     * O/LSE. The state's kernels are not shared: the caller serializes runs
+     * of one state. On failure the algorithm waits for whatever it had
+     * already enqueued (clFinish) and *done is NULL. */
+    attn_status (*run)(attn_context_t ctx, const attn_algo_state *state,
+                       const attn_device_args *args, cl_uint num_wait, const cl_event *wait_list,
+                       cl_event *done);
+    void (*destroy)(attn_algo_state *state);
+} attn_algorithm;
+
+extern const attn_algorithm attn_fused_algorithm;
+extern const attn_algorithm attn_three_kernel_algorithm;
+
+/* Chooses the algorithm for `pb` (AUTO resolved for the device and the
+ * wanted outputs) and configures it. The caller holds ctx->lock. */
+attn_status attn_dispatch(attn_context_t ctx, const attn_problem *pb,
+                          const attn_algorithm **algorithm, attn_algo_state **state);
 
 /* Checks one caller buffer (from its byte offset) against `extent`
  * elements of `element_size` bytes and turns the offset into elements
- * (forward.c; the merge call uses it too). */
+ * (plan.c; the merge call uses it too). */
 attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_mem mem,
                                      size_t offset, size_t extent, size_t element_size,
                                      size_t *element_offset);
 
-/* Each algorithm enqueues its work after `wait_list` on ctx->queue and, when
- * `done` is not NULL, returns an event that completes with the last write of
- * O/LSE. The caller holds ctx->lock. On failure the algorithm waits for
- * whatever it had already enqueued (clFinish) and releases its temporaries. */
-attn_status attn_three_kernel_run(attn_context_t ctx, const attn_plan *plan,
-                                  const attn_device_args *args, float *probs_host, cl_uint num_wait,
-                                  const cl_event *wait_list, cl_event *done);
-/* Whether the device can hold one head's scores (attn_check uses it). */
-attn_status attn_three_kernel_check(attn_context_t ctx, const attn_plan *plan);
-/* Builds the kernels attn_three_kernel_run would use for `plan`. */
-attn_status attn_three_kernel_prepare(attn_context_t ctx, const attn_plan *plan);
+/* ---- Kernel arguments and launches (launch.c) ------------------------------ */
 
-/* Whether the tuning and the device's limits let the fused path run `plan`
- * (attn_check uses it; it builds nothing). */
-attn_status attn_fused_check(attn_context_t ctx, const attn_plan *plan);
-attn_status attn_fused_run(attn_context_t ctx, const attn_plan *plan, const attn_device_args *args,
-                           cl_uint num_wait, const cl_event *wait_list, cl_event *done);
-attn_status attn_fused_prepare(attn_context_t ctx, const attn_plan *plan);
+/* Appends a kernel's arguments in order: no indices to count. The first
+ * failure sticks; attn_args_end returns it, or ATTN_ERR_UNSUPPORTED when the
+ * count differs from the kernel's (a host/kernel mismatch). */
+typedef struct attn_args {
+    attn_context_t ctx;
+    cl_kernel kernel;
+    const char *kernel_name;
+    cl_uint next;
+    attn_status status;
+} attn_args;
 
-/* Shared helpers for kernel launches (launch.c). */
-
-/* Sets `count` arguments from index `first`, given as (size_t size, const
- * void *value) pairs; wrap each with ATTN_ARG(x) to pass sizeof x and &x. */
-attn_status attn_set_kernel_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                                 cl_uint first, int count, ...);
-#define ATTN_ARG(x) sizeof(x), (const void *)&(x)
-
-/* A strided tensor's five arguments from `first`: buffer, element offset,
- * batch, head and seq strides. */
-attn_status attn_set_tensor_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                                 cl_uint first, cl_mem mem, size_t offset,
-                                 const attn_strides *strides);
-
+void attn_args_begin(attn_args *a, attn_context_t ctx, cl_kernel kernel, const char *kernel_name);
+void attn_arg_mem(attn_args *a, cl_mem value);
+void attn_arg_int(attn_args *a, cl_int value);
+void attn_arg_float(attn_args *a, cl_float value);
+/* A strided tensor: buffer, element offset, batch, head and seq strides
+ * (kernels/common.cl's TENSOR). */
+void attn_arg_tensor(attn_args *a, cl_mem mem, size_t offset, const attn_strides *strides);
+/* A buffer and an element offset (kernels/common.cl's BUFFER). */
+void attn_arg_buffer(attn_args *a, cl_mem mem, size_t offset);
 /* The FEATURE_PARAMS block every attention kernel ends with
- * (kernels/common.cl), from `first`; ATTN_FEATURE_ARGS arguments. */
-#define ATTN_FEATURE_ARGS 19
-attn_status attn_set_feature_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                                  cl_uint first, const attn_plan *plan, const attn_device_args *a);
+ * (kernels/common.cl). Absent inputs still get a buffer: Q's. */
+void attn_arg_features(attn_args *a, const attn_problem *pb, const attn_device_args *d);
+attn_status attn_args_end(attn_args *a);
 
-/* The -D options of the plan's storage type, masks and modifiers, which
+/* The -D options of the problem's storage type, masks and modifiers, which
  * every attention kernel is built with. */
-void attn_feature_options(const attn_plan *plan, char *buf, size_t size);
+void attn_feature_options(const attn_problem *pb, char *buf, size_t size);
 
 /* clEnqueueNDRangeKernel over three dimensions on ctx->queue; `local` may be
  * NULL (the runtime chooses). A failure names the kernel. */
 attn_status attn_enqueue_kernel(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
                                 const size_t global[3], const size_t local[3], cl_uint num_wait,
                                 const cl_event *wait_list, cl_event *event);
+
+/* A kernel object of the algorithm's own from the context's program cache
+ * (built on first use); the caller releases it. The caller holds ctx->lock. */
+attn_status attn_create_kernel(attn_context_t ctx, const char *program_name,
+                               const char *kernel_name, const char *options, cl_kernel *kernel);
 
 size_t attn_round_up(size_t value, size_t multiple);
 

@@ -15,15 +15,19 @@
 
 #define LOG2_E 1.4426950408889634
 
-typedef struct fused_config {
+/* The fused path's decisions for one problem (attn_algo_state). */
+struct attn_algo_state {
+    attn_problem pb;
     attn_tuning t;
     char options[512];
-    /* cpu: key tiles in the packed buffers (every kv head has total_tiles:
+    /* cpu: key tiles in the packed copies (every kv head has total_tiles:
      * batch * tiles of seq_k, or with varlen at most total_k / tile_k plus
-     * one partial tile a sequence), and their sizes. */
+     * one partial tile a sequence), and their sizes in the workspace. */
     size_t total_tiles;
     size_t packed_k_bytes, packed_v_bytes; /* packed_v_bytes 0: V is read in place */
-} fused_config;
+    cl_kernel pack, main;                  /* pack NULL for the gpu variant */
+};
+typedef struct attn_algo_state fused_config;
 
 /* Bytes of local memory the gpu variant declares (kernels/flash_gpu.cl). */
 static size_t gpu_local_bytes(const attn_params *p, const attn_tuning *t) {
@@ -51,8 +55,14 @@ static attn_status packed_size(attn_context_t ctx, const char *what, size_t head
     return ATTN_SUCCESS;
 }
 
-static attn_status configure(attn_context_t ctx, const attn_plan *plan, fused_config *cfg) {
-    const attn_params *p = &plan->p;
+static size_t fused_workspace_bytes(const attn_algo_state *state);
+
+static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_config *cfg) {
+    if (pb->want_probs)
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
+                         "the fused path does not materialize probabilities; use "
+                         "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
+    const attn_params *p = &pb->p;
     const int head_dim = p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v;
     attn_status status = attn_tuning_lookup(ctx, head_dim, &cfg->t);
     if (status != ATTN_SUCCESS)
@@ -60,7 +70,7 @@ static attn_status configure(attn_context_t ctx, const attn_plan *plan, fused_co
     attn_tuning *t = &cfg->t;
     char text[160], features[256];
     attn_tuning_format(t, text, sizeof text);
-    attn_feature_options(plan, features, sizeof features);
+    attn_feature_options(pb, features, sizeof features);
 
     if (t->variant == ATTN_FUSED_CPU) {
         const size_t tile = (size_t)t->tile_k;
@@ -74,10 +84,18 @@ static attn_status configure(attn_context_t ctx, const attn_plan *plan, fused_co
                                  tile * (size_t)p->head_dim_v, &cfg->packed_v_bytes);
         if (status != ATTN_SUCCESS)
             return status;
+        /* Both copies share one workspace buffer. */
+        const size_t workspace = fused_workspace_bytes(cfg);
+        if (ctx->info.max_alloc_bytes && workspace > ctx->info.max_alloc_bytes)
+            return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
+                             "the fused cpu variant packs K and V into %zu bytes, above the "
+                             "device's largest allocation (%llu); ATTN_CL_TUNE=variant=gpu needs "
+                             "none",
+                             workspace, (unsigned long long)ctx->info.max_alloc_bytes);
         snprintf(cfg->options, sizeof cfg->options,
                  "-w %s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DTILE_K=%d "
                  "-DVEC_V=%d -DUNROLL=%d",
-                 features, p->head_dim, p->head_dim_v, plan->want_lse, t->rows, t->tile_k, t->vec,
+                 features, p->head_dim, p->head_dim_v, pb->want_lse, t->rows, t->tile_k, t->vec,
                  t->unroll);
         return ATTN_SUCCESS;
     }
@@ -115,29 +133,26 @@ static attn_status configure(attn_context_t ctx, const attn_plan *plan, fused_co
     }
     snprintf(cfg->options, sizeof cfg->options,
              "-w %s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTPR=%d",
-             features, p->head_dim, p->head_dim_v, plan->want_lse, t->rows, t->tile_k, per_row);
+             features, p->head_dim, p->head_dim_v, pb->want_lse, t->rows, t->tile_k, per_row);
     return ATTN_SUCCESS;
 }
 
-typedef struct fused_kernels {
-    cl_kernel pack, main;
-} fused_kernels;
-
-static attn_status get_kernels(attn_context_t ctx, const fused_config *cfg, fused_kernels *k) {
-    k->pack = NULL;
+/* Builds the state's kernels; the gpu variant's group must also fit what
+ * its registers allow on this device. */
+static attn_status build(attn_context_t ctx, fused_config *cfg) {
     if (cfg->t.variant == ATTN_FUSED_CPU) {
         attn_status status =
-            attn_get_kernel(ctx, "flash_cpu", "flash_cpu_pack", cfg->options, &k->pack);
+            attn_create_kernel(ctx, "flash_cpu", "flash_cpu_pack", cfg->options, &cfg->pack);
         if (status != ATTN_SUCCESS)
             return status;
-        return attn_get_kernel(ctx, "flash_cpu", "flash_cpu", cfg->options, &k->main);
+        return attn_create_kernel(ctx, "flash_cpu", "flash_cpu", cfg->options, &cfg->main);
     }
-    attn_status status = attn_get_kernel(ctx, "flash_gpu", "flash_gpu", cfg->options, &k->main);
+    attn_status status =
+        attn_create_kernel(ctx, "flash_gpu", "flash_gpu", cfg->options, &cfg->main);
     if (status != ATTN_SUCCESS)
         return status;
-    /* Registers can cap a kernel's group below the device's limit. */
     size_t kernel_wg = 0;
-    cl_int err = clGetKernelWorkGroupInfo(k->main, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+    cl_int err = clGetKernelWorkGroupInfo(cfg->main, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
                                           sizeof kernel_wg, &kernel_wg, NULL);
     if (err != CL_SUCCESS)
         return attn_fail_cl(ctx, err, "clGetKernelWorkGroupInfo(flash_gpu)");
@@ -152,20 +167,6 @@ static attn_status get_kernels(attn_context_t ctx, const fused_config *cfg, fuse
     return ATTN_SUCCESS;
 }
 
-attn_status attn_fused_check(attn_context_t ctx, const attn_plan *plan) {
-    fused_config cfg;
-    return configure(ctx, plan, &cfg);
-}
-
-attn_status attn_fused_prepare(attn_context_t ctx, const attn_plan *plan) {
-    fused_config cfg;
-    fused_kernels k;
-    attn_status status = configure(ctx, plan, &cfg);
-    if (status == ATTN_SUCCESS)
-        status = get_kernels(ctx, &cfg, &k);
-    return status;
-}
-
 /* The arguments both variants share: scale * log2(e), kept away from 0 (the
  * kernels multiply -INFINITY scores by its magnitude; a scale below 1e-38
  * gives uniform weights either way). */
@@ -176,126 +177,75 @@ static cl_float scale_log2_of(const attn_params *p) {
     return scale_log2;
 }
 
-static attn_status run_gpu(attn_context_t ctx, const attn_plan *plan, const fused_config *cfg,
-                           const fused_kernels *k, const attn_device_args *a, cl_uint num_wait,
-                           const cl_event *wait_list, cl_event *done) {
-    const attn_params *p = &plan->p;
-    const cl_int group = plan->group;
-    const cl_float scale = p->scale, scale_log2 = scale_log2_of(p);
+static attn_status run_gpu(attn_context_t ctx, const fused_config *cfg, const attn_device_args *a,
+                           cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
+    const attn_problem *pb = &cfg->pb;
+    const attn_params *p = &pb->p;
     /* HAS_LSE=0 kernels never touch it, but the argument needs a buffer. */
     const cl_mem lse = a->lse ? a->lse : a->o;
-    const char *name = "flash_gpu";
-    attn_status status =
-        attn_set_tensor_args(ctx, k->main, name, 0, a->q, a->q_offset, &p->q_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 5, a->k, a->k_offset, &p->k_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 10, a->v, a->v_offset, &p->v_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 15, a->o, a->o_offset, &p->o_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 20, lse, a->lse_offset, &p->lse_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_kernel_args(ctx, k->main, name, 25, 3, ATTN_ARG(group), ATTN_ARG(scale),
-                                      ATTN_ARG(scale_log2));
-    if (status == ATTN_SUCCESS)
-        status = attn_set_feature_args(ctx, k->main, name, 28, plan, a);
+    attn_args args;
+    attn_args_begin(&args, ctx, cfg->main, "flash_gpu");
+    attn_arg_tensor(&args, a->q, a->q_offset, &p->q_strides);
+    attn_arg_tensor(&args, a->k, a->k_offset, &p->k_strides);
+    attn_arg_tensor(&args, a->v, a->v_offset, &p->v_strides);
+    attn_arg_tensor(&args, a->o, a->o_offset, &p->o_strides);
+    attn_arg_tensor(&args, lse, a->lse_offset, &p->lse_strides);
+    attn_arg_int(&args, pb->group);
+    attn_arg_float(&args, p->scale);
+    attn_arg_float(&args, scale_log2_of(p));
+    attn_arg_features(&args, pb, a);
+    attn_status status = attn_args_end(&args);
     if (status != ATTN_SUCCESS)
         return status;
     const size_t rows = (size_t)cfg->t.rows, wg = (size_t)cfg->t.wg;
     const size_t blocks = ((size_t)p->seq_q + rows - 1) / rows;
     const size_t global[3] = {blocks * wg, (size_t)p->heads_q, (size_t)p->batch};
     const size_t local[3] = {wg, 1, 1};
-    return attn_enqueue_kernel(ctx, k->main, name, global, local, num_wait, wait_list, done);
+    return attn_enqueue_kernel(ctx, cfg->main, "flash_gpu", global, local, num_wait, wait_list,
+                               done);
 }
 
-/* With varlen, where each sequence's packed tiles start: a prefix sum of
- * its tile counts, in a device buffer (NULL otherwise). */
-static attn_status upload_tile_bases(attn_context_t ctx, const attn_plan *plan,
-                                     const attn_device_args *a, int tile_k, cl_mem *out) {
-    const attn_params *p = &plan->p;
-    *out = NULL;
-    if (!p->varlen)
-        return ATTN_SUCCESS;
-    int32_t *bases = malloc((size_t)p->batch * sizeof *bases);
-    if (!bases)
-        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate %d tile bases",
-                         p->batch);
-    int32_t next = 0;
-    for (int32_t b = 0; b < p->batch; b++) {
-        bases[b] = next;
-        const int32_t len = a->meta.cu_seqlens_k[b + 1] - a->meta.cu_seqlens_k[b];
-        next += (len + tile_k - 1) / tile_k;
-    }
-    cl_int err;
-    *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-                          (size_t)p->batch * sizeof *bases, bases, &err);
-    free(bases);
-    if (err != CL_SUCCESS) {
-        *out = NULL;
-        return attn_fail(ctx, (attn_status)err, "clCreateBuffer for the tile bases failed: %s (%d)",
-                         attn_cl_error_name(err), (int)err);
-    }
-    return ATTN_SUCCESS;
+/* Where the packed V starts in the workspace, in bytes from its start. */
+static size_t packed_v_at(const fused_config *cfg) {
+    return attn_round_up(cfg->packed_k_bytes, ATTN_WORKSPACE_ALIGN);
 }
 
-static attn_status run_cpu(attn_context_t ctx, const attn_plan *plan, const fused_config *cfg,
-                           const fused_kernels *k, const attn_device_args *a, cl_uint num_wait,
-                           const cl_event *wait_list, cl_event *done) {
-    const attn_params *p = &plan->p;
-    cl_mem temps[3] = {NULL, NULL, NULL}; /* packed K, packed V, tile bases */
-    const size_t bytes[2] = {cfg->packed_k_bytes, cfg->packed_v_bytes};
-    attn_status status = ATTN_SUCCESS;
-    for (int t = 0; t < 2 && status == ATTN_SUCCESS; t++) {
-        if (!bytes[t])
-            continue;
-        cl_int err;
-        temps[t] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes[t], NULL, &err);
-        if (err != CL_SUCCESS) {
-            temps[t] = NULL;
-            status = attn_fail(ctx, (attn_status)err,
-                               "clCreateBuffer for the fused path's packed %s (%zu bytes) failed: "
-                               "%s (%d)",
-                               t ? "V" : "K", bytes[t], attn_cl_error_name(err), (int)err);
-        }
-    }
-    if (status == ATTN_SUCCESS)
-        status = upload_tile_bases(ctx, plan, a, cfg->t.tile_k, &temps[2]);
-
-    const cl_mem kp = temps[0], vp = temps[1] ? temps[1] : temps[0];
-    const cl_mem bases = temps[2] ? temps[2] : a->q;
+static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const attn_device_args *a,
+                           cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
+    const attn_problem *pb = &cfg->pb;
+    const attn_params *p = &pb->p;
+    const size_t kp_off = a->workspace_offset / sizeof(float);
+    /* Without a packed V the kernels never read vp; it still needs a buffer. */
+    const size_t vp_off =
+        cfg->packed_v_bytes ? (a->workspace_offset + packed_v_at(cfg)) / sizeof(float) : kp_off;
     const cl_mem lse = a->lse ? a->lse : a->o;
-    const cl_int group = plan->group, total_tiles = (cl_int)cfg->total_tiles;
-    const cl_float scale = p->scale, scale_log2 = scale_log2_of(p);
-    const char *pack = "flash_cpu_pack", *name = "flash_cpu";
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->pack, pack, 0, a->k, a->k_offset, &p->k_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->pack, pack, 5, a->v, a->v_offset, &p->v_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_kernel_args(ctx, k->pack, pack, 10, 4, ATTN_ARG(kp), ATTN_ARG(vp),
-                                      ATTN_ARG(total_tiles), ATTN_ARG(bases));
-    if (status == ATTN_SUCCESS)
-        status = attn_set_feature_args(ctx, k->pack, pack, 14, plan, a);
+    const cl_int total_tiles = (cl_int)cfg->total_tiles;
 
+    attn_args pack;
+    attn_args_begin(&pack, ctx, cfg->pack, "flash_cpu_pack");
+    attn_arg_tensor(&pack, a->k, a->k_offset, &p->k_strides);
+    attn_arg_tensor(&pack, a->v, a->v_offset, &p->v_strides);
+    attn_arg_buffer(&pack, a->workspace, kp_off);
+    attn_arg_buffer(&pack, a->workspace, vp_off);
+    attn_arg_int(&pack, total_tiles);
+    attn_arg_features(&pack, pb, a);
+    attn_status status = attn_args_end(&pack);
+
+    attn_args main;
+    attn_args_begin(&main, ctx, cfg->main, "flash_cpu");
+    attn_arg_tensor(&main, a->q, a->q_offset, &p->q_strides);
+    attn_arg_buffer(&main, a->workspace, kp_off);
+    attn_arg_tensor(&main, a->v, a->v_offset, &p->v_strides);
+    attn_arg_buffer(&main, a->workspace, vp_off);
+    attn_arg_tensor(&main, a->o, a->o_offset, &p->o_strides);
+    attn_arg_tensor(&main, lse, a->lse_offset, &p->lse_strides);
+    attn_arg_int(&main, pb->group);
+    attn_arg_int(&main, total_tiles);
+    attn_arg_float(&main, p->scale);
+    attn_arg_float(&main, scale_log2_of(p));
+    attn_arg_features(&main, pb, a);
     if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 0, a->q, a->q_offset, &p->q_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_kernel_args(ctx, k->main, name, 5, 1, ATTN_ARG(kp));
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 6, a->v, a->v_offset, &p->v_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_kernel_args(ctx, k->main, name, 11, 1, ATTN_ARG(vp));
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 12, a->o, a->o_offset, &p->o_strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, k->main, name, 17, lse, a->lse_offset, &p->lse_strides);
-    if (status == ATTN_SUCCESS)
-        status =
-            attn_set_kernel_args(ctx, k->main, name, 22, 5, ATTN_ARG(group), ATTN_ARG(total_tiles),
-                                 ATTN_ARG(bases), ATTN_ARG(scale), ATTN_ARG(scale_log2));
-    if (status == ATTN_SUCCESS)
-        status = attn_set_feature_args(ctx, k->main, name, 27, plan, a);
+        status = attn_args_end(&main);
 
     cl_event packed_ready = NULL;
     if (status == ATTN_SUCCESS) {
@@ -303,38 +253,79 @@ static attn_status run_cpu(attn_context_t ctx, const attn_plan *plan, const fuse
         const size_t global[3] = {((size_t)p->seq_k + tile - 1) / tile, (size_t)p->heads_kv,
                                   (size_t)p->batch};
         const size_t local[3] = {1, 1, 1};
-        status = attn_enqueue_kernel(ctx, k->pack, pack, global, local, num_wait, wait_list,
-                                     &packed_ready);
+        status = attn_enqueue_kernel(ctx, cfg->pack, "flash_cpu_pack", global, local, num_wait,
+                                     wait_list, &packed_ready);
     }
     if (status == ATTN_SUCCESS) {
         const size_t rows = (size_t)cfg->t.rows;
         const size_t global[3] = {((size_t)p->seq_q + rows - 1) / rows, (size_t)p->heads_q,
                                   (size_t)p->batch};
         const size_t local[3] = {1, 1, 1};
-        status = attn_enqueue_kernel(ctx, k->main, name, global, local, 1, &packed_ready, done);
+        status =
+            attn_enqueue_kernel(ctx, cfg->main, "flash_cpu", global, local, 1, &packed_ready, done);
         if (status != ATTN_SUCCESS)
-            clFinish(ctx->queue); /* the packing kernel still uses the buffers */
+            clFinish(ctx->queue); /* the packing kernel still uses the workspace */
     }
     if (packed_ready)
         clReleaseEvent(packed_ready);
-    for (int t = 0; t < 3; t++) /* freed once the enqueued kernels complete */
-        if (temps[t])
-            clReleaseMemObject(temps[t]);
     return status;
 }
 
-attn_status attn_fused_run(attn_context_t ctx, const attn_plan *plan, const attn_device_args *a,
-                           cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
-    fused_config cfg;
-    fused_kernels k;
+/* ---- The attn_algorithm interface ------------------------------------------ */
+
+static attn_status fused_configure(attn_context_t ctx, const attn_problem *pb,
+                                   attn_algo_state **state) {
+    fused_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg)
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                         "cannot allocate the fused path's state");
+    cfg->pb = *pb;
+    attn_status status = configure(ctx, &cfg->pb, cfg);
+    if (status != ATTN_SUCCESS) {
+        free(cfg);
+        return status;
+    }
+    *state = cfg;
+    return ATTN_SUCCESS;
+}
+
+static attn_status fused_build(attn_context_t ctx, attn_algo_state *state) {
+    return build(ctx, state);
+}
+
+static size_t fused_workspace_bytes(const attn_algo_state *state) {
+    if (state->t.variant != ATTN_FUSED_CPU)
+        return 0;
+    return state->packed_v_bytes ? packed_v_at(state) + state->packed_v_bytes
+                                 : state->packed_k_bytes;
+}
+
+static attn_status fused_run(attn_context_t ctx, const attn_algo_state *state,
+                             const attn_device_args *args, cl_uint num_wait,
+                             const cl_event *wait_list, cl_event *done) {
     if (done)
         *done = NULL;
-    attn_status status = configure(ctx, plan, &cfg);
-    if (status == ATTN_SUCCESS)
-        status = get_kernels(ctx, &cfg, &k);
-    if (status != ATTN_SUCCESS)
-        return status;
-    return cfg.t.variant == ATTN_FUSED_GPU
-               ? run_gpu(ctx, plan, &cfg, &k, a, num_wait, wait_list, done)
-               : run_cpu(ctx, plan, &cfg, &k, a, num_wait, wait_list, done);
+    return state->t.variant == ATTN_FUSED_GPU
+               ? run_gpu(ctx, state, args, num_wait, wait_list, done)
+               : run_cpu(ctx, state, args, num_wait, wait_list, done);
 }
+
+static void fused_destroy(attn_algo_state *state) {
+    if (!state)
+        return;
+    if (state->pack)
+        clReleaseKernel(state->pack);
+    if (state->main)
+        clReleaseKernel(state->main);
+    free(state);
+}
+
+const attn_algorithm attn_fused_algorithm = {
+    .id = ATTN_ALGO_FUSED,
+    .name = "fused",
+    .configure = fused_configure,
+    .build = fused_build,
+    .workspace_bytes = fused_workspace_bytes,
+    .run = fused_run,
+    .destroy = fused_destroy,
+};

@@ -1,67 +1,88 @@
-/* Helpers for launching kernels: arguments (one by one, a strided tensor's
- * five, the feature block every attention kernel ends with) and enqueueing. */
+/* Kernel arguments, appended in order by a cursor (attn_args), and
+ * launches. The order of each kernel's parameters is its signature in
+ * kernels/; attn_args_end compares the count with the kernel's own. */
 #include "attn_internal.h"
 
 #include <stdio.h>
 
-static attn_status set_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                            cl_uint first, int count, va_list args) {
-    for (int i = 0; i < count; i++) {
-        size_t size = va_arg(args, size_t);
-        const void *value = va_arg(args, const void *);
-        cl_int err = clSetKernelArg(kernel, first + (cl_uint)i, size, value);
-        if (err != CL_SUCCESS)
-            return attn_fail(ctx, (attn_status)err, "clSetKernelArg(%s, %u) failed: %s (%d)",
-                             kernel_name, first + (unsigned)i, attn_cl_error_name(err), (int)err);
-    }
+void attn_args_begin(attn_args *a, attn_context_t ctx, cl_kernel kernel, const char *kernel_name) {
+    *a = (attn_args){.ctx = ctx, .kernel = kernel, .kernel_name = kernel_name};
+}
+
+static void set_arg(attn_args *a, size_t size, const void *value) {
+    if (a->status != ATTN_SUCCESS)
+        return;
+    cl_int err = clSetKernelArg(a->kernel, a->next, size, value);
+    if (err != CL_SUCCESS)
+        a->status = attn_fail(a->ctx, (attn_status)err, "clSetKernelArg(%s, %u) failed: %s (%d)",
+                              a->kernel_name, (unsigned)a->next, attn_cl_error_name(err), (int)err);
+    a->next++;
+}
+
+void attn_arg_mem(attn_args *a, cl_mem value) {
+    set_arg(a, sizeof value, &value);
+}
+
+void attn_arg_int(attn_args *a, cl_int value) {
+    set_arg(a, sizeof value, &value);
+}
+
+void attn_arg_float(attn_args *a, cl_float value) {
+    set_arg(a, sizeof value, &value);
+}
+
+void attn_arg_buffer(attn_args *a, cl_mem mem, size_t offset) {
+    const cl_ulong off = offset;
+    attn_arg_mem(a, mem);
+    set_arg(a, sizeof off, &off);
+}
+
+void attn_arg_tensor(attn_args *a, cl_mem mem, size_t offset, const attn_strides *strides) {
+    const cl_long sb = strides->batch, sh = strides->head, ss = strides->seq;
+    attn_arg_buffer(a, mem, offset);
+    set_arg(a, sizeof sb, &sb);
+    set_arg(a, sizeof sh, &sh);
+    set_arg(a, sizeof ss, &ss);
+}
+
+void attn_arg_features(attn_args *a, const attn_problem *pb, const attn_device_args *d) {
+    const attn_params *p = &pb->p;
+    /* Arguments the kernel is built without still need a buffer: Q's. */
+    cl_mem arrays[ATTN_INPUT_COUNT];
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++)
+        arrays[i] = d->arrays[i] ? d->arrays[i] : d->q;
+    attn_arg_int(a, p->seq_q);
+    attn_arg_int(a, p->seq_k);
+    attn_arg_int(a, p->varlen ? p->total_q : p->seq_q);
+    attn_arg_int(a, p->varlen ? p->total_k : p->seq_k);
+    attn_arg_mem(a, arrays[ATTN_INPUT_cu_seqlens_q]);
+    attn_arg_mem(a, arrays[ATTN_INPUT_cu_seqlens_k]);
+    attn_arg_mem(a, arrays[ATTN_INPUT_key_lengths]);
+    attn_arg_int(a, p->window.left);
+    attn_arg_int(a, p->window.right);
+    attn_arg_float(a, p->softcap > 0.0f ? p->softcap : 1.0f);
+    attn_arg_mem(a, arrays[ATTN_INPUT_alibi_slopes]);
+    attn_arg_tensor(a, d->bias ? d->bias : d->q, d->bias_offset, &p->bias.strides);
+    attn_arg_tensor(a, d->keep_mask ? d->keep_mask : d->q, d->keep_mask_offset,
+                    &p->keep_mask.strides);
+}
+
+attn_status attn_args_end(attn_args *a) {
+    if (a->status != ATTN_SUCCESS)
+        return a->status;
+    cl_uint expected = 0;
+    cl_int err = clGetKernelInfo(a->kernel, CL_KERNEL_NUM_ARGS, sizeof expected, &expected, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail_cl(a->ctx, err, "clGetKernelInfo(CL_KERNEL_NUM_ARGS)");
+    if (expected != a->next)
+        return attn_fail(a->ctx, ATTN_ERR_UNSUPPORTED,
+                         "%s takes %u arguments but the host set %u: host and kernel disagree",
+                         a->kernel_name, (unsigned)expected, (unsigned)a->next);
     return ATTN_SUCCESS;
 }
 
-attn_status attn_set_kernel_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                                 cl_uint first, int count, ...) {
-    va_list args;
-    va_start(args, count);
-    attn_status status = set_args(ctx, kernel, kernel_name, first, count, args);
-    va_end(args);
-    return status;
-}
-
-attn_status attn_set_tensor_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                                 cl_uint first, cl_mem mem, size_t offset,
-                                 const attn_strides *strides) {
-    const cl_ulong off = offset;
-    const cl_long sb = strides->batch, sh = strides->head, ss = strides->seq;
-    return attn_set_kernel_args(ctx, kernel, kernel_name, first, 5, ATTN_ARG(mem), ATTN_ARG(off),
-                                ATTN_ARG(sb), ATTN_ARG(sh), ATTN_ARG(ss));
-}
-
-attn_status attn_set_feature_args(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,
-                                  cl_uint first, const attn_plan *plan, const attn_device_args *a) {
-    const attn_params *p = &plan->p;
-    const cl_int seq_q = p->seq_q, seq_k = p->seq_k;
-    const cl_int win_left = p->window.left, win_right = p->window.right;
-    const cl_float softcap = p->softcap > 0.0f ? p->softcap : 1.0f;
-    /* Arguments the kernel is built without still need a buffer: Q's. */
-    const cl_mem cu_q = a->cu_seqlens_q ? a->cu_seqlens_q : a->q;
-    const cl_mem cu_k = a->cu_seqlens_k ? a->cu_seqlens_k : a->q;
-    const cl_mem lengths = a->key_lengths ? a->key_lengths : a->q;
-    const cl_mem slopes = a->alibi_slopes ? a->alibi_slopes : a->q;
-    attn_status status =
-        attn_set_kernel_args(ctx, kernel, kernel_name, first, 9, ATTN_ARG(seq_q), ATTN_ARG(seq_k),
-                             ATTN_ARG(cu_q), ATTN_ARG(cu_k), ATTN_ARG(lengths), ATTN_ARG(win_left),
-                             ATTN_ARG(win_right), ATTN_ARG(softcap), ATTN_ARG(slopes));
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, kernel, kernel_name, first + 9, a->bias ? a->bias : a->q,
-                                      a->bias_offset, &p->bias.strides);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_tensor_args(ctx, kernel, kernel_name, first + 14,
-                                      a->keep_mask ? a->keep_mask : a->q, a->keep_mask_offset,
-                                      &p->keep_mask.strides);
-    return status;
-}
-
-void attn_feature_options(const attn_plan *plan, char *buf, size_t size) {
-    const attn_params *p = &plan->p;
+void attn_feature_options(const attn_problem *pb, char *buf, size_t size) {
+    const attn_params *p = &pb->p;
     snprintf(buf, size,
              "-DDTYPE=%d -DMASK_MODE=%d -DWINDOW=%d -DKEY_PADDING=%d -DVARLEN=%d -DSOFTCAP=%d "
              "-DALIBI=%d -DHAS_BIAS=%d -DHAS_KEEP_MASK=%d",

@@ -12,8 +12,8 @@
 
 /* The rows a merge covers: [batch][heads_q][rows] through the plan's O and
  * LSE strides (varlen: batch 1, the packed total of rows). */
-static void merge_shape(const attn_plan *plan, int64_t *batch, int64_t *rows) {
-    const attn_params *p = &plan->p;
+static void merge_shape(const attn_problem *pb, int64_t *batch, int64_t *rows) {
+    const attn_params *p = &pb->p;
     *batch = p->varlen ? 1 : p->batch;
     *rows = p->varlen ? p->total_q : p->seq_q;
 }
@@ -22,13 +22,13 @@ attn_status attn_merge(const attn_params *params, const attn_merge_tensors *t) {
     if (!t || !t->o_a || !t->o_b || !t->lse_a || !t->lse_b || !t->o || !t->lse)
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
                          "attn_merge: tensors and all six of their pointers are required");
-    attn_plan plan;
-    attn_status status = attn_plan_make(NULL, params, 1, 0, &plan);
+    attn_problem pb;
+    attn_status status = attn_problem_make(NULL, params, 1, 0, &pb);
     if (status != ATTN_SUCCESS)
         return status;
-    const attn_params *p = &plan.p;
+    const attn_params *p = &pb.p;
     int64_t batch, rows;
-    merge_shape(&plan, &batch, &rows);
+    merge_shape(&pb, &batch, &rows);
     for (int64_t b = 0; b < batch; b++)
         for (int64_t h = 0; h < p->heads_q; h++)
             for (int64_t i = 0; i < rows; i++) {
@@ -71,25 +71,25 @@ attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
     if ((num_wait_events > 0) != (wait_list != NULL))
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                          "wait_list must be NULL exactly when num_wait_events is 0");
-    attn_plan plan;
-    attn_status status = attn_plan_make(ctx, params, 1, 0, &plan);
+    attn_problem pb;
+    attn_status status = attn_problem_make(ctx, params, 1, 0, &pb);
     if (status != ATTN_SUCCESS)
         return status;
-    const attn_params *p = &plan.p;
-    const size_t es = plan.element_size;
+    const attn_params *p = &pb.p;
+    const size_t es = pb.element_size;
     const struct {
         const char *name;
         cl_mem mem;
         size_t offset, extent, element_size;
     } buffers[6] = {
-        {"O_a", t->o_a, t->o_a_offset, plan.o_extent, es},
-        {"O_b", t->o_b, t->o_b_offset, plan.o_extent, es},
-        {"O", t->o, t->o_offset, plan.o_extent, es},
-        {"LSE_a", t->lse_a, t->lse_a_offset, plan.lse_extent, sizeof(float)},
-        {"LSE_b", t->lse_b, t->lse_b_offset, plan.lse_extent, sizeof(float)},
-        {"LSE", t->lse, t->lse_offset, plan.lse_extent, sizeof(float)},
+        {"O_a", t->o_a, t->o_a_offset, pb.o_extent, es},
+        {"O_b", t->o_b, t->o_b_offset, pb.o_extent, es},
+        {"O", t->o, t->o_offset, pb.o_extent, es},
+        {"LSE_a", t->lse_a, t->lse_a_offset, pb.lse_extent, sizeof(float)},
+        {"LSE_b", t->lse_b, t->lse_b_offset, pb.lse_extent, sizeof(float)},
+        {"LSE", t->lse, t->lse_offset, pb.lse_extent, sizeof(float)},
     };
-    cl_ulong offsets[6];
+    size_t offsets[6];
     for (int i = 0; i < 6 && status == ATTN_SUCCESS; i++) {
         size_t elements = 0;
         status = attn_check_device_tensor(ctx, buffers[i].name, buffers[i].mem, buffers[i].offset,
@@ -102,21 +102,22 @@ attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
     char options[128];
     snprintf(options, sizeof options, "-DDTYPE=%d -DHEAD_DIM_V=%d", (int)p->dtype, p->head_dim_v);
     int64_t batch, rows;
-    merge_shape(&plan, &batch, &rows);
-    const cl_long o_sb = p->o_strides.batch, o_sh = p->o_strides.head, o_ss = p->o_strides.seq;
-    const cl_long l_sb = p->lse_strides.batch, l_sh = p->lse_strides.head,
-                  l_ss = p->lse_strides.seq;
+    merge_shape(&pb, &batch, &rows);
     const char *name = "merge_partials";
     pthread_mutex_lock(&ctx->lock);
     cl_kernel kernel;
     status = attn_get_kernel(ctx, "merge", name, options, &kernel);
-    if (status == ATTN_SUCCESS)
-        status = attn_set_kernel_args(
-            ctx, kernel, name, 0, 18, ATTN_ARG(t->o_a), ATTN_ARG(offsets[0]), ATTN_ARG(t->o_b),
-            ATTN_ARG(offsets[1]), ATTN_ARG(t->o), ATTN_ARG(offsets[2]), ATTN_ARG(o_sb),
-            ATTN_ARG(o_sh), ATTN_ARG(o_ss), ATTN_ARG(t->lse_a), ATTN_ARG(offsets[3]),
-            ATTN_ARG(t->lse_b), ATTN_ARG(offsets[4]), ATTN_ARG(t->lse), ATTN_ARG(offsets[5]),
-            ATTN_ARG(l_sb), ATTN_ARG(l_sh), ATTN_ARG(l_ss));
+    if (status == ATTN_SUCCESS) {
+        attn_args a;
+        attn_args_begin(&a, ctx, kernel, name);
+        attn_arg_buffer(&a, t->o_a, offsets[0]);
+        attn_arg_buffer(&a, t->o_b, offsets[1]);
+        attn_arg_tensor(&a, t->o, offsets[2], &p->o_strides);
+        attn_arg_buffer(&a, t->lse_a, offsets[3]);
+        attn_arg_buffer(&a, t->lse_b, offsets[4]);
+        attn_arg_tensor(&a, t->lse, offsets[5], &p->lse_strides);
+        status = attn_args_end(&a);
+    }
     if (status == ATTN_SUCCESS) {
         const size_t global[3] = {(size_t)rows, (size_t)p->heads_q, (size_t)batch};
         status =

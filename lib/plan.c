@@ -1,319 +1,524 @@
-/* Validation of attn_params at the API edge into an attn_plan: defaults
- * resolved, strides explicit, every extent known to fit size_t. */
+/* Plans: a problem validated, its algorithm chosen and configured, and its
+ * kernels built once; then executed many times on host or device tensors.
+ * What an execute needs beyond the caller's tensors (the host call's device
+ * copies, the workspace, the input arrays' device copies and their host
+ * staging) is allocated on first use and kept, so repeated executes
+ * allocate nothing. */
 #include "attn_internal.h"
 
-#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
-void attn_params_init(attn_params *params, int32_t batch, int32_t heads, int32_t seq_q,
-                      int32_t seq_k, int32_t head_dim) {
-    if (!params)
-        return;
-    *params = (attn_params){0};
-    params->batch = batch;
-    params->heads_q = heads;
-    params->heads_kv = heads;
-    params->seq_q = seq_q;
-    params->seq_k = seq_k;
-    params->head_dim = head_dim;
-    params->head_dim_v = head_dim;
-    params->scale = 0.0f; /* resolved to 1/sqrt(head_dim) when the plan is made */
-    params->mask = ATTN_MASK_NONE;
-    params->algo = ATTN_ALGO_AUTO;
-    params->dtype = ATTN_DTYPE_F32;
-}
+struct attn_plan {
+    attn_context_t ctx;
+    attn_problem pb;
+    const attn_algorithm *algorithm;
+    attn_algo_state *state;
+    size_t workspace_bytes;
+    uint32_t outputs;     /* ATTN_PLAN_* */
+    pthread_mutex_t lock; /* one execute at a time: the state's kernels and the kept buffers */
 
-/* a * b + c without wrapping; returns 0 on overflow. */
-static int mul_add(size_t a, size_t b, size_t c, size_t *out) {
-    if (b != 0 && a > (SIZE_MAX - c) / b)
-        return 0;
-    *out = a * b + c;
-    return 1;
-}
+    cl_mem workspace; /* NULL until an execute needs the plan's own */
 
-/* One tensor of up to three strided dimensions over a contiguous inner run. */
-typedef struct tensor_shape {
-    const char *name;
-    int64_t size[3]; /* batch, heads, seq */
-    attn_strides *strides;
-    int64_t inner; /* contiguous elements per row (head dim; 1 for LSE) */
-    int is_output; /* outputs must not overlap themselves */
-} tensor_shape;
+    /* The input arrays' device copies, and the host staging they are written
+     * from (without blocking, so that the device call does not wait for the
+     * queue); arrays_written completes once the last write has read it. */
+    cl_mem arrays[ATTN_INPUT_COUNT];
+    unsigned char *arrays_host;
+    cl_event arrays_written;
 
-/* Packed strides for a tensor given none. Each must fit int64_t: sizes near
- * INT32_MAX make the batch stride alone exceed it. */
-static attn_status default_strides(attn_context_t ctx, tensor_shape *t) {
-    attn_strides *s = t->strides;
-    if (s->batch != 0 || s->head != 0 || s->seq != 0)
-        return ATTN_SUCCESS;
-    size_t head, batch;
-    if (!mul_add((size_t)t->size[2], (size_t)t->inner, 0, &head) ||
-        !mul_add((size_t)t->size[1], head, 0, &batch) || batch > (size_t)INT64_MAX)
-        return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW,
-                         "%s spans more elements than size_t can count", t->name);
-    s->seq = t->inner;
-    s->head = (int64_t)head;
-    s->batch = (int64_t)batch;
-    return ATTN_SUCCESS;
-}
+    /* The host call's device copies of the tensors and host staging of its
+     * outputs, so that a failure leaves the caller's outputs untouched. */
+    cl_mem q, k, v, o, lse, bias, keep_mask;
+    void *o_host;
+    float *lse_host, *probs_host;
+};
 
-/* Elements from the first to one past the last element the tensor touches. */
-static attn_status tensor_extent(attn_context_t ctx, tensor_shape *t, size_t *extent) {
-    const int64_t stride[3] = {t->strides->batch, t->strides->head, t->strides->seq};
-    size_t last = (size_t)t->inner; /* the contiguous run of the last row */
-    for (int d = 0; d < 3; d++) {
-        if (stride[d] < 0)
-            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "%s has a negative stride (%lld)",
-                             t->name, (long long)stride[d]);
-        if (!mul_add((size_t)(t->size[d] - 1), (size_t)stride[d], last, &last))
-            return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW,
-                             "%s spans more elements than size_t can count", t->name);
-    }
-    if (t->is_output) {
-        /* Sorted by stride, each dimension must step past everything the
-         * dimensions inside it cover, or two outputs would share memory. */
-        int order[3] = {0, 1, 2};
-        for (int i = 0; i < 3; i++)
-            for (int j = i + 1; j < 3; j++)
-                if (stride[order[j]] < stride[order[i]]) {
-                    int tmp = order[i];
-                    order[i] = order[j];
-                    order[j] = tmp;
-                }
-        size_t covered = (size_t)t->inner;
-        for (int i = 0; i < 3; i++) {
-            int d = order[i];
-            if (t->size[d] == 1)
-                continue;
-            if ((size_t)stride[d] < covered)
-                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                                 "%s strides (batch %lld, head %lld, seq %lld) make elements "
-                                 "overlap",
-                                 t->name, (long long)stride[0], (long long)stride[1],
-                                 (long long)stride[2]);
-            covered = (size_t)stride[d] * (size_t)(t->size[d] - 1) + covered;
-        }
-    }
-    *extent = last;
-    return ATTN_SUCCESS;
-}
+/* ---- Creation ------------------------------------------------------------ */
 
-/* A score operand's broadcast size: 0 and 1 broadcast; otherwise it must be
- * the full count. Returns 0 for any other value. */
-static int32_t operand_size(int32_t size, int32_t full) {
-    if (size == 0 || size == 1)
-        return 1;
-    return size == full ? full : 0;
-}
-
-attn_status attn_plan_make(attn_context_t ctx, const attn_params *params, int want_lse,
-                           int want_probs, attn_plan *plan) {
-    if (!params)
-        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params is NULL");
-    attn_plan out = {.p = *params};
-    attn_params *p = &out.p;
-
-    if (p->batch <= 0 || p->heads_q <= 0 || p->seq_q <= 0 || p->seq_k <= 0 || p->heads_kv < 0)
-        return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
-                         "sizes must be positive: batch %d, heads_q %d, heads_kv %d, seq_q %d, "
-                         "seq_k %d",
-                         p->batch, p->heads_q, p->heads_kv, p->seq_q, p->seq_k);
-    if (p->heads_kv == 0)
-        p->heads_kv = p->heads_q;
-    if (p->heads_q % p->heads_kv != 0)
-        return attn_fail(ctx, ATTN_ERR_INVALID_SIZE, "heads_kv %d does not divide heads_q %d",
-                         p->heads_kv, p->heads_q);
-    if (p->head_dim_v == 0)
-        p->head_dim_v = p->head_dim;
-    if (p->head_dim < 1 || p->head_dim > ATTN_MAX_HEAD_DIM || p->head_dim_v < 1 ||
-        p->head_dim_v > ATTN_MAX_HEAD_DIM)
-        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED_HEAD_DIM,
-                         "head_dim %d / head_dim_v %d: supported is 1..%d", p->head_dim,
-                         p->head_dim_v, ATTN_MAX_HEAD_DIM);
-    if ((unsigned)p->mask > ATTN_MASK_CAUSAL_BOTTOM_RIGHT)
-        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "mask %d is not an attn_mask", (int)p->mask);
-    if ((unsigned)p->algo > ATTN_ALGO_FUSED)
-        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "algo %d is not an attn_algo", (int)p->algo);
-    if ((unsigned)p->dtype > ATTN_DTYPE_BF16)
-        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "dtype %d is not an attn_dtype",
-                         (int)p->dtype);
-    if (!isfinite(p->scale))
-        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "scale must be finite");
-    if (p->scale == 0.0f)
-        p->scale = (float)(1.0 / sqrt((double)p->head_dim));
-    if (!isfinite(p->softcap) || p->softcap < 0.0f)
+attn_status attn_plan_create(attn_context_t ctx, const attn_params *params, uint32_t outputs,
+                             attn_plan_t *out) {
+    if (out)
+        *out = NULL;
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_plan_create: ctx is NULL");
+    if (!out)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "attn_plan_create: plan is NULL");
+    if (outputs & ~(uint32_t)(ATTN_PLAN_LSE | ATTN_PLAN_PROBS))
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                         "softcap must be finite and >= 0 (0: off), not %g", (double)p->softcap);
-
-    /* Flags are booleans from here on. */
-    p->alibi = p->alibi != 0;
-    p->key_padding = p->key_padding != 0;
-    p->varlen = p->varlen != 0;
-    p->window.enabled = p->window.enabled != 0;
-    if (!p->window.enabled)
-        p->window.left = p->window.right = -1;
-    p->window.left = p->window.left < 0 ? -1 : p->window.left;
-    p->window.right = p->window.right < 0 ? -1 : p->window.right;
-
-    /* Packed sequences: every tensor is one "batch" of total rows, and the
-     * kernels find a sequence's rows through cu_seqlens, never the batch
-     * stride. */
-    int64_t rows_q = p->seq_q, rows_k = p->seq_k, tensor_batch = p->batch;
-    if (p->varlen) {
-        if (p->total_q <= 0 || p->total_k <= 0)
-            return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
-                             "varlen: total_q %d and total_k %d must be positive", p->total_q,
-                             p->total_k);
-        rows_q = p->total_q;
-        rows_k = p->total_k;
-        tensor_batch = 1;
+                         "attn_plan_create: outputs 0x%x has bits that are no ATTN_PLAN_* flag",
+                         (unsigned)outputs);
+    attn_problem pb;
+    attn_status status = attn_problem_make(ctx, params, (outputs & ATTN_PLAN_LSE) != 0,
+                                           (outputs & ATTN_PLAN_PROBS) != 0, &pb);
+    if (status != ATTN_SUCCESS)
+        return status;
+    attn_plan_t plan = calloc(1, sizeof *plan);
+    if (!plan)
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate a plan");
+    if (pthread_mutex_init(&plan->lock, NULL) != 0) {
+        free(plan);
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot initialize a plan's lock");
     }
-
-    attn_score_operand *ops[2] = {&p->bias, &p->keep_mask};
-    const char *op_names[2] = {"bias", "keep_mask"};
-    for (int t = 0; t < 2; t++) {
-        ops[t]->present = ops[t]->present != 0;
-        if (!ops[t]->present) {
-            *ops[t] = (attn_score_operand){0};
-            continue;
-        }
-        const int32_t bb = operand_size(ops[t]->batch, p->batch);
-        const int32_t bh = operand_size(ops[t]->heads, p->heads_q);
-        if (!bb || !bh)
-            return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
-                             "%s is [%d, %d, seq_q, seq_k]: its batch must be 1 or %d and its "
-                             "heads 1 or %d",
-                             op_names[t], ops[t]->batch, ops[t]->heads, p->batch, p->heads_q);
-        ops[t]->batch = bb;
-        ops[t]->heads = bh;
+    plan->ctx = ctx;
+    plan->pb = pb;
+    plan->outputs = outputs;
+    pthread_mutex_lock(&ctx->lock);
+    status = attn_dispatch(ctx, &plan->pb, &plan->algorithm, &plan->state);
+    if (status == ATTN_SUCCESS)
+        status = plan->algorithm->build(ctx, plan->state);
+    pthread_mutex_unlock(&ctx->lock);
+    if (status != ATTN_SUCCESS) {
+        attn_plan_destroy(plan);
+        return status;
     }
-
-    out.group = p->heads_q / p->heads_kv;
-    out.element_size = p->dtype == ATTN_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
-
-    enum { T_Q, T_K, T_V, T_O, T_LSE, T_BIAS, T_MASK, T_COUNT };
-    tensor_shape shapes[T_COUNT] = {
-        {"Q", {tensor_batch, p->heads_q, rows_q}, &p->q_strides, p->head_dim, 0},
-        {"K", {tensor_batch, p->heads_kv, rows_k}, &p->k_strides, p->head_dim, 0},
-        {"V", {tensor_batch, p->heads_kv, rows_k}, &p->v_strides, p->head_dim_v, 0},
-        {"O", {tensor_batch, p->heads_q, rows_q}, &p->o_strides, p->head_dim_v, 1},
-        {"LSE", {tensor_batch, p->heads_q, rows_q}, &p->lse_strides, 1, 1},
-        {"bias", {p->bias.batch, p->bias.heads, p->seq_q}, &p->bias.strides, p->seq_k, 0},
-        {"keep_mask",
-         {p->keep_mask.batch, p->keep_mask.heads, p->seq_q},
-         &p->keep_mask.strides,
-         p->seq_k,
-         0},
-    };
-    const size_t element_sizes[T_COUNT] = {out.element_size,
-                                           out.element_size,
-                                           out.element_size,
-                                           out.element_size,
-                                           sizeof(float),
-                                           sizeof(float),
-                                           1};
-    size_t *extents[T_COUNT] = {&out.q_extent,        &out.k_extent,   &out.v_extent,
-                                &out.o_extent,        &out.lse_extent, &out.bias_extent,
-                                &out.keep_mask_extent};
-    for (int t = 0; t < T_COUNT; t++) {
-        if ((t == T_BIAS && !p->bias.present) || (t == T_MASK && !p->keep_mask.present))
-            continue;
-        attn_status status = default_strides(ctx, &shapes[t]);
-        if (status == ATTN_SUCCESS)
-            status = tensor_extent(ctx, &shapes[t], extents[t]);
-        if (status != ATTN_SUCCESS)
-            return status;
-        size_t bytes;
-        if (!mul_add(*extents[t], element_sizes[t], 0, &bytes))
-            return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW, "%s needs more bytes than size_t counts",
-                             shapes[t].name);
-    }
-    /* The kernels index b * stride: a broadcast (or packed) dimension steps 0. */
-    if (p->varlen) {
-        p->q_strides.batch = p->k_strides.batch = p->v_strides.batch = 0;
-        p->o_strides.batch = p->lse_strides.batch = 0;
-    }
-    for (int t = 0; t < 2; t++) {
-        if (ops[t]->batch == 1)
-            ops[t]->strides.batch = 0;
-        if (ops[t]->heads == 1)
-            ops[t]->strides.head = 0;
-    }
-
-    out.want_lse = want_lse != 0;
-    out.want_probs = want_probs != 0;
-    if (out.want_probs && p->algo == ATTN_ALGO_FUSED)
-        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
-                         "the fused path does not materialize probabilities; use "
-                         "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
-    /* The fused path is faster everywhere and needs O(seq) memory; only the
-     * three-kernel path materializes the probabilities. */
-    out.algo = p->algo;
-    if (out.algo == ATTN_ALGO_AUTO)
-        out.algo = out.want_probs ? ATTN_ALGO_THREE_KERNEL : ATTN_ALGO_FUSED;
-
-    /* The score matrix (and the probabilities handed back) count
-     * batch * heads_q * seq_q * seq_k floats. */
-    size_t elems = 1;
-    const size_t factors[4] = {(size_t)p->batch, (size_t)p->heads_q, (size_t)p->seq_q,
-                               (size_t)p->seq_k};
-    int overflow = 0;
-    for (int i = 0; i < 4; i++)
-        overflow |= !mul_add(elems, factors[i], 0, &elems);
-    size_t prob_bytes;
-    overflow |= !mul_add(elems, sizeof(float), 0, &prob_bytes);
-    if (overflow && out.algo == ATTN_ALGO_THREE_KERNEL)
-        return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW,
-                         "batch*heads*seq_q*seq_k scores need more bytes than size_t counts");
-    out.probs_elems = overflow ? 0 : elems;
-
-    *plan = out;
+    plan->workspace_bytes = plan->algorithm->workspace_bytes(plan->state);
+    *out = plan;
     return ATTN_SUCCESS;
 }
 
-/* The per-batch and per-head arrays: present exactly when params ask for
- * them, and within range, so that no kernel reads or writes outside the
- * tensors whatever they hold. */
-attn_status attn_plan_metadata(attn_context_t ctx, const attn_plan *plan, const attn_metadata *m) {
-    const attn_params *p = &plan->p;
-    const void *given[4] = {m->key_lengths, m->alibi_slopes, m->cu_seqlens_q, m->cu_seqlens_k};
-    const int wanted[4] = {p->key_padding, p->alibi, p->varlen, p->varlen};
-    const char *names[4] = {"key_lengths", "alibi_slopes", "cu_seqlens_q", "cu_seqlens_k"};
-    for (int t = 0; t < 4; t++) {
-        if (wanted[t] && !given[t])
-            return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params ask for %s, which is NULL",
-                             names[t]);
+static void free_arrays_host(cl_event event, cl_int status, void *host) {
+    (void)event;
+    (void)status;
+    free(host);
+}
+
+void attn_plan_destroy(attn_plan_t plan) {
+    if (!plan)
+        return;
+    if (plan->arrays_written) {
+        /* The last write may still be queued: its staging goes once it has run. */
+        if (clSetEventCallback(plan->arrays_written, CL_COMPLETE, free_arrays_host,
+                               plan->arrays_host) == CL_SUCCESS)
+            plan->arrays_host = NULL;
+        else
+            clWaitForEvents(1, &plan->arrays_written);
+        clReleaseEvent(plan->arrays_written);
     }
-    if (p->key_padding)
-        for (int32_t b = 0; b < p->batch; b++)
-            if (m->key_lengths[b] < 0 || m->key_lengths[b] > p->seq_k)
-                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                                 "key_lengths[%d] = %d is outside 0..seq_k (%d)", b,
-                                 m->key_lengths[b], p->seq_k);
-    if (p->alibi)
-        for (int32_t h = 0; h < p->heads_q; h++)
-            if (!isfinite(m->alibi_slopes[h]))
-                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "alibi_slopes[%d] is not finite", h);
-    if (p->varlen) {
-        const int32_t *cu[2] = {m->cu_seqlens_q, m->cu_seqlens_k};
-        const int32_t longest[2] = {p->seq_q, p->seq_k}, total[2] = {p->total_q, p->total_k};
-        const char *side[2] = {"q", "k"};
-        for (int t = 0; t < 2; t++) {
-            if (cu[t][0] != 0)
-                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "cu_seqlens_%s[0] is %d, not 0",
-                                 side[t], cu[t][0]);
-            for (int32_t b = 0; b < p->batch; b++) {
-                const int64_t len = (int64_t)cu[t][b + 1] - cu[t][b];
-                if (len < 0 || len > longest[t])
-                    return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                                     "cu_seqlens_%s: sequence %d has %lld rows, outside 0..seq_%s "
-                                     "(%d)",
-                                     side[t], b, (long long)len, side[t], longest[t]);
-            }
-            if (cu[t][p->batch] > total[t])
-                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                                 "cu_seqlens_%s[%d] = %d is past total_%s (%d)", side[t], p->batch,
-                                 cu[t][p->batch], side[t], total[t]);
+    free(plan->arrays_host);
+    if (plan->algorithm)
+        plan->algorithm->destroy(plan->state);
+    /* Buffers still used by enqueued work live until it completes. */
+    cl_mem mems[8] = {plan->workspace, plan->q,   plan->k,    plan->v,
+                      plan->o,         plan->lse, plan->bias, plan->keep_mask};
+    for (int i = 0; i < 8; i++)
+        if (mems[i])
+            clReleaseMemObject(mems[i]);
+    attn_input_arrays_release(plan->arrays);
+    free(plan->o_host);
+    free(plan->lse_host);
+    free(plan->probs_host);
+    pthread_mutex_destroy(&plan->lock);
+    free(plan);
+}
+
+attn_algo attn_plan_algo(attn_plan_t plan) {
+    return plan && plan->algorithm ? plan->algorithm->id : ATTN_ALGO_AUTO;
+}
+
+size_t attn_plan_workspace_size(attn_plan_t plan) {
+    return plan ? plan->workspace_bytes : 0;
+}
+
+/* ---- What executes keep ---------------------------------------------------- */
+
+/* A device buffer of `bytes` for `name`, refused past the device's largest
+ * allocation. */
+static attn_status create_buffer(attn_context_t ctx, const char *name, size_t bytes, cl_mem *out) {
+    const size_t max_alloc = (size_t)ctx->info.max_alloc_bytes;
+    if (max_alloc && bytes > max_alloc)
+        return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
+                         "%s needs %zu bytes, above the device's largest allocation (%zu)", name,
+                         bytes, max_alloc);
+    cl_int err;
+    *out = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes ? bytes : 1, NULL, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return attn_fail(ctx, (attn_status)err, "clCreateBuffer for %s (%zu bytes) failed: %s (%d)",
+                         name, bytes, attn_cl_error_name(err), (int)err);
+    }
+    return ATTN_SUCCESS;
+}
+
+static attn_status own_workspace(attn_plan_t plan) {
+    if (plan->workspace || !plan->workspace_bytes)
+        return ATTN_SUCCESS;
+    return create_buffer(plan->ctx, "the workspace", plan->workspace_bytes, &plan->workspace);
+}
+
+/* Writes the host arrays of `m` that the problem uses and that are not
+ * given on the device into the plan's device copies, and points `d` at the
+ * device arrays. */
+static attn_status write_arrays(attn_plan_t plan, const attn_input_arrays *m,
+                                const cl_mem on_device[ATTN_INPUT_COUNT], attn_device_args *d) {
+    attn_context_t ctx = plan->ctx;
+    size_t at[ATTN_INPUT_COUNT], total = 0;
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++) {
+        at[i] = total;
+        total += attn_round_up(attn_input_array_bytes(&plan->pb, (attn_input_array)i), 8);
+    }
+    if (total == 0)
+        return ATTN_SUCCESS;
+    if (!plan->arrays[0] && !plan->arrays_host) {
+        plan->arrays_host = malloc(total);
+        if (!plan->arrays_host)
+            return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                             "cannot allocate %zu bytes of input-array staging", total);
+        attn_status status = attn_input_arrays_create(ctx, &plan->pb, plan->arrays);
+        if (status != ATTN_SUCCESS) {
+            free(plan->arrays_host);
+            plan->arrays_host = NULL;
+            return status;
         }
     }
+    /* The previous execute's write must have read the staging first. */
+    if (plan->arrays_written) {
+        cl_int err = clWaitForEvents(1, &plan->arrays_written);
+        clReleaseEvent(plan->arrays_written);
+        plan->arrays_written = NULL;
+        if (err != CL_SUCCESS)
+            return attn_fail_cl(ctx, err, "clWaitForEvents (input arrays)");
+    }
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++) {
+        const size_t bytes = attn_input_array_bytes(&plan->pb, (attn_input_array)i);
+        d->arrays[i] = NULL;
+        if (!bytes)
+            continue;
+        if (on_device && on_device[i]) {
+            d->arrays[i] = on_device[i];
+            continue;
+        }
+        memcpy(plan->arrays_host + at[i], attn_input_array_host(m, (attn_input_array)i), bytes);
+        cl_event written = NULL;
+        cl_int err = clEnqueueWriteBuffer(ctx->queue, plan->arrays[i], CL_FALSE, 0, bytes,
+                                          plan->arrays_host + at[i], 0, NULL, &written);
+        if (err != CL_SUCCESS)
+            return attn_fail(ctx, (attn_status)err, "clEnqueueWriteBuffer for %s failed: %s (%d)",
+                             attn_input_array_name((attn_input_array)i), attn_cl_error_name(err),
+                             (int)err);
+        /* In order: the last write's completion covers the earlier ones. */
+        if (plan->arrays_written)
+            clReleaseEvent(plan->arrays_written);
+        plan->arrays_written = written;
+        d->arrays[i] = plan->arrays[i];
+    }
+    return ATTN_SUCCESS;
+}
+
+/* ---- Device execute ------------------------------------------------------------ */
+
+/* Bias and keep-mask are given exactly when params ask for them. */
+static attn_status check_operands(attn_context_t ctx, const char *call, const attn_problem *pb,
+                                  int has_bias, int has_keep_mask) {
+    const attn_params *p = &pb->p;
+    if (p->bias.present && !has_bias)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: params ask for a bias, which is NULL",
+                         call);
+    if (p->keep_mask.present && !has_keep_mask)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: params ask for a keep_mask, which is NULL", call);
+    return ATTN_SUCCESS;
+}
+
+static attn_status check_lse(attn_plan_t plan, const char *call, int has_lse) {
+    const int wanted = (plan->outputs & ATTN_PLAN_LSE) != 0;
+    if (has_lse == wanted)
+        return ATTN_SUCCESS;
+    return attn_fail(plan->ctx, ATTN_ERR_INVALID_VALUE,
+                     "%s: the plan was made %s ATTN_PLAN_LSE, but the tensors %s an lse", call,
+                     wanted ? "with" : "without", has_lse ? "have" : "lack");
+}
+
+/* Each array given on the device, by attn_input_array (NULL: on the host). */
+static void device_arrays_of(const attn_device_tensors *t, cl_mem out[ATTN_INPUT_COUNT],
+                             unsigned *mask) {
+    out[ATTN_INPUT_key_lengths] = t->key_lengths_mem;
+    out[ATTN_INPUT_alibi_slopes] = t->alibi_slopes_mem;
+    out[ATTN_INPUT_cu_seqlens_q] = t->cu_seqlens_q_mem;
+    out[ATTN_INPUT_cu_seqlens_k] = t->cu_seqlens_k_mem;
+    *mask = 0;
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++)
+        if (out[i])
+            *mask |= 1u << i;
+}
+
+static attn_status execute_device(attn_plan_t plan, const attn_device_tensors *t, cl_mem workspace,
+                                  size_t workspace_offset, cl_uint num_wait,
+                                  const cl_event *wait_list, cl_event *event) {
+    attn_context_t ctx = plan->ctx;
+    const attn_problem *pb = &plan->pb;
+    const char *call = "attn_forward_device";
+    if (!t || !t->q || !t->k || !t->v || !t->o)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: tensors and their q, k, v and o are required", call);
+    if ((num_wait > 0) != (wait_list != NULL))
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "wait_list must be NULL exactly when num_wait_events is 0");
+    attn_status status = check_lse(plan, call, t->lse != NULL);
+    if (status == ATTN_SUCCESS)
+        status = check_operands(ctx, call, pb, t->bias != NULL, t->keep_mask != NULL);
+    cl_mem on_device[ATTN_INPUT_COUNT];
+    unsigned on_device_mask;
+    device_arrays_of(t, on_device, &on_device_mask);
+    const attn_input_arrays host_arrays = attn_input_arrays_of_device(t);
+    if (status == ATTN_SUCCESS)
+        status = attn_problem_check_arrays(ctx, pb, &host_arrays, on_device_mask);
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    attn_device_args d = {.q = t->q,
+                          .k = t->k,
+                          .v = t->v,
+                          .o = t->o,
+                          .lse = t->lse,
+                          .bias = pb->p.bias.present ? t->bias : NULL,
+                          .keep_mask = pb->p.keep_mask.present ? t->keep_mask : NULL,
+                          .callers_outputs = 1};
+    const size_t es = pb->element_size;
+    const struct {
+        const char *name;
+        cl_mem mem;
+        size_t offset, extent, element_size;
+        size_t *element_offset;
+    } tensors[7] = {
+        {"Q", t->q, t->q_offset, pb->q_extent, es, &d.q_offset},
+        {"K", t->k, t->k_offset, pb->k_extent, es, &d.k_offset},
+        {"V", t->v, t->v_offset, pb->v_extent, es, &d.v_offset},
+        {"O", t->o, t->o_offset, pb->o_extent, es, &d.o_offset},
+        {"LSE", t->lse, t->lse_offset, pb->lse_extent, sizeof(float), &d.lse_offset},
+        {"the bias", d.bias, t->bias_offset, pb->bias_extent, sizeof(float), &d.bias_offset},
+        {"the keep_mask", d.keep_mask, t->keep_mask_offset, pb->keep_mask_extent, 1,
+         &d.keep_mask_offset},
+    };
+    for (int i = 0; i < 7 && status == ATTN_SUCCESS; i++)
+        if (tensors[i].mem)
+            status = attn_check_device_tensor(ctx, tensors[i].name, tensors[i].mem,
+                                              tensors[i].offset, tensors[i].extent,
+                                              tensors[i].element_size, tensors[i].element_offset);
+    if (status == ATTN_SUCCESS && workspace && plan->workspace_bytes) {
+        if (workspace_offset % ATTN_WORKSPACE_ALIGN != 0)
+            status = attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                               "the workspace offset %zu is not a multiple of %d", workspace_offset,
+                               ATTN_WORKSPACE_ALIGN);
+        else
+            status = attn_check_device_tensor(ctx, "the workspace", workspace, workspace_offset,
+                                              plan->workspace_bytes, 1, &d.workspace_offset);
+        d.workspace = workspace;
+    }
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    pthread_mutex_lock(&plan->lock);
+    if (!d.workspace) {
+        status = own_workspace(plan);
+        d.workspace = plan->workspace;
+        d.workspace_offset = 0;
+    }
+    if (!d.workspace)
+        d.workspace = t->q; /* no scratch needed; kernels still want a buffer */
+    if (status == ATTN_SUCCESS)
+        status = write_arrays(plan, &host_arrays, on_device, &d);
+    if (status == ATTN_SUCCESS)
+        status = plan->algorithm->run(ctx, plan->state, &d, num_wait, wait_list, event);
+    pthread_mutex_unlock(&plan->lock);
+    return status;
+}
+
+attn_status attn_plan_execute_device(attn_plan_t plan, const attn_device_tensors *tensors,
+                                     cl_mem workspace, size_t workspace_offset,
+                                     cl_uint num_wait_events, const cl_event *wait_list,
+                                     cl_event *event) {
+    if (event)
+        *event = NULL;
+    if (!plan)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_plan_execute_device: plan is NULL");
+    return execute_device(plan, tensors, workspace, workspace_offset, num_wait_events, wait_list,
+                          event);
+}
+
+/* ---- Host execute -------------------------------------------------------------- */
+
+/* Whether the forward leaves elements of an output's extent unwritten (gaps
+ * between strided rows, or varlen rows past the last sequence): then the
+ * device copy starts as the caller's data, so that downloading the whole
+ * extent writes those elements back unchanged. */
+static int has_gaps(const attn_problem *pb, size_t extent, size_t row) {
+    const attn_params *p = &pb->p;
+    return p->varlen || extent != (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q * row;
+}
+
+/* The host call's device copies and output staging, made on its first execute. */
+static attn_status own_host_buffers(attn_plan_t plan) {
+    if (plan->q)
+        return ATTN_SUCCESS;
+    attn_context_t ctx = plan->ctx;
+    const attn_problem *pb = &plan->pb;
+    const size_t es = pb->element_size;
+    const size_t o_bytes = pb->o_extent * es, lse_bytes = pb->lse_extent * sizeof(float);
+    /* Device buffers first: a request past the device's limits fails
+     * before the host staging is allocated. */
+    attn_status status = create_buffer(ctx, "Q", pb->q_extent * es, &plan->q);
+    if (status == ATTN_SUCCESS)
+        status = create_buffer(ctx, "K", pb->k_extent * es, &plan->k);
+    if (status == ATTN_SUCCESS)
+        status = create_buffer(ctx, "V", pb->v_extent * es, &plan->v);
+    if (status == ATTN_SUCCESS)
+        status = create_buffer(ctx, "O", o_bytes, &plan->o);
+    if (status == ATTN_SUCCESS && pb->want_lse)
+        status = create_buffer(ctx, "LSE", lse_bytes, &plan->lse);
+    if (status == ATTN_SUCCESS && pb->p.bias.present)
+        status = create_buffer(ctx, "the bias", pb->bias_extent * sizeof(float), &plan->bias);
+    if (status == ATTN_SUCCESS && pb->p.keep_mask.present)
+        status = create_buffer(ctx, "the keep_mask", pb->keep_mask_extent, &plan->keep_mask);
+    if (status == ATTN_SUCCESS)
+        status = own_workspace(plan);
+    if (status == ATTN_SUCCESS) {
+        plan->o_host = malloc(o_bytes);
+        if (pb->want_lse)
+            plan->lse_host = malloc(lse_bytes);
+        if (!plan->o_host || (pb->want_lse && !plan->lse_host))
+            status = attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                               "cannot allocate host staging for the outputs (%zu + %zu bytes)",
+                               o_bytes, pb->want_lse ? lse_bytes : 0);
+    }
+    if (status != ATTN_SUCCESS) {
+        cl_mem *mems[7] = {&plan->q,   &plan->k,    &plan->v,        &plan->o,
+                           &plan->lse, &plan->bias, &plan->keep_mask};
+        for (int i = 0; i < 7; i++) {
+            if (*mems[i])
+                clReleaseMemObject(*mems[i]);
+            *mems[i] = NULL;
+        }
+        free(plan->o_host);
+        free(plan->lse_host);
+        plan->o_host = NULL;
+        plan->lse_host = NULL;
+    }
+    return status;
+}
+
+static attn_status write_tensor(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
+                                const void *host) {
+    cl_int err = clEnqueueWriteBuffer(ctx->queue, buffer, CL_FALSE, 0, bytes, host, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail(ctx, (attn_status)err, "clEnqueueWriteBuffer for %s failed: %s (%d)", name,
+                         attn_cl_error_name(err), (int)err);
+    return ATTN_SUCCESS;
+}
+
+static attn_status read_tensor(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
+                               void *host) {
+    cl_int err = clEnqueueReadBuffer(ctx->queue, buffer, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail(ctx, (attn_status)err, "clEnqueueReadBuffer for %s failed: %s (%d)", name,
+                         attn_cl_error_name(err), (int)err);
+    return ATTN_SUCCESS;
+}
+
+static attn_status execute_host_locked(attn_plan_t plan, const attn_host_tensors *t) {
+    attn_context_t ctx = plan->ctx;
+    const attn_problem *pb = &plan->pb;
+    const size_t es = pb->element_size;
+    const size_t o_bytes = pb->o_extent * es, lse_bytes = pb->lse_extent * sizeof(float);
+    attn_status status = own_host_buffers(plan);
+    if (status == ATTN_SUCCESS && t->probs && !plan->probs_host) {
+        plan->probs_host = malloc(pb->probs_elems * sizeof(float));
+        if (!plan->probs_host)
+            status =
+                attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                          "cannot allocate host staging for %zu probabilities", pb->probs_elems);
+    }
+    attn_device_args d = {.q = plan->q,
+                          .k = plan->k,
+                          .v = plan->v,
+                          .o = plan->o,
+                          .lse = t->lse ? plan->lse : NULL,
+                          .bias = plan->bias,
+                          .keep_mask = plan->keep_mask,
+                          .workspace = plan->workspace ? plan->workspace : plan->q,
+                          .probs_host = t->probs ? plan->probs_host : NULL};
+    const attn_input_arrays arrays = attn_input_arrays_of_host(t);
+    if (status == ATTN_SUCCESS)
+        status = write_tensor(ctx, "Q", plan->q, pb->q_extent * es, t->q);
+    if (status == ATTN_SUCCESS)
+        status = write_tensor(ctx, "K", plan->k, pb->k_extent * es, t->k);
+    if (status == ATTN_SUCCESS)
+        status = write_tensor(ctx, "V", plan->v, pb->v_extent * es, t->v);
+    if (status == ATTN_SUCCESS && has_gaps(pb, pb->o_extent, (size_t)pb->p.head_dim_v))
+        status = write_tensor(ctx, "O", plan->o, o_bytes, t->o);
+    if (status == ATTN_SUCCESS && t->lse && has_gaps(pb, pb->lse_extent, 1))
+        status = write_tensor(ctx, "LSE", plan->lse, lse_bytes, t->lse);
+    if (status == ATTN_SUCCESS && plan->bias)
+        status =
+            write_tensor(ctx, "the bias", plan->bias, pb->bias_extent * sizeof(float), t->bias);
+    if (status == ATTN_SUCCESS && plan->keep_mask)
+        status =
+            write_tensor(ctx, "the keep_mask", plan->keep_mask, pb->keep_mask_extent, t->keep_mask);
+    if (status == ATTN_SUCCESS)
+        status = write_arrays(plan, &arrays, NULL, &d);
+    if (status == ATTN_SUCCESS)
+        status = plan->algorithm->run(ctx, plan->state, &d, 0, NULL, NULL);
+    if (status == ATTN_SUCCESS)
+        status = read_tensor(ctx, "O", plan->o, o_bytes, plan->o_host);
+    if (status == ATTN_SUCCESS && t->lse)
+        status = read_tensor(ctx, "LSE", plan->lse, lse_bytes, plan->lse_host);
+    if (status == ATTN_SUCCESS) {
+        memcpy(t->o, plan->o_host, o_bytes);
+        if (t->lse)
+            memcpy(t->lse, plan->lse_host, lse_bytes);
+        if (t->probs)
+            memcpy(t->probs, plan->probs_host, pb->probs_elems * sizeof(float));
+    } else {
+        /* Writes from the caller's memory may still be queued. */
+        clFinish(ctx->queue);
+    }
+    return status;
+}
+
+attn_status attn_plan_execute_host(attn_plan_t plan, const attn_host_tensors *t) {
+    if (!plan)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_plan_execute_host: plan is NULL");
+    attn_context_t ctx = plan->ctx;
+    const char *call = "attn_forward_host";
+    if (!t || !t->q || !t->k || !t->v || !t->o)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: tensors and their q, k, v and o are required", call);
+    attn_status status = check_lse(plan, call, t->lse != NULL);
+    if (status == ATTN_SUCCESS && t->probs && !(plan->outputs & ATTN_PLAN_PROBS))
+        status = attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                           "%s: probabilities asked of a plan made without ATTN_PLAN_PROBS", call);
+    if (status == ATTN_SUCCESS)
+        status = check_operands(ctx, call, &plan->pb, t->bias != NULL, t->keep_mask != NULL);
+    const attn_input_arrays arrays = attn_input_arrays_of_host(t);
+    if (status == ATTN_SUCCESS)
+        status = attn_problem_check_arrays(ctx, &plan->pb, &arrays, 0);
+    if (status != ATTN_SUCCESS)
+        return status;
+    pthread_mutex_lock(&plan->lock);
+    status = execute_host_locked(plan, t);
+    pthread_mutex_unlock(&plan->lock);
+    return status;
+}
+
+/* ---- Shared with the merge call ------------------------------------------------ */
+
+attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_mem mem,
+                                     size_t offset, size_t extent, size_t element_size,
+                                     size_t *element_offset) {
+    if (offset % element_size != 0)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "%s offset %zu is not a multiple of the element size %zu", name, offset,
+                         element_size);
+    size_t size = 0;
+    cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail(ctx, (attn_status)err, "clGetMemObjectInfo(%s) failed: %s (%d)", name,
+                         attn_cl_error_name(err), (int)err);
+    const size_t need = extent * element_size;
+    if (offset > size || size - offset < need)
+        return attn_fail(ctx, ATTN_ERR_BUFFER_TOO_SMALL,
+                         "%s holds %zu bytes; from offset %zu the shape needs %zu", name, size,
+                         offset, need);
+    *element_offset = offset / element_size;
     return ATTN_SUCCESS;
 }

@@ -147,3 +147,19 @@ attn_status attn_get_kernel(attn_context_t ctx, const char *program_name, const 
     *kernel = k;
     return ATTN_SUCCESS;
 }
+
+attn_status attn_create_kernel(attn_context_t ctx, const char *program_name,
+                               const char *kernel_name, const char *options, cl_kernel *kernel) {
+    attn_program_entry *e = NULL;
+    attn_status status = get_entry(ctx, program_name, options, &e);
+    if (status != ATTN_SUCCESS)
+        return status;
+    cl_int err;
+    *kernel = clCreateKernel(e->program, kernel_name, &err);
+    if (err != CL_SUCCESS) {
+        *kernel = NULL;
+        return attn_fail(ctx, (attn_status)err, "clCreateKernel(%s) in %s.cl failed: %s (%d)",
+                         kernel_name, program_name, attn_cl_error_name(err), (int)err);
+    }
+    return ATTN_SUCCESS;
+}

@@ -16,7 +16,7 @@ typedef struct ref_tensors {
     float *lse, *probs;
     const float *bias;
     const uint8_t *keep_mask;
-    attn_metadata meta;
+    attn_input_arrays meta;
 } ref_tensors;
 
 /* Where one sequence's rows are and how many keys its queries may see. */
@@ -26,7 +26,7 @@ typedef struct sequence {
     int64_t kept_k;       /* keys before the padding: min(len_k, key_lengths[b]) */
 } sequence;
 
-static sequence sequence_of(const attn_params *p, const attn_metadata *m, int64_t b) {
+static sequence sequence_of(const attn_params *p, const attn_input_arrays *m, int64_t b) {
     sequence s = {0, 0, p->seq_q, p->seq_k, p->seq_k};
     if (p->varlen) {
         s.q0 = m->cu_seqlens_q[b];
@@ -53,9 +53,9 @@ static size_t row_offset(const attn_strides *st, int64_t b, int64_t h, int64_t s
 }
 
 /* Whether the masks let query i (of head h in sequence b) see key j. */
-static int key_visible(const attn_plan *plan, const ref_tensors *t, const sequence *s, int64_t b,
+static int key_visible(const attn_problem *pb, const ref_tensors *t, const sequence *s, int64_t b,
                        int64_t h, int64_t i, int64_t j) {
-    const attn_params *p = &plan->p;
+    const attn_params *p = &pb->p;
     const int64_t d = diagonal(p, s, i);
     if (j >= s->kept_k)
         return 0;
@@ -71,9 +71,9 @@ static int key_visible(const attn_plan *plan, const ref_tensors *t, const sequen
 }
 
 /* scale * q.k, then softcap, ALiBi and bias, in that order. */
-static double score(const attn_plan *plan, const ref_tensors *t, const sequence *s, int64_t b,
+static double score(const attn_problem *pb, const ref_tensors *t, const sequence *s, int64_t b,
                     int64_t h, int64_t i, int64_t j, size_t q_row, size_t k_row) {
-    const attn_params *p = &plan->p;
+    const attn_params *p = &pb->p;
     double dot = 0.0;
     for (int32_t d = 0; d < p->head_dim; d++)
         dot += attn_load_element(t->q, q_row + (size_t)d, p->dtype) *
@@ -91,19 +91,19 @@ static double score(const attn_plan *plan, const ref_tensors *t, const sequence 
 /* One query row i of head h in sequence b: writes its O row and, when
  * wanted, its LSE and its probabilities (probs_row, seq_k entries).
  * `scores` and `acc` are scratch of seq_k and head_dim_v doubles. */
-static void reference_row(const attn_plan *plan, const ref_tensors *t, const sequence *s, int64_t b,
-                          int64_t h, int64_t i, double *scores, double *acc, float *probs_row) {
-    const attn_params *p = &plan->p;
-    const int64_t g = h / plan->group;
+static void reference_row(const attn_problem *pb, const ref_tensors *t, const sequence *s,
+                          int64_t b, int64_t h, int64_t i, double *scores, double *acc,
+                          float *probs_row) {
+    const attn_params *p = &pb->p;
+    const int64_t g = h / pb->group;
     const size_t q_row = row_offset(&p->q_strides, b, h, s->q0 + i);
     double max = -INFINITY;
     int nan = 0;
     for (int64_t j = 0; j < s->len_k; j++) {
         scores[j] = -INFINITY;
-        if (!key_visible(plan, t, s, b, h, i, j))
+        if (!key_visible(pb, t, s, b, h, i, j))
             continue;
-        scores[j] =
-            score(plan, t, s, b, h, i, j, q_row, row_offset(&p->k_strides, b, g, s->k0 + j));
+        scores[j] = score(pb, t, s, b, h, i, j, q_row, row_offset(&p->k_strides, b, g, s->k0 + j));
         if (isnan(scores[j]))
             nan = 1;
         else if (scores[j] > max)
@@ -148,18 +148,18 @@ static attn_status reference(const attn_params *params, const ref_tensors *t) {
     attn_params request = *params;
     if (t->probs && request.algo == ATTN_ALGO_FUSED)
         request.algo = ATTN_ALGO_AUTO;
-    attn_plan plan;
-    attn_status status = attn_plan_make(NULL, &request, t->lse != NULL, t->probs != NULL, &plan);
+    attn_problem pb;
+    attn_status status = attn_problem_make(NULL, &request, t->lse != NULL, t->probs != NULL, &pb);
     if (status == ATTN_SUCCESS)
-        status = attn_plan_metadata(NULL, &plan, &t->meta);
+        status = attn_problem_check_arrays(NULL, &pb, &t->meta, 0);
     if (status != ATTN_SUCCESS)
         return status;
-    const attn_params *p = &plan.p;
+    const attn_params *p = &pb.p;
     if ((p->bias.present && !t->bias) || (p->keep_mask.present && !t->keep_mask))
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
                          "attn_reference: params ask for %s, which is NULL",
                          p->bias.present && !t->bias ? "a bias" : "a keep_mask");
-    if (t->probs && plan.probs_elems == 0)
+    if (t->probs && pb.probs_elems == 0)
         return attn_fail(NULL, ATTN_ERR_SIZE_OVERFLOW,
                          "attn_reference: batch*heads_q*seq_q*seq_k probabilities need more "
                          "bytes than size_t counts");
@@ -177,7 +177,7 @@ static attn_status reference(const attn_params *params, const ref_tensors *t) {
 
     /* Probabilities past a sequence's lengths (varlen) stay 0. */
     if (t->probs)
-        memset(t->probs, 0, plan.probs_elems * sizeof(float));
+        memset(t->probs, 0, pb.probs_elems * sizeof(float));
     for (int64_t b = 0; b < p->batch; b++) {
         const sequence s = sequence_of(p, &t->meta, b);
         for (int64_t h = 0; h < p->heads_q; h++) {
@@ -188,7 +188,7 @@ static attn_status reference(const attn_params *params, const ref_tensors *t) {
                         ((size_t)b * (size_t)p->heads_q + (size_t)h) * (size_t)p->seq_q + (size_t)i;
                     probs_row = t->probs + row * (size_t)p->seq_k;
                 }
-                reference_row(&plan, t, &s, b, h, i, scores, acc, probs_row);
+                reference_row(&pb, t, &s, b, h, i, scores, acc, probs_row);
             }
         }
     }
@@ -225,9 +225,6 @@ attn_status attn_reference_host(const attn_params *params, const attn_host_tenso
                            .probs = tensors->probs,
                            .bias = tensors->bias,
                            .keep_mask = tensors->keep_mask,
-                           .meta = {.key_lengths = tensors->key_lengths,
-                                    .cu_seqlens_q = tensors->cu_seqlens_q,
-                                    .cu_seqlens_k = tensors->cu_seqlens_k,
-                                    .alibi_slopes = tensors->alibi_slopes}};
+                           .meta = attn_input_arrays_of_host(tensors)};
     return reference(params, &t);
 }
