@@ -46,6 +46,19 @@
 #define HAS_KEEP_MASK 0
 #endif
 
+#if DTYPE < 0 || DTYPE > 2
+#error "DTYPE must be 0 (float), 1 (half) or 2 (bfloat16)"
+#endif
+#if MASK_MODE < 0 || MASK_MODE > 2
+#error "MASK_MODE must be 0, 1 or 2"
+#endif
+#if defined(HEAD_DIM) && (HEAD_DIM < 1 || HEAD_DIM > 512)
+#error "HEAD_DIM must be 1..512 (ATTN_MAX_HEAD_DIM)"
+#endif
+#if defined(HEAD_DIM_V) && (HEAD_DIM_V < 1 || HEAD_DIM_V > 512)
+#error "HEAD_DIM_V must be 1..512 (ATTN_MAX_HEAD_DIM)"
+#endif
+
 #define MASK_NONE 0
 #define MASK_CAUSAL_TOP_LEFT 1
 #define MASK_CAUSAL_BOTTOM_RIGHT 2

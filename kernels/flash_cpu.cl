@@ -48,6 +48,20 @@
 #define UNROLL 1
 #endif
 
+/* What the vector types and the 8-row correction below rely on. */
+#if ROWS < 1 || ROWS > 8
+#error "ROWS must be 1..8"
+#endif
+#if TILE_K != 4 && TILE_K != 8 && TILE_K != 16
+#error "TILE_K must be 4, 8 or 16"
+#endif
+#if VEC_V != 4 && VEC_V != 8 && VEC_V != 16
+#error "VEC_V must be 4, 8 or 16"
+#endif
+#if UNROLL < 1
+#error "UNROLL must be at least 1"
+#endif
+
 #define RESCALE_SLACK 8.0f
 #define PACK_V (DTYPE != 0)
 

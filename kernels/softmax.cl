@@ -13,6 +13,9 @@
 #ifndef SOFTMAX_WG
 #define SOFTMAX_WG 64
 #endif
+#if SOFTMAX_WG < 1 || (SOFTMAX_WG & (SOFTMAX_WG - 1)) != 0
+#error "SOFTMAX_WG must be a power of two (the reductions halve it)"
+#endif
 
 inline float reduce_max(__local float *scratch, float value) {
     const int lid = get_local_id(0);

@@ -93,7 +93,7 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
                              "none",
                              workspace, (unsigned long long)ctx->info.max_alloc_bytes);
         snprintf(cfg->options, sizeof cfg->options,
-                 "-w %s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DTILE_K=%d "
+                 "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DTILE_K=%d "
                  "-DVEC_V=%d -DUNROLL=%d",
                  features, p->head_dim, p->head_dim_v, pb->want_lse, t->rows, t->tile_k, t->vec,
                  t->unroll);
@@ -132,7 +132,7 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
                          (unsigned long long)ctx->info.local_mem_bytes);
     }
     snprintf(cfg->options, sizeof cfg->options,
-             "-w %s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTPR=%d",
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTPR=%d",
              features, p->head_dim, p->head_dim_v, pb->want_lse, t->rows, t->tile_k, per_row);
     return ATTN_SUCCESS;
 }

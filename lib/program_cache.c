@@ -72,7 +72,21 @@ static attn_status build_program(attn_context_t ctx, const char *program_name, c
     free(source);
     if (err != CL_SUCCESS)
         return attn_fail_cl(ctx, err, "clCreateProgramWithSource");
+#ifdef ATTN_CL_KERNEL_WERROR
+    /* Development and test builds (meson -Dwerror=true): a kernel warning is
+     * a build failure, as a host one is. */
+    char *strict = malloc(strlen(options) + sizeof " -Werror");
+    if (!strict) {
+        clReleaseProgram(program);
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate build options");
+    }
+    strcpy(strict, options);
+    strcat(strict, " -Werror");
+    err = clBuildProgram(program, 1, &ctx->device, strict, NULL, NULL);
+    free(strict);
+#else
     err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
+#endif
     if (err != CL_SUCCESS) {
         status = fail_build(ctx, err, program, program_name, options);
         clReleaseProgram(program);
