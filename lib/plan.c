@@ -232,10 +232,9 @@ static attn_status check_lse(attn_plan_t plan, const char *call, int has_lse) {
 /* Each array given on the device, by attn_input_array (NULL: on the host). */
 static void device_arrays_of(const attn_device_tensors *t, cl_mem out[ATTN_INPUT_COUNT],
                              unsigned *mask) {
-    out[ATTN_INPUT_key_lengths] = t->key_lengths_mem;
-    out[ATTN_INPUT_alibi_slopes] = t->alibi_slopes_mem;
-    out[ATTN_INPUT_cu_seqlens_q] = t->cu_seqlens_q_mem;
-    out[ATTN_INPUT_cu_seqlens_k] = t->cu_seqlens_k_mem;
+#define DEVICE_ROW(name, type, count, enabled) out[ATTN_INPUT_##name] = t->name##_mem;
+    ATTN_INPUT_ARRAYS(DEVICE_ROW)
+#undef DEVICE_ROW
     *mask = 0;
     for (int i = 0; i < ATTN_INPUT_COUNT; i++)
         if (out[i])
