@@ -157,6 +157,8 @@ typedef struct attn_algorithm {
 
 extern const attn_algorithm attn_fused_algorithm;
 extern const attn_algorithm attn_three_kernel_algorithm;
+/* Decoding shapes on CPUs (decode.c); reported as ATTN_ALGO_FUSED. */
+extern const attn_algorithm attn_decode_algorithm;
 
 /* Chooses the algorithm for `pb` (AUTO resolved for the device and the
  * wanted outputs) and configures it. The caller holds ctx->lock. */

@@ -2,10 +2,15 @@
  * policy, in one place. Adding an algorithm is one file that provides an
  * attn_algorithm and one row here. */
 #include "attn_internal.h"
+#include "tuning.h"
 
+/* A row's id is the attn_algo it serves; the first row of an id is the one
+ * an explicit request gets. The decode row serves ATTN_ALGO_FUSED too (a
+ * fused kernel with the same results), chosen by decode_wanted. */
 static const attn_algorithm *const algorithms[] = {
     &attn_three_kernel_algorithm,
     &attn_fused_algorithm,
+    &attn_decode_algorithm,
 };
 
 static const attn_algorithm *find_algorithm(attn_algo id) {
@@ -21,6 +26,33 @@ static attn_algo resolve_auto(const attn_problem *pb) {
     return pb->want_probs ? ATTN_ALGO_THREE_KERNEL : ATTN_ALGO_FUSED;
 }
 
+/* Decode shapes, where the fused cpu shape's packing of K is the whole cost:
+ * at most DECODE_MAX_ROWS query rows read each kv head (group * seq_q), over
+ * DECODE_MIN_KEYS keys or more. Measured with PoCL on 2 cores (see the
+ * commit adding lib/decode.c). */
+#define DECODE_MAX_ROWS 16
+#define DECODE_MIN_KEYS 256
+
+/* Whether a fused request (AUTO's or an explicit ATTN_ALGO_FUSED: the
+ * decode kernel is a fused kernel with the same results) goes to the decode
+ * algorithm: always under the tuning's variant=decode; on CPU devices for
+ * decode shapes, unless an override named another variant. The caller
+ * holds ctx->lock. */
+static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int *wanted) {
+    const attn_params *p = &pb->p;
+    attn_tuning t;
+    attn_status status =
+        attn_tuning_lookup(ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t);
+    if (status != ATTN_SUCCESS)
+        return status;
+    if (t.variant_set)
+        *wanted = t.variant == ATTN_FUSED_DECODE;
+    else
+        *wanted = !ctx->info.is_gpu && !pb->want_probs &&
+                  (int64_t)pb->group * p->seq_q <= DECODE_MAX_ROWS && p->seq_k >= DECODE_MIN_KEYS;
+    return ATTN_SUCCESS;
+}
+
 attn_status attn_dispatch(attn_context_t ctx, const attn_problem *pb,
                           const attn_algorithm **algorithm, attn_algo_state **state) {
     const attn_algo id = pb->p.algo == ATTN_ALGO_AUTO ? resolve_auto(pb) : pb->p.algo;
@@ -29,6 +61,14 @@ attn_status attn_dispatch(attn_context_t ctx, const attn_problem *pb,
     *state = NULL;
     if (!a)
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "algo %d is not an attn_algo", (int)id);
+    if (id == ATTN_ALGO_FUSED) {
+        int decode = 0;
+        attn_status status = decode_wanted(ctx, pb, &decode);
+        if (status != ATTN_SUCCESS)
+            return status;
+        if (decode)
+            a = &attn_decode_algorithm;
+    }
     attn_status status = a->configure(ctx, pb, state);
     if (status == ATTN_SUCCESS)
         *algorithm = a;

@@ -68,6 +68,8 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
     if (status != ATTN_SUCCESS)
         return status;
     attn_tuning *t = &cfg->t;
+    if (t->variant == ATTN_FUSED_DECODE) /* dispatch.c sends these to decode.c */
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED, "the fused path has no decode variant");
     char text[160], features[256];
     attn_tuning_format(t, text, sizeof text);
     attn_feature_options(pb, features, sizeof features);

@@ -23,16 +23,16 @@ static const tuning_entry table[] = {
      * 16-key tiles give 116-138 GFLOP/s for head_dim 32..256; 4-5 rows are
      * within noise of it, 2-3 rows ~83, 8 rows spill the 16 AVX2 registers
      * (~77), 8-key tiles ~104; unroll and vec=8 change little. */
-    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1}},
+    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1, 0, 0}},
     /* GPUs (not measured here): 16 rows x 8 work-items a row; the key tile
      * shrinks with head_dim so that Q, K/V and P tiles stay within 32 KiB of
      * local memory. */
-    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1}},
-    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1}},
-    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1}},
+    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0}},
     /* Anything else (accelerators, custom devices): the work-group shape. */
-    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1}},
-    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1}},
+    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0}},
+    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0}},
 };
 
 static int contains_nocase(const char *haystack, const char *needle) {
@@ -87,6 +87,7 @@ static const tuning_key keys[] = {
     {"wg", 1, 1024, offsetof(attn_tuning, wg)},
     {"vec", 4, 16, offsetof(attn_tuning, vec)},
     {"unroll", 1, 64, offsetof(attn_tuning, unroll)},
+    {"splits", 0, 256, offsetof(attn_tuning, splits)},
 };
 
 attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char *spec,
@@ -125,10 +126,13 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
                 out.variant = ATTN_FUSED_CPU;
             else if (strcmp(value, "gpu") == 0)
                 out.variant = ATTN_FUSED_GPU;
+            else if (strcmp(value, "decode") == 0)
+                out.variant = ATTN_FUSED_DECODE;
             else
                 return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                                 "%s \"%s\": variant must be cpu or gpu, not \"%s\"", origin, spec,
-                                 value);
+                                 "%s \"%s\": variant must be cpu, gpu or decode, not \"%s\"",
+                                 origin, spec, value);
+            out.variant_set = 1;
         } else {
             const tuning_key *key = NULL;
             for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
@@ -137,7 +141,7 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
             if (!key)
                 return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                                  "%s \"%s\": unknown key \"%.*s\" (variant, rows, tile_k, wg, "
-                                 "vec, unroll)",
+                                 "vec, unroll, splits)",
                                  origin, spec, (int)key_len, p);
             char *rest;
             errno = 0;
@@ -155,9 +159,9 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
 }
 
 void attn_tuning_format(const attn_tuning *t, char *buf, size_t size) {
-    snprintf(buf, size, "variant=%s,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d",
-             t->variant == ATTN_FUSED_CPU ? "cpu" : "gpu", t->rows, t->tile_k, t->wg, t->vec,
-             t->unroll);
+    static const char *const variants[] = {"cpu", "gpu", "decode"};
+    snprintf(buf, size, "variant=%s,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d,splits=%d",
+             variants[t->variant], t->rows, t->tile_k, t->wg, t->vec, t->unroll, t->splits);
 }
 
 /* ---- Lookup ------------------------------------------------------------- */
@@ -190,7 +194,9 @@ attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *ou
 
     char text[160];
     attn_tuning_format(&t, text, sizeof text);
-    if (t.variant == ATTN_FUSED_CPU) {
+    if (t.variant == ATTN_FUSED_DECODE) {
+        /* lib/decode.c chooses its own shape; the other keys do not apply. */
+    } else if (t.variant == ATTN_FUSED_CPU) {
         if (t.rows > 8 || (t.tile_k != 4 && t.tile_k != 8 && t.tile_k != 16) ||
             (t.vec != 4 && t.vec != 8 && t.vec != 16) || t.wg != 1)
             return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,

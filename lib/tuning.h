@@ -6,7 +6,11 @@
  * comma-separated list of key=value, e.g. "variant=cpu,rows=8,tile_k=8".
  * Keys left out keep the table's value. Keys:
  *
- *   variant  cpu | gpu   kernel shape (kernels/flash_cpu.cl, flash_gpu.cl)
+ *   variant  cpu | gpu | decode   kernel shape (kernels/flash_cpu.cl,
+ *                        flash_gpu.cl; decode: lib/decode.c's algorithm,
+ *                        kernels/flash_decode.cl, for any problem). Naming a
+ *                        variant also turns off AUTO's choice of the decode
+ *                        algorithm for decode-shaped problems on CPUs.
  *   rows     1..256      query rows per work-item (cpu, 1..8) or per
  *                        work-group (gpu)
  *   tile_k   1..256      keys per tile (cpu: 4, 8 or 16; gpu: a multiple of
@@ -15,6 +19,8 @@
  *                        of rows, at most the device's limit)
  *   vec      4, 8, 16    accumulator vector width across head_dim_v (cpu)
  *   unroll   1..64       unroll factor of the head_dim loop of Q.K^T (cpu)
+ *   splits   0..256      decode: key ranges a kv head is split into (0: as
+ *                        many as fill the device's compute units)
  *
  * Precedence: the table, then the context's spec (attn_context_set_tuning),
  * then ATTN_CL_TUNE, so that the environment can override an application's
@@ -29,6 +35,7 @@
 typedef enum attn_fused_variant {
     ATTN_FUSED_CPU = 0, /* one work-item per block of query rows, explicit vectors */
     ATTN_FUSED_GPU = 1, /* a work-group per block of query rows, tiles in local memory */
+    ATTN_FUSED_DECODE = 2, /* lib/decode.c: K and V in place, rows of a kv head together */
 } attn_fused_variant;
 
 typedef struct attn_tuning {
@@ -38,6 +45,8 @@ typedef struct attn_tuning {
     int wg;     /* work-items per work-group */
     int vec;    /* cpu: accumulator vector width */
     int unroll; /* cpu: head_dim loop unroll */
+    int splits; /* decode: key splits, 0 = by compute units */
+    int variant_set; /* an override named the variant */
 } attn_tuning;
 
 /* The table's entry for `device`'s type / vendor / name and a head_dim (the

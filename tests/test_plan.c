@@ -230,6 +230,56 @@ static void check_create_refusals(attn_context_t ctx) {
     attn_plan_destroy(NULL);
 }
 
+/* A decode shape under AUTO (on a CPU device lib/decode.c, reported as
+ * ATTN_ALGO_FUSED) against the fused cpu shape: both within the reference
+ * bound, and within that bound of each other. */
+static void check_decode_matches_fused(attn_context_t ctx) {
+    printf("-- decode shape under AUTO vs the fused cpu shape\n");
+    attn_params p;
+    attn_params_init(&p, 1, 8, 1, 1000, 64);
+    p.heads_kv = 2;
+    test_problem t;
+    if (test_problem_init(&t, &p, 5, 4.0f, 1, 0) != 0) {
+        check(0, "test problem");
+        return;
+    }
+    void *o_auto = test_alloc_output(&t), *o_fused = test_alloc_output(&t);
+    float *lse = calloc(t.lse_elems, sizeof(float));
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create(ctx, &t.p, ATTN_PLAN_LSE, &plan);
+    check(test_ok(ctx, st, "attn_plan_create") && attn_plan_algo(plan) == ATTN_ALGO_FUSED,
+          "AUTO on a decode shape reports ATTN_ALGO_FUSED");
+    attn_host_tensors ht = test_host_tensors(&t, o_auto, lse, NULL);
+    st = attn_plan_execute_host(plan, &ht);
+    const test_result ra = test_compare_output(&t, o_auto);
+    check(test_ok(ctx, st, "execute (AUTO)") && ra.ok, "AUTO within the reference bound");
+    attn_plan_destroy(plan);
+
+    /* The fused cpu shape: a named variant turns the decode choice off. */
+    test_ok(ctx, attn_context_set_tuning(ctx, "variant=cpu"), "attn_context_set_tuning");
+    t.p.algo = ATTN_ALGO_FUSED;
+    ht = test_host_tensors(&t, o_fused, lse, NULL);
+    st = attn_forward_host(ctx, &t.p, &ht);
+    const test_result rf = test_compare_output(&t, o_fused);
+    check(test_ok(ctx, st, "forward (fused cpu)") && rf.ok, "fused cpu within the reference bound");
+    attn_context_set_tuning(ctx, "");
+
+    float *a = malloc(t.o_elems * sizeof(float)), *f = malloc(t.o_elems * sizeof(float));
+    test_from_storage(t.p.dtype, o_auto, a, t.o_elems);
+    test_from_storage(t.p.dtype, o_fused, f, t.o_elems);
+    double diff = 0.0;
+    for (size_t i = 0; i < t.o_elems; i++)
+        diff = fmax(diff, fabs((double)a[i] - f[i]));
+    printf("   max|auto - fused| %.2e, bound %.2e\n", diff, ra.bound);
+    check(diff <= ra.bound, "AUTO and the fused cpu shape agree within the bound");
+    free(a);
+    free(f);
+    free(o_auto);
+    free(o_fused);
+    free(lse);
+    test_problem_free(&t);
+}
+
 int main(int argc, char **argv) {
     attn_algo algo;
     test_sweep_begin(argc, argv, &algo);
@@ -258,6 +308,17 @@ int main(int argc, char **argv) {
     p.bias.present = 1;
     p.bias.heads = 2;
     run_case(ctx, "varlen with a bias", &p);
+
+    /* Decode shapes: one query row over many keys, GQA. */
+    attn_params_init(&p, 1, 8, 1, 1000, 64);
+    p.algo = algo;
+    p.heads_kv = 2;
+    p.window.enabled = 1;
+    p.window.left = 700;
+    p.window.right = -1;
+    p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    run_case(ctx, "decode: Sq1 Sk1000 H8 Hkv2, causal, window", &p);
+    check_decode_matches_fused(ctx);
 
     attn_context_destroy(ctx);
     printf("%s\n", failures ? "FAIL" : "PASS");

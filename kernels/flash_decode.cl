@@ -1,0 +1,333 @@
+/* Fused attention forward for few query rows over many keys (decoding), on
+ * CPU-shaped devices. K and V are read in place: nothing is packed, so a
+ * forward reads each K and V row of a kv head once.
+ *
+ * Work-group: one work-item; global size (splits * blocks, heads_kv, batch).
+ * The query rows that read one kv head are the group's query heads times the
+ * sequence's rows, numbered n = i * group + g (query row i, head
+ * hk * group + g); a work-item takes ROWS consecutive ones (a block) and one
+ * of `splits` equal parts of the keys the block may see. Per key it loads the
+ * K row once as vectors across head_dim and reduces one dot product per row;
+ * per block of TK keys it updates each row's online softmax (running
+ * maximum m, sum l) and adds p * V, each V row loaded once for all rows.
+ *
+ * Softmax in base 2 with the exponent (s - m) * c: s is the score with Q's
+ * sign folded in and c = |scale| * log2(e), or with modifiers the modified
+ * score and c = log2(e). Never fma(s, c, -m * c): for large scores m * c
+ * rounds away what s - m keeps.
+ *
+ * With one split the work-item writes O and LSE itself. With more it writes
+ * its rows' partials (m, l, unnormalized accumulator) to `part`, and
+ * flash_decode_merge combines them in split order (deterministic) and writes
+ * O and LSE. A row that sees no key gives O = 0 and LSE = -INFINITY. The V
+ * row of a key no row of the block sees is never read.
+ *
+ * Build-time parameters (beside common.cl's):
+ *   ROWS      query rows per work-item, 1..16
+ *   PARTIALS  1: write partials (splits > 1), 0: write O and LSE
+ */
+#ifndef ROWS
+#define ROWS 4
+#endif
+#ifndef PARTIALS
+#define PARTIALS 0
+#endif
+#if ROWS < 1 || ROWS > 16
+#error "ROWS must be 1..16"
+#endif
+
+#define TK 16 /* keys per softmax update */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+/* Vector widths: the largest power of two up to 16 dividing the row. */
+#if HEAD_DIM % 16 == 0
+#define VD 16
+#elif HEAD_DIM % 8 == 0
+#define VD 8
+#elif HEAD_DIM % 4 == 0
+#define VD 4
+#elif HEAD_DIM % 2 == 0
+#define VD 2
+#else
+#define VD 1
+#endif
+#if HEAD_DIM_V % 16 == 0
+#define VV 16
+#elif HEAD_DIM_V % 8 == 0
+#define VV 8
+#elif HEAD_DIM_V % 4 == 0
+#define VV 4
+#elif HEAD_DIM_V % 2 == 0
+#define VV 2
+#else
+#define VV 1
+#endif
+#define ND (HEAD_DIM / VD)
+#define NV (HEAD_DIM_V / VV)
+
+inline float hsum1(float x) {
+    return x;
+}
+inline float hsum2(float2 x) {
+    return x.x + x.y;
+}
+inline float hsum4(float4 x) {
+    return hsum2(x.lo + x.hi);
+}
+inline float hsum8(float8 x) {
+    return hsum4(x.lo + x.hi);
+}
+inline float hsum16(float16 x) {
+    return hsum8(x.lo + x.hi);
+}
+
+/* W storage elements from p + c * W as floats (W = 1: a scalar). */
+#define VEC1 float
+#define VEC2 float2
+#define VEC4 float4
+#define VEC8 float8
+#define VEC16 float16
+#define VEC(W) CAT(VEC, W)
+#if DTYPE == 0
+#define LOAD_1(c, p) ((p)[c])
+#define LOAD_W(W, c, p) CAT(vload, W)(c, p)
+#elif DTYPE == 1
+#define LOAD_1(c, p) vload_half(c, p)
+#define LOAD_W(W, c, p) CAT(vload_half, W)(c, p)
+#else
+#define LOAD_1(c, p) as_float((uint)(p)[c] << 16)
+#define LOAD_W(W, c, p) CAT(as_float, W)(CAT(convert_uint, W)(CAT(vload, W)(c, p)) << 16)
+#endif
+#if VD == 1
+#define LOAD_D(c, p) LOAD_1(c, p)
+#else
+#define LOAD_D(c, p) LOAD_W(VD, c, p)
+#endif
+#if VV == 1
+#define LOAD_V(c, p) LOAD_1(c, p)
+#define STORE_ACC(x, c, p) ((p)[c] = (x))
+#else
+#define LOAD_V(c, p) LOAD_W(VV, c, p)
+#define STORE_ACC(x, c, p) CAT(vstore, VV)(x, c, p)
+#endif
+typedef VEC(VD) floatD;
+typedef VEC(VV) floatVV;
+#define HSUM_D CAT(hsum, VD)
+
+/* A row's normalized output and its LSE. */
+inline void store_row(__global elem_t *orow, const floatVV *acc, float l) {
+    /* l is 0 exactly when the row saw no key; NaN stays NaN. */
+    const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+    float row[HEAD_DIM_V];
+    for (int c = 0; c < NV; c++)
+        STORE_ACC(acc[c] * inv, c, row);
+    for (int d = 0; d < HEAD_DIM_V; d++)
+        store_elem(orow, d, row[d]);
+}
+
+inline float lse_of(float l, float mc) {
+    return l == 0.0f ? -INFINITY : (mc + log2(l)) * M_LN2_F;
+}
+
+/* partial (row slot, split): m, l, then HEAD_DIM_V accumulator floats. */
+#define PART_FLOATS (HEAD_DIM_V + 2)
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+flash_decode(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
+             __global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
+             __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
+             __global elem_t *o, ulong o_off, long o_sb, long o_sh, long o_ss,
+             __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
+             __global float *part, ulong part_off, int group, int heads_q, int splits,
+             float scale, float sc, float sign, FEATURE_PARAMS) {
+    const int split = get_global_id(0) % splits;
+    const long blk = get_global_id(0) / splits;
+    const int hk = get_global_id(1), b = get_global_id(2);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
+    const long n0 = blk * ROWS, n_end = min(n0 + ROWS, (long)sq.len_q * group);
+    if (n0 >= n_end)
+        return;
+
+    /* Each row's query index, head and key range; rows past the block's end
+     * see no key. */
+    int ri[ROWS], rh[ROWS], kf[ROWS], kl[ROWS];
+    long kb = LONG_MAX, ke = LONG_MIN; /* the keys the block may see: [kb, ke] */
+    floatD qv[ROWS][ND];
+    for (int r = 0; r < ROWS; r++) {
+        const long n = min(n0 + r, n_end - 1);
+        ri[r] = (int)(n / group);
+        rh[r] = hk * group + (int)(n % group);
+        kf[r] = first_key(ri[r], sq, win_left);
+        kl[r] = last_key(ri[r], sq, win_right);
+        if (n0 + r >= n_end) {
+            kf[r] = 1;
+            kl[r] = 0;
+        }
+        if (kf[r] <= kl[r]) {
+            kb = min(kb, (long)kf[r]);
+            ke = max(ke, (long)kl[r]);
+        }
+        const __global elem_t *qrow =
+            q + q_off + b * q_sb + rh[r] * q_sh + (long)(sq.q0 + ri[r]) * q_ss;
+        for (int c = 0; c < ND; c++)
+            qv[r][c] = LOAD_D(c, qrow) * sign;
+    }
+    /* This split's part of them: [sb, se). */
+    long sb = 0, se = 0;
+    if (kb <= ke) {
+        const long len = ke + 1 - kb;
+        sb = kb + len * split / splits;
+        se = kb + len * (split + 1) / splits;
+    }
+
+    floatVV acc[ROWS][NV];
+    float m[ROWS], l[ROWS];
+    for (int r = 0; r < ROWS; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        for (int c = 0; c < NV; c++)
+            acc[r][c] = 0.0f;
+    }
+
+    const __global elem_t *kh = k + k_off + b * k_sb + hk * k_sh + (long)sq.k0 * k_ss;
+    const __global elem_t *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;
+    float s[ROWS][TK];
+    int seen[TK];
+    for (long k0 = sb; k0 < se; k0 += TK) {
+        const int nk = (int)min((long)TK, se - k0);
+        for (int j = 0; j < nk; j++) {
+            const __global elem_t *krow = kh + (k0 + j) * k_ss;
+            floatD kv[ND];
+            for (int c = 0; c < ND; c++)
+                kv[c] = LOAD_D(c, krow);
+            for (int r = 0; r < ROWS; r++) {
+                floatD a = qv[r][0] * kv[0];
+                for (int c = 1; c < ND; c++)
+                    a = fma(qv[r][c], kv[c], a);
+                s[r][j] = HSUM_D(a);
+            }
+        }
+        for (int j = 0; j < nk; j++)
+            seen[j] = 0;
+        for (int r = 0; r < ROWS; r++) {
+            float tile_max = -INFINITY;
+            for (int j = 0; j < nk; j++) {
+                const int key = (int)(k0 + j);
+                int visible = key >= kf[r] && key <= kl[r];
+#if HAS_KEEP_MASK
+                visible = visible && KEEP_ROW(b, rh[r], ri[r])[key] != 0;
+#endif
+                float x = s[r][j];
+#if HAS_MODIFIERS
+                x = modified_score(x, scale, softcap, SLOPE(rh[r]), ri[r], key, sq,
+                                   BIAS_ROW(b, rh[r], ri[r]));
+#endif
+                x = visible ? x : -INFINITY;
+                seen[j] |= visible;
+                s[r][j] = x;
+                tile_max = x > tile_max ? x : tile_max;
+            }
+            const float m_new = isnan(tile_max) ? tile_max : fmax(m[r], tile_max);
+            if (m_new == -INFINITY) {
+                for (int j = 0; j < nk; j++)
+                    s[r][j] = 0.0f; /* nothing seen yet: p = 0 */
+                continue;
+            }
+            if (m_new != m[r]) {
+                /* exp2(-inf) = 0 when the row had seen nothing. */
+                const float corr = exp2((m[r] - m_new) * sc);
+                l[r] *= corr;
+                for (int c = 0; c < NV; c++)
+                    acc[r][c] *= corr;
+                m[r] = m_new;
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < nk; j++) {
+                const float p = exp2((s[r][j] - m_new) * sc);
+                s[r][j] = p;
+                sum += p;
+            }
+            l[r] += sum;
+        }
+        for (int j = 0; j < nk; j++) {
+            if (!seen[j])
+                continue; /* its V may hold anything, NaN included */
+            const __global elem_t *vrow = vh + (k0 + j) * v_ss;
+            floatVV vv[NV];
+            for (int c = 0; c < NV; c++)
+                vv[c] = LOAD_V(c, vrow);
+            for (int r = 0; r < ROWS; r++) {
+                const float p = s[r][j];
+                if (p == 0.0f)
+                    continue; /* hidden from this row (or underflowed) */
+                for (int c = 0; c < NV; c++)
+                    acc[r][c] = fma((floatVV)p, vv[c], acc[r][c]);
+            }
+        }
+    }
+
+    for (int r = 0; r < ROWS && n0 + r < n_end; r++) {
+        const int i = ri[r], h = rh[r];
+#if PARTIALS
+        const long slot = ((long)b * heads_q + h) * seq_q + i;
+        __global float *pp = part + part_off + (slot * splits + split) * PART_FLOATS;
+        pp[0] = m[r];
+        pp[1] = l[r];
+        for (int c = 0; c < NV; c++)
+            STORE_ACC(acc[r][c], c, pp + 2);
+#else
+        __global elem_t *orow = o + o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss;
+        store_row(orow, acc[r], l[r]);
+#if HAS_LSE
+        lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] = lse_of(l[r], m[r] * sc);
+#endif
+#endif
+    }
+}
+
+/* Combines the splits' partials of one row, in split order, and writes its O
+ * and LSE. Global size (seq_q, heads_q, batch). */
+__kernel void flash_decode_merge(__global const float *part, ulong part_off, __global elem_t *o,
+                                 ulong o_off, long o_sb, long o_sh, long o_ss, __global float *lse,
+                                 ulong l_off, long l_sb, long l_sh, long l_ss, int heads_q,
+                                 int splits, float sc, FEATURE_PARAMS) {
+    const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
+    if (i >= sq.len_q)
+        return;
+    const long slot = ((long)b * heads_q + h) * seq_q + i;
+    const __global float *pp = part + part_off + slot * splits * PART_FLOATS;
+    float m = -INFINITY;
+    for (int t = 0; t < splits; t++) {
+        const float mt = pp[t * PART_FLOATS];
+        m = isnan(mt) || isnan(m) ? NAN : fmax(m, mt);
+    }
+    float l = 0.0f;
+    floatVV acc[NV];
+    for (int c = 0; c < NV; c++)
+        acc[c] = 0.0f;
+    if (m != -INFINITY) {
+        for (int t = 0; t < splits; t++) {
+            const __global float *pt = pp + t * PART_FLOATS;
+            const float w = exp2((pt[0] - m) * sc);
+            if (w == 0.0f)
+                continue; /* a split that saw nothing, or negligible */
+            l = fma(w, pt[1], l);
+            for (int c = 0; c < NV; c++) {
+#if VV == 1
+                const float x = pt[2 + c];
+#else
+                const floatVV x = CAT(vload, VV)(c, pt + 2);
+#endif
+                acc[c] = fma((floatVV)w, x, acc[c]);
+            }
+        }
+    }
+    __global elem_t *orow = o + o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss;
+    store_row(orow, acc, l);
+#if HAS_LSE
+    lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] = lse_of(l, m * sc);
+#endif
+}

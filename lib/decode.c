@@ -1,0 +1,212 @@
+/* The decode algorithm: few query rows over many keys on CPU-shaped
+ * devices (kernels/flash_decode.cl). It reads K and V in place, once for all
+ * the query rows of a kv head, where the fused cpu shape would pack all of K
+ * on every call. When batch * heads_kv work-items cannot fill the device's
+ * compute units, the keys are split and a second kernel merges the splits'
+ * partials from the workspace; that kernel is then the only one writing the
+ * caller's O and LSE.
+ *
+ * It is internal: attn_plan_algo reports ATTN_ALGO_FUSED (it is a fused,
+ * O(seq)-memory kernel with the fused path's results); dispatch.c chooses it
+ * under AUTO for decode shapes on CPUs, or for any problem with the fused
+ * tuning's variant=decode. */
+#include "attn_internal.h"
+#include "tuning.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define LOG2_E 1.4426950408889634
+#define MAX_ROWS 16 /* rows a work-item holds (flash_decode.cl's ROWS) */
+#define MAX_SPLITS 64
+#define MIN_SPLIT_KEYS 256 /* fewer keys a split and the merge costs more than it saves */
+
+struct attn_algo_state {
+    attn_problem pb;
+    int rows;   /* query rows per work-item */
+    int blocks; /* work-items of rows per kv head */
+    int splits; /* key ranges per block */
+    size_t workspace;
+    char options[512];
+    cl_kernel main, merge; /* merge NULL with one split */
+};
+typedef struct attn_algo_state decode_config;
+
+static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
+                                    attn_algo_state **state) {
+    if (pb->want_probs)
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
+                         "the decode path does not materialize probabilities; use "
+                         "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
+    attn_tuning t;
+    const attn_params *p = &pb->p;
+    attn_status status =
+        attn_tuning_lookup(ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t);
+    if (status != ATTN_SUCCESS)
+        return status;
+    decode_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg)
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                         "cannot allocate the decode path's state");
+    cfg->pb = *pb;
+    const int64_t rows = (int64_t)pb->group * p->seq_q;
+    cfg->rows = rows < MAX_ROWS ? (int)rows : MAX_ROWS;
+    const int64_t blocks = (rows + cfg->rows - 1) / cfg->rows;
+    if (blocks > INT32_MAX / MAX_SPLITS) {
+        free(cfg);
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
+                         "the decode path takes at most %d blocks of query rows, not %lld",
+                         INT32_MAX / MAX_SPLITS, (long long)blocks);
+    }
+    cfg->blocks = (int)blocks;
+
+    /* Splits: enough work-items for every compute unit, each split with
+     * MIN_SPLIT_KEYS keys or more. */
+    const int64_t items = (int64_t)p->batch * p->heads_kv * cfg->blocks;
+    int64_t splits = t.splits;
+    if (splits == 0) {
+        const int64_t units = ctx->info.compute_units > 0 ? ctx->info.compute_units : 1;
+        splits = items >= units ? 1 : (units + items - 1) / items;
+        const int64_t by_keys = p->seq_k / MIN_SPLIT_KEYS;
+        if (splits > by_keys)
+            splits = by_keys > 1 ? by_keys : 1;
+        if (splits > MAX_SPLITS)
+            splits = MAX_SPLITS;
+    }
+    cfg->splits = (int)splits;
+
+    /* Partials: batch * heads_q * seq_q rows of splits x (m, l, head_dim_v). */
+    if (cfg->splits > 1) {
+        const size_t part = (size_t)cfg->splits * ((size_t)p->head_dim_v + 2) * sizeof(float);
+        const size_t slots = (size_t)p->batch * (size_t)p->heads_q; /* fits: O's extent does */
+        if ((size_t)p->seq_q > SIZE_MAX / slots || slots * (size_t)p->seq_q > SIZE_MAX / part) {
+            free(cfg);
+            return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW,
+                             "the decode path's partials overflow size_t");
+        }
+        cfg->workspace = slots * (size_t)p->seq_q * part;
+        if (ctx->info.max_alloc_bytes && cfg->workspace > ctx->info.max_alloc_bytes) {
+            const size_t bytes = cfg->workspace;
+            free(cfg);
+            return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
+                             "the decode path's partials take %zu bytes, above the device's "
+                             "largest allocation (%llu); ATTN_CL_TUNE=splits=1 needs none",
+                             bytes, (unsigned long long)ctx->info.max_alloc_bytes);
+        }
+    }
+    char features[256];
+    attn_feature_options(pb, features, sizeof features);
+    snprintf(cfg->options, sizeof cfg->options,
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d", features,
+             p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1);
+    *state = cfg;
+    return ATTN_SUCCESS;
+}
+
+static attn_status decode_build(attn_context_t ctx, attn_algo_state *cfg) {
+    attn_status status =
+        attn_create_kernel(ctx, "flash_decode", "flash_decode", cfg->options, &cfg->main);
+    if (status == ATTN_SUCCESS && cfg->splits > 1)
+        status = attn_create_kernel(ctx, "flash_decode", "flash_decode_merge", cfg->options,
+                                    &cfg->merge);
+    return status;
+}
+
+static size_t decode_workspace_bytes(const attn_algo_state *cfg) {
+    return cfg->workspace;
+}
+
+static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
+                              const attn_device_args *a, cl_uint num_wait,
+                              const cl_event *wait_list, cl_event *done) {
+    if (done)
+        *done = NULL;
+    const attn_problem *pb = &cfg->pb;
+    const attn_params *p = &pb->p;
+    /* Buffers the kernel is built not to touch still need one. */
+    const cl_mem lse = a->lse ? a->lse : a->o;
+    const cl_mem part = cfg->splits > 1 ? a->workspace : a->o;
+    const size_t part_off = cfg->splits > 1 ? a->workspace_offset / sizeof(float) : 0;
+    /* Without modifiers the scores stay q.k with Q's sign folded in and the
+     * scale goes into the exponent's factor; with them the factor is
+     * log2(e). Kept away from 0 like the fused path's. */
+    const int modifiers = p->softcap > 0.0f || p->alibi || p->bias.present;
+    cl_float sc = modifiers ? (cl_float)LOG2_E : (cl_float)fabs((double)p->scale * LOG2_E);
+    if (sc < FLT_MIN)
+        sc = FLT_MIN;
+    const cl_float sign = modifiers || p->scale >= 0.0f ? 1.0f : -1.0f;
+
+    attn_args main;
+    attn_args_begin(&main, ctx, cfg->main, "flash_decode");
+    attn_arg_tensor(&main, a->q, a->q_offset, &p->q_strides);
+    attn_arg_tensor(&main, a->k, a->k_offset, &p->k_strides);
+    attn_arg_tensor(&main, a->v, a->v_offset, &p->v_strides);
+    attn_arg_tensor(&main, a->o, a->o_offset, &p->o_strides);
+    attn_arg_tensor(&main, lse, a->lse_offset, &p->lse_strides);
+    attn_arg_buffer(&main, part, part_off);
+    attn_arg_int(&main, pb->group);
+    attn_arg_int(&main, p->heads_q);
+    attn_arg_int(&main, cfg->splits);
+    attn_arg_float(&main, p->scale);
+    attn_arg_float(&main, sc);
+    attn_arg_float(&main, sign);
+    attn_arg_features(&main, pb, a);
+    attn_status status = attn_args_end(&main);
+
+    if (status == ATTN_SUCCESS && cfg->merge) {
+        attn_args merge;
+        attn_args_begin(&merge, ctx, cfg->merge, "flash_decode_merge");
+        attn_arg_buffer(&merge, part, part_off);
+        attn_arg_tensor(&merge, a->o, a->o_offset, &p->o_strides);
+        attn_arg_tensor(&merge, lse, a->lse_offset, &p->lse_strides);
+        attn_arg_int(&merge, p->heads_q);
+        attn_arg_int(&merge, cfg->splits);
+        attn_arg_float(&merge, sc);
+        attn_arg_features(&merge, pb, a);
+        status = attn_args_end(&merge);
+    }
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    const size_t local[3] = {1, 1, 1};
+    const size_t global[3] = {(size_t)cfg->splits * (size_t)cfg->blocks, (size_t)p->heads_kv,
+                              (size_t)p->batch};
+    if (!cfg->merge)
+        return attn_enqueue_kernel(ctx, cfg->main, "flash_decode", global, local, num_wait,
+                                   wait_list, done);
+    cl_event partials_ready = NULL;
+    status = attn_enqueue_kernel(ctx, cfg->main, "flash_decode", global, local, num_wait, wait_list,
+                                 &partials_ready);
+    if (status == ATTN_SUCCESS) {
+        const size_t rows[3] = {(size_t)p->seq_q, (size_t)p->heads_q, (size_t)p->batch};
+        status = attn_enqueue_kernel(ctx, cfg->merge, "flash_decode_merge", rows, NULL, 1,
+                                     &partials_ready, done);
+        if (status != ATTN_SUCCESS)
+            clFinish(ctx->queue); /* the first kernel still uses the workspace */
+    }
+    if (partials_ready)
+        clReleaseEvent(partials_ready);
+    return status;
+}
+
+static void decode_destroy(attn_algo_state *cfg) {
+    if (!cfg)
+        return;
+    if (cfg->main)
+        clReleaseKernel(cfg->main);
+    if (cfg->merge)
+        clReleaseKernel(cfg->merge);
+    free(cfg);
+}
+
+const attn_algorithm attn_decode_algorithm = {
+    .id = ATTN_ALGO_FUSED, /* what attn_plan_algo reports; see the top */
+    .name = "decode",
+    .configure = decode_configure,
+    .build = decode_build,
+    .workspace_bytes = decode_workspace_bytes,
+    .run = decode_run,
+    .destroy = decode_destroy,
+};
