@@ -2,6 +2,7 @@
  * algorithm, and for the host call the uploads, downloads and staging that
  * keep the caller's outputs untouched on failure. */
 #include "attn_internal.h"
+#include "host_copy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -104,15 +105,6 @@ static attn_status read_buffer(attn_context_t ctx, const char *name, cl_mem buff
     return ATTN_SUCCESS;
 }
 
-/* Whether the forward leaves elements of an output's extent unwritten (gaps
- * between strided rows, or varlen rows past the last sequence): then the
- * device copy starts as the caller's data, so that downloading the whole
- * extent writes those elements back unchanged. */
-static int has_gaps(const attn_plan *plan, size_t extent, size_t row) {
-    const attn_params *p = &plan->p;
-    return p->varlen || extent != (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q * row;
-}
-
 typedef struct host_staging {
     void *o;
     float *lse, *probs;
@@ -126,6 +118,28 @@ static void release_all(attn_device_args *d, host_staging *st) {
     free(st->o);
     free(st->lse);
     free(st->probs);
+}
+
+/* The staged O and LSE into the caller's memory: only the elements the
+ * forward wrote, so that O and LSE may interleave (a packed [O | LSE] record)
+ * and gaps keep the caller's data. */
+static void copy_outputs(const attn_plan *plan, const attn_host_tensors *t,
+                         const host_staging *st) {
+    const attn_params *p = &plan->p;
+    attn_output_rows rows = {.batch = p->batch,
+                             .heads = p->heads_q,
+                             .rows = p->varlen ? p->total_q : p->seq_q,
+                             .inner = p->head_dim_v,
+                             .strides = p->o_strides,
+                             .element_size = plan->element_size,
+                             .cu_seqlens = p->varlen ? t->cu_seqlens_q : NULL};
+    attn_copy_output_rows(t->o, st->o, &rows);
+    if (t->lse) {
+        rows.inner = 1;
+        rows.strides = p->lse_strides;
+        rows.element_size = sizeof(float);
+        attn_copy_output_rows(t->lse, st->lse, &rows);
+    }
 }
 
 static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan,
@@ -150,13 +164,12 @@ static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan,
         status = create_buffer(ctx, "K", plan->k_extent * es, t->k, &d.k);
     if (status == ATTN_SUCCESS)
         status = create_buffer(ctx, "V", plan->v_extent * es, t->v, &d.v);
+    /* O and LSE need no initial contents: only the rows the forward
+     * writes come back (copy_outputs). */
     if (status == ATTN_SUCCESS)
-        status = create_buffer(
-            ctx, "O", o_bytes,
-            has_gaps(plan, plan->o_extent, (size_t)plan->p.head_dim_v) ? t->o : NULL, &d.o);
+        status = create_buffer(ctx, "O", o_bytes, NULL, &d.o);
     if (status == ATTN_SUCCESS && t->lse)
-        status = create_buffer(ctx, "LSE", lse_bytes,
-                               has_gaps(plan, plan->lse_extent, 1) ? t->lse : NULL, &d.lse);
+        status = create_buffer(ctx, "LSE", lse_bytes, NULL, &d.lse);
     if (status == ATTN_SUCCESS && plan->p.bias.present)
         status =
             create_buffer(ctx, "the bias", plan->bias_extent * sizeof(float), t->bias, &d.bias);
@@ -183,9 +196,7 @@ static attn_status forward_locked(attn_context_t ctx, const attn_plan *plan,
     if (status == ATTN_SUCCESS && t->lse)
         status = read_buffer(ctx, "LSE", d.lse, lse_bytes, st.lse);
     if (status == ATTN_SUCCESS) {
-        memcpy(t->o, st.o, o_bytes);
-        if (t->lse)
-            memcpy(t->lse, st.lse, lse_bytes);
+        copy_outputs(plan, t, &st);
         if (t->probs)
             memcpy(t->probs, st.probs, plan->probs_elems * sizeof(float));
     }
