@@ -248,7 +248,11 @@ ATTN_API void attn_context_options_init(attn_context_options *options);
 ATTN_API attn_status attn_context_create(const attn_context_options *options, attn_context_t *ctx);
 
 /* Wraps a caller's context, device and in-order queue (retained, released on
- * destroy). Forwards are enqueued on `queue`. */
+ * destroy). Forwards are enqueued on `queue`. The objects must belong
+ * together: `queue` of `context` and of `device`, one of the context's
+ * devices (CL_QUEUE_CONTEXT, CL_QUEUE_DEVICE, CL_CONTEXT_DEVICES); otherwise
+ * ATTN_ERR_INVALID_VALUE. An out-of-order queue gives ATTN_ERR_UNSUPPORTED.
+ * On failure *ctx is set to NULL and nothing of the caller's is retained. */
 ATTN_API attn_status attn_context_create_from_cl(cl_context context, cl_device_id device,
                                                  cl_command_queue queue, attn_context_t *ctx);
 

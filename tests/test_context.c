@@ -350,6 +350,91 @@ static void create_from_cl(void) {
     clReleaseContext(context);
 }
 
+/* Objects that do not belong together, and an out-of-order queue: refused
+ * at creation with a message, *ctx NULL, nothing of the caller's retained. */
+static void expect_refused(const char *name, cl_context context, cl_device_id device,
+                           cl_command_queue queue, attn_status want, const char *want_text) {
+    const cl_uint ctx_refs0 = context_refs(context), queue_refs0 = queue_refs(queue);
+    attn_context_t ctx = (attn_context_t)&failures; /* must be overwritten */
+    attn_status st = attn_context_create_from_cl(context, device, queue, &ctx);
+    const char *message = attn_last_error(NULL);
+    char detail[160];
+    snprintf(detail, sizeof detail, "%s: %.100s", attn_status_name(st), message);
+    report(name,
+           st == want && ctx == NULL && strstr(message, want_text) &&
+               context_refs(context) == ctx_refs0 && queue_refs(queue) == queue_refs0,
+           detail);
+    if (st == ATTN_SUCCESS && ctx && ctx != (attn_context_t)&failures) {
+        attn_context_destroy(ctx);
+    }
+}
+
+static void create_from_cl_mismatched(void) {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_int err = clGetPlatformIDs(1, &platform, NULL);
+    if (err == CL_SUCCESS) {
+        err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 1, &device, NULL);
+    }
+    cl_context a = err == CL_SUCCESS ? clCreateContext(NULL, 1, &device, NULL, NULL, &err) : NULL;
+    cl_context b = err == CL_SUCCESS ? clCreateContext(NULL, 1, &device, NULL, NULL, &err) : NULL;
+    cl_command_queue queue_b = err == CL_SUCCESS ? clCreateCommandQueue(b, device, 0, &err) : NULL;
+    if (err != CL_SUCCESS) {
+        report("creating two OpenCL contexts and a queue", 0, "");
+        return;
+    }
+    expect_refused("create_from_cl(A, device, queue of B) -> INVALID_VALUE", a, device, queue_b,
+                   ATTN_ERR_INVALID_VALUE, "another context");
+
+    cl_command_queue ooo =
+        clCreateCommandQueue(b, device, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
+    if (err == CL_SUCCESS) {
+        expect_refused("create_from_cl(out-of-order queue) -> UNSUPPORTED", b, device, ooo,
+                       ATTN_ERR_UNSUPPORTED, "out-of-order");
+        clReleaseCommandQueue(ooo);
+    } else {
+        printf("%-60s %-40s SKIP\n", "out-of-order queue", "the device has none");
+    }
+
+    /* A device outside the context, and a queue of another device: two
+     * sub-devices of one compute unit each, where the device can split. */
+    const cl_device_partition_property equally[3] = {CL_DEVICE_PARTITION_EQUALLY, 1, 0};
+    cl_uint count = 0;
+    err = clCreateSubDevices(device, equally, 0, NULL, &count);
+    cl_device_id *subs = err == CL_SUCCESS && count >= 2 ? calloc(count, sizeof *subs) : NULL;
+    if (subs && clCreateSubDevices(device, equally, count, subs, NULL) == CL_SUCCESS) {
+        cl_context both = clCreateContext(NULL, 2, subs, NULL, NULL, &err);
+        cl_command_queue on_sub1 =
+            err == CL_SUCCESS ? clCreateCommandQueue(both, subs[1], 0, &err) : NULL;
+        if (err == CL_SUCCESS) {
+            /* Which message depends on whether the runtime lists the
+             * sub-devices or their root (PoCL) as the context's. */
+            expect_refused("create_from_cl(sub-devices, root device) -> INVALID_VALUE", both,
+                           device, on_sub1, ATTN_ERR_INVALID_VALUE, "device");
+            expect_refused("create_from_cl(device 0, queue of device 1) -> INVALID_VALUE", both,
+                           subs[0], on_sub1, ATTN_ERR_INVALID_VALUE, "device");
+            attn_context_t ctx = NULL;
+            attn_status st = attn_context_create_from_cl(both, subs[1], on_sub1, &ctx);
+            report("create_from_cl(sub-devices, device 1, its queue) succeeds",
+                   st == ATTN_SUCCESS && ctx, attn_status_name(st));
+            attn_context_destroy(ctx);
+            clReleaseCommandQueue(on_sub1);
+            clReleaseContext(both);
+        } else {
+            report("creating a context of two sub-devices", 0, "");
+        }
+        for (cl_uint i = 0; i < count; i++) {
+            clReleaseDevice(subs[i]);
+        }
+    } else {
+        printf("%-60s %-40s SKIP\n", "a device outside the context", "no sub-devices");
+    }
+    free(subs);
+    clReleaseCommandQueue(queue_b);
+    clReleaseContext(b);
+    clReleaseContext(a);
+}
+
 static void version(void) {
     int major = -1, minor = -1, patch = -1;
     attn_version(&major, &minor, &patch);
@@ -436,6 +521,7 @@ int main(void) {
     create_default(&first);
     create_from_env(&first);
     create_from_cl();
+    create_from_cl_mismatched();
     tuning_overrides();
     version();
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
