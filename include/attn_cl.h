@@ -264,8 +264,12 @@ ATTN_API void attn_context_destroy(attn_context_t ctx);
  * vec, unroll; bench/attn_tune prints the best for a device). Keys left out
  * keep the table's value; NULL or "" removes the override. The environment
  * variable ATTN_CL_TUNE, same syntax, applies over this. A malformed spec is
- * refused here (ATTN_ERR_INVALID_VALUE); values a problem or the device
- * cannot take fail the forward with ATTN_ERR_INVALID_VALUE. */
+ * refused here (ATTN_ERR_INVALID_VALUE). Values the variant, a problem or the
+ * device cannot take (local memory, work-group size) fail the forward, and
+ * attn_check, by where they came from: a value set by this spec or by
+ * ATTN_CL_TUNE is the caller's, ATTN_ERR_INVALID_VALUE with a message naming
+ * that override; when the built-in table's own choice cannot serve a valid
+ * request, ATTN_ERR_UNSUPPORTED (an override can then choose other values). */
 ATTN_API attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec);
 
 ATTN_API attn_status attn_context_device_info(attn_context_t ctx, attn_device_info *info);

@@ -450,6 +450,38 @@ static void version(void) {
            got ? got : "(NULL)");
 }
 
+/* An override the device cannot take is the caller's value: INVALID_VALUE,
+ * not UNSUPPORTED. The gpu shape with rows=1, wg=tile_k=256 cannot shrink
+ * (the key tile is one group's worth) and at head_dim 512 needs
+ * 4 * (513 + 256 * 513 + 257 + 256) = 529,416 bytes of local memory: more
+ * than devices with 512 KiB have. attn_check builds nothing. */
+static void device_limits_of_overrides(attn_context_t ctx) {
+    static const char spec[] = "variant=gpu,rows=1,wg=256,tile_k=256";
+    const uint64_t need = 4 * (513 + 256 * 513 + 257 + 256);
+    attn_device_info info;
+    attn_context_device_info(ctx, &info);
+    attn_params p;
+    attn_params_init(&p, 1, 2, 9, 13, 512);
+    p.algo = ATTN_ALGO_FUSED;
+    const attn_status want = info.local_mem_bytes < need ? ATTN_ERR_INVALID_VALUE : ATTN_SUCCESS;
+    char name[128];
+    for (int env = 0; env <= 1; env++) {
+        attn_context_set_tuning(ctx, env ? NULL : spec);
+        if (env) {
+            setenv("ATTN_CL_TUNE", spec, 1);
+        }
+        attn_status st = attn_check(ctx, &p, 1, 0, NULL);
+        const char *origin = env ? "ATTN_CL_TUNE" : "attn_context_set_tuning";
+        snprintf(name, sizeof name, "%s %s, D512 (local %llu KiB) -> %s", origin, spec,
+                 (unsigned long long)(info.local_mem_bytes >> 10),
+                 want == ATTN_SUCCESS ? "fits" : "INVALID_VALUE");
+        report(name, st == want && (want == ATTN_SUCCESS || strstr(attn_last_error(ctx), origin)),
+               st == ATTN_SUCCESS ? attn_status_name(st) : attn_last_error(ctx));
+        unsetenv("ATTN_CL_TUNE");
+    }
+    attn_context_set_tuning(ctx, NULL);
+}
+
 /* attn_context_set_tuning and ATTN_CL_TUNE over the device's table. The
  * valid spec is the one forward_fused_cpu_narrow runs, so that memcheck finds
  * its kernels in PoCL's cache. */
@@ -498,6 +530,19 @@ static void tuning_overrides(void) {
              attn_status_name(chk));
     report("... and fails the forward and attn_check alike",
            fwd == ATTN_ERR_INVALID_VALUE && chk == ATTN_ERR_INVALID_VALUE, detail);
+    report("... with a message naming the override",
+           strstr(attn_last_error(ctx), "attn_context_set_tuning \"variant=gpu,rows=6") != NULL,
+           attn_last_error(ctx));
+    /* The same values through ATTN_CL_TUNE: the message names it instead. */
+    attn_context_set_tuning(ctx, NULL);
+    setenv("ATTN_CL_TUNE", "variant=gpu,rows=6,tile_k=16,wg=4", 1);
+    chk = attn_check(ctx, &p, 0, 0, NULL);
+    report("ATTN_CL_TUNE the forward cannot take -> INVALID_VALUE naming it",
+           chk == ATTN_ERR_INVALID_VALUE && strstr(attn_last_error(ctx), "ATTN_CL_TUNE \"") &&
+               !strstr(attn_last_error(ctx), "attn_context_set_tuning"),
+           attn_status_name(chk));
+    unsetenv("ATTN_CL_TUNE");
+    device_limits_of_overrides(ctx);
 
     setenv("ATTN_CL_TUNE", narrow, 1);
     forward_works(ctx, "ATTN_CL_TUNE applies over the context's spec");
