@@ -116,7 +116,8 @@ typedef enum attn_status {
     ATTN_ERR_NO_DEVICE = -2010,
     /* ATTN_CL_DEVICE or the options name no device that exists. */
     ATTN_ERR_INVALID_DEVICE_SPEC = -2011,
-    /* A kernel source could not be read (ATTN_CL_KERNEL_DIR). */
+    /* A kernel source could not be read from ATTN_CL_KERNEL_DIR: missing,
+     * not a regular file, or larger than 16 MiB. */
     ATTN_ERR_KERNEL_SOURCE = -2012,
 } attn_status;
 

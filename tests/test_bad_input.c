@@ -5,10 +5,13 @@
  * attn_reference, which must all agree. */
 #include "test_util.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -526,6 +529,61 @@ static void bad_device_spec(void) {
            attn_status_name(st));
 }
 
+/* ATTN_CL_KERNEL_DIR where common.cl is not a kernel file: a directory, a
+ * FIFO, a file past any kernel's size. Each must give
+ * ATTN_ERR_KERNEL_SOURCE naming the path, at once (a FIFO must not block
+ * the call), on a fresh context (whose first build reads the sources). */
+static void kernel_dir_not_a_file(void) {
+    char dir[] = "/tmp/attn_kernel_dir_XXXXXX";
+    if (!mkdtemp(dir)) {
+        report("mkdtemp for ATTN_CL_KERNEL_DIR", 0, "");
+        return;
+    }
+    char path[sizeof dir + 16];
+    snprintf(path, sizeof path, "%s/common.cl", dir);
+    setenv("ATTN_CL_KERNEL_DIR", dir, 1);
+    alarm(120); /* a blocked open must fail the test, not hang it */
+    for (int kind = 0; kind < 3; kind++) {
+        static const char *const names[3] = {"a directory", "a FIFO", "a 16 MiB + 1 byte file"};
+        int made = -1;
+        if (kind == 0) {
+            made = mkdir(path, 0700);
+        } else if (kind == 1) {
+            made = mkfifo(path, 0600);
+        } else {
+            int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            made = fd < 0 ? -1 : ftruncate(fd, ((off_t)16 << 20) + 1); /* sparse */
+            if (fd >= 0) {
+                close(fd);
+            }
+        }
+        char label[96], detail[200];
+        snprintf(label, sizeof label, "ATTN_CL_KERNEL_DIR: common.cl is %s", names[kind]);
+        attn_context_t fresh = NULL;
+        if (made != 0 || attn_context_create(NULL, &fresh) != ATTN_SUCCESS) {
+            report(label, 0, "cannot set the case up");
+        } else {
+            attn_params p = base_params();
+            attn_status st = attn_prepare(fresh, &p, 1, 0);
+            snprintf(detail, sizeof detail, "%s: %.150s", attn_status_name(st),
+                     attn_last_error(fresh));
+            report(label,
+                   status_ok(st, ATTN_ERR_KERNEL_SOURCE, "ATTN_ERR_KERNEL_SOURCE", fresh) &&
+                       strstr(attn_last_error(fresh), path),
+                   detail);
+            attn_context_destroy(fresh);
+        }
+        if (kind == 0) {
+            rmdir(path);
+        } else {
+            unlink(path);
+        }
+    }
+    alarm(0);
+    unsetenv("ATTN_CL_KERNEL_DIR");
+    rmdir(dir);
+}
+
 /* Names of statuses the tests above cannot provoke, and of OpenCL codes. */
 static void status_names(void) {
     struct {
@@ -583,6 +641,7 @@ int main(void) {
     null_arguments();
     bad_device_tensors();
     bad_device_spec();
+    kernel_dir_not_a_file();
     status_names();
 
     clReleaseMemObject(dev.q);
