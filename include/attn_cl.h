@@ -338,7 +338,16 @@ typedef struct attn_device_tensors {
  * that completes when O (and LSE) are written; release it with
  * clReleaseEvent. Temporary device buffers are released by the library once
  * the work completes. The caller's O and LSE are written only by the last
- * command the call enqueues: a call that fails leaves them untouched. */
+ * command the call enqueues: a call that fails leaves them untouched.
+ * Memory: an output (O, LSE) may not share a byte with an input (Q, K, V,
+ * the bias, the keep-mask): the kernels read the inputs while they write the
+ * outputs. The call refuses such tensors with ATTN_ERR_INVALID_VALUE when
+ * their byte ranges meet in one buffer, a sub-buffer counting as the bytes
+ * of its parent it covers (CL_MEM_ASSOCIATED_MEMOBJECT, CL_MEM_OFFSET). O
+ * and LSE may interleave in one buffer (a packed [O | LSE] record) but not
+ * share an element (ATTN_ERR_INVALID_VALUE). Overlap through memory the
+ * runtime cannot see (two buffers over one host pointer, say) is not
+ * detected and races. */
 ATTN_API attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                                          const attn_device_tensors *tensors,
                                          cl_uint num_wait_events, const cl_event *wait_list,

@@ -123,6 +123,13 @@ attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_me
                                      size_t offset, size_t extent, size_t element_size,
                                      size_t *element_offset);
 
+/* Refuses (ATTN_ERR_INVALID_VALUE) device tensors where an output's bytes
+ * meet an input's in one buffer, sub-buffers resolved to their parent, or
+ * where O and LSE share an element (device_overlap.c). The tensors have
+ * passed attn_check_device_tensor. */
+attn_status attn_check_device_overlap(attn_context_t ctx, const attn_plan *plan,
+                                      const attn_device_tensors *t);
+
 /* Each algorithm enqueues its work after `wait_list` on ctx->queue and, when
  * `done` is not NULL, returns an event that completes with the last write of
  * O/LSE. The caller holds ctx->lock. On failure the algorithm waits for

@@ -312,6 +312,8 @@ attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
     if (status == ATTN_SUCCESS && d.keep_mask)
         status = attn_check_device_tensor(ctx, "the keep_mask", t->keep_mask, t->keep_mask_offset,
                                           plan.keep_mask_extent, 1, &d.keep_mask_offset);
+    if (status == ATTN_SUCCESS)
+        status = attn_check_device_overlap(ctx, &plan, t);
     if (status != ATTN_SUCCESS)
         return status;
     pthread_mutex_lock(&ctx->lock);
