@@ -370,7 +370,11 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
  *     lse = log(exp(lse_a) + exp(lse_b))
  *     O   = exp(lse_a - lse) · O_a + exp(lse_b - lse) · O_b
  * A row masked in one part (LSE -inf) takes the other part's values; a row
- * masked in both gives O = 0 and LSE -inf. The shapes come from params:
+ * masked in both gives O = 0 and LSE -inf. A part whose LSE is +inf
+ * dominates: the row takes its O and LSE +inf (the other part's O is not
+ * read); both at +inf give LSE +inf and O NaN, since their weights are
+ * undefined. A NaN LSE makes the row NaN. Host and device follow the same
+ * rules. The shapes come from params:
  * batch (sequences with varlen), heads_q, seq_q (total_q with varlen),
  * head_dim_v, dtype, o_strides and lse_strides, shared by all three results.
  * `o` and `lse` may be the same memory as either part's. */
