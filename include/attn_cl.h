@@ -336,7 +336,8 @@ typedef struct attn_device_tensors {
 /* Device memory: enqueues the forward on the context's queue after
  * `wait_list`, without blocking. When `event` is not NULL it receives an event
  * that completes when O (and LSE) are written; release it with
- * clReleaseEvent. Temporary device buffers are released by the library once
+ * clReleaseEvent. The call sets *event to NULL before anything else, so a
+ * call that fails, for any reason, leaves it NULL (nothing to release). Temporary device buffers are released by the library once
  * the work completes. The caller's O and LSE are written only by the last
  * command the call enqueues: a call that fails leaves them untouched.
  * Memory: an output (O, LSE) may not share a byte with an input (Q, K, V,
@@ -393,7 +394,8 @@ typedef struct attn_merge_device_tensors {
     size_t o_a_offset, o_b_offset, lse_a_offset, lse_b_offset, o_offset, lse_offset; /* bytes */
 } attn_merge_device_tensors;
 
-/* On the device, enqueued like attn_forward_device. */
+/* On the device, enqueued like attn_forward_device, with the same event
+ * rule: *event is NULL after any failure. */
 ATTN_API attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
                                        const attn_merge_device_tensors *tensors,
                                        cl_uint num_wait_events, const cl_event *wait_list,

@@ -263,6 +263,9 @@ attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_me
 attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                                 const attn_device_tensors *t, cl_uint num_wait_events,
                                 const cl_event *wait_list, cl_event *event) {
+    /* First, so that every failure, however early, leaves it NULL. */
+    if (event)
+        *event = NULL;
     if (!ctx)
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_forward_device: ctx is NULL");
     if (!t || !t->q || !t->k || !t->v || !t->o)

@@ -69,10 +69,11 @@ attn_status attn_merge(const attn_params *params, const attn_merge_tensors *t) {
 attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
                               const attn_merge_device_tensors *t, cl_uint num_wait_events,
                               const cl_event *wait_list, cl_event *event) {
-    if (!ctx)
-        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_merge_device: ctx is NULL");
+    /* First, so that every failure, however early, leaves it NULL. */
     if (event)
         *event = NULL;
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_merge_device: ctx is NULL");
     if (!t || !t->o_a || !t->o_b || !t->lse_a || !t->lse_b || !t->o || !t->lse)
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
                          "attn_merge_device: tensors and all six of their buffers are required");

@@ -608,6 +608,64 @@ static void device_overlaps(void) {
     clReleaseMemObject(o_lse);
 }
 
+/* The event out-parameter after a failure: NULL, whatever it held and
+ * however early the call failed (include/attn_cl.h), for both calls that
+ * return one. It starts as a stale non-NULL handle, as a caller reusing a
+ * variable would leave it. */
+static void failed_calls_clear_event(void) {
+    const cl_event stale = (cl_event)(uintptr_t)0x5a5a5a5a;
+    attn_params p = base_params(), bad_size = base_params();
+    bad_size.batch = 0;
+    attn_device_tensors no_o = dev, small = dev;
+    no_o.o = NULL;
+    cl_mem tiny = make_buffer(16, NULL);
+    small.o = tiny;
+    struct {
+        const char *name;
+        attn_context_t ctx;
+        const attn_params *p;
+        const attn_device_tensors *t;
+        attn_status want;
+    } cases[5] = {{"ctx NULL", NULL, &p, &dev, ATTN_ERR_NULL_ARGUMENT},
+                  {"tensors NULL", ctx, &p, NULL, ATTN_ERR_NULL_ARGUMENT},
+                  {"o NULL", ctx, &p, &no_o, ATTN_ERR_NULL_ARGUMENT},
+                  {"batch 0", ctx, &bad_size, &dev, ATTN_ERR_INVALID_SIZE},
+                  {"O buffer too small", ctx, &p, &small, ATTN_ERR_BUFFER_TOO_SMALL}};
+    for (int i = 0; i < 5; i++) {
+        cl_event ev = stale;
+        attn_status st = attn_forward_device(cases[i].ctx, cases[i].p, cases[i].t, 0, NULL, &ev);
+        char label[96];
+        snprintf(label, sizeof label, "attn_forward_device, %s: *event NULL", cases[i].name);
+        report(label, st == cases[i].want && ev == NULL, attn_status_name(st));
+    }
+
+    attn_merge_device_tensors m = {
+        .o_a = dev.o, .o_b = dev.o, .lse_a = dev.lse, .lse_b = dev.lse, .o = dev.o, .lse = dev.lse};
+    attn_merge_device_tensors m_no_o = m, m_small = m;
+    m_no_o.o = NULL;
+    m_small.o = tiny;
+    struct {
+        const char *name;
+        attn_context_t ctx;
+        const attn_params *p;
+        const attn_merge_device_tensors *t;
+        attn_status want;
+    } merges[5] = {{"ctx NULL", NULL, &p, &m, ATTN_ERR_NULL_ARGUMENT},
+                   {"tensors NULL", ctx, &p, NULL, ATTN_ERR_NULL_ARGUMENT},
+                   {"o NULL", ctx, &p, &m_no_o, ATTN_ERR_NULL_ARGUMENT},
+                   {"batch 0", ctx, &bad_size, &m, ATTN_ERR_INVALID_SIZE},
+                   {"O buffer too small", ctx, &p, &m_small, ATTN_ERR_BUFFER_TOO_SMALL}};
+    for (int i = 0; i < 5; i++) {
+        cl_event ev = stale;
+        attn_status st = attn_merge_device(merges[i].ctx, merges[i].p, merges[i].t, 0, NULL, &ev);
+        char label[96];
+        snprintf(label, sizeof label, "attn_merge_device, %s: *event NULL", merges[i].name);
+        report(label, st == merges[i].want && ev == NULL, attn_status_name(st));
+    }
+    clFinish(queue);
+    clReleaseMemObject(tiny);
+}
+
 /* ATTN_CL_DEVICE naming no device: its own status, *ctx NULL. */
 static void bad_device_spec(void) {
     const char *specs[4] = {"99:0", "0:99", "garbage", "0:"};
@@ -759,6 +817,7 @@ int main(void) {
     null_arguments();
     bad_device_tensors();
     device_overlaps();
+    failed_calls_clear_event();
     bad_device_spec();
     kernel_dir_not_a_file();
     status_names();
