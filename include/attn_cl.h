@@ -116,7 +116,8 @@ typedef enum attn_status {
     ATTN_ERR_NO_DEVICE = -2010,
     /* ATTN_CL_DEVICE or the options name no device that exists. */
     ATTN_ERR_INVALID_DEVICE_SPEC = -2011,
-    /* A kernel source could not be read (ATTN_CL_KERNEL_DIR). */
+    /* A kernel source could not be read from ATTN_CL_KERNEL_DIR: missing,
+     * not a regular file, or larger than 16 MiB. */
     ATTN_ERR_KERNEL_SOURCE = -2012,
 } attn_status;
 
@@ -253,7 +254,11 @@ ATTN_API void attn_context_options_init(attn_context_options *options);
 ATTN_API attn_status attn_context_create(const attn_context_options *options, attn_context_t *ctx);
 
 /* Wraps a caller's context, device and in-order queue (retained, released on
- * destroy). Forwards are enqueued on `queue`. */
+ * destroy). Forwards are enqueued on `queue`. The objects must belong
+ * together: `queue` of `context` and of `device`, one of the context's
+ * devices (CL_QUEUE_CONTEXT, CL_QUEUE_DEVICE, CL_CONTEXT_DEVICES); otherwise
+ * ATTN_ERR_INVALID_VALUE. An out-of-order queue gives ATTN_ERR_UNSUPPORTED.
+ * On failure *ctx is set to NULL and nothing of the caller's is retained. */
 ATTN_API attn_status attn_context_create_from_cl(cl_context context, cl_device_id device,
                                                  cl_command_queue queue, attn_context_t *ctx);
 
@@ -265,8 +270,12 @@ ATTN_API void attn_context_destroy(attn_context_t ctx);
  * vec, unroll; bench/attn_tune prints the best for a device). Keys left out
  * keep the table's value; NULL or "" removes the override. The environment
  * variable ATTN_CL_TUNE, same syntax, applies over this. A malformed spec is
- * refused here (ATTN_ERR_INVALID_VALUE); values a problem or the device
- * cannot take fail the forward with ATTN_ERR_INVALID_VALUE. */
+ * refused here (ATTN_ERR_INVALID_VALUE). Values the variant, a problem or the
+ * device cannot take (local memory, work-group size) fail the forward, and
+ * attn_check, by where they came from: a value set by this spec or by
+ * ATTN_CL_TUNE is the caller's, ATTN_ERR_INVALID_VALUE with a message naming
+ * that override; when the built-in table's own choice cannot serve a valid
+ * request, ATTN_ERR_UNSUPPORTED (an override can then choose other values). */
 ATTN_API attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec);
 
 ATTN_API attn_status attn_context_device_info(attn_context_t ctx, attn_device_info *info);
@@ -340,9 +349,19 @@ typedef struct attn_device_tensors {
 /* Device memory: enqueues the forward on the context's queue after
  * `wait_list`, without blocking. When `event` is not NULL it receives an event
  * that completes when O (and LSE) are written; release it with
- * clReleaseEvent. Temporary device buffers are released by the library once
+ * clReleaseEvent. The call sets *event to NULL before anything else, so a
+ * call that fails, for any reason, leaves it NULL (nothing to release). Temporary device buffers are released by the library once
  * the work completes. The caller's O and LSE are written only by the last
- * command the call enqueues: a call that fails leaves them untouched. */
+ * command the call enqueues: a call that fails leaves them untouched.
+ * Memory: an output (O, LSE) may not share a byte with an input (Q, K, V,
+ * the bias, the keep-mask): the kernels read the inputs while they write the
+ * outputs. The call refuses such tensors with ATTN_ERR_INVALID_VALUE when
+ * their byte ranges meet in one buffer, a sub-buffer counting as the bytes
+ * of its parent it covers (CL_MEM_ASSOCIATED_MEMOBJECT, CL_MEM_OFFSET). O
+ * and LSE may interleave in one buffer (a packed [O | LSE] record) but not
+ * share an element (ATTN_ERR_INVALID_VALUE). Overlap through memory the
+ * runtime cannot see (two buffers over one host pointer, say) is not
+ * detected and races. */
 ATTN_API attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                                          const attn_device_tensors *tensors,
                                          cl_uint num_wait_events, const cl_event *wait_list,
@@ -418,7 +437,11 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
  *     lse = log(exp(lse_a) + exp(lse_b))
  *     O   = exp(lse_a - lse) · O_a + exp(lse_b - lse) · O_b
  * A row masked in one part (LSE -inf) takes the other part's values; a row
- * masked in both gives O = 0 and LSE -inf. The shapes come from params:
+ * masked in both gives O = 0 and LSE -inf. A part whose LSE is +inf
+ * dominates: the row takes its O and LSE +inf (the other part's O is not
+ * read); both at +inf give LSE +inf and O NaN, since their weights are
+ * undefined. A NaN LSE makes the row NaN. Host and device follow the same
+ * rules. The shapes come from params:
  * batch (sequences with varlen), heads_q, seq_q (total_q with varlen),
  * head_dim_v, dtype, o_strides and lse_strides, shared by all three results.
  * `o` and `lse` may be the same memory as either part's. */
@@ -437,7 +460,8 @@ typedef struct attn_merge_device_tensors {
     size_t o_a_offset, o_b_offset, lse_a_offset, lse_b_offset, o_offset, lse_offset; /* bytes */
 } attn_merge_device_tensors;
 
-/* On the device, enqueued like attn_forward_device. */
+/* On the device, enqueued like attn_forward_device, with the same event
+ * rule: *event is NULL after any failure. */
 ATTN_API attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
                                        const attn_merge_device_tensors *tensors,
                                        cl_uint num_wait_events, const cl_event *wait_list,

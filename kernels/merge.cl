@@ -19,6 +19,12 @@ __kernel void merge_partials(__global const elem_t *o_a, ulong oa_off, __global 
     float wa = 0.0f, wb = 0.0f, merged = -INFINITY;
     if (isnan(la) || isnan(lb)) {
         wa = wb = merged = NAN;
+    } else if (m == INFINITY) {
+        /* A part at +inf dominates (the other weighs exactly 0); both at
+         * +inf have no limit: O NaN, LSE +inf (lib/merge.c). */
+        merged = INFINITY;
+        wa = la != INFINITY ? 0.0f : lb != INFINITY ? 1.0f : NAN;
+        wb = lb != INFINITY ? 0.0f : la != INFINITY ? 1.0f : NAN;
     } else if (m != -INFINITY) {
         /* Weights of each part; a part at -inf weighs exactly 0. */
         const float ea = exp(la - m), eb = exp(lb - m), sum = ea + eb;

@@ -172,6 +172,13 @@ attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_me
                                      size_t offset, size_t extent, size_t element_size,
                                      size_t *element_offset);
 
+/* Refuses (ATTN_ERR_INVALID_VALUE) device tensors where an output's bytes
+ * meet an input's in one buffer, sub-buffers resolved to their parent, or
+ * where O and LSE share an element (device_overlap.c). The tensors have
+ * passed attn_check_device_tensor. */
+attn_status attn_check_device_overlap(attn_context_t ctx, const attn_problem *pb,
+                                      const attn_device_tensors *t);
+
 /* ---- Kernel arguments and launches (launch.c) ------------------------------ */
 
 /* Appends a kernel's arguments in order: no indices to count. The first

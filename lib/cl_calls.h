@@ -24,6 +24,8 @@
 #define clEnqueueWriteBuffer attn_fault_clEnqueueWriteBuffer
 #define clEnqueueFillBuffer attn_fault_clEnqueueFillBuffer
 #define clGetMemObjectInfo attn_fault_clGetMemObjectInfo
+#define clGetContextInfo attn_fault_clGetContextInfo
+#define clGetCommandQueueInfo attn_fault_clGetCommandQueueInfo
 #define malloc attn_fault_malloc
 #define calloc attn_fault_calloc
 #define strdup attn_fault_strdup

@@ -41,9 +41,10 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
                          "the decode path does not materialize probabilities; use "
                          "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
     attn_tuning t;
+    attn_tuning_origin origin;
     const attn_params *p = &pb->p;
-    attn_status status =
-        attn_tuning_lookup(ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t);
+    attn_status status = attn_tuning_lookup(
+        ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
     decode_config *cfg = calloc(1, sizeof *cfg);

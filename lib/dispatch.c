@@ -41,11 +41,12 @@ static attn_algo resolve_auto(const attn_problem *pb) {
 static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int *wanted) {
     const attn_params *p = &pb->p;
     attn_tuning t;
-    attn_status status =
-        attn_tuning_lookup(ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t);
+    attn_tuning_origin origin;
+    attn_status status = attn_tuning_lookup(
+        ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
-    if (t.variant_set)
+    if ((origin.context | origin.env) & ATTN_TUNE_VARIANT)
         *wanted = t.variant == ATTN_FUSED_DECODE;
     else
         *wanted = !ctx->info.is_gpu && !pb->want_probs &&

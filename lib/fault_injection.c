@@ -165,6 +165,18 @@ cl_int attn_fault_clGetMemObjectInfo(cl_mem memobj, cl_mem_info name, size_t siz
     return clGetMemObjectInfo(memobj, name, size, value, size_ret);
 }
 
+cl_int attn_fault_clGetContextInfo(cl_context context, cl_context_info name, size_t size,
+                                   void *value, size_t *size_ret) {
+    FAIL_STATUS(ATTN_FAULT_CONTEXT_INFO);
+    return clGetContextInfo(context, name, size, value, size_ret);
+}
+
+cl_int attn_fault_clGetCommandQueueInfo(cl_command_queue queue, cl_command_queue_info name,
+                                        size_t size, void *value, size_t *size_ret) {
+    FAIL_STATUS(ATTN_FAULT_QUEUE_INFO);
+    return clGetCommandQueueInfo(queue, name, size, value, size_ret);
+}
+
 void *attn_fault_malloc(size_t size) {
     cl_int unused;
     return should_fail(ATTN_FAULT_HOST_ALLOC, &unused) ? NULL : malloc(size);

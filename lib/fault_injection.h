@@ -24,6 +24,8 @@
     X(ATTN_FAULT_ENQUEUE_WRITE, clEnqueueWriteBuffer)                                              \
     X(ATTN_FAULT_ENQUEUE_FILL, clEnqueueFillBuffer)                                                \
     X(ATTN_FAULT_MEM_INFO, clGetMemObjectInfo)                                                     \
+    X(ATTN_FAULT_CONTEXT_INFO, clGetContextInfo)                                                   \
+    X(ATTN_FAULT_QUEUE_INFO, clGetCommandQueueInfo)                                                \
     X(ATTN_FAULT_HOST_ALLOC, malloc)
 
 typedef enum attn_fault_kind {
@@ -82,6 +84,10 @@ cl_int attn_fault_clEnqueueFillBuffer(cl_command_queue queue, cl_mem buffer, con
                                       cl_event *event);
 cl_int attn_fault_clGetMemObjectInfo(cl_mem memobj, cl_mem_info name, size_t size, void *value,
                                      size_t *size_ret);
+cl_int attn_fault_clGetContextInfo(cl_context context, cl_context_info name, size_t size,
+                                   void *value, size_t *size_ret);
+cl_int attn_fault_clGetCommandQueueInfo(cl_command_queue queue, cl_command_queue_info name,
+                                        size_t size, void *value, size_t *size_ret);
 void *attn_fault_malloc(size_t size);
 void *attn_fault_calloc(size_t count, size_t size);
 char *attn_fault_strdup(const char *text);

@@ -19,6 +19,7 @@
 struct attn_algo_state {
     attn_problem pb;
     attn_tuning t;
+    attn_tuning_origin origin; /* which of t's keys the caller's overrides set */
     char options[512];
     /* cpu: key tiles in the packed copies (every kv head has total_tiles:
      * batch * tiles of seq_k, or with varlen at most total_k / tile_k plus
@@ -64,14 +65,13 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
                          "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
     const attn_params *p = &pb->p;
     const int head_dim = p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v;
-    attn_status status = attn_tuning_lookup(ctx, head_dim, &cfg->t);
+    attn_status status = attn_tuning_lookup(ctx, head_dim, &cfg->t, &cfg->origin);
     if (status != ATTN_SUCCESS)
         return status;
     attn_tuning *t = &cfg->t;
     if (t->variant == ATTN_FUSED_DECODE) /* dispatch.c sends these to decode.c */
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED, "the fused path has no decode variant");
-    char text[160], features[256];
-    attn_tuning_format(t, text, sizeof text);
+    char features[256];
     attn_feature_options(pb, features, sizeof features);
 
     if (t->variant == ATTN_FUSED_CPU) {
@@ -108,9 +108,8 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
     if (err != CL_SUCCESS)
         return attn_fail_cl(ctx, err, "clGetDeviceInfo(CL_DEVICE_MAX_WORK_GROUP_SIZE)");
     if ((size_t)t->wg > max_wg)
-        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                         "fused tuning %s: wg is above the device's %zu work-items a group", text,
-                         max_wg);
+        return attn_tuning_refuse(ctx, t, &cfg->origin, ATTN_TUNE_VARIANT | ATTN_TUNE_WG,
+                                  "wg is above the device's %zu work-items a group", max_wg);
     /* Halve the key tile, then the row block (and the group with it), until
      * the tiles fit the device's local memory: OpenCL guarantees 32 KiB,
      * which one row of every head_dim fits. */
@@ -125,14 +124,14 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
             break;
         }
     }
-    if (gpu_local_bytes(p, t) > ctx->info.local_mem_bytes) {
-        attn_tuning_format(t, text, sizeof text);
-        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
-                         "fused tuning %s: head_dim %d / head_dim_v %d need %zu bytes of local "
-                         "memory even for one row; the device has %llu",
-                         text, p->head_dim, p->head_dim_v, gpu_local_bytes(p, t),
-                         (unsigned long long)ctx->info.local_mem_bytes);
-    }
+    if (gpu_local_bytes(p, t) > ctx->info.local_mem_bytes)
+        return attn_tuning_refuse(
+            ctx, t, &cfg->origin,
+            ATTN_TUNE_VARIANT | ATTN_TUNE_ROWS | ATTN_TUNE_TILE_K | ATTN_TUNE_WG,
+            "head_dim %d / head_dim_v %d need %zu bytes of local memory, after halving the key "
+            "tile and the row block as far as they go; the device has %llu",
+            p->head_dim, p->head_dim_v, gpu_local_bytes(p, t),
+            (unsigned long long)ctx->info.local_mem_bytes);
     snprintf(cfg->options, sizeof cfg->options,
              "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTPR=%d",
              features, p->head_dim, p->head_dim_v, pb->want_lse, t->rows, t->tile_k, per_row);
@@ -158,14 +157,11 @@ static attn_status build(attn_context_t ctx, fused_config *cfg) {
                                           sizeof kernel_wg, &kernel_wg, NULL);
     if (err != CL_SUCCESS)
         return attn_fail_cl(ctx, err, "clGetKernelWorkGroupInfo(flash_gpu)");
-    if ((size_t)cfg->t.wg > kernel_wg) {
-        char text[160];
-        attn_tuning_format(&cfg->t, text, sizeof text);
-        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
-                         "fused tuning %s: flash_gpu runs at most %zu work-items a group on this "
-                         "device; set a smaller wg (ATTN_CL_TUNE)",
-                         text, kernel_wg);
-    }
+    if ((size_t)cfg->t.wg > kernel_wg)
+        return attn_tuning_refuse(
+            ctx, &cfg->t, &cfg->origin,
+            ATTN_TUNE_VARIANT | ATTN_TUNE_ROWS | ATTN_TUNE_TILE_K | ATTN_TUNE_WG,
+            "flash_gpu runs at most %zu work-items a group on this device", kernel_wg);
     return ATTN_SUCCESS;
 }
 

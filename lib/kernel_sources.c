@@ -2,9 +2,13 @@
 #include "kernel_sources.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char *embedded_source(const char *name) {
     for (size_t i = 0; i < attn_embedded_kernel_count; i++)
@@ -13,33 +17,58 @@ static const char *embedded_source(const char *name) {
     return NULL;
 }
 
-/* Reads dir/name.cl into a malloc'ed string. */
+/* Kernel files are a few tens of KiB: anything past this is not one. */
+#define MAX_SOURCE_BYTES ((size_t)16 << 20)
+
+/* Reads dir/name.cl, a regular file of at most MAX_SOURCE_BYTES, into a
+ * malloc'ed string. Anything else at that path (a directory, whose size
+ * ftell reports as 2^63 - 1; a FIFO, which would block) is refused before
+ * anything is allocated. */
 static attn_status read_source_file(attn_context_t ctx, const char *dir, const char *name,
                                     char **out) {
+    *out = NULL;
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s.cl", dir, name) >= sizeof path)
         return attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE, "ATTN_CL_KERNEL_DIR is too long");
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer. */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE, "cannot open %s: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t length = 0;
+    struct stat st;
     attn_status status = ATTN_SUCCESS;
-    if (fseek(f, 0, SEEK_END) != 0 || (length = (size_t)ftell(f), fseek(f, 0, SEEK_SET) != 0)) {
-        status = attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE, "cannot seek in %s", path);
-    } else if (!(text = malloc(length + 1))) {
+    if (fstat(fd, &st) != 0)
+        status =
+            attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE, "cannot stat %s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        status = attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE, "%s is not a regular file", path);
+    else if (st.st_size < 0 || (uintmax_t)st.st_size > MAX_SOURCE_BYTES)
+        status = attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE,
+                           "%s holds %jd bytes; a kernel source may hold at most %zu", path,
+                           (intmax_t)st.st_size, MAX_SOURCE_BYTES);
+    const size_t length = status == ATTN_SUCCESS ? (size_t)st.st_size : 0;
+    char *text = status == ATTN_SUCCESS ? malloc(length + 1) : NULL;
+    if (status == ATTN_SUCCESS && !text)
         status = attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate %zu bytes for %s",
                            length + 1, path);
-    } else if (fread(text, 1, length, f) != length) {
-        status = attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE, "cannot read %s", path);
-        free(text);
-        text = NULL;
-    } else {
-        text[length] = '\0';
+    size_t done = 0;
+    while (status == ATTN_SUCCESS && done < length) {
+        const ssize_t got = read(fd, text + done, length - done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            status = attn_fail(ctx, ATTN_ERR_KERNEL_SOURCE, "cannot read %s: %s", path,
+                               got < 0 ? strerror(errno) : "the file shrank while read");
+        else
+            done += (size_t)got;
     }
-    fclose(f);
+    close(fd);
+    if (status != ATTN_SUCCESS) {
+        free(text);
+        return status;
+    }
+    text[length] = '\0';
     *out = text;
-    return status;
+    return ATTN_SUCCESS;
 }
 
 static attn_status load_one(attn_context_t ctx, const char *name, char **out) {

@@ -3,7 +3,11 @@
  *     lse = log(exp(lse_a) + exp(lse_b)),  O = w_a O_a + w_b O_b,
  *     w_x = exp(lse_x - lse).
  * A part at -inf weighs exactly 0 (its O is never read into the sum); both
- * at -inf give O = 0 and LSE -inf; a NaN LSE makes the row NaN. */
+ * at -inf give O = 0 and LSE -inf; a NaN LSE makes the row NaN. A part at
+ * +inf dominates: w = 1 for it and exactly 0 for the other (the limit of
+ * the weights as its LSE grows), LSE +inf; both at +inf give LSE +inf (the
+ * sum is infinite either way) and O NaN (the weights have no limit). The
+ * kernel follows the same rules in float. */
 #include "attn_internal.h"
 #include "half.h"
 
@@ -41,6 +45,10 @@ attn_status attn_merge(const attn_params *params, const attn_merge_tensors *t) {
                 double wa = 0.0, wb = 0.0, merged = -INFINITY;
                 if (isnan(la) || isnan(lb)) {
                     wa = wb = merged = NAN;
+                } else if (m == INFINITY) {
+                    merged = INFINITY;
+                    wa = la != INFINITY ? 0.0 : lb != INFINITY ? 1.0 : NAN;
+                    wb = lb != INFINITY ? 0.0 : la != INFINITY ? 1.0 : NAN;
                 } else if (m != -INFINITY) {
                     const double ea = exp(la - m), eb = exp(lb - m), sum = ea + eb;
                     wa = ea / sum;
@@ -61,10 +69,11 @@ attn_status attn_merge(const attn_params *params, const attn_merge_tensors *t) {
 attn_status attn_merge_device(attn_context_t ctx, const attn_params *params,
                               const attn_merge_device_tensors *t, cl_uint num_wait_events,
                               const cl_event *wait_list, cl_event *event) {
-    if (!ctx)
-        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_merge_device: ctx is NULL");
+    /* First, so that every failure, however early, leaves it NULL. */
     if (event)
         *event = NULL;
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_merge_device: ctx is NULL");
     if (!t || !t->o_a || !t->o_b || !t->lse_a || !t->lse_b || !t->o || !t->lse)
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
                          "attn_merge_device: tensors and all six of their buffers are required");

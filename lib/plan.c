@@ -5,6 +5,7 @@
  * staging) is allocated on first use and kept, so repeated executes
  * allocate nothing. */
 #include "attn_internal.h"
+#include "host_copy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +305,8 @@ static attn_status execute_device(attn_plan_t plan, const attn_device_tensors *t
                                               plan->workspace_bytes, 1, &d.workspace_offset);
         d.workspace = workspace;
     }
+    if (status == ATTN_SUCCESS)
+        status = attn_check_device_overlap(ctx, pb, t);
     if (status != ATTN_SUCCESS)
         return status;
 
@@ -337,13 +340,25 @@ attn_status attn_plan_execute_device(attn_plan_t plan, const attn_device_tensors
 
 /* ---- Host execute -------------------------------------------------------------- */
 
-/* Whether the forward leaves elements of an output's extent unwritten (gaps
- * between strided rows, or varlen rows past the last sequence): then the
- * device copy starts as the caller's data, so that downloading the whole
- * extent writes those elements back unchanged. */
-static int has_gaps(const attn_problem *pb, size_t extent, size_t row) {
-    const attn_params *p = &pb->p;
-    return p->varlen || extent != (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q * row;
+/* The staged O and LSE into the caller's memory: only the elements the
+ * forward wrote, so that O and LSE may interleave (a packed [O | LSE] record)
+ * and gaps keep the caller's data. */
+static void copy_outputs(attn_plan_t plan, const attn_host_tensors *t) {
+    const attn_params *p = &plan->pb.p;
+    attn_output_rows rows = {.batch = p->batch,
+                             .heads = p->heads_q,
+                             .rows = p->varlen ? p->total_q : p->seq_q,
+                             .inner = p->head_dim_v,
+                             .strides = p->o_strides,
+                             .element_size = plan->pb.element_size,
+                             .cu_seqlens = p->varlen ? t->cu_seqlens_q : NULL};
+    attn_copy_output_rows(t->o, plan->o_host, &rows);
+    if (t->lse) {
+        rows.inner = 1;
+        rows.strides = p->lse_strides;
+        rows.element_size = sizeof(float);
+        attn_copy_output_rows(t->lse, plan->lse_host, &rows);
+    }
 }
 
 /* The host call's device copies and output staging, made on its first execute. */
@@ -443,10 +458,8 @@ static attn_status execute_host_locked(attn_plan_t plan, const attn_host_tensors
         status = write_tensor(ctx, "K", plan->k, pb->k_extent * es, t->k);
     if (status == ATTN_SUCCESS)
         status = write_tensor(ctx, "V", plan->v, pb->v_extent * es, t->v);
-    if (status == ATTN_SUCCESS && has_gaps(pb, pb->o_extent, (size_t)pb->p.head_dim_v))
-        status = write_tensor(ctx, "O", plan->o, o_bytes, t->o);
-    if (status == ATTN_SUCCESS && t->lse && has_gaps(pb, pb->lse_extent, 1))
-        status = write_tensor(ctx, "LSE", plan->lse, lse_bytes, t->lse);
+    /* O and LSE need no initial contents: only the rows the forward writes
+     * come back (copy_outputs). */
     if (status == ATTN_SUCCESS && plan->bias)
         status =
             write_tensor(ctx, "the bias", plan->bias, pb->bias_extent * sizeof(float), t->bias);
@@ -462,9 +475,7 @@ static attn_status execute_host_locked(attn_plan_t plan, const attn_host_tensors
     if (status == ATTN_SUCCESS && t->lse)
         status = read_tensor(ctx, "LSE", plan->lse, lse_bytes, plan->lse_host);
     if (status == ATTN_SUCCESS) {
-        memcpy(t->o, plan->o_host, o_bytes);
-        if (t->lse)
-            memcpy(t->lse, plan->lse_host, lse_bytes);
+        copy_outputs(plan, t);
         if (t->probs)
             memcpy(t->probs, plan->probs_host, pb->probs_elems * sizeof(float));
     } else {

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,16 +24,16 @@ static const tuning_entry table[] = {
      * 16-key tiles give 116-138 GFLOP/s for head_dim 32..256; 4-5 rows are
      * within noise of it, 2-3 rows ~83, 8 rows spill the 16 AVX2 registers
      * (~77), 8-key tiles ~104; unroll and vec=8 change little. */
-    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1, 0, 0}},
+    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1, 0}},
     /* GPUs (not measured here): 16 rows x 8 work-items a row; the key tile
      * shrinks with head_dim so that Q, K/V and P tiles stay within 32 KiB of
      * local memory. */
-    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0, 0}},
-    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0}},
-    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0}},
     /* Anything else (accelerators, custom devices): the work-group shape. */
-    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0}},
-    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0}},
+    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0}},
+    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0}},
 };
 
 static int contains_nocase(const char *haystack, const char *needle) {
@@ -64,7 +65,7 @@ attn_status attn_context_set_tuning(attn_context_t ctx, const char *spec) {
     /* Syntax and ranges now; whether the values suit a problem and the
      * device is known only at a forward. */
     attn_tuning scratch = table[0].t;
-    attn_status status = attn_tuning_parse(ctx, "attn_context_set_tuning", spec, &scratch);
+    attn_status status = attn_tuning_parse(ctx, "attn_context_set_tuning", spec, &scratch, NULL);
     if (status != ATTN_SUCCESS)
         return status;
     pthread_mutex_lock(&ctx->lock);
@@ -79,20 +80,22 @@ typedef struct tuning_key {
     const char *name;
     int min, max;
     size_t offset;
+    unsigned bit;
 } tuning_key;
 
 static const tuning_key keys[] = {
-    {"rows", 1, 256, offsetof(attn_tuning, rows)},
-    {"tile_k", 1, 256, offsetof(attn_tuning, tile_k)},
-    {"wg", 1, 1024, offsetof(attn_tuning, wg)},
-    {"vec", 4, 16, offsetof(attn_tuning, vec)},
-    {"unroll", 1, 64, offsetof(attn_tuning, unroll)},
-    {"splits", 0, 256, offsetof(attn_tuning, splits)},
+    {"rows", 1, 256, offsetof(attn_tuning, rows), ATTN_TUNE_ROWS},
+    {"tile_k", 1, 256, offsetof(attn_tuning, tile_k), ATTN_TUNE_TILE_K},
+    {"wg", 1, 1024, offsetof(attn_tuning, wg), ATTN_TUNE_WG},
+    {"vec", 4, 16, offsetof(attn_tuning, vec), ATTN_TUNE_VEC},
+    {"unroll", 1, 64, offsetof(attn_tuning, unroll), ATTN_TUNE_UNROLL},
+    {"splits", 0, 256, offsetof(attn_tuning, splits), ATTN_TUNE_SPLITS},
 };
 
 attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char *spec,
-                              attn_tuning *t) {
+                              attn_tuning *t, unsigned *named) {
     attn_tuning out = *t;
+    unsigned seen = 0;
     const char *p = spec;
     while (*p) {
         const char *end = strchr(p, ',');
@@ -132,7 +135,7 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
                 return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                                  "%s \"%s\": variant must be cpu, gpu or decode, not \"%s\"",
                                  origin, spec, value);
-            out.variant_set = 1;
+            seen |= ATTN_TUNE_VARIANT;
         } else {
             const tuning_key *key = NULL;
             for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
@@ -151,10 +154,13 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
                                  "%s \"%s\": %s must be an integer in %d..%d, not \"%s\"", origin,
                                  spec, key->name, key->min, key->max, value);
             *(int *)((char *)&out + key->offset) = (int)v;
+            seen |= key->bit;
         }
         p = next;
     }
     *t = out;
+    if (named)
+        *named = seen;
     return ATTN_SUCCESS;
 }
 
@@ -164,9 +170,38 @@ void attn_tuning_format(const attn_tuning *t, char *buf, size_t size) {
              variants[t->variant], t->rows, t->tile_k, t->wg, t->vec, t->unroll, t->splits);
 }
 
+/* ---- Refusals ----------------------------------------------------------- */
+
+attn_status attn_tuning_refuse(attn_context_t ctx, const attn_tuning *t,
+                               const attn_tuning_origin *origin, unsigned keys, const char *reason,
+                               ...) {
+    char why[256], text[160];
+    va_list args;
+    va_start(args, reason);
+    vsnprintf(why, sizeof why, reason, args);
+    va_end(args);
+    attn_tuning_format(t, text, sizeof text);
+    const int by_context = (origin->context & keys) != 0, by_env = (origin->env & keys) != 0;
+    if (!by_context && !by_env)
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
+                         "fused tuning %s, the built-in table's entry for this device: %s "
+                         "(attn_context_set_tuning or ATTN_CL_TUNE can choose other values)",
+                         text, why);
+    const char *env = getenv("ATTN_CL_TUNE");
+    char context_part[ATTN_TUNING_SPEC_MAX + 40] = "", env_part[300] = "";
+    if (by_context)
+        snprintf(context_part, sizeof context_part, "attn_context_set_tuning \"%s\"%s",
+                 ctx->tuning_spec, by_env ? " and " : "");
+    if (by_env)
+        snprintf(env_part, sizeof env_part, "ATTN_CL_TUNE \"%.250s\"", env ? env : "");
+    return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "%s%s (fused tuning %s): %s", context_part,
+                     env_part, text, why);
+}
+
 /* ---- Lookup ------------------------------------------------------------- */
 
-attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out) {
+attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out,
+                               attn_tuning_origin *origin) {
     cl_device_type type = 0;
     cl_int err = clGetDeviceInfo(ctx->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     if (err != CL_SUCCESS)
@@ -182,33 +217,37 @@ attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *ou
         }
     }
     attn_tuning t = found->t;
+    attn_tuning_origin from = {0, 0};
 
     attn_status status = ATTN_SUCCESS;
     if (ctx->tuning_spec[0])
-        status = attn_tuning_parse(ctx, "attn_context_set_tuning", ctx->tuning_spec, &t);
+        status =
+            attn_tuning_parse(ctx, "attn_context_set_tuning", ctx->tuning_spec, &t, &from.context);
     const char *env = getenv("ATTN_CL_TUNE");
     if (status == ATTN_SUCCESS && env && *env)
-        status = attn_tuning_parse(ctx, "ATTN_CL_TUNE", env, &t);
+        status = attn_tuning_parse(ctx, "ATTN_CL_TUNE", env, &t, &from.env);
     if (status != ATTN_SUCCESS)
         return status;
+    from.context &= ~from.env;
 
-    char text[160];
-    attn_tuning_format(&t, text, sizeof text);
     if (t.variant == ATTN_FUSED_DECODE) {
         /* lib/decode.c chooses its own shape; the other keys do not apply. */
     } else if (t.variant == ATTN_FUSED_CPU) {
-        if (t.rows > 8 || (t.tile_k != 4 && t.tile_k != 8 && t.tile_k != 16) ||
-            (t.vec != 4 && t.vec != 8 && t.vec != 16) || t.wg != 1)
-            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                             "fused tuning %s: the cpu variant takes rows 1..8, tile_k and vec "
-                             "4, 8 or 16, and wg 1",
-                             text);
+        const unsigned bad =
+            (t.rows > 8 ? ATTN_TUNE_ROWS : 0u) |
+            (t.tile_k != 4 && t.tile_k != 8 && t.tile_k != 16 ? ATTN_TUNE_TILE_K : 0u) |
+            (t.vec != 4 && t.vec != 8 && t.vec != 16 ? ATTN_TUNE_VEC : 0u) |
+            (t.wg != 1 ? ATTN_TUNE_WG : 0u);
+        if (bad)
+            return attn_tuning_refuse(ctx, &t, &from, bad | ATTN_TUNE_VARIANT,
+                                      "the cpu variant takes rows 1..8, tile_k and vec 4, 8 or "
+                                      "16, and wg 1");
     } else if (t.wg % t.rows != 0 || t.tile_k % (t.wg / t.rows) != 0) {
-        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                         "fused tuning %s: the gpu variant needs wg a multiple of rows and tile_k "
-                         "a multiple of wg / rows",
-                         text);
+        return attn_tuning_refuse(
+            ctx, &t, &from, ATTN_TUNE_VARIANT | ATTN_TUNE_ROWS | ATTN_TUNE_TILE_K | ATTN_TUNE_WG,
+            "the gpu variant needs wg a multiple of rows and tile_k a multiple of wg / rows");
     }
     *out = t;
+    *origin = from;
     return ATTN_SUCCESS;
 }

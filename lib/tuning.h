@@ -24,9 +24,14 @@
  *
  * Precedence: the table, then the context's spec (attn_context_set_tuning),
  * then ATTN_CL_TUNE, so that the environment can override an application's
- * choice. An empty spec is no override. A malformed spec, or values the
- * chosen variant or the device cannot take, fail the forward with
- * ATTN_ERR_INVALID_VALUE and a message naming the spec. */
+ * choice. An empty spec is no override. A malformed spec fails the forward
+ * with ATTN_ERR_INVALID_VALUE and a message naming the spec.
+ *
+ * Values the chosen variant, the problem or the device cannot take: when a
+ * key the refusal depends on came from an override, the caller chose it, and
+ * the forward fails with ATTN_ERR_INVALID_VALUE naming that override; when
+ * they are all the table's, the built-in choice cannot serve a valid
+ * request: ATTN_ERR_UNSUPPORTED (attn_tuning_refuse decides). */
 #ifndef ATTN_TUNING_H
 #define ATTN_TUNING_H
 
@@ -38,6 +43,17 @@ typedef enum attn_fused_variant {
     ATTN_FUSED_DECODE = 2, /* lib/decode.c: K and V in place, rows of a kv head together */
 } attn_fused_variant;
 
+/* The keys, as bits of a set. */
+enum {
+    ATTN_TUNE_VARIANT = 1 << 0,
+    ATTN_TUNE_ROWS = 1 << 1,
+    ATTN_TUNE_TILE_K = 1 << 2,
+    ATTN_TUNE_WG = 1 << 3,
+    ATTN_TUNE_VEC = 1 << 4,
+    ATTN_TUNE_UNROLL = 1 << 5,
+    ATTN_TUNE_SPLITS = 1 << 6,
+};
+
 typedef struct attn_tuning {
     attn_fused_variant variant;
     int rows;   /* cpu: per work-item; gpu: per work-group */
@@ -46,19 +62,40 @@ typedef struct attn_tuning {
     int vec;    /* cpu: accumulator vector width */
     int unroll; /* cpu: head_dim loop unroll */
     int splits; /* decode: key splits, 0 = by compute units */
-    int variant_set; /* an override named the variant */
 } attn_tuning;
+
+/* Where a tuning's values came from: the keys the context's spec and
+ * ATTN_CL_TUNE set (each key counted for the one applied last); the rest are
+ * the table's. */
+typedef struct attn_tuning_origin {
+    unsigned context, env;
+} attn_tuning_origin;
 
 /* The table's entry for `device`'s type / vendor / name and a head_dim (the
  * larger of head_dim and head_dim_v), with ctx's spec and ATTN_CL_TUNE
- * applied. Checks the result's ranges, not the device's limits (fused.c
- * does, knowing the problem). The caller holds ctx->lock. */
-attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out);
+ * applied, and which keys those set. Checks the result's ranges, not the
+ * device's limits (fused.c does, knowing the problem). The caller holds
+ * ctx->lock. */
+attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out,
+                               attn_tuning_origin *origin);
 
 /* Parses `spec` over `t` (keys not named keep their value); `origin` names
- * the spec in messages ("ATTN_CL_TUNE", "attn_context_set_tuning"). */
+ * the spec in messages ("ATTN_CL_TUNE", "attn_context_set_tuning"). When
+ * `named` is not NULL it receives the set of keys the spec names. */
 attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char *spec,
-                              attn_tuning *t);
+                              attn_tuning *t, unsigned *named);
+
+/* Refuses `t` for `reason` (printf-style), which depends on the keys in
+ * `keys`: ATTN_ERR_INVALID_VALUE naming the override(s) when `origin` says
+ * one of them came from one, otherwise ATTN_ERR_UNSUPPORTED naming the table's entry.
+ * The caller holds ctx->lock (the context's spec is read). */
+attn_status attn_tuning_refuse(attn_context_t ctx, const attn_tuning *t,
+                               const attn_tuning_origin *origin, unsigned keys, const char *reason,
+                               ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
 
 /* Writes `t` in the override syntax ("variant=cpu,rows=6,..."). */
 void attn_tuning_format(const attn_tuning *t, char *buf, size_t size);

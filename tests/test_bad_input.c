@@ -5,10 +5,13 @@
  * attn_reference, which must all agree. */
 #include "test_util.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -487,6 +490,182 @@ static void bad_device_tensors(void) {
            attn_status_name(st));
 }
 
+/* A buffer's bytes, read back (malloc'ed). */
+static unsigned char *contents(cl_mem mem, size_t *bytes) {
+    clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof *bytes, bytes, NULL);
+    unsigned char *host = malloc(*bytes);
+    if (clEnqueueReadBuffer(queue, mem, CL_TRUE, 0, *bytes, host, 0, NULL, NULL) != CL_SUCCESS) {
+        printf("FAIL: clEnqueueReadBuffer\n");
+        exit(1);
+    }
+    return host;
+}
+
+/* attn_forward_device on `t`, which makes an output share memory with an
+ * input or the other output: ATTN_ERR_INVALID_VALUE (or `want`), with a
+ * message, no event, and `shared` (the buffer they share) as it was. */
+static void expect_overlap(const char *name, const attn_device_tensors *t, cl_mem shared,
+                           attn_status want, const char *want_name) {
+    attn_params p = base_params();
+    size_t before_bytes = 0, after_bytes = 0;
+    unsigned char *before = contents(shared, &before_bytes);
+    cl_event ev = NULL;
+    attn_status st = attn_forward_device(ctx, &p, t, 0, NULL, &ev);
+    clFinish(queue);
+    unsigned char *after = contents(shared, &after_bytes);
+    const int unchanged = before_bytes == after_bytes && !memcmp(before, after, before_bytes);
+    char detail[200];
+    snprintf(detail, sizeof detail, "%s: %.120s", attn_status_name(st),
+             st == ATTN_SUCCESS ? "" : attn_last_error(ctx));
+    report(name,
+           status_ok(st, want, want_name, ctx) &&
+               (want == ATTN_SUCCESS ? ev != NULL : ev == NULL && unchanged),
+           detail);
+    if (ev) {
+        clReleaseEvent(ev);
+    }
+    free(before);
+    free(after);
+}
+
+static cl_mem sub_buffer(cl_mem parent, size_t origin, size_t size) {
+    cl_buffer_region region = {origin, size};
+    cl_int err;
+    cl_mem sub =
+        clCreateSubBuffer(parent, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+    if (err != CL_SUCCESS) {
+        printf("FAIL: clCreateSubBuffer(%zu, %zu): %d\n", origin, size, (int)err);
+        exit(1);
+    }
+    return sub;
+}
+
+/* The device call with outputs in its inputs' memory (include/attn_cl.h:
+ * refused, since the kernels would read what they overwrite), through the
+ * same cl_mem and through sub-buffers of one buffer; and O and LSE sharing
+ * an element. Adjacent tensors of one buffer are accepted. */
+static void device_overlaps(void) {
+    const size_t kb = sizeof k, vb = sizeof v, ob = sizeof o, lb = sizeof lse;
+    attn_device_tensors t = dev;
+    t.o = dev.q;
+    expect_overlap("O is Q's buffer -> INVALID_VALUE", &t, dev.q, ATTN_ERR_INVALID_VALUE,
+                   "ATTN_ERR_INVALID_VALUE");
+
+    /* V and then LSE in one buffer: one element into V's last, or right
+     * after it. */
+    cl_mem v_lse = make_buffer(vb + lb, NULL);
+    clEnqueueWriteBuffer(queue, v_lse, CL_TRUE, 0, vb, v, 0, NULL, NULL);
+    t = dev;
+    t.v = t.lse = v_lse;
+    t.lse_offset = vb - 4;
+    expect_overlap("LSE's first element on V's last -> INVALID_VALUE", &t, v_lse,
+                   ATTN_ERR_INVALID_VALUE, "ATTN_ERR_INVALID_VALUE");
+    t.lse_offset = vb;
+    expect_overlap("LSE right after V in one buffer -> success", &t, v_lse, ATTN_SUCCESS,
+                   "ATTN_SUCCESS");
+    clReleaseMemObject(v_lse);
+
+    /* K and O as sub-buffers of one buffer, O from the first aligned origin
+     * inside K, then from the first one past it. */
+    cl_device_id device = NULL;
+    cl_uint align_bits = 0;
+    clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof device, &device, NULL);
+    clGetDeviceInfo(device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    const size_t align = align_bits / 8 ? align_bits / 8 : 1;
+    const size_t past_k = (kb + align - 1) / align * align;
+    if (align < kb) {
+        cl_mem parent = make_buffer(past_k + ob, NULL);
+        clEnqueueWriteBuffer(queue, parent, CL_TRUE, 0, kb, k, 0, NULL, NULL);
+        cl_mem k_sub = sub_buffer(parent, 0, kb), o_inside = sub_buffer(parent, align, ob);
+        cl_mem o_after = sub_buffer(parent, past_k, ob);
+        t = dev;
+        t.k = k_sub;
+        t.o = o_inside;
+        expect_overlap("O a sub-buffer inside K's buffer -> INVALID_VALUE", &t, parent,
+                       ATTN_ERR_INVALID_VALUE, "ATTN_ERR_INVALID_VALUE");
+        t.k = parent; /* K the parent itself, O its sub-buffer */
+        expect_overlap("O a sub-buffer of K's buffer (K the parent) -> INVALID_VALUE", &t, parent,
+                       ATTN_ERR_INVALID_VALUE, "ATTN_ERR_INVALID_VALUE");
+        t.k = k_sub;
+        t.o = o_after;
+        expect_overlap("K and O disjoint sub-buffers of one buffer -> success", &t, k_sub,
+                       ATTN_SUCCESS, "ATTN_SUCCESS");
+        clReleaseMemObject(o_after);
+        clReleaseMemObject(o_inside);
+        clReleaseMemObject(k_sub);
+        clReleaseMemObject(parent);
+    } else {
+        printf("%-50s %-64s SKIP\n", "sub-buffers", "alignment past K's size");
+    }
+
+    /* O and LSE in one buffer, LSE's first element on O's second. */
+    cl_mem o_lse = make_buffer(ob + lb, NULL);
+    t = dev;
+    t.o = t.lse = o_lse;
+    t.lse_offset = 4;
+    expect_overlap("LSE on O's elements -> INVALID_VALUE", &t, o_lse, ATTN_ERR_INVALID_VALUE,
+                   "ATTN_ERR_INVALID_VALUE");
+    clReleaseMemObject(o_lse);
+}
+
+/* The event out-parameter after a failure: NULL, whatever it held and
+ * however early the call failed (include/attn_cl.h), for both calls that
+ * return one. It starts as a stale non-NULL handle, as a caller reusing a
+ * variable would leave it. */
+static void failed_calls_clear_event(void) {
+    const cl_event stale = (cl_event)(uintptr_t)0x5a5a5a5a;
+    attn_params p = base_params(), bad_size = base_params();
+    bad_size.batch = 0;
+    attn_device_tensors no_o = dev, small = dev;
+    no_o.o = NULL;
+    cl_mem tiny = make_buffer(16, NULL);
+    small.o = tiny;
+    struct {
+        const char *name;
+        attn_context_t ctx;
+        const attn_params *p;
+        const attn_device_tensors *t;
+        attn_status want;
+    } cases[5] = {{"ctx NULL", NULL, &p, &dev, ATTN_ERR_NULL_ARGUMENT},
+                  {"tensors NULL", ctx, &p, NULL, ATTN_ERR_NULL_ARGUMENT},
+                  {"o NULL", ctx, &p, &no_o, ATTN_ERR_NULL_ARGUMENT},
+                  {"batch 0", ctx, &bad_size, &dev, ATTN_ERR_INVALID_SIZE},
+                  {"O buffer too small", ctx, &p, &small, ATTN_ERR_BUFFER_TOO_SMALL}};
+    for (int i = 0; i < 5; i++) {
+        cl_event ev = stale;
+        attn_status st = attn_forward_device(cases[i].ctx, cases[i].p, cases[i].t, 0, NULL, &ev);
+        char label[96];
+        snprintf(label, sizeof label, "attn_forward_device, %s: *event NULL", cases[i].name);
+        report(label, st == cases[i].want && ev == NULL, attn_status_name(st));
+    }
+
+    attn_merge_device_tensors m = {
+        .o_a = dev.o, .o_b = dev.o, .lse_a = dev.lse, .lse_b = dev.lse, .o = dev.o, .lse = dev.lse};
+    attn_merge_device_tensors m_no_o = m, m_small = m;
+    m_no_o.o = NULL;
+    m_small.o = tiny;
+    struct {
+        const char *name;
+        attn_context_t ctx;
+        const attn_params *p;
+        const attn_merge_device_tensors *t;
+        attn_status want;
+    } merges[5] = {{"ctx NULL", NULL, &p, &m, ATTN_ERR_NULL_ARGUMENT},
+                   {"tensors NULL", ctx, &p, NULL, ATTN_ERR_NULL_ARGUMENT},
+                   {"o NULL", ctx, &p, &m_no_o, ATTN_ERR_NULL_ARGUMENT},
+                   {"batch 0", ctx, &bad_size, &m, ATTN_ERR_INVALID_SIZE},
+                   {"O buffer too small", ctx, &p, &m_small, ATTN_ERR_BUFFER_TOO_SMALL}};
+    for (int i = 0; i < 5; i++) {
+        cl_event ev = stale;
+        attn_status st = attn_merge_device(merges[i].ctx, merges[i].p, merges[i].t, 0, NULL, &ev);
+        char label[96];
+        snprintf(label, sizeof label, "attn_merge_device, %s: *event NULL", merges[i].name);
+        report(label, st == merges[i].want && ev == NULL, attn_status_name(st));
+    }
+    clFinish(queue);
+    clReleaseMemObject(tiny);
+}
+
 /* ATTN_CL_DEVICE naming no device: its own status, *ctx NULL. */
 static void bad_device_spec(void) {
     const char *specs[4] = {"99:0", "0:99", "garbage", "0:"};
@@ -524,6 +703,61 @@ static void bad_device_spec(void) {
     report("attn_context_create(ctx NULL)",
            status_ok(st, ATTN_ERR_NULL_ARGUMENT, "ATTN_ERR_NULL_ARGUMENT", NULL),
            attn_status_name(st));
+}
+
+/* ATTN_CL_KERNEL_DIR where common.cl is not a kernel file: a directory, a
+ * FIFO, a file past any kernel's size. Each must give
+ * ATTN_ERR_KERNEL_SOURCE naming the path, at once (a FIFO must not block
+ * the call), on a fresh context (whose first build reads the sources). */
+static void kernel_dir_not_a_file(void) {
+    char dir[] = "/tmp/attn_kernel_dir_XXXXXX";
+    if (!mkdtemp(dir)) {
+        report("mkdtemp for ATTN_CL_KERNEL_DIR", 0, "");
+        return;
+    }
+    char path[sizeof dir + 16];
+    snprintf(path, sizeof path, "%s/common.cl", dir);
+    setenv("ATTN_CL_KERNEL_DIR", dir, 1);
+    alarm(120); /* a blocked open must fail the test, not hang it */
+    for (int kind = 0; kind < 3; kind++) {
+        static const char *const names[3] = {"a directory", "a FIFO", "a 16 MiB + 1 byte file"};
+        int made = -1;
+        if (kind == 0) {
+            made = mkdir(path, 0700);
+        } else if (kind == 1) {
+            made = mkfifo(path, 0600);
+        } else {
+            int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            made = fd < 0 ? -1 : ftruncate(fd, ((off_t)16 << 20) + 1); /* sparse */
+            if (fd >= 0) {
+                close(fd);
+            }
+        }
+        char label[96], detail[200];
+        snprintf(label, sizeof label, "ATTN_CL_KERNEL_DIR: common.cl is %s", names[kind]);
+        attn_context_t fresh = NULL;
+        if (made != 0 || attn_context_create(NULL, &fresh) != ATTN_SUCCESS) {
+            report(label, 0, "cannot set the case up");
+        } else {
+            attn_params p = base_params();
+            attn_status st = attn_prepare(fresh, &p, 1, 0);
+            snprintf(detail, sizeof detail, "%s: %.150s", attn_status_name(st),
+                     attn_last_error(fresh));
+            report(label,
+                   status_ok(st, ATTN_ERR_KERNEL_SOURCE, "ATTN_ERR_KERNEL_SOURCE", fresh) &&
+                       strstr(attn_last_error(fresh), path),
+                   detail);
+            attn_context_destroy(fresh);
+        }
+        if (kind == 0) {
+            rmdir(path);
+        } else {
+            unlink(path);
+        }
+    }
+    alarm(0);
+    unsetenv("ATTN_CL_KERNEL_DIR");
+    rmdir(dir);
 }
 
 /* Names of statuses the tests above cannot provoke, and of OpenCL codes. */
@@ -582,7 +816,10 @@ int main(void) {
     bad_metadata();
     null_arguments();
     bad_device_tensors();
+    device_overlaps();
+    failed_calls_clear_event();
     bad_device_spec();
+    kernel_dir_not_a_file();
     status_names();
 
     clReleaseMemObject(dev.q);

@@ -350,6 +350,91 @@ static void create_from_cl(void) {
     clReleaseContext(context);
 }
 
+/* Objects that do not belong together, and an out-of-order queue: refused
+ * at creation with a message, *ctx NULL, nothing of the caller's retained. */
+static void expect_refused(const char *name, cl_context context, cl_device_id device,
+                           cl_command_queue queue, attn_status want, const char *want_text) {
+    const cl_uint ctx_refs0 = context_refs(context), queue_refs0 = queue_refs(queue);
+    attn_context_t ctx = (attn_context_t)&failures; /* must be overwritten */
+    attn_status st = attn_context_create_from_cl(context, device, queue, &ctx);
+    const char *message = attn_last_error(NULL);
+    char detail[160];
+    snprintf(detail, sizeof detail, "%s: %.100s", attn_status_name(st), message);
+    report(name,
+           st == want && ctx == NULL && strstr(message, want_text) &&
+               context_refs(context) == ctx_refs0 && queue_refs(queue) == queue_refs0,
+           detail);
+    if (st == ATTN_SUCCESS && ctx && ctx != (attn_context_t)&failures) {
+        attn_context_destroy(ctx);
+    }
+}
+
+static void create_from_cl_mismatched(void) {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_int err = clGetPlatformIDs(1, &platform, NULL);
+    if (err == CL_SUCCESS) {
+        err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 1, &device, NULL);
+    }
+    cl_context a = err == CL_SUCCESS ? clCreateContext(NULL, 1, &device, NULL, NULL, &err) : NULL;
+    cl_context b = err == CL_SUCCESS ? clCreateContext(NULL, 1, &device, NULL, NULL, &err) : NULL;
+    cl_command_queue queue_b = err == CL_SUCCESS ? clCreateCommandQueue(b, device, 0, &err) : NULL;
+    if (err != CL_SUCCESS) {
+        report("creating two OpenCL contexts and a queue", 0, "");
+        return;
+    }
+    expect_refused("create_from_cl(A, device, queue of B) -> INVALID_VALUE", a, device, queue_b,
+                   ATTN_ERR_INVALID_VALUE, "another context");
+
+    cl_command_queue ooo =
+        clCreateCommandQueue(b, device, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
+    if (err == CL_SUCCESS) {
+        expect_refused("create_from_cl(out-of-order queue) -> UNSUPPORTED", b, device, ooo,
+                       ATTN_ERR_UNSUPPORTED, "out-of-order");
+        clReleaseCommandQueue(ooo);
+    } else {
+        printf("%-60s %-40s SKIP\n", "out-of-order queue", "the device has none");
+    }
+
+    /* A device outside the context, and a queue of another device: two
+     * sub-devices of one compute unit each, where the device can split. */
+    const cl_device_partition_property equally[3] = {CL_DEVICE_PARTITION_EQUALLY, 1, 0};
+    cl_uint count = 0;
+    err = clCreateSubDevices(device, equally, 0, NULL, &count);
+    cl_device_id *subs = err == CL_SUCCESS && count >= 2 ? calloc(count, sizeof *subs) : NULL;
+    if (subs && clCreateSubDevices(device, equally, count, subs, NULL) == CL_SUCCESS) {
+        cl_context both = clCreateContext(NULL, 2, subs, NULL, NULL, &err);
+        cl_command_queue on_sub1 =
+            err == CL_SUCCESS ? clCreateCommandQueue(both, subs[1], 0, &err) : NULL;
+        if (err == CL_SUCCESS) {
+            /* Which message depends on whether the runtime lists the
+             * sub-devices or their root (PoCL) as the context's. */
+            expect_refused("create_from_cl(sub-devices, root device) -> INVALID_VALUE", both,
+                           device, on_sub1, ATTN_ERR_INVALID_VALUE, "device");
+            expect_refused("create_from_cl(device 0, queue of device 1) -> INVALID_VALUE", both,
+                           subs[0], on_sub1, ATTN_ERR_INVALID_VALUE, "device");
+            attn_context_t ctx = NULL;
+            attn_status st = attn_context_create_from_cl(both, subs[1], on_sub1, &ctx);
+            report("create_from_cl(sub-devices, device 1, its queue) succeeds",
+                   st == ATTN_SUCCESS && ctx, attn_status_name(st));
+            attn_context_destroy(ctx);
+            clReleaseCommandQueue(on_sub1);
+            clReleaseContext(both);
+        } else {
+            report("creating a context of two sub-devices", 0, "");
+        }
+        for (cl_uint i = 0; i < count; i++) {
+            clReleaseDevice(subs[i]);
+        }
+    } else {
+        printf("%-60s %-40s SKIP\n", "a device outside the context", "no sub-devices");
+    }
+    free(subs);
+    clReleaseCommandQueue(queue_b);
+    clReleaseContext(b);
+    clReleaseContext(a);
+}
+
 static void version(void) {
     int major = -1, minor = -1, patch = -1;
     attn_version(&major, &minor, &patch);
@@ -363,6 +448,38 @@ static void version(void) {
            want);
     report("attn_version_string matches the header", got && strcmp(got, want) == 0,
            got ? got : "(NULL)");
+}
+
+/* An override the device cannot take is the caller's value: INVALID_VALUE,
+ * not UNSUPPORTED. The gpu shape with rows=1, wg=tile_k=256 cannot shrink
+ * (the key tile is one group's worth) and at head_dim 512 needs
+ * 4 * (513 + 256 * 513 + 257 + 256) = 529,416 bytes of local memory: more
+ * than devices with 512 KiB have. attn_check builds nothing. */
+static void device_limits_of_overrides(attn_context_t ctx) {
+    static const char spec[] = "variant=gpu,rows=1,wg=256,tile_k=256";
+    const uint64_t need = 4 * (513 + 256 * 513 + 257 + 256);
+    attn_device_info info;
+    attn_context_device_info(ctx, &info);
+    attn_params p;
+    attn_params_init(&p, 1, 2, 9, 13, 512);
+    p.algo = ATTN_ALGO_FUSED;
+    const attn_status want = info.local_mem_bytes < need ? ATTN_ERR_INVALID_VALUE : ATTN_SUCCESS;
+    char name[128];
+    for (int env = 0; env <= 1; env++) {
+        attn_context_set_tuning(ctx, env ? NULL : spec);
+        if (env) {
+            setenv("ATTN_CL_TUNE", spec, 1);
+        }
+        attn_status st = attn_check(ctx, &p, 1, 0, NULL);
+        const char *origin = env ? "ATTN_CL_TUNE" : "attn_context_set_tuning";
+        snprintf(name, sizeof name, "%s %s, D512 (local %llu KiB) -> %s", origin, spec,
+                 (unsigned long long)(info.local_mem_bytes >> 10),
+                 want == ATTN_SUCCESS ? "fits" : "INVALID_VALUE");
+        report(name, st == want && (want == ATTN_SUCCESS || strstr(attn_last_error(ctx), origin)),
+               st == ATTN_SUCCESS ? attn_status_name(st) : attn_last_error(ctx));
+        unsetenv("ATTN_CL_TUNE");
+    }
+    attn_context_set_tuning(ctx, NULL);
 }
 
 /* attn_context_set_tuning and ATTN_CL_TUNE over the device's table. The
@@ -413,6 +530,19 @@ static void tuning_overrides(void) {
              attn_status_name(chk));
     report("... and fails the forward and attn_check alike",
            fwd == ATTN_ERR_INVALID_VALUE && chk == ATTN_ERR_INVALID_VALUE, detail);
+    report("... with a message naming the override",
+           strstr(attn_last_error(ctx), "attn_context_set_tuning \"variant=gpu,rows=6") != NULL,
+           attn_last_error(ctx));
+    /* The same values through ATTN_CL_TUNE: the message names it instead. */
+    attn_context_set_tuning(ctx, NULL);
+    setenv("ATTN_CL_TUNE", "variant=gpu,rows=6,tile_k=16,wg=4", 1);
+    chk = attn_check(ctx, &p, 0, 0, NULL);
+    report("ATTN_CL_TUNE the forward cannot take -> INVALID_VALUE naming it",
+           chk == ATTN_ERR_INVALID_VALUE && strstr(attn_last_error(ctx), "ATTN_CL_TUNE \"") &&
+               !strstr(attn_last_error(ctx), "attn_context_set_tuning"),
+           attn_status_name(chk));
+    unsetenv("ATTN_CL_TUNE");
+    device_limits_of_overrides(ctx);
 
     setenv("ATTN_CL_TUNE", narrow, 1);
     forward_works(ctx, "ATTN_CL_TUNE applies over the context's spec");
@@ -436,6 +566,7 @@ int main(void) {
     create_default(&first);
     create_from_env(&first);
     create_from_cl();
+    create_from_cl_mismatched();
     tuning_overrides();
     version();
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);

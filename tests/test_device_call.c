@@ -5,6 +5,7 @@
  * each tensor must be left alone. */
 #include "test_util.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,155 @@ static void run(attn_context_t ctx, const attn_params *p, test_layout layout, ui
     test_problem_free(&t);
 }
 
+/* ---- O and LSE interleaved in one buffer ---------------------------------- */
+
+/* A packed record per query row: [O (RECORD_DV floats) | LSE | one spare
+ * float]. No element is shared, so the layout is legal; the forward must
+ * write exactly the O and LSE elements of rows that exist and leave every
+ * spare float, and with varlen every row past the last sequence, as it was. */
+enum { RECORD_DV = 16, RECORD = RECORD_DV + 2 };
+#define RECORD_FILL (-7.0f)
+
+/* The expected buffer: RECORD_FILL, with the reference's O and LSE in the
+ * rows the forward writes. */
+static float *record_expected(const test_problem *t, size_t floats) {
+    float *want = malloc(floats * sizeof *want);
+    for (size_t i = 0; i < floats; i++) {
+        want[i] = RECORD_FILL;
+    }
+    const attn_params *r = &t->r;
+    for (int32_t b = 0; b < r->batch; b++) {
+        const int32_t first = r->varlen ? t->x.cu_seqlens_q[b] : 0;
+        const int32_t end = r->varlen ? t->x.cu_seqlens_q[b + 1] : r->seq_q;
+        const int64_t tb = r->varlen ? 0 : b;
+        for (int32_t h = 0; h < r->heads_q; h++) {
+            for (int32_t s = first; s < end; s++) {
+                const size_t o = (size_t)(tb * r->o_strides.batch + h * r->o_strides.head +
+                                          s * r->o_strides.seq);
+                const size_t l = (size_t)(tb * r->lse_strides.batch + h * r->lse_strides.head +
+                                          s * r->lse_strides.seq);
+                memcpy(want + o, t->ref_o + o, RECORD_DV * sizeof(float));
+                want[RECORD_DV + l] = t->ref_lse[l];
+            }
+        }
+    }
+    return want;
+}
+
+/* Every element as expected: RECORD_FILL exactly, results within 1e-5
+ * relative (a handful of fp32 roundings on these sizes). */
+static int record_matches(const float *got, const float *want, size_t floats, char *detail,
+                          size_t size) {
+    for (size_t i = 0; i < floats; i++) {
+        const int ok = want[i] == RECORD_FILL
+                           ? got[i] == RECORD_FILL
+                           : got[i] == want[i] || fabs((double)got[i] - (double)want[i]) <=
+                                                      1e-5 * fmax(1.0, fabs((double)want[i]));
+        if (!ok) {
+            snprintf(detail, size, "float %zu (row %zu, +%zu): %g, want %g", i, i / RECORD,
+                     i % RECORD, (double)got[i], (double)want[i]);
+            return 0;
+        }
+    }
+    snprintf(detail, size, "%zu floats as expected", floats);
+    return 1;
+}
+
+/* One path (tuning spec, or NULL for the three-kernel path) on the record
+ * layout, through the host call and, without varlen, the device call. */
+static void record_case(attn_context_t ctx, int varlen, const char *spec) {
+    attn_params p;
+    attn_params_init(&p, varlen ? 3 : 2, 2, 5, 9, RECORD_DV);
+    p.heads_kv = 1;
+    p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    p.algo = spec ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL;
+    int64_t rows = p.seq_q;
+    if (varlen) {
+        p.varlen = 1;
+        test_varlen_totals(&p, 11);
+        p.total_q += 2; /* two rows no sequence owns */
+        rows = p.total_q;
+    }
+    const int64_t head = rows * RECORD;
+    p.o_strides = p.lse_strides = (attn_strides){p.heads_q * head, head, RECORD};
+    test_problem t;
+    if (test_problem_init(&t, &p, 11, 1.0f, 1, 0) != 0) {
+        failures++;
+        return;
+    }
+    const size_t floats = (size_t)(varlen ? 1 : p.batch) * (size_t)p.heads_q * (size_t)head;
+    float *want = record_expected(&t, floats);
+    float *rec = malloc(floats * sizeof *rec);
+    for (size_t i = 0; i < floats; i++) {
+        rec[i] = RECORD_FILL;
+    }
+    attn_context_set_tuning(ctx, spec);
+    attn_host_tensors h = test_host_tensors(&t, rec, rec + RECORD_DV, NULL);
+    attn_status st = attn_forward_host(ctx, &t.p, &h);
+    char label[160], detail[160];
+    snprintf(label, sizeof label, "[O | LSE] record%s, %s: attn_forward_host",
+             varlen ? ", varlen" : "", spec ? spec : "three-kernel");
+    if (st != ATTN_SUCCESS) {
+        snprintf(detail, sizeof detail, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+    }
+    check(st == ATTN_SUCCESS && record_matches(rec, want, floats, detail, sizeof detail), label);
+    printf("   %s\n", detail);
+
+    if (!varlen) {
+        /* The device call on the same layout: O at byte 0 and LSE at byte
+         * 4 * RECORD_DV of one buffer; the same bits as the host call. */
+        cl_command_queue queue = attn_context_queue(ctx);
+        cl_context context = NULL;
+        clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof context, &context, NULL);
+        const size_t qb = t.q_elems * 4, kb = t.k_elems * 4, vb = t.v_elems * 4;
+        attn_device_tensors dt = {0};
+        cl_event written[4];
+        float *fill = malloc(floats * sizeof *fill);
+        for (size_t i = 0; i < floats; i++) {
+            fill[i] = RECORD_FILL;
+        }
+        dt.q = make_buffer(context, queue, 0, qb, t.q, &written[0]);
+        dt.k = make_buffer(context, queue, 0, kb, t.k, &written[1]);
+        dt.v = make_buffer(context, queue, 0, vb, t.v, &written[2]);
+        dt.o = dt.lse = make_buffer(context, queue, 0, floats * 4, fill, &written[3]);
+        dt.lse_offset = RECORD_DV * sizeof(float);
+        st = attn_forward_device(ctx, &t.p, &dt, 0, NULL, NULL);
+        clFinish(queue);
+        float *dev = (float *)read_all(queue, dt.o, floats * 4);
+        snprintf(label, sizeof label, "[O | LSE] record, %s: attn_forward_device = host call",
+                 spec ? spec : "three-kernel");
+        check(st == ATTN_SUCCESS && memcmp(dev, rec, floats * 4) == 0, label);
+        if (st != ATTN_SUCCESS) {
+            printf("   %s: %s\n", attn_status_name(st), attn_last_error(ctx));
+        }
+        for (int i = 0; i < 4; i++) {
+            clReleaseEvent(written[i]);
+        }
+        clReleaseMemObject(dt.q);
+        clReleaseMemObject(dt.k);
+        clReleaseMemObject(dt.v);
+        clReleaseMemObject(dt.o);
+        free(dev);
+        free(fill);
+    }
+    attn_context_set_tuning(ctx, NULL);
+    free(rec);
+    free(want);
+    test_problem_free(&t);
+}
+
+/* The three-kernel path and both fused kernel shapes. Under memcheck only
+ * the table's fused shape, whose kernels the case above has built. */
+static void interleaved_outputs(attn_context_t ctx) {
+    static const char *const specs[3] = {"variant=cpu", "variant=gpu,rows=4,tile_k=12,wg=12", NULL};
+    for (int i = 0; i < (test_quick() ? 1 : 3); i++) {
+        record_case(ctx, 0, i == 0 && test_quick() ? "" : specs[i]);
+        if (!test_quick()) {
+            record_case(ctx, 1, specs[i]);
+        }
+    }
+}
+
 int main(void) {
     signal(SIGALRM, on_alarm);
     attn_context_t ctx = test_context_create();
@@ -201,6 +351,7 @@ int main(void) {
         test_set_layout(&p, TEST_PADDED);
         run(ctx, &p, TEST_PADDED, 2);
     }
+    interleaved_outputs(ctx);
 
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);

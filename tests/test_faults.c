@@ -9,7 +9,9 @@
  *     context of this test's, whose reference count must come back once the
  *     library's context is destroyed;
  *   - leave the context usable: the same forward, unarmed, then succeeds.
- * Host memory leaks are the memcheck run's to find. */
+ * Host memory leaks are the memcheck run's to find. Creating a context
+ * (attn_context_create, attn_context_create_from_cl) is walked the same way:
+ * the status, *ctx NULL, the caller's objects not retained. */
 #include "fault_injection.h"
 #include "test_util.h"
 
@@ -345,8 +347,9 @@ static void walk(scenario_kind kind, cl_context context, cl_command_queue queue)
     attn_context_destroy(warm);
     scenario_free(&s);
     if (!refs_return(context, refs_before_walk)) {
-        printf("%-34s OPENCL OBJECTS LEAKED over the walk: context references %u, %u before  FAIL\n",
-               scenario_name(kind), context_refs(context), refs_before_walk);
+        printf(
+            "%-34s OPENCL OBJECTS LEAKED over the walk: context references %u, %u before  FAIL\n",
+            scenario_name(kind), context_refs(context), refs_before_walk);
         failures++;
     }
 }
@@ -397,6 +400,60 @@ static void walk_create(void) {
     }
 }
 
+/* attn_context_create_from_cl: each failure gives its status, *ctx NULL,
+ * and leaves the caller's context and queue with the references they had. */
+static void walk_create_from_cl(cl_context context, cl_command_queue queue) {
+    attn_fault_reset();
+    attn_context_t ctx = NULL;
+    attn_status st = attn_context_create_from_cl(context, device, queue, &ctx);
+    long counts[ATTN_FAULT_KIND_COUNT];
+    for (int k = 0; k < ATTN_FAULT_KIND_COUNT; k++) {
+        counts[k] = attn_fault_count((attn_fault_kind)k);
+    }
+    attn_context_destroy(ctx);
+    if (st != ATTN_SUCCESS) {
+        printf("attn_context_create_from_cl clean run: %s  FAIL\n", attn_status_name(st));
+        failures++;
+        return;
+    }
+    for (int k = 0; k < ATTN_FAULT_KIND_COUNT; k++) {
+        int all_ok = 1;
+        for (long n = 1; n <= counts[k]; n++) {
+            const cl_uint refs0 = context_refs(context);
+            cl_uint queue_refs0 = 0;
+            clGetCommandQueueInfo(queue, CL_QUEUE_REFERENCE_COUNT, sizeof queue_refs0, &queue_refs0,
+                                  NULL);
+            attn_fault_reset();
+            attn_fault_arm((attn_fault_kind)k, n, injected_error((attn_fault_kind)k));
+            ctx = (attn_context_t)&failures; /* must be overwritten */
+            st = attn_context_create_from_cl(context, device, queue, &ctx);
+            attn_fault_reset();
+            int ok = st == ATTN_SUCCESS ? ctx != NULL && ctx != (attn_context_t)&failures
+                                        : st == expected_status((attn_fault_kind)k) &&
+                                              ctx == NULL && *attn_last_error(NULL);
+            if (st == ATTN_SUCCESS && ok) {
+                attn_context_destroy(ctx);
+            }
+            cl_uint queue_refs = 0;
+            clGetCommandQueueInfo(queue, CL_QUEUE_REFERENCE_COUNT, sizeof queue_refs, &queue_refs,
+                                  NULL);
+            const int released = context_refs(context) == refs0 && queue_refs == queue_refs0;
+            if (!ok || !released) {
+                printf("  attn_context_create_from_cl %s #%ld -> %s, ctx %s%s\n",
+                       attn_fault_call_name((attn_fault_kind)k), n, attn_status_name(st),
+                       ctx ? "NOT NULL" : "NULL", released ? "" : ", REFERENCES KEPT");
+            }
+            all_ok &= ok && released;
+        }
+        if (counts[k]) {
+            printf("%-34s %-26s %3ld call(s) walked                      %s\n",
+                   "attn_context_create_from_cl", attn_fault_call_name((attn_fault_kind)k),
+                   counts[k], all_ok ? "PASS" : "FAIL");
+            failures += !all_ok;
+        }
+    }
+}
+
 int main(void) {
     cl_int err = clGetPlatformIDs(1, &platform, NULL);
     if (err == CL_SUCCESS) {
@@ -419,6 +476,7 @@ int main(void) {
     setenv("ATTN_CL_SCRATCH_LIMIT", limit, 1);
 
     walk_create();
+    walk_create_from_cl(context, queue);
     if (!test_quick()) { /* its build path is the forward's: spare memcheck */
         walk(PREPARE, context, queue);
     }

@@ -226,6 +226,85 @@ static void run_case(attn_context_t ctx, const merge_case *c, uint64_t seed) {
     test_problem_free(t);
 }
 
+/* LSEs at the edges, one row each, host and device: a part at +inf
+ * dominates (its O, LSE +inf, the other's O not read even when NaN), both
+ * at +inf give O NaN and LSE +inf, NaN makes the row NaN, both -inf give 0
+ * and -inf, and a finite pair for contrast. */
+enum { EDGE_ROWS = 8, EDGE_D = 8 };
+static void infinite_parts(attn_context_t ctx) {
+    const float inf = INFINITY, nan = NAN;
+    static const float la[EDGE_ROWS] = {INFINITY,  2.0f, INFINITY, INFINITY,
+                                        -INFINITY, NAN,  1.0f,     -INFINITY};
+    static const float lb[EDGE_ROWS] = {1.0f,     INFINITY, INFINITY, -INFINITY,
+                                        INFINITY, INFINITY, 2.0f,     -INFINITY};
+    static const char *const names[EDGE_ROWS] = {"(+inf, 1)",    "(2, +inf)",    "(+inf, +inf)",
+                                                 "(+inf, -inf)", "(-inf, +inf)", "(NaN, +inf)",
+                                                 "(1, 2)",       "(-inf, -inf)"};
+    float o_a[EDGE_ROWS * EDGE_D], o_b[EDGE_ROWS * EDGE_D];
+    float want_o[EDGE_ROWS * EDGE_D], want_l[EDGE_ROWS];
+    for (int r = 0; r < EDGE_ROWS; r++) {
+        const double ea = exp((double)la[r] - 2.0), eb = exp((double)lb[r] - 2.0); /* row 6 */
+        for (int d = 0; d < EDGE_D; d++) {
+            const float a = 0.25f * (float)(d + 1), b = -0.5f * (float)(d + 1);
+            /* The part that weighs 0 holds NaN: it must not be read. */
+            o_a[r * EDGE_D + d] = (r == 1 || r == 4) ? nan : a;
+            o_b[r * EDGE_D + d] = (r == 0 || r == 3) ? nan : b;
+            const float finite = (float)((ea * a + eb * b) / (ea + eb));
+            const float row[EDGE_ROWS] = {a, b, nan, a, b, nan, finite, 0.0f};
+            want_o[r * EDGE_D + d] = row[r];
+        }
+        const float lse_row[EDGE_ROWS] = {
+            inf, inf, inf, inf, inf, nan, (float)(2.0 + log1p(exp(-1.0))), -inf};
+        want_l[r] = lse_row[r];
+    }
+
+    attn_params p;
+    attn_params_init(&p, 1, 2, EDGE_ROWS / 2, 4, EDGE_D);
+    float o[EDGE_ROWS * EDGE_D], lse[EDGE_ROWS];
+    attn_merge_tensors m = {o_a, o_b, la, lb, o, lse};
+    attn_status st = attn_merge(&p, &m);
+
+    cl_context context;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof context, &context, NULL);
+    cl_mem bufs[6] = {upload(context, o_a, sizeof o_a), upload(context, o_b, sizeof o_b),
+                      upload(context, la, sizeof la),   upload(context, lb, sizeof lb),
+                      upload(context, o_a, sizeof o_a), upload(context, la, sizeof la)};
+    attn_merge_device_tensors md = {.o_a = bufs[0],
+                                    .o_b = bufs[1],
+                                    .lse_a = bufs[2],
+                                    .lse_b = bufs[3],
+                                    .o = bufs[4],
+                                    .lse = bufs[5]};
+    float o_dev[EDGE_ROWS * EDGE_D], lse_dev[EDGE_ROWS];
+    attn_status st_dev = attn_merge_device(ctx, &p, &md, 0, NULL, NULL);
+    clEnqueueReadBuffer(queue, bufs[4], CL_TRUE, 0, sizeof o_dev, o_dev, 0, NULL, NULL);
+    clEnqueueReadBuffer(queue, bufs[5], CL_TRUE, 0, sizeof lse_dev, lse_dev, 0, NULL, NULL);
+    for (int i = 0; i < 6; i++) {
+        clReleaseMemObject(bufs[i]);
+    }
+
+    for (int r = 0; r < EDGE_ROWS; r++) {
+        for (int where = 0; where < 2; where++) {
+            const float *got_o = (where ? o_dev : o) + r * EDGE_D;
+            const float got_l = where ? lse_dev[r] : lse[r];
+            /* The same value, NaN for NaN; the finite row within 1e-6. */
+#define SAME(g, w) (isnan(w) ? isnan(g) : (g) == (w) || fabs((double)(g) - (double)(w)) <= 1e-6)
+            int ok = (where ? st_dev : st) == ATTN_SUCCESS && SAME(got_l, want_l[r]);
+            for (int d = 0; d < EDGE_D; d++) {
+                ok &= SAME(got_o[d], want_o[r * EDGE_D + d]);
+            }
+#undef SAME
+            char label[96], detail[96];
+            snprintf(label, sizeof label, "  %s: LSE %s",
+                     where ? "attn_merge_device" : "attn_merge", names[r]);
+            snprintf(detail, sizeof detail, "O[0] %g (want %g), LSE %g (want %g)", (double)got_o[0],
+                     (double)want_o[r * EDGE_D], (double)got_l, (double)want_l[r]);
+            report(label, ok, detail);
+        }
+    }
+}
+
 /* Bad input: NULL pointers, no context, buffers too small. */
 static void rejects(attn_context_t ctx) {
     attn_params p;
@@ -273,6 +352,7 @@ int main(void) {
         }
         run_case(ctx, &cases[i], 500 + i);
     }
+    infinite_parts(ctx);
     rejects(ctx);
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
