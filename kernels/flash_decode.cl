@@ -41,10 +41,18 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-/* Vector widths: the largest power of two up to 16 dividing the row. */
-#if HEAD_DIM % 16 == 0
+/* Vector widths: the largest power of two up to MAX_VEC dividing the row.
+ * (MAX_VEC 8 keeps oclgrind's uninitialized-value check usable: it misreads
+ * the halves of 16-wide vectors, see tests/oclgrind_check.sh.) */
+#ifndef MAX_VEC
+#define MAX_VEC 16
+#endif
+#if MAX_VEC != 4 && MAX_VEC != 8 && MAX_VEC != 16
+#error "MAX_VEC must be 4, 8 or 16"
+#endif
+#if HEAD_DIM % 16 == 0 && MAX_VEC >= 16
 #define VD 16
-#elif HEAD_DIM % 8 == 0
+#elif HEAD_DIM % 8 == 0 && MAX_VEC >= 8
 #define VD 8
 #elif HEAD_DIM % 4 == 0
 #define VD 4
@@ -53,9 +61,9 @@
 #else
 #define VD 1
 #endif
-#if HEAD_DIM_V % 16 == 0
+#if HEAD_DIM_V % 16 == 0 && MAX_VEC >= 16
 #define VV 16
-#elif HEAD_DIM_V % 8 == 0
+#elif HEAD_DIM_V % 8 == 0 && MAX_VEC >= 8
 #define VV 8
 #elif HEAD_DIM_V % 4 == 0
 #define VV 4
@@ -227,7 +235,8 @@ flash_decode(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q
                 x = visible ? x : -INFINITY;
                 seen[j] |= visible;
                 s[r][j] = x;
-                tile_max = x > tile_max ? x : tile_max;
+                /* A NaN score makes the row NaN, as in the reference. */
+                tile_max = x > tile_max || isnan(x) ? x : tile_max;
             }
             const float m_new = isnan(tile_max) ? tile_max : fmax(m[r], tile_max);
             if (m_new == -INFINITY) {

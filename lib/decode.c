@@ -100,8 +100,10 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     char features[256];
     attn_feature_options(pb, features, sizeof features);
     snprintf(cfg->options, sizeof cfg->options,
-             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d", features,
-             p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1);
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d -DMAX_VEC=%d",
+             features, p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1,
+             /* an override's vec caps the vector width; 16 otherwise */
+             (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : 16);
     *state = cfg;
     return ATTN_SUCCESS;
 }

@@ -231,7 +231,11 @@ attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *ou
     from.context &= ~from.env;
 
     if (t.variant == ATTN_FUSED_DECODE) {
-        /* lib/decode.c chooses its own shape; the other keys do not apply. */
+        /* lib/decode.c chooses its own shape; only vec (its widest vector)
+         * and splits apply. */
+        if (t.vec != 4 && t.vec != 8 && t.vec != 16)
+            return attn_tuning_refuse(ctx, &t, &from, ATTN_TUNE_VEC | ATTN_TUNE_VARIANT,
+                                      "the decode variant takes vec 4, 8 or 16");
     } else if (t.variant == ATTN_FUSED_CPU) {
         const unsigned bad =
             (t.rows > 8 ? ATTN_TUNE_ROWS : 0u) |
