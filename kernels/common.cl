@@ -15,6 +15,18 @@
  *   HAS_BIAS              1: s += bias[b, h, i, j]
  *   HAS_KEEP_MASK         1: keys whose keep_mask byte is 0 are masked
  */
+
+/* Clang notes that a 16-wide float vector passed to a function (vload16,
+ * vstore16, a helper) would change the ABI on an x86 CPU without AVX-512. A
+ * kernel program is compiled as one unit, so no ABI boundary exists here; the
+ * note would only fail -Werror builds on such CPUs. Build options cannot carry
+ * -Wno-psabi (PoCL refuses -W options other than -w and -Werror). */
+#if defined(__clang__) && defined(__has_warning)
+#if __has_warning("-Wpsabi")
+#pragma clang diagnostic ignored "-Wpsabi"
+#endif
+#endif
+
 #ifndef DTYPE
 #define DTYPE 0
 #endif
