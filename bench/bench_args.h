@@ -34,6 +34,7 @@ typedef struct bench_options {
     int32_t ref_max_seq;      /* > 0: instead, only while seq_q, seq_k <= this */
     uint64_t seed;
     int csv, list_devices, help;
+    int overhead; /* --overhead: the per-call host cost table instead of the sweep */
 } bench_options;
 
 /* Parses argv into `opt`. Returns 0, or 2 after printing what is wrong to
