@@ -183,7 +183,8 @@ int main(int argc, char **argv) {
             alone[s * repeats + rep] = 0.0;
             if (s == ranks - 1)
                 continue;
-            const int origin = (rank - s + ranks) % ranks, next = (rank - s - 1 + 2 * ranks) % ranks;
+            const int origin = (rank - s + ranks) % ranks,
+                      next = (rank - s - 1 + 2 * ranks) % ranks;
             MPI_Barrier(MPI_COMM_WORLD);
             const double t0 = now_seconds();
             MPI_Request req[2];
@@ -249,8 +250,7 @@ int main(int argc, char **argv) {
         if (rank == 0) {
             char hidden[16] = "-";
             if (s < ranks - 1 && fig[2] > 0)
-                snprintf(hidden, sizeof hidden, "%.1f%%",
-                         100.0 * fmax(0.0, 1.0 - fig[3] / fig[2]));
+                snprintf(hidden, sizeof hidden, "%.1f%%", 100.0 * fmax(0.0, 1.0 - fig[3] / fig[2]));
             printf("%4d %10.2f %11.2f %11.2f %11.2f %11.3f %8s\n", s, mib_max, 1e3 * fig[0],
                    1e3 * fig[1], 1e3 * fig[2], 1e3 * fig[3], hidden);
         }

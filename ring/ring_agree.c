@@ -17,8 +17,7 @@ attn_status ring_mpi_fail(int rank, int code, const char *what) {
     return ring_fail(ATTN_RING_ERR_MPI, "rank %d: %s failed: %s", rank, what, text);
 }
 
-attn_status ring_agree_status(MPI_Comm comm, int rank, attn_status local,
-                              const char *message) {
+attn_status ring_agree_status(MPI_Comm comm, int rank, attn_status local, const char *message) {
     int first = local != ATTN_SUCCESS ? rank : INT_MAX, lowest;
     int rc = MPI_Allreduce(&first, &lowest, 1, MPI_INT, MPI_MIN, comm);
     if (rc != MPI_SUCCESS)
@@ -65,8 +64,8 @@ enum {
 };
 
 static const char *const field_names[F_SHARED] = {
-    "batch",      "heads_q", "heads_kv", "seq_q",   "seq_k",          "head_dim",
-    "head_dim_v", "scale",   "mask",     "algo",    "dtype",          "softcap",
+    "batch",          "heads_q",     "heads_kv",     "seq_q",  "seq_k", "head_dim",
+    "head_dim_v",     "scale",       "mask",         "algo",   "dtype", "softcap",
     "window.enabled", "window.left", "window.right", "layout",
 };
 
@@ -128,9 +127,8 @@ static attn_status check_local(attn_context_t ctx, int rank, const attn_ring_par
                          "rank %d: the ring serves no bias, keep-mask, key padding, ALiBi or "
                          "varlen",
                          rank);
-    if (!strides_zero(p->q_strides) || !strides_zero(p->k_strides) ||
-        !strides_zero(p->v_strides) || !strides_zero(p->o_strides) ||
-        !strides_zero(p->lse_strides))
+    if (!strides_zero(p->q_strides) || !strides_zero(p->k_strides) || !strides_zero(p->v_strides) ||
+        !strides_zero(p->o_strides) || !strides_zero(p->lse_strides))
         return ring_fail(ATTN_ERR_UNSUPPORTED,
                          "rank %d: the ring takes packed shards: strides must be zero", rank);
     /* The whole problem as one device would run it: sizes, head dims, enums,
@@ -201,9 +199,8 @@ attn_status ring_agree_inputs(MPI_Comm comm, int rank, int ranks, attn_context_t
         }
     }
     if (status == ATTN_SUCCESS && total != seq)
-        status = ring_fail(ATTN_ERR_INVALID_SIZE,
-                           "the ranks' local_seq sum to %lld, not seq %lld", (long long)total,
-                           (long long)seq);
+        status = ring_fail(ATTN_ERR_INVALID_SIZE, "the ranks' local_seq sum to %lld, not seq %lld",
+                           (long long)total, (long long)seq);
     /* One message carries a shard's K and V. */
     if (status == ATTN_SUCCESS && largest_bytes > INT_MAX)
         status = ring_fail(ATTN_ERR_UNSUPPORTED,

@@ -6,8 +6,7 @@
 
 /* Every rank passes its own status and message; every rank returns the
  * lowest failing rank's status and sets that message as its own. */
-attn_status ring_agree_status(MPI_Comm comm, int rank, attn_status local,
-                              const char *message);
+attn_status ring_agree_status(MPI_Comm comm, int rank, attn_status local, const char *message);
 
 /* Checks this rank's request, agrees with the others, and checks that all
  * ranks pass the same problem with shards that tile the sequence. Fills

@@ -106,8 +106,8 @@ static attn_status run_block(ring_step *w, const ring_block *blk, const ring_ran
     if (status != ATTN_SUCCESS)
         return ring_fail(status, "rank %d: step %d: forward: %s", w->rank, w->step,
                          attn_last_error(w->ctx));
-    attn_merge_tensors m = {w->acc_o + o_at, w->part_o + o_at, w->acc_lse + qrow,
-                            w->part_lse + qrow, w->acc_o + o_at, w->acc_lse + qrow};
+    attn_merge_tensors m = {w->acc_o + o_at,    w->part_o + o_at, w->acc_lse + qrow,
+                            w->part_lse + qrow, w->acc_o + o_at,  w->acc_lse + qrow};
     status = attn_merge(&p, &m);
     if (status != ATTN_SUCCESS)
         return ring_fail(status, "rank %d: step %d: merge: %s", w->rank, w->step,
@@ -190,9 +190,9 @@ static void *alloc_bytes(size_t bytes, int *ok) {
  * failure is recorded and the ring keeps moving (computing nothing more), so
  * that every rank reaches the final agreement; an MPI failure returns at
  * once. */
-static attn_status run_ring(MPI_Comm comm, int rank, int ranks, ring_step *proto,
-                            ring_buffers *b, const ring_sizes *z, attn_ring_layout layout,
-                            int32_t seq, attn_ring_step_stats *steps, int *mpi_failed) {
+static attn_status run_ring(MPI_Comm comm, int rank, int ranks, ring_step *proto, ring_buffers *b,
+                            const ring_sizes *z, attn_ring_layout layout, int32_t seq,
+                            attn_ring_step_stats *steps, int *mpi_failed) {
     const int right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks;
     ring_shard mine;
     ring_shard_of(layout, seq, ranks, rank, b->local_seqs, &mine);
@@ -212,8 +212,8 @@ static attn_status run_ring(MPI_Comm comm, int rank, int ranks, ring_step *proto
             ring_shard next;
             ring_shard_of(layout, seq, ranks, next_origin, b->local_seqs, &next);
             sent = kv_bytes(z, held.rows);
-            int rc = MPI_Irecv(b->kv[1 - cur], (int)kv_bytes(z, next.rows), MPI_BYTE, left, s,
-                               comm, &req[0]);
+            int rc = MPI_Irecv(b->kv[1 - cur], (int)kv_bytes(z, next.rows), MPI_BYTE, left, s, comm,
+                               &req[0]);
             if (rc == MPI_SUCCESS)
                 rc = MPI_Isend(b->kv[cur], (int)sent, MPI_BYTE, right, s, comm, &req[1]);
             if (rc != MPI_SUCCESS) {
@@ -317,7 +317,10 @@ attn_status attn_ring_forward(attn_context_t ctx, MPI_Comm comm, const attn_ring
     }
 
     const attn_params *p = &rp->attn;
-    ring_sizes z = {p->batch, p->heads_q, p->heads_kv ? p->heads_kv : p->heads_q, p->head_dim,
+    ring_sizes z = {p->batch,
+                    p->heads_q,
+                    p->heads_kv ? p->heads_kv : p->heads_q,
+                    p->head_dim,
                     p->head_dim_v ? p->head_dim_v : p->head_dim,
                     p->dtype == ATTN_DTYPE_F32 ? 4 : 2};
     int64_t largest = 0;

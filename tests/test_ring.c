@@ -155,16 +155,17 @@ static void check_case(const char *text, shard_kind kind, attn_context_t ctx) {
     /* A second run gives the same bits: the merge order is fixed. */
     attn_ring_tensors rt2 = {q, k, v, o2, lse2};
     attn_status st2 = attn_ring_forward(ctx, MPI_COMM_WORLD, &rp, &rt2, NULL);
-    int same = st2 == ATTN_SUCCESS && memcmp(o, o2, o_bytes) == 0 &&
-               memcmp(lse, lse2, lse_bytes) == 0;
+    int same =
+        st2 == ATTN_SUCCESS && memcmp(o, o2, o_bytes) == 0 && memcmp(lse, lse2, lse_bytes) == 0;
     /* The statistics: a step's message is the held shard's K and V. */
     int stats_ok = 1;
     for (int s = 0; st == ATTN_SUCCESS && s < ranks; s++) {
         const int origin = (rank - s + ranks) % ranks;
-        const uint64_t want = s == ranks - 1 ? 0
-                                             : (uint64_t)(p.batch * hkv * (d + dv) *
-                                                          rows_of(kind, p.seq_q, origin).total) *
-                                                   elem;
+        const uint64_t want =
+            s == ranks - 1
+                ? 0
+                : (uint64_t)(p.batch * hkv * (d + dv) * rows_of(kind, p.seq_q, origin).total) *
+                      elem;
         stats_ok &= steps[s].bytes_sent == want && steps[s].compute_s >= 0 &&
                     steps[s].exposed_s >= 0 && isfinite(steps[s].comm_s);
     }
@@ -253,8 +254,8 @@ static void check_bad(bad_kind bad, attn_context_t ctx) {
     const shard_kind kind = bad == BAD_ZIGZAG_ROWS ? ZIGZAG : EVEN;
     rows mine = rows_of(kind, seq, rank);
     attn_ring_params rp;
-    attn_ring_params_init(&rp, b, h, seq, d, kind == ZIGZAG ? ATTN_RING_ZIGZAG : ATTN_RING_CONTIGUOUS,
-                          mine.total);
+    attn_ring_params_init(&rp, b, h, seq, d,
+                          kind == ZIGZAG ? ATTN_RING_ZIGZAG : ATTN_RING_CONTIGUOUS, mine.total);
     rp.attn.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
     /* Room for one row more than the shard, for the wrong local_seq. */
     const size_t elems = (size_t)(b * h * (mine.total + 1) * d);
