@@ -14,6 +14,9 @@
  *
  * The number of key splits comes from ATTN_CL_TUNE (tests/meson.build runs
  * it with splits=1, 3 and the automatic choice). */
+#ifdef KV_FAULT_WALK
+#include "fault_injection.h"
+#endif
 #include "test_util.h"
 
 #include <math.h>
@@ -575,8 +578,135 @@ static void with_varlen(kv_data *d) {
     d->kp.attn.varlen = 1;
 }
 
-int main(void) {
-    attn_context_t ctx = test_context_create();
+#ifdef KV_FAULT_WALK
+/* Every failure point of a plan's creation and its device and host
+ * executes (lib/fault_injection.h): a call that fails returns the injected
+ * status and leaves O, LSE and the cache as they were, byte for byte; a call
+ * that succeeds (the fault absorbed, or past the last call) appended. */
+static void fault_walk(attn_context_t ctx, const kv_case *c) {
+    kv_data d;
+    kv_data_init(&d, c, 7);
+    const size_t es = es_of(c->dtype);
+    void *kc_exp = dup_bytes(d.kc_s, d.kc_elems * es), *vc_exp = dup_bytes(d.vc_s, d.vc_elems * es);
+    void *o_ref = malloc(d.o_elems * es);
+    float *lse_ref = malloc(d.lse_elems * 4);
+    attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o_ref, lse_ref, kc_exp, vc_exp);
+    if (attn_reference_kvcache(&d.kp, &ht) != ATTN_SUCCESS) {
+        printf("FAIL fault walk: reference\n");
+        failures++;
+        return;
+    }
+    cl_context cl = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+    const size_t sizes[7] = {d.q_elems * es,  d.o_elems * es,  d.lse_elems * 4, d.kc_elems * es,
+                             d.vc_elems * es, d.kn_elems * es, d.vn_elems * es};
+    void *o0 = test_alloc_sentinel(sizes[1]), *l0 = test_alloc_sentinel(sizes[2]);
+    const void *init[7] = {d.q_s, o0, l0, d.kc_s, d.vc_s, d.kn_s, d.vn_s};
+    long points = 0, failed_calls = 0;
+    for (int kind = 0; kind < ATTN_FAULT_KIND_COUNT; kind++) {
+        const cl_int err =
+            kind == ATTN_FAULT_BUILD_PROGRAM ? CL_BUILD_PROGRAM_FAILURE : CL_OUT_OF_RESOURCES;
+        const attn_status want =
+            kind == ATTN_FAULT_HOST_ALLOC ? ATTN_ERR_HOST_OUT_OF_MEMORY : (attn_status)err;
+        for (long n = 1; n < 400; n++) {
+            for (int host = 0; host < 2; host++) {
+                cl_mem m[7];
+                for (int i = 0; i < 7; i++)
+                    m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizes[i],
+                                          (void *)init[i], NULL);
+                void *kc = dup_bytes(d.kc_s, sizes[3]), *vc = dup_bytes(d.vc_s, sizes[4]);
+                void *o = dup_bytes(o0, sizes[1]);
+                float *lse = dup_bytes(l0, sizes[2]);
+                attn_fault_reset();
+                attn_fault_arm((attn_fault_kind)kind, n, err);
+                attn_plan_t plan = NULL;
+                attn_status st = attn_plan_create_kvcache(ctx, &d.kp, ATTN_PLAN_LSE, &plan);
+                cl_event ev = NULL;
+                if (st == ATTN_SUCCESS && !host) {
+                    const attn_kvcache_device_tensors t = {
+                        .q = m[0],
+                        .o = m[1],
+                        .lse = m[2],
+                        .k_cache = m[3],
+                        .v_cache = m[4],
+                        .k_new = m[5],
+                        .v_new = m[6],
+                        .cache_seqlens = d.lengths,
+                        .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
+                        .block_table = d.kp.page_size ? d.table : NULL,
+                    };
+                    st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
+                } else if (st == ATTN_SUCCESS) {
+                    attn_kvcache_host_tensors h = host_tensors(&d, 1, d.q_s, o, lse, kc, vc);
+                    st = attn_plan_execute_kvcache_host(plan, &h);
+                }
+                const int fired = attn_fault_fired();
+                attn_fault_reset();
+                if (ev) {
+                    clWaitForEvents(1, &ev);
+                    clReleaseEvent(ev);
+                }
+                clFinish(queue);
+                attn_plan_destroy(plan);
+                void *back[5] = {NULL, o, lse, kc, vc};
+                for (int i = 1; i < 5 && !host; i++) {
+                    back[i] = malloc(sizes[i]);
+                    clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, sizes[i], back[i], 0, NULL, NULL);
+                }
+                int bad = 0;
+                if (st != ATTN_SUCCESS) {
+                    failed_calls++;
+                    bad = st != want || ev != NULL;
+                    for (int i = 1; i < 5; i++)
+                        bad |= memcmp(back[i], init[i], sizes[i]) != 0;
+                } else {
+                    bad = memcmp(back[3], kc_exp, sizes[3]) != 0 ||
+                          memcmp(back[4], vc_exp, sizes[4]) != 0;
+                }
+                if (bad) {
+                    printf("FAIL fault walk %s call %ld of %s: %s (%s)\n", host ? "host" : "device",
+                           n, attn_fault_call_name((attn_fault_kind)kind), attn_status_name(st),
+                           attn_last_error(ctx));
+                    failures++;
+                }
+                for (int i = 1; i < 5 && !host; i++)
+                    free(back[i]);
+                for (int i = 0; i < 7; i++)
+                    clReleaseMemObject(m[i]);
+                free(kc);
+                free(vc);
+                free(o);
+                free(lse);
+                points += fired;
+                if (!fired && host)
+                    n = 400; /* past this kind's last call */
+            }
+        }
+    }
+    printf("ok   fault walk: %ld failure points, %ld failed calls checked\n", points, failed_calls);
+    free(o0);
+    free(l0);
+    free(kc_exp);
+    free(vc_exp);
+    free(o_ref);
+    free(lse_ref);
+    kv_data_free(&d);
+}
+#endif
+
+int main(int argc, char **argv) {
+    /* tests/oclgrind_check.sh: --count says how many runs, --run N does the
+     * N-th quick case alone (one call of each kind a process). */
+    long only = -1;
+    if (argc == 2 && strcmp(argv[1], "--count") == 0)
+        only = -2;
+    else if (argc == 3 && strcmp(argv[1], "--run") == 0)
+        only = strtol(argv[2], NULL, 10);
+    else if (argc != 1) {
+        fprintf(stderr, "usage: %s [--count | --run N]\n", argv[0]);
+        return 2;
+    }
     const float none = 0.0f;
     const attn_mask br = ATTN_MASK_CAUSAL_BOTTOM_RIGHT, nm = ATTN_MASK_NONE;
     const attn_dtype f32 = ATTN_DTYPE_F32, f16 = ATTN_DTYPE_F16, bf16 = ATTN_DTYPE_BF16;
@@ -596,8 +726,32 @@ int main(void) {
         {6, 4, 1, 33, 16, 16, 0, 80, 1, 0, 0, nm, f32, -2, none, 0, 0},
         {6, 8, 8, 1, 128, 128, 16, 64, 1, 0, 0, br, f16, -2, none, 0, 0},
     };
+    const size_t n_cases = sizeof cases / sizeof cases[0];
+    if (only == -2) {
+        int n = 0;
+        for (size_t i = 0; i < n_cases; i++)
+            n += cases[i].quick;
+        printf("%d\n", n);
+        return 0;
+    }
+    attn_context_t ctx = test_context_create();
+    if (only >= 0) {
+        for (size_t i = 0, q = 0; i < n_cases; i++)
+            if (cases[i].quick && q++ == (size_t)only)
+                run_case(ctx, &cases[i], 1000 + i);
+        attn_context_destroy(ctx);
+        return failures ? 1 : 0;
+    }
+#ifdef KV_FAULT_WALK
+    /* Paged by 3 with append and ALiBi-free GQA: both kernels with splits. */
+    const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1};
+    fault_walk(ctx, &walk);
+    attn_context_destroy(ctx);
+    printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
+    return failures ? 1 : 0;
+#endif
     const int quick = test_quick();
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    for (size_t i = 0; i < n_cases; i++)
         if (!quick || cases[i].quick)
             run_case(ctx, &cases[i], 1000 + i);
 
