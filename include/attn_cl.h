@@ -460,12 +460,12 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
  * Refused (ATTN_ERR_UNSUPPORTED): varlen, key padding, a bias, a keep-mask,
  * ATTN_ALGO_THREE_KERNEL.
  *
- * Bad input (a cache length below 0 or past the capacity with the new rows,
- * a block-table entry outside 0..num_pages-1 where the sequence reads or
- * writes, a slot outside 0..cache_slots-1, two sequences of one call where
- * one appends into a page or slot the other uses) gives a status and leaves
- * the outputs and the cache untouched, byte for byte: one command, the last
- * the call enqueues, writes O, LSE and the appended rows. */
+ * Bad input in host arrays (a cache length below 0 or past the capacity
+ * with the new rows, a block-table entry outside 0..num_pages-1 where the
+ * sequence reads or writes, a slot outside 0..cache_slots-1, two sequences
+ * of one call where one appends into a page or slot the other uses) gives a
+ * status and leaves the outputs and the cache untouched, byte for byte: one
+ * command, the last the call enqueues, writes O, LSE and the appended rows. */
 typedef struct attn_kvcache_params {
     uint32_t struct_size; /* set by attn_kvcache_params_init */
     /* batch (sequences), heads_q, heads_kv, seq_q (new query rows), head_dim,
@@ -503,13 +503,22 @@ typedef struct attn_kvcache_host_tensors {
     const float *alibi_slopes;      /* [heads_q], attn.alibi */
 } attn_kvcache_host_tensors;
 
-/* Device memory; the small arrays in host memory, checked during the call. */
+/* Device memory. Each small array is given one way: in host memory, read
+ * and checked during the call, or as a device buffer (`*_mem`, from its
+ * first byte), which a decode loop that keeps its lengths on the device
+ * passes without a round trip. Device arrays are not read by the host, so
+ * not checked (nor is the rule that no two sequences share a page or slot
+ * one of them appends into): every index the kernels derive from them is
+ * clamped into the cache, so bad values give unspecified results but never
+ * an access outside the tensors. */
 typedef struct attn_kvcache_device_tensors {
     cl_mem q, o, lse, k_cache, v_cache, k_new, v_new;
     size_t q_offset, o_offset, lse_offset, k_cache_offset, v_cache_offset, k_new_offset,
         v_new_offset; /* bytes */
-    const int32_t *cache_seqlens, *cache_batch_idx, *block_table;
+    const int32_t *cache_seqlens, *cache_batch_idx, *block_table; /* host memory */
     const float *alibi_slopes;
+    cl_mem cache_seqlens_mem, cache_batch_idx_mem, block_table_mem; /* or device memory */
+    cl_mem alibi_slopes_mem;
 } attn_kvcache_device_tensors;
 
 /* A plan for decoding steps over a cache: attn_plan_create's contract

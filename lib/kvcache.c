@@ -139,38 +139,74 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
     return ATTN_SUCCESS;
 }
 
-/* The small arrays. `marks` (kv->slots bytes, zeroed here) finds a slot or
- * page that one sequence appends into and another (or the same one at
- * another entry) uses. */
+/* The small arrays, each in host memory or (dev[i], the device call) in a
+ * device buffer: lengths, slots, block table, ALiBi slopes. */
+enum { KV_LENGTHS, KV_SLOTS, KV_PAGES, KV_SLOPES, KV_ARRAYS };
+static const char *const kv_array_names[KV_ARRAYS] = {"cache_seqlens", "cache_batch_idx",
+                                                      "block_table", "alibi_slopes"};
+
+/* Each array the problem uses given one way, not both; device buffers large
+ * enough. */
+static attn_status check_array_presence(attn_context_t ctx, const attn_problem *pb,
+                                        const void *const host[KV_ARRAYS],
+                                        const cl_mem dev[KV_ARRAYS]) {
+    const attn_params *p = &pb->p;
+    const int used[KV_ARRAYS] = {1, pb->kv.batch_idx, pb->kv.paged, p->alibi};
+    const size_t count[KV_ARRAYS] = {(size_t)p->batch, (size_t)p->batch,
+                                     (size_t)p->batch * (size_t)pb->kv.max_pages,
+                                     (size_t)p->heads_q};
+    for (int i = 0; i < KV_ARRAYS; i++) {
+        const int on_device = dev && dev[i];
+        if (used[i] && !host[i] && !on_device)
+            return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "the problem needs %s: NULL",
+                             kv_array_names[i]);
+        if (host[i] && on_device)
+            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                             "%s is given both in host memory and as a device buffer",
+                             kv_array_names[i]);
+        size_t unused;
+        if (used[i] && on_device) {
+            attn_status status =
+                attn_check_device_tensor(ctx, kv_array_names[i], dev[i], 0, count[i], 4, &unused);
+            if (status != ATTN_SUCCESS)
+                return status;
+        }
+    }
+    return ATTN_SUCCESS;
+}
+
+/* The host arrays' values. `marks` (kv->slots bytes, zeroed here) finds a
+ * slot or page that one sequence appends into and another (or the same one
+ * at another entry) uses; that needs the lengths and the slots or block
+ * table in host memory (device arrays are the caller's to get right: the
+ * kernels clamp every index, so they never reach outside the cache). */
 static attn_status check_kvcache_arrays(attn_context_t ctx, const attn_problem *pb,
                                         const int32_t *lengths, const int32_t *slot_idx,
                                         const int32_t *table, const float *slopes,
-                                        unsigned char *marks) {
+                                        const cl_mem dev[KV_ARRAYS], unsigned char *marks) {
     const attn_params *p = &pb->p;
     const attn_kvcache_layout *kv = &pb->kv;
-    if (!lengths)
-        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "cache_seqlens is NULL");
-    if (kv->batch_idx && !slot_idx)
-        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params ask for cache_batch_idx: NULL");
-    if (kv->paged && !table)
-        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "a paged cache needs a block_table: NULL");
-    if (p->alibi && !slopes)
-        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params ask for alibi_slopes: NULL");
+    const void *const host[KV_ARRAYS] = {lengths, slot_idx, table, slopes};
+    attn_status presence = check_array_presence(ctx, pb, host, dev);
+    if (presence != ATTN_SUCCESS)
+        return presence;
+    if (p->alibi && slopes) {
+        attn_input_arrays m = {.alibi_slopes = slopes};
+        attn_status status = attn_problem_check_arrays(ctx, pb, &m, 0);
+        if (status != ATTN_SUCCESS)
+            return status;
+    }
+    if (!lengths || (kv->batch_idx && !slot_idx) || (kv->paged && !table))
+        return ATTN_SUCCESS;
     const int32_t room = p->seq_k - (kv->append ? p->seq_q : 0);
     for (int32_t b = 0; b < p->batch; b++)
         if (lengths[b] < 0 || lengths[b] > room)
             return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                              "cache_seqlens[%d] = %d: outside 0..%d (capacity %d%s)", b, lengths[b],
                              room, p->seq_k, kv->append ? " less the new rows" : "");
-    if (p->alibi) {
-        attn_input_arrays m = {.alibi_slopes = slopes};
-        attn_status status = attn_problem_check_arrays(ctx, pb, &m, 0);
-        if (status != ATTN_SUCCESS)
-            return status;
-    }
     memset(marks, 0, (size_t)kv->slots);
-    /* marks: 1 used, 2 appended into, 3 both; a block used twice when one
-     * use appends is refused. */
+    /* marks: bit 1 used, 2 appended into, 4 used more than once; a block
+     * appended into and used more than once is refused. */
     for (int pass = 0; pass < 2; pass++) {
         for (int32_t b = 0; b < p->batch; b++) {
             const int64_t used = (int64_t)lengths[b] + (kv->append ? p->seq_q : 0);
@@ -192,7 +228,6 @@ static attn_status check_kvcache_arrays(attn_context_t ctx, const attn_problem *
                                      block, kv->slots - 1);
                 const int appends = kv->append && e >= first_new;
                 if (pass == 0) {
-                    /* First pass: count uses (saturating at 2). */
                     if (marks[block] & 1)
                         marks[block] |= 4; /* used more than once */
                     marks[block] |= 1;
@@ -324,12 +359,13 @@ static kvcache_ext *kvcache_of(attn_plan_t plan, const char *call) {
  * blocking; points `d` at them. The caller holds the plan's lock. */
 static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const int32_t *lengths,
                                         const int32_t *slot_idx, const int32_t *table,
-                                        const float *slopes, attn_device_args *d) {
+                                        const float *slopes, const cl_mem dev[KV_ARRAYS],
+                                        attn_device_args *d) {
     attn_context_t ctx = attn_plan_context(plan);
     const size_t bytes[4] = {x->lengths_bytes, x->slots_bytes, x->pages_bytes, x->slopes_bytes};
     const void *host[4] = {lengths, slot_idx, table, slopes};
     cl_mem *mems[4] = {&x->lengths, &x->slots, &x->pages, &x->slopes};
-    const char *names[4] = {"cache_seqlens", "cache_batch_idx", "block_table", "alibi_slopes"};
+    const char *const *names = kv_array_names;
     size_t at[4], total = 0;
     for (int i = 0; i < 4; i++) {
         at[i] = total;
@@ -363,8 +399,11 @@ static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const 
         if (err != CL_SUCCESS)
             return attn_fail_cl(ctx, err, "clWaitForEvents (KV-cache arrays)");
     }
+    cl_mem use[4] = {x->lengths, x->slots, x->pages, x->slopes};
     for (int i = 0; i < 4; i++) {
-        if (!bytes[i])
+        if (dev && dev[i] && bytes[i])
+            use[i] = dev[i];
+        if (!bytes[i] || !host[i])
             continue;
         memcpy(x->staging + at[i], host[i], bytes[i]);
         cl_event written = NULL;
@@ -377,10 +416,10 @@ static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const 
             clReleaseEvent(x->staged);
         x->staged = written;
     }
-    d->kv_lengths = x->lengths;
-    d->kv_slots = x->slots;
-    d->kv_pages = x->pages;
-    d->arrays[ATTN_INPUT_alibi_slopes] = x->slopes;
+    d->kv_lengths = use[KV_LENGTHS];
+    d->kv_slots = use[KV_SLOTS];
+    d->kv_pages = use[KV_PAGES];
+    d->arrays[ATTN_INPUT_alibi_slopes] = use[KV_SLOPES];
     return ATTN_SUCCESS;
 }
 
@@ -477,11 +516,13 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
         return status;
 
     attn_plan_lock(plan);
+    const cl_mem dev[KV_ARRAYS] = {t->cache_seqlens_mem, t->cache_batch_idx_mem,
+                                   t->block_table_mem, t->alibi_slopes_mem};
     status = check_kvcache_arrays(ctx, pb, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                  t->alibi_slopes, x->marks);
+                                  t->alibi_slopes, dev, x->marks);
     if (status == ATTN_SUCCESS)
         status = write_kvcache_arrays(plan, x, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                      t->alibi_slopes, &d);
+                                      t->alibi_slopes, dev, &d);
     if (status == ATTN_SUCCESS)
         status =
             attn_plan_run_locked(plan, &d, workspace, workspace_offset, num_wait, wait_list, event);
@@ -600,7 +641,7 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
     const attn_params *p = &pb->p;
     const size_t es = pb->element_size;
     attn_status status = check_kvcache_arrays(ctx, pb, t->cache_seqlens, t->cache_batch_idx,
-                                              t->block_table, t->alibi_slopes, x->marks);
+                                              t->block_table, t->alibi_slopes, NULL, x->marks);
     if (status == ATTN_SUCCESS)
         status = own_host_buffers(ctx, pb, x);
     if (status != ATTN_SUCCESS)
@@ -623,7 +664,7 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
         status = write_host(ctx, "v_new", x->v_new, pb->kv.v_new_extent * es, t->v_new);
     if (status == ATTN_SUCCESS)
         status = write_kvcache_arrays(plan, x, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                      t->alibi_slopes, &d);
+                                      t->alibi_slopes, NULL, &d);
     if (status == ATTN_SUCCESS)
         status = attn_plan_run_locked(plan, &d, NULL, 0, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
@@ -681,7 +722,7 @@ attn_status attn_kvcache_validate(const attn_kvcache_params *params,
         return attn_fail(NULL, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate %d marks",
                          (int)pb->kv.slots);
     status = check_kvcache_arrays(NULL, pb, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                  t->alibi_slopes, marks);
+                                  t->alibi_slopes, NULL, marks);
     free(marks);
     return status;
 }

@@ -330,7 +330,8 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
         goto done;
     }
     int ok = 1;
-    /* Device call, twice (the second reuses everything the first made). */
+    /* Device call, twice (the second reuses everything the first made, and
+     * takes the small arrays from device buffers). */
     for (int rep = 0; rep < 2 && ok; rep++) {
         cl_int err;
         cl_context cl = NULL;
@@ -350,7 +351,7 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
             }
         }
         free(o_init);
-        const attn_kvcache_device_tensors dt_ = {
+        attn_kvcache_device_tensors dt_ = {
             .q = m[0],
             .o = m[1],
             .lse = m[2],
@@ -363,6 +364,28 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
             .block_table = d.kp.page_size ? d.table : NULL,
             .alibi_slopes = c->alibi ? d.slopes : NULL,
         };
+        /* The second time, the small arrays from device buffers. */
+        cl_mem arrays[4] = {NULL, NULL, NULL, NULL};
+        if (rep == 1) {
+            const void *host[4] = {dt_.cache_seqlens, dt_.cache_batch_idx, dt_.block_table,
+                                   dt_.alibi_slopes};
+            const size_t bytes[4] = {(size_t)c->batch * 4, (size_t)c->batch * 4,
+                                     (size_t)c->batch *
+                                         (size_t)(d.kp.max_pages ? d.kp.max_pages : 1) * 4,
+                                     (size_t)c->heads_q * 4};
+            for (int i = 0; i < 4; i++)
+                if (host[i])
+                    arrays[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                               bytes[i], (void *)host[i], &err);
+            dt_.cache_seqlens = NULL;
+            dt_.cache_batch_idx = NULL;
+            dt_.block_table = NULL;
+            dt_.alibi_slopes = NULL;
+            dt_.cache_seqlens_mem = arrays[0];
+            dt_.cache_batch_idx_mem = arrays[1];
+            dt_.block_table_mem = arrays[2];
+            dt_.alibi_slopes_mem = arrays[3];
+        }
         cl_event ev = NULL;
         st = attn_plan_execute_kvcache_device(plan, &dt_, NULL, 0, 0, NULL, &ev);
         if (!test_ok(ctx, st, name)) {
@@ -390,6 +413,9 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
         }
         for (int i = 0; i < 7; i++)
             clReleaseMemObject(m[i]);
+        for (int i = 0; i < 4; i++)
+            if (arrays[i])
+                clReleaseMemObject(arrays[i]);
     }
     /* Host call: O and LSE, and the cache appended in place. */
     if (ok) {
@@ -436,6 +462,10 @@ done:
 
 /* ---- Bad input ---------------------------------------------------------------- */
 
+/* Set by the bad input that gives cache_seqlens both ways (the device call
+ * only: the host call has no device arrays). */
+static int lengths_both_ways;
+
 /* One device call on d's data with its arrays changed by `edit`: must fail
  * with `want`, leaving O, LSE and the cache as they were. */
 static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
@@ -471,6 +501,7 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
             .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
             .block_table = d.kp.page_size ? d.table : NULL,
             .alibi_slopes = c->alibi ? d.slopes : NULL,
+            .cache_seqlens_mem = lengths_both_ways ? m[0] : NULL,
         };
         cl_event ev = (cl_event)&ok; /* must come back NULL */
         st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
@@ -490,7 +521,7 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
             free(back);
         }
         /* The host call: the caller's cache untouched too. */
-        if (st == want) {
+        if (st == want && !lengths_both_ways) {
             void *kc = dup_bytes(d.kc_s, sizes[3]), *vc = dup_bytes(d.vc_s, sizes[4]);
             attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o0, l0, kc, vc);
             ht.k_new = d.kn_s;
@@ -517,7 +548,7 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
         ok = 0;
     }
     /* The reference refuses it alike. */
-    if (ok) {
+    if (ok && !lengths_both_ways) {
         void *o = malloc(d.o_elems * es);
         float *lse = malloc(d.lse_elems * 4);
         void *kc = dup_bytes(d.kc_s, d.kc_elems * es), *vc = dup_bytes(d.vc_s, d.vc_elems * es);
@@ -573,6 +604,9 @@ static void page_size_negative(kv_data *d) {
 static void no_table(kv_data *d) {
     d->kp.page_size = 4;
     d->kp.max_pages = 0;
+}
+static void no_edit(kv_data *d) {
+    (void)d;
 }
 static void with_varlen(kv_data *d) {
     d->kp.attn.varlen = 1;
@@ -768,6 +802,10 @@ int main(int argc, char **argv) {
     bad_case(ctx, "page_size negative", &paged, page_size_negative, ATTN_ERR_INVALID_SIZE);
     bad_case(ctx, "paged without block-table columns", &paged, no_table, ATTN_ERR_INVALID_SIZE);
     bad_case(ctx, "varlen", &paged, with_varlen, ATTN_ERR_UNSUPPORTED);
+    lengths_both_ways = 1;
+    bad_case(ctx, "cache_seqlens in host and device memory", &paged, no_edit,
+             ATTN_ERR_INVALID_VALUE);
+    lengths_both_ways = 0;
 
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
