@@ -33,7 +33,8 @@
  *   ROWS      query rows per work-item, 1..16
  *   PARTIALS  1: write partials (splits > 1), 0: write O and LSE
  *   KVCACHE   1: K and V are a cache (KV_PARAMS); then PAGED, BATCH_IDX
- *             (a slot per sequence from kv_slots) and APPEND, each 0 or 1
+ *             (a slot per sequence from kv_slots) and APPEND, each 0 or 1,
+ *             and with PAGED the page size KV_PAGE_SIZE
  */
 #ifndef ROWS
 #define ROWS 4
@@ -56,6 +57,9 @@
 #endif
 #ifndef APPEND
 #define APPEND 0
+#endif
+#if PAGED && (!defined(KV_PAGE_SIZE) || KV_PAGE_SIZE < 1)
+#error "a paged cache needs KV_PAGE_SIZE >= 1"
 #endif
 
 #define TK 16 /* keys per softmax update */
@@ -188,9 +192,11 @@ inline int kv_cached(int b, int seq_q, int capacity, __global const int *kv_leng
 
 /* The slot or page holding key j of sequence b, and its row there. */
 #if PAGED
+/* KV_PAGE_SIZE is the plan's page size (kv_page_size), a build-time
+ * constant so that the division per key is a multiply and a shift. */
 #define KV_BLOCK(b, j)                                                                             \
-    clamp(kv_pages[(long)(b) * kv_max_pages + (j) / kv_page_size], 0, kv_slot_count - 1)
-#define KV_TOKEN(j) ((j) % kv_page_size)
+    clamp(kv_pages[(long)(b) * kv_max_pages + (int)(j) / KV_PAGE_SIZE], 0, kv_slot_count - 1)
+#define KV_TOKEN(j) ((int)(j) % KV_PAGE_SIZE)
 #elif BATCH_IDX
 #define KV_BLOCK(b, j) clamp(kv_slots[b], 0, kv_slot_count - 1)
 #define KV_TOKEN(j) (j)

@@ -101,11 +101,11 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     attn_feature_options(pb, features, sizeof features);
     snprintf(cfg->options, sizeof cfg->options,
              "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d -DMAX_VEC=%d "
-             "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d",
+             "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d -DKV_PAGE_SIZE=%d",
              features, p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1,
              /* an override's vec caps the vector width; 16 otherwise */
              (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : 16, pb->kv.enabled,
-             pb->kv.paged, pb->kv.batch_idx, pb->kv.append);
+             pb->kv.paged, pb->kv.batch_idx, pb->kv.append, pb->kv.page_size);
     *state = cfg;
     return ATTN_SUCCESS;
 }
