@@ -2,6 +2,7 @@
  * one OpenCL device, against the library's CPU reference. See --help. */
 #include "attn_cl.h"
 #include "bench_args.h"
+#include "bench_kvcache.h"
 #include "bench_overhead.h"
 #include "bench_point.h"
 #include "bench_report.h"
@@ -236,6 +237,15 @@ int main(int argc, char **argv) {
         bench_note("attn_bench: libattn_cl %s on %s: host cost per call", attn_version_string(),
                    info.device_name);
         rc = bench_overhead_run(ctx, cl_ctx, stdout);
+        attn_context_destroy(ctx);
+        return rc;
+    }
+    if (opt.kvcache) {
+        bench_note("attn_bench: libattn_cl %s on %s: decoding over a KV cache, B=%d Hq=%d Hkv=%d "
+                   "D=%d %s",
+                   attn_version_string(), info.device_name, (int)opt.batch, (int)opt.heads_q,
+                   (int)opt.heads_kv, (int)opt.head_dim, bench_dtype_name(opt.dtype));
+        rc = bench_kvcache_run(&opt, ctx, cl_ctx, stdout);
         attn_context_destroy(ctx);
         return rc;
     }

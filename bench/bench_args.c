@@ -113,6 +113,11 @@ void bench_print_help(FILE *out, const char *program) {
         "                        Hq=32, Hkv=8, D=128): attn_forward_device against a reused\n"
         "                        plan's execute, the time inside the call (enqueue only),\n"
         "                        call + wait, and back-to-back executes with one wait\n"
+        "  --kvcache             instead of the sweep, one decoding step (seq_q 1) over a KV\n"
+        "                        cache of each --seq length (contiguous, pages of 16, 256\n"
+        "                        and 1): ms, tokens/s and the K and V bytes read per second\n"
+        "                        next to a kernel streaming as many bytes (the roof);\n"
+        "                        --batch, --heads, --heads-kv, --head-dim, --dtype apply\n"
         "\n"
         "Repeats and reference:\n"
         "  --repeats N           timed forwards per point, reported as their median (default 5)\n"
@@ -525,6 +530,8 @@ int bench_parse_args(int argc, char **argv, bench_options *opt) {
             opt->list_devices = 1;
         } else if (strcmp(flag, "--overhead") == 0) {
             opt->overhead = 1;
+        } else if (strcmp(flag, "--kvcache") == 0) {
+            opt->kvcache = 1;
         } else if (strcmp(flag, "--no-ref") == 0) {
             opt->reference = 0;
         } else if (strcmp(flag, "--alibi") == 0) {

@@ -35,6 +35,7 @@ typedef struct bench_options {
     uint64_t seed;
     int csv, list_devices, help;
     int overhead; /* --overhead: the per-call host cost table instead of the sweep */
+    int kvcache;  /* --kvcache: decoding steps over a KV cache (bench_kvcache.c) */
 } bench_options;
 
 /* Parses argv into `opt`. Returns 0, or 2 after printing what is wrong to

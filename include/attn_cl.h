@@ -430,6 +430,120 @@ ATTN_API attn_status attn_reference(const attn_params *params, const void *q, co
 ATTN_API attn_status attn_reference_host(const attn_params *params,
                                          const attn_host_tensors *tensors);
 
+/* ---- Decoding over a KV cache -------------------------------------------- */
+
+/* Attention of a few new query rows over a cache of keys and values that
+ * grows by those rows (FlashAttention's flash_attn_with_kvcache). Sequence
+ * b has cache_seqlens[b] cached keys; with `append` its new keys and values
+ * (k_new, v_new [batch, heads_kv, seq_q, D]) are written into the cache at
+ * positions cache_seqlens[b] .. cache_seqlens[b] + seq_q - 1 in the same
+ * call, and the queries see the cached keys followed by the new ones. The
+ * header's rules hold with sk = the keys a query sees (cache_seqlens[b],
+ * + seq_q with append) and sq = seq_q: under ATTN_MASK_CAUSAL_BOTTOM_RIGHT
+ * the last query sees every key. Cache lengths are not advanced: the caller
+ * adds seq_q to cache_seqlens for the next step.
+ *
+ * The cache, contiguous (page_size 0):
+ *   K_cache [cache_slots, heads_kv, capacity, D], V_cache [.., D_v]; sequence
+ *   b uses slot cache_batch_idx[b] (with batch_idx) or b.
+ * or paged (page_size > 0), any page size from 1:
+ *   K_cache [num_pages, page_size, heads_kv, D] or any order the strides give
+ *   (batch = the page stride, head, seq = the token stride within a page);
+ *   key j of sequence b is token j % page_size of page
+ *   block_table[b * max_pages + j / page_size]; capacity = max_pages * page_size.
+ * The cache shares Q's storage type (attn.dtype).
+ *
+ * Served by the decode kernels (K and V read in place, one pass over a kv
+ * head's keys for all its query rows, split over key ranges when the batch
+ * cannot fill the device, merged in a fixed order). Supported with it:
+ * GQA/MQA, every mask, sliding window, softcap, ALiBi, LSE, f32/f16/bf16.
+ * Refused (ATTN_ERR_UNSUPPORTED): varlen, key padding, a bias, a keep-mask,
+ * ATTN_ALGO_THREE_KERNEL.
+ *
+ * Bad input in host arrays (a cache length below 0 or past the capacity
+ * with the new rows, a block-table entry outside 0..num_pages-1 where the
+ * sequence reads or writes, a slot outside 0..cache_slots-1, two sequences
+ * of one call where one appends into a page or slot the other uses) gives a
+ * status and leaves the outputs and the cache untouched, byte for byte: one
+ * command, the last the call enqueues, writes O, LSE and the appended rows. */
+typedef struct attn_kvcache_params {
+    uint32_t struct_size; /* set by attn_kvcache_params_init */
+    /* batch (sequences), heads_q, heads_kv, seq_q (new query rows), head_dim,
+     * head_dim_v, scale, mask, algo, dtype, q/o/lse strides, softcap, alibi,
+     * window; k_strides / v_strides lay out k_new / v_new. seq_k unused. */
+    attn_params attn;
+    int32_t capacity;    /* contiguous: tokens a slot holds; paged: set from max_pages */
+    int32_t cache_slots; /* contiguous: slots of the cache; 0: batch */
+    int32_t batch_idx;   /* contiguous, nonzero: cache_batch_idx[batch] chooses each slot */
+    int32_t page_size;   /* 0: contiguous; >= 1: paged */
+    int32_t num_pages;   /* paged: pages of the cache */
+    int32_t max_pages;   /* paged: block-table entries per sequence */
+    int32_t append;      /* nonzero: k_new, v_new are written into the cache */
+    /* Of K_cache and V_cache; all zero: packed [slots|pages, heads_kv,
+     * capacity|page_size, D]. */
+    attn_strides k_cache_strides, v_cache_strides;
+} attn_kvcache_params;
+
+/* attn_params_init's defaults for `attn` (seq_q = seq_new), a contiguous
+ * cache of `capacity` tokens per sequence (cache_slots = batch), no append. */
+ATTN_API void attn_kvcache_params_init(attn_kvcache_params *params, int32_t batch, int32_t heads,
+                                       int32_t seq_new, int32_t capacity, int32_t head_dim);
+
+/* Host memory: the cache is uploaded, and with append its new rows are
+ * written back into k_cache / v_cache. */
+typedef struct attn_kvcache_host_tensors {
+    const void *q;
+    void *o;
+    float *lse; /* given exactly when the plan has ATTN_PLAN_LSE */
+    void *k_cache, *v_cache;
+    const void *k_new, *v_new;      /* with append */
+    const int32_t *cache_seqlens;   /* [batch] */
+    const int32_t *cache_batch_idx; /* [batch], with batch_idx */
+    const int32_t *block_table;     /* [batch, max_pages], paged */
+    const float *alibi_slopes;      /* [heads_q], attn.alibi */
+} attn_kvcache_host_tensors;
+
+/* Device memory. Each small array is given one way: in host memory, read
+ * and checked during the call, or as a device buffer (`*_mem`, from its
+ * first byte), which a decode loop that keeps its lengths on the device
+ * passes without a round trip. Device arrays are not read by the host, so
+ * not checked (nor is the rule that no two sequences share a page or slot
+ * one of them appends into): every index the kernels derive from them is
+ * clamped into the cache, so bad values give unspecified results but never
+ * an access outside the tensors. */
+typedef struct attn_kvcache_device_tensors {
+    cl_mem q, o, lse, k_cache, v_cache, k_new, v_new;
+    size_t q_offset, o_offset, lse_offset, k_cache_offset, v_cache_offset, k_new_offset,
+        v_new_offset; /* bytes */
+    const int32_t *cache_seqlens, *cache_batch_idx, *block_table; /* host memory */
+    const float *alibi_slopes;
+    cl_mem cache_seqlens_mem, cache_batch_idx_mem, block_table_mem; /* or device memory */
+    cl_mem alibi_slopes_mem;
+} attn_kvcache_device_tensors;
+
+/* A plan for decoding steps over a cache: attn_plan_create's contract
+ * (attn_plan_algo reports ATTN_ALGO_FUSED). Execute it with the calls
+ * below; attn_plan_execute_host / _device refuse it. */
+ATTN_API attn_status attn_plan_create_kvcache(attn_context_t ctx, const attn_kvcache_params *params,
+                                              uint32_t outputs, attn_plan_t *plan);
+
+/* attn_plan_execute_device's contract (workspace, events, untouched outputs
+ * and cache on failure). */
+ATTN_API attn_status attn_plan_execute_kvcache_device(attn_plan_t plan,
+                                                      const attn_kvcache_device_tensors *tensors,
+                                                      cl_mem workspace, size_t workspace_offset,
+                                                      cl_uint num_wait_events,
+                                                      const cl_event *wait_list, cl_event *event);
+
+/* attn_plan_execute_host's contract; blocks until done. */
+ATTN_API attn_status attn_plan_execute_kvcache_host(attn_plan_t plan,
+                                                    const attn_kvcache_host_tensors *tensors);
+
+/* The CPU reference, in double, with the same inputs and effects (the
+ * cache appended to in place). */
+ATTN_API attn_status attn_reference_kvcache(const attn_kvcache_params *params,
+                                            const attn_kvcache_host_tensors *tensors);
+
 /* ---- Merging partial results (split-KV decoding, ring attention) --------- */
 
 /* Two forwards of the same queries over disjoint sets of keys, each with its

@@ -22,9 +22,19 @@
  * O and LSE. A row that sees no key gives O = 0 and LSE = -INFINITY. The V
  * row of a key no row of the block sees is never read.
  *
+ * Over a KV cache (KVCACHE, lib/kvcache.c), K and V are the cache: key j
+ * of sequence b below its cached length lives in its slot (or, PAGED, in the
+ * page its block-table entry names), keys from there on (APPEND) in k_new /
+ * v_new, which the command that writes O also copies into the cache (the
+ * main kernel's first block with one split, the merge with more). Nothing in
+ * the call reads the cache rows it writes, so the copy races with no read.
+ *
  * Build-time parameters (beside common.cl's):
  *   ROWS      query rows per work-item, 1..16
  *   PARTIALS  1: write partials (splits > 1), 0: write O and LSE
+ *   KVCACHE   1: K and V are a cache (KV_PARAMS); then PAGED, BATCH_IDX
+ *             (a slot per sequence from kv_slots) and APPEND, each 0 or 1,
+ *             and with PAGED the page size KV_PAGE_SIZE
  */
 #ifndef ROWS
 #define ROWS 4
@@ -34,6 +44,22 @@
 #endif
 #if ROWS < 1 || ROWS > 16
 #error "ROWS must be 1..16"
+#endif
+
+#ifndef KVCACHE
+#define KVCACHE 0
+#endif
+#ifndef PAGED
+#define PAGED 0
+#endif
+#ifndef BATCH_IDX
+#define BATCH_IDX 0
+#endif
+#ifndef APPEND
+#define APPEND 0
+#endif
+#if PAGED && (!defined(KV_PAGE_SIZE) || KV_PAGE_SIZE < 1)
+#error "a paged cache needs KV_PAGE_SIZE >= 1"
 #endif
 
 #define TK 16 /* keys per softmax update */
@@ -142,18 +168,83 @@ inline float lse_of(float l, float mc) {
 /* partial (row slot, split): m, l, then HEAD_DIM_V accumulator floats. */
 #define PART_FLOATS (HEAD_DIM_V + 2)
 
+/* ---- KV cache ----------------------------------------------------------------- */
+
+#if KVCACHE
+/* The cache is written (appended to); the lengths, slots and block table are
+ * clamped into the cache whatever they hold (lib/kvcache.c checks host ones). */
+#define KV_MUT
+#define KV_PARAMS                                                                                  \
+    , __global const int *kv_lengths, __global const int *kv_slots,                                \
+        __global const int *kv_pages, int kv_slot_count, int kv_page_size, int kv_max_pages,       \
+        int kv_heads, TENSOR(__global const elem_t, kn, kn), TENSOR(__global const elem_t, vn, vn)
+/* The merge appends too: it gets the cache. */
+#define MERGE_KV_PARAMS                                                                            \
+    , TENSOR(__global elem_t, k, k), TENSOR(__global elem_t, v, v) KV_PARAMS
+
+/* Keys sequence b holds before this call's rows; with APPEND room is left
+ * for them (seq_k is the capacity). */
+inline int kv_cached(int b, int seq_q, int capacity, __global const int *kv_lengths) {
+    return clamp(kv_lengths[b], 0, capacity - (APPEND ? seq_q : 0));
+}
+
+/* The slot or page holding key j of sequence b, and its row there. */
+#if PAGED
+/* KV_PAGE_SIZE is the plan's page size (kv_page_size), a build-time
+ * constant so that the division per key is a multiply and a shift. */
+#define KV_BLOCK(b, j)                                                                             \
+    clamp(kv_pages[(long)(b) * kv_max_pages + (int)(j) / KV_PAGE_SIZE], 0, kv_slot_count - 1)
+#define KV_TOKEN(j) ((int)(j) % KV_PAGE_SIZE)
+#elif BATCH_IDX
+#define KV_BLOCK(b, j) clamp(kv_slots[b], 0, kv_slot_count - 1)
+#define KV_TOKEN(j) (j)
+#else
+#define KV_BLOCK(b, j) (b)
+#define KV_TOKEN(j) (j)
+#endif
+#define CACHE_ROW(x, p, b, hk, j) ((x) + AT(p, (long)KV_BLOCK(b, j), (long)(hk), KV_TOKEN(j)))
+
+/* The storage bits of one row, converted nowhere. */
+inline void kv_copy_row(__global elem_t *dst, __global const elem_t *src, int n) {
+    __global elem_bits_t *d = (__global elem_bits_t *)dst;
+    __global const elem_bits_t *s = (__global const elem_bits_t *)src;
+    for (int x = 0; x < n; x++)
+        d[x] = s[x];
+}
+
+/* Row i of kv head hk of sequence b, from k_new / v_new into the cache at
+ * key `cached + i`. */
+#define KV_APPEND_ROW(b, hk, i, cached)                                                            \
+    do {                                                                                           \
+        const long key_ = (long)(cached) + (i);                                                    \
+        kv_copy_row(CACHE_ROW(k, k, b, hk, key_),                                                  \
+                    kn + AT(kn, b, hk, i), HEAD_DIM);                                              \
+        kv_copy_row(CACHE_ROW(v, v, b, hk, key_),                                                  \
+                    vn + AT(vn, b, hk, i),                                                         \
+                    HEAD_DIM_V);                                                                   \
+    } while (0)
+#else
+#define KV_MUT const
+#define KV_PARAMS
+#define MERGE_KV_PARAMS
+#endif
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_decode(TENSOR(__global const elem_t, q, q),
-             TENSOR(__global const elem_t, k, k),
-             TENSOR(__global const elem_t, v, v),
+             TENSOR(__global KV_MUT elem_t, k, k),
+             TENSOR(__global KV_MUT elem_t, v, v),
              TENSOR(__global elem_t, o, o),
              TENSOR(__global float, lse, l),
              __global float *part, ulong part_off, int group, int heads_q, int splits,
-             float scale, float sc, float sign, FEATURE_PARAMS) {
+             float scale, float sc, float sign KV_PARAMS, FEATURE_PARAMS) {
     const int split = get_global_id(0) % splits;
     const long blk = get_global_id(0) / splits;
     const int hk = get_global_id(1), b = get_global_id(2);
-    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
+    sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
+#if KVCACHE
+    const int cached = kv_cached(b, seq_q, seq_k, kv_lengths);
+    sq.len_k = sq.kept_k = cached + (APPEND ? seq_q : 0);
+#endif
     const long n0 = blk * ROWS, n_end = min(n0 + ROWS, (long)sq.len_q * group);
     if (n0 >= n_end)
         return;
@@ -199,14 +290,26 @@ flash_decode(TENSOR(__global const elem_t, q, q),
             acc[r][c] = 0.0f;
     }
 
+#if KVCACHE
+    /* Keys below `cached` from the cache, the others from k_new / v_new. */
+#define KEY_ROW(j)                                                                                 \
+    ((j) < cached ? CACHE_ROW(k, k, b, hk, j)                                                      \
+                  : kn + AT(kn, b, hk, (j) - cached))
+#define VAL_ROW(j)                                                                                 \
+    ((j) < cached ? CACHE_ROW(v, v, b, hk, j)                                                      \
+                  : vn + AT(vn, b, hk, (j) - cached))
+#else
     const __global elem_t *kh = k + AT(k, b, hk, sq.k0);
     const __global elem_t *vh = v + AT(v, b, hk, sq.k0);
+#define KEY_ROW(j) (kh + (j) * k_ss)
+#define VAL_ROW(j) (vh + (j) * v_ss)
+#endif
     float s[ROWS][TK];
     int seen[TK];
     for (long k0 = sb; k0 < se; k0 += TK) {
         const int nk = (int)min((long)TK, se - k0);
         for (int j = 0; j < nk; j++) {
-            const __global elem_t *krow = kh + (k0 + j) * k_ss;
+            const __global elem_t *krow = KEY_ROW(k0 + j);
             floatD kv[ND];
             for (int c = 0; c < ND; c++)
                 kv[c] = LOAD_D(c, krow);
@@ -263,7 +366,7 @@ flash_decode(TENSOR(__global const elem_t, q, q),
         for (int j = 0; j < nk; j++) {
             if (!seen[j])
                 continue; /* its V may hold anything, NaN included */
-            const __global elem_t *vrow = vh + (k0 + j) * v_ss;
+            const __global elem_t *vrow = VAL_ROW(k0 + j);
             floatVV vv[NV];
             for (int c = 0; c < NV; c++)
                 vv[c] = LOAD_V(c, vrow);
@@ -294,18 +397,30 @@ flash_decode(TENSOR(__global const elem_t, q, q),
 #endif
 #endif
     }
+#if KVCACHE && APPEND && !PARTIALS
+    /* One work-item a kv head appends its new rows: the block table's
+     * pages are read by no other work-item at these keys. */
+    if (blk == 0)
+        for (int i = 0; i < seq_q; i++)
+            KV_APPEND_ROW(b, hk, i, cached);
+#endif
 }
 
 /* Combines the splits' partials of one row, in split order, and writes its O
  * and LSE. Global size (seq_q, heads_q, batch). */
 __kernel void flash_decode_merge(__global const float *part, ulong part_off,
                                  TENSOR(__global elem_t, o, o), TENSOR(__global float, lse, l),
-                                 int heads_q,
-                                 int splits, float sc, FEATURE_PARAMS) {
+                                 int heads_q, int splits, float sc MERGE_KV_PARAMS,
+                                 FEATURE_PARAMS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     if (i >= sq.len_q)
         return;
+#if KVCACHE && APPEND
+    /* Row i of kv head h, by the first heads_kv of the query heads. */
+    if (h < kv_heads)
+        KV_APPEND_ROW(b, h, i, kv_cached(b, seq_q, seq_k, kv_lengths));
+#endif
     const long slot = ((long)b * heads_q + h) * seq_q + i;
     const __global float *pp = part + part_off + slot * splits * PART_FLOATS;
     float m = -INFINITY;

@@ -32,7 +32,21 @@ const char *attn_cl_error_name(cl_int err);
 /* The parameters after validation: defaults resolved, strides explicit, the
  * extent each tensor covers (in elements, from its first element) known to
  * fit size_t. Algorithms take a problem and never re-check it. */
+/* A KV-cache problem's cache (lib/kvcache.c); enabled 0 for the others. The
+ * problem's p.seq_k is then the capacity, p.k_strides / p.v_strides and
+ * k_extent / v_extent the cache's (batch = slot or page), and new_strides
+ * lay out k_new / v_new [batch, heads_kv, seq_q, D]. */
+typedef struct attn_kvcache_layout {
+    int enabled, paged, append, batch_idx;
+    int32_t slots;     /* cache slots (contiguous) or pages (paged) */
+    int32_t page_size; /* paged */
+    int32_t max_pages; /* paged: block-table columns */
+    attn_strides k_new_strides, v_new_strides;
+    size_t k_new_extent, v_new_extent; /* elements */
+} attn_kvcache_layout;
+
 typedef struct attn_problem {
+    attn_kvcache_layout kv;
     attn_params p; /* heads_kv, head_dim_v, scale, flags and all strides resolved; batch
                       strides 0 with varlen, broadcast strides 0 in bias and keep_mask;
                       p.algo as requested (AUTO is resolved by the dispatcher) */
@@ -116,6 +130,11 @@ typedef struct attn_device_args {
      * `workspace_offset` bytes, aligned to ATTN_WORKSPACE_ALIGN. */
     cl_mem workspace;
     size_t workspace_offset;
+    /* A KV-cache problem's new rows and small arrays (pb->kv): lengths,
+     * slots (NULL unless batch_idx), block table (NULL unless paged). */
+    cl_mem k_new, v_new;
+    size_t k_new_offset, v_new_offset;
+    cl_mem kv_lengths, kv_slots, kv_pages;
     /* The probabilities, in host memory (NULL: not wanted). */
     float *probs_host;
     /* O and LSE are the caller's (the device call): they may be written
@@ -179,6 +198,37 @@ attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_me
 attn_status attn_check_device_overlap(attn_context_t ctx, const attn_problem *pb,
                                       const attn_device_tensors *t);
 
+/* ---- Plans for other kinds of problems (plan.c, kvcache.c) ----------------- */
+
+/* attn_plan_create after validation: dispatch, build, and a plan that owns
+ * them. */
+attn_status attn_plan_create_problem(attn_context_t ctx, const attn_problem *pb, uint32_t outputs,
+                                     attn_plan_t *plan);
+const attn_problem *attn_plan_problem(attn_plan_t plan);
+attn_context_t attn_plan_context(attn_plan_t plan);
+uint32_t attn_plan_outputs(attn_plan_t plan);
+/* State of another kind of plan, freed by attn_plan_destroy with ext_free. */
+void attn_plan_set_ext(attn_plan_t plan, void *ext, void (*ext_free)(void *ext));
+void *attn_plan_ext(attn_plan_t plan);
+/* One execute at a time: around attn_plan_run_locked and what it reads. */
+void attn_plan_lock(attn_plan_t plan);
+void attn_plan_unlock(attn_plan_t plan);
+/* Runs the plan's algorithm on `d` (tensors set; workspace from the
+ * caller's when given, the plan's own otherwise). */
+attn_status attn_plan_run_locked(attn_plan_t plan, attn_device_args *d, cl_mem workspace,
+                                 size_t workspace_offset, cl_uint num_wait,
+                                 const cl_event *wait_list, cl_event *event);
+
+/* ---- KV caches (kvcache.c) -------------------------------------------------- */
+
+/* A KV-cache call's parameters and host arrays validated into `pb`, as
+ * attn_plan_create_kvcache and its executes check them (the reference's
+ * entry). */
+attn_status attn_kvcache_validate(const attn_kvcache_params *params,
+                                  const attn_kvcache_host_tensors *t, attn_problem *pb);
+/* k_new / v_new copied into the host cache at each sequence's length. */
+void attn_kvcache_append_host(const attn_problem *pb, const attn_kvcache_host_tensors *t);
+
 /* ---- Kernel arguments and launches (launch.c) ------------------------------ */
 
 /* Appends a kernel's arguments in order: no indices to count. The first
@@ -222,5 +272,9 @@ attn_status attn_create_kernel(attn_context_t ctx, const char *program_name,
                                const char *kernel_name, const char *options, cl_kernel *kernel);
 
 size_t attn_round_up(size_t value, size_t multiple);
+
+/* The decode kernels' KV-cache arguments (decode.c), for problems with
+ * pb->kv.enabled: what kernels/flash_decode.cl's KV_PARAMS receive. */
+void attn_arg_kvcache(attn_args *a, const attn_problem *pb, const attn_device_args *d);
 
 #endif

@@ -100,10 +100,12 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     char features[256];
     attn_feature_options(pb, features, sizeof features);
     snprintf(cfg->options, sizeof cfg->options,
-             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d -DMAX_VEC=%d",
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d -DMAX_VEC=%d "
+             "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d -DKV_PAGE_SIZE=%d",
              features, p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1,
              /* an override's vec caps the vector width; 16 otherwise */
-             (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : 16);
+             (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : 16, pb->kv.enabled,
+             pb->kv.paged, pb->kv.batch_idx, pb->kv.append, pb->kv.page_size);
     *state = cfg;
     return ATTN_SUCCESS;
 }
@@ -155,6 +157,8 @@ static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
     attn_arg_float(&main, p->scale);
     attn_arg_float(&main, sc);
     attn_arg_float(&main, sign);
+    if (pb->kv.enabled)
+        attn_arg_kvcache(&main, pb, a);
     attn_arg_features(&main, pb, a);
     attn_status status = attn_args_end(&main);
 
@@ -167,6 +171,11 @@ static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
         attn_arg_int(&merge, p->heads_q);
         attn_arg_int(&merge, cfg->splits);
         attn_arg_float(&merge, sc);
+        if (pb->kv.enabled) {
+            attn_arg_tensor(&merge, a->k, a->k_offset, &p->k_strides);
+            attn_arg_tensor(&merge, a->v, a->v_offset, &p->v_strides);
+            attn_arg_kvcache(&merge, pb, a);
+        }
         attn_arg_features(&merge, pb, a);
         status = attn_args_end(&merge);
     }
@@ -192,6 +201,20 @@ static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
     if (partials_ready)
         clReleaseEvent(partials_ready);
     return status;
+}
+
+void attn_arg_kvcache(attn_args *a, const attn_problem *pb, const attn_device_args *d) {
+    const attn_kvcache_layout *kv = &pb->kv;
+    /* Arrays the kernel is built without still need a buffer. */
+    attn_arg_mem(a, d->kv_lengths);
+    attn_arg_mem(a, d->kv_slots ? d->kv_slots : d->kv_lengths);
+    attn_arg_mem(a, d->kv_pages ? d->kv_pages : d->kv_lengths);
+    attn_arg_int(a, kv->slots);
+    attn_arg_int(a, kv->paged ? kv->page_size : 1);
+    attn_arg_int(a, kv->paged ? kv->max_pages : 0);
+    attn_arg_int(a, pb->p.heads_kv);
+    attn_arg_tensor(a, d->k_new ? d->k_new : d->q, d->k_new_offset, &kv->k_new_strides);
+    attn_arg_tensor(a, d->v_new ? d->v_new : d->q, d->v_new_offset, &kv->v_new_strides);
 }
 
 static void decode_destroy(attn_algo_state *cfg) {

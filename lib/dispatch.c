@@ -62,7 +62,14 @@ attn_status attn_dispatch(attn_context_t ctx, const attn_problem *pb,
     *state = NULL;
     if (!a)
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "algo %d is not an attn_algo", (int)id);
-    if (id == ATTN_ALGO_FUSED) {
+    if (pb->kv.enabled) {
+        /* Only the decode kernels read a KV cache (lib/kvcache.c). */
+        if (id != ATTN_ALGO_FUSED)
+            return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
+                             "a KV cache is read by the fused (decode) path only; use "
+                             "ATTN_ALGO_AUTO or ATTN_ALGO_FUSED");
+        a = &attn_decode_algorithm;
+    } else if (id == ATTN_ALGO_FUSED) {
         int decode = 0;
         attn_status status = decode_wanted(ctx, pb, &decode);
         if (status != ATTN_SUCCESS)

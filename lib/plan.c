@@ -33,6 +33,10 @@ struct attn_plan {
     cl_mem q, k, v, o, lse, bias, keep_mask;
     void *o_host;
     float *lse_host, *probs_host;
+
+    /* What another kind of plan keeps (lib/kvcache.c), freed with the plan. */
+    void *ext;
+    void (*ext_free)(void *ext);
 };
 
 /* ---- Creation ------------------------------------------------------------ */
@@ -54,6 +58,12 @@ attn_status attn_plan_create(attn_context_t ctx, const attn_params *params, uint
                                            (outputs & ATTN_PLAN_PROBS) != 0, &pb);
     if (status != ATTN_SUCCESS)
         return status;
+    return attn_plan_create_problem(ctx, &pb, outputs, out);
+}
+
+attn_status attn_plan_create_problem(attn_context_t ctx, const attn_problem *pb, uint32_t outputs,
+                                     attn_plan_t *out) {
+    attn_status status;
     attn_plan_t plan = calloc(1, sizeof *plan);
     if (!plan)
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate a plan");
@@ -62,7 +72,7 @@ attn_status attn_plan_create(attn_context_t ctx, const attn_params *params, uint
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot initialize a plan's lock");
     }
     plan->ctx = ctx;
-    plan->pb = pb;
+    plan->pb = *pb;
     plan->outputs = outputs;
     pthread_mutex_lock(&ctx->lock);
     status = attn_dispatch(ctx, &plan->pb, &plan->algorithm, &plan->state);
@@ -109,8 +119,41 @@ void attn_plan_destroy(attn_plan_t plan) {
     free(plan->o_host);
     free(plan->lse_host);
     free(plan->probs_host);
+    if (plan->ext_free)
+        plan->ext_free(plan->ext);
     pthread_mutex_destroy(&plan->lock);
     free(plan);
+}
+
+/* ---- For other kinds of plans (lib/kvcache.c) ---------------------------------- */
+
+const attn_problem *attn_plan_problem(attn_plan_t plan) {
+    return &plan->pb;
+}
+
+attn_context_t attn_plan_context(attn_plan_t plan) {
+    return plan->ctx;
+}
+
+uint32_t attn_plan_outputs(attn_plan_t plan) {
+    return plan->outputs;
+}
+
+void attn_plan_set_ext(attn_plan_t plan, void *ext, void (*ext_free)(void *ext)) {
+    plan->ext = ext;
+    plan->ext_free = ext_free;
+}
+
+void *attn_plan_ext(attn_plan_t plan) {
+    return plan->ext;
+}
+
+void attn_plan_lock(attn_plan_t plan) {
+    pthread_mutex_lock(&plan->lock);
+}
+
+void attn_plan_unlock(attn_plan_t plan) {
+    pthread_mutex_unlock(&plan->lock);
 }
 
 attn_algo attn_plan_algo(attn_plan_t plan) {
@@ -145,6 +188,26 @@ static attn_status own_workspace(attn_plan_t plan) {
     if (plan->workspace || !plan->workspace_bytes)
         return ATTN_SUCCESS;
     return create_buffer(plan->ctx, "the workspace", plan->workspace_bytes, &plan->workspace);
+}
+
+attn_status attn_plan_run_locked(attn_plan_t plan, attn_device_args *d, cl_mem workspace,
+                                 size_t workspace_offset, cl_uint num_wait,
+                                 const cl_event *wait_list, cl_event *event) {
+    attn_status status = ATTN_SUCCESS;
+    d->workspace = NULL;
+    if (workspace && plan->workspace_bytes) {
+        d->workspace = workspace;
+        d->workspace_offset = workspace_offset;
+    } else {
+        status = own_workspace(plan);
+        d->workspace = plan->workspace;
+        d->workspace_offset = 0;
+    }
+    if (!d->workspace)
+        d->workspace = d->q; /* no scratch needed; kernels still want a buffer */
+    if (status == ATTN_SUCCESS)
+        status = plan->algorithm->run(plan->ctx, plan->state, d, num_wait, wait_list, event);
+    return status;
 }
 
 /* Writes the host arrays of `m` that the problem uses and that are not
@@ -334,6 +397,10 @@ attn_status attn_plan_execute_device(attn_plan_t plan, const attn_device_tensors
         *event = NULL;
     if (!plan)
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_plan_execute_device: plan is NULL");
+    if (plan->pb.kv.enabled)
+        return attn_fail(plan->ctx, ATTN_ERR_INVALID_VALUE,
+                         "attn_plan_execute_device: a KV-cache plan runs through "
+                         "attn_plan_execute_kvcache_device");
     return execute_device(plan, tensors, workspace, workspace_offset, num_wait_events, wait_list,
                           event);
 }
@@ -490,6 +557,10 @@ attn_status attn_plan_execute_host(attn_plan_t plan, const attn_host_tensors *t)
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_plan_execute_host: plan is NULL");
     attn_context_t ctx = plan->ctx;
     const char *call = "attn_forward_host";
+    if (plan->pb.kv.enabled)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "attn_plan_execute_host: a KV-cache plan runs through "
+                         "attn_plan_execute_kvcache_host");
     if (!t || !t->q || !t->k || !t->v || !t->o)
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
                          "%s: tensors and their q, k, v and o are required", call);

@@ -1,0 +1,104 @@
+/* The CPU reference over a KV cache: each sequence's keys and values
+ * gathered from the cache (through the slot or the block table) and the new
+ * rows into one dense K and V, and lib/reference.c's attention over them in
+ * double; then the new rows appended into the cache. Written from the
+ * header's description, not from the kernels. */
+#include "attn_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static size_t row_at(const attn_strides *s, int64_t b, int64_t h, int64_t row) {
+    return (size_t)b * (size_t)s->batch + (size_t)h * (size_t)s->head +
+           (size_t)row * (size_t)s->seq;
+}
+
+/* Key `key` of kv head h of sequence b: its element offset in the cache. */
+static size_t cache_row(const attn_problem *pb, const attn_kvcache_host_tensors *t,
+                        const attn_strides *s, int64_t b, int64_t h, int64_t key) {
+    const attn_kvcache_layout *kv = &pb->kv;
+    if (kv->paged)
+        return row_at(s, t->block_table[b * kv->max_pages + key / kv->page_size], h,
+                      key % kv->page_size);
+    return row_at(s, kv->batch_idx ? t->cache_batch_idx[b] : b, h, key);
+}
+
+attn_status attn_reference_kvcache(const attn_kvcache_params *params,
+                                   const attn_kvcache_host_tensors *t) {
+    if (!params || !t || !t->q || !t->o || !t->k_cache || !t->v_cache)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT,
+                         "attn_reference_kvcache: params, tensors and their q, o, k_cache and "
+                         "v_cache are required");
+    attn_problem pb;
+    attn_status status = attn_kvcache_validate(params, t, &pb);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const attn_params *p = &pb.p;
+    const attn_kvcache_layout *kv = &pb.kv;
+    const size_t es = pb.element_size;
+    const size_t dk = (size_t)p->head_dim * es, dv = (size_t)p->head_dim_v * es;
+
+    /* One sequence at a time: dense [1, heads_kv, keys, D] K and V. */
+    int32_t longest = 1;
+    for (int32_t b = 0; b < p->batch; b++) {
+        const int32_t keys = t->cache_seqlens[b] + (kv->append ? p->seq_q : 0);
+        longest = keys > longest ? keys : longest;
+    }
+    const size_t rows = (size_t)p->heads_kv * (size_t)longest;
+    char *k = malloc(rows * dk), *v = malloc(rows * dv);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return attn_fail(NULL, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                         "attn_reference_kvcache: cannot gather %zu rows", rows);
+    }
+    for (int32_t b = 0; b < p->batch && status == ATTN_SUCCESS; b++) {
+        const int32_t cached = t->cache_seqlens[b];
+        const int32_t keys = cached + (kv->append ? p->seq_q : 0);
+        const int32_t seq_k = keys > 0 ? keys : 1; /* none: one padded-away key */
+        for (int64_t h = 0; h < p->heads_kv; h++)
+            for (int64_t j = 0; j < keys; j++) {
+                const size_t at = (size_t)h * (size_t)seq_k + (size_t)j;
+                const char *kr, *vr;
+                if (j < cached) {
+                    kr = (const char *)t->k_cache + cache_row(&pb, t, &p->k_strides, b, h, j) * es;
+                    vr = (const char *)t->v_cache + cache_row(&pb, t, &p->v_strides, b, h, j) * es;
+                } else {
+                    kr = (const char *)t->k_new + row_at(&kv->k_new_strides, b, h, j - cached) * es;
+                    vr = (const char *)t->v_new + row_at(&kv->v_new_strides, b, h, j - cached) * es;
+                }
+                memcpy(k + at * dk, kr, dk);
+                memcpy(v + at * dv, vr, dv);
+            }
+        if (keys == 0) {
+            memset(k, 0, (size_t)p->heads_kv * dk);
+            memset(v, 0, (size_t)p->heads_kv * dv);
+        }
+        attn_params one = params->attn;
+        one.batch = 1;
+        one.seq_k = seq_k;
+        one.heads_kv = p->heads_kv;
+        one.head_dim_v = p->head_dim_v;
+        one.q_strides = p->q_strides;
+        one.o_strides = p->o_strides;
+        one.lse_strides = p->lse_strides;
+        one.k_strides = one.v_strides = (attn_strides){0};
+        one.key_padding = keys == 0;
+        const int32_t no_keys = 0;
+        const attn_host_tensors dense = {
+            .q = (const char *)t->q + (size_t)b * (size_t)p->q_strides.batch * es,
+            .k = k,
+            .v = v,
+            .o = (char *)t->o + (size_t)b * (size_t)p->o_strides.batch * es,
+            .lse = t->lse ? t->lse + (size_t)b * (size_t)p->lse_strides.batch : NULL,
+            .key_lengths = &no_keys,
+            .alibi_slopes = t->alibi_slopes,
+        };
+        status = attn_reference_host(&one, &dense);
+    }
+    free(k);
+    free(v);
+    if (status == ATTN_SUCCESS && kv->append)
+        attn_kvcache_append_host(&pb, t);
+    return status;
+}

@@ -1,0 +1,813 @@
+/* Decoding over a KV cache (attn_plan_create_kvcache) against the double
+ * reference (attn_reference_kvcache) and a naive fp32 attention over the
+ * same keys gathered densely, which sets the bound (tests/test_util.h).
+ *
+ * Swept: contiguous caches (with and without cache_batch_idx) and paged
+ * ones of page sizes 1, 3, 16 and 256 (slot-major and head-major pages),
+ * cache lengths 0, 1, a page boundary +-1 and full capacity, s_new 1, 4 and
+ * 33, GQA groups 1, 4 and 8, with and without append, every storage type,
+ * masks, a window, softcap and ALiBi; through the device call and the host
+ * call. After each device call the cache is read back and compared byte for
+ * byte with the reference's append. Then every bad input of include/
+ * attn_cl.h's list, after which the outputs and the cache must hold what
+ * they held, byte for byte.
+ *
+ * The number of key splits comes from ATTN_CL_TUNE (tests/meson.build runs
+ * it with splits=1, 3 and the automatic choice). */
+#ifdef KV_FAULT_WALK
+#include "fault_injection.h"
+#endif
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct kv_case {
+    int batch, heads_q, heads_kv, s_new, head_dim, head_dim_v;
+    int page_size; /* 0: contiguous */
+    int capacity;  /* contiguous: tokens a slot; paged: max_pages * page_size (rounded up) */
+    int append, batch_idx, head_major;
+    attn_mask mask;
+    attn_dtype dtype;
+    int window_left; /* -2: no window */
+    float softcap;
+    int alibi;
+    int quick;
+} kv_case;
+
+/* One call's inputs, in float (rounded to the storage type) and stored. */
+typedef struct kv_data {
+    attn_kvcache_params kp;
+    attn_params r; /* kp.attn resolved, seq_k unused */
+    size_t q_elems, o_elems, lse_elems, kc_elems, vc_elems, kn_elems, vn_elems;
+    float *q, *kc, *vc, *kn, *vn, *slopes;
+    void *q_s, *kc_s, *vc_s, *kn_s, *vn_s;
+    int32_t *lengths, *slots, *table;
+} kv_data;
+
+static int failures;
+
+static size_t es_of(attn_dtype d) {
+    return test_dtype_size(d);
+}
+
+/* [n0, n1, n2, inner] packed, or head-major / slot-major by `s`. */
+static size_t extent_of(int64_t n0, int64_t n1, int64_t n2, int64_t inner, const attn_strides *s) {
+    return (size_t)((n0 - 1) * s->batch + (n1 - 1) * s->head + (n2 - 1) * s->seq + inner);
+}
+
+static float *random_floats(test_rng *rng, size_t n, float lo, float hi, attn_dtype dtype) {
+    float *x = malloc(n * sizeof *x);
+    test_fill_uniform(rng, x, n, lo, hi);
+    test_round_to_storage(dtype, x, n);
+    return x;
+}
+
+static void kv_data_free(kv_data *d) {
+    void *all[] = {d->q,    d->kc,   d->vc,   d->kn,   d->vn,      d->slopes, d->q_s,
+                   d->kc_s, d->vc_s, d->kn_s, d->vn_s, d->lengths, d->slots,  d->table};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
+    memset(d, 0, sizeof *d);
+}
+
+/* Lengths that break tiling: 0, 1, a page boundary -1, +0, +1, full. */
+static int32_t pick_length(int b, int page, int room) {
+    const int32_t pattern[6] = {room, 0, 1, page - 1, page, page + 1};
+    int32_t l = pattern[b % 6];
+    return l < 0 ? 0 : l > room ? room : l;
+}
+
+static void kv_data_init(kv_data *d, const kv_case *c, uint64_t seed) {
+    memset(d, 0, sizeof *d);
+    test_rng rng;
+    test_rng_seed(&rng, seed);
+    attn_kvcache_params *kp = &d->kp;
+    const int paged = c->page_size > 0;
+    const int max_pages = paged ? (c->capacity + c->page_size - 1) / c->page_size : 0;
+    const int capacity = paged ? max_pages * c->page_size : c->capacity;
+    attn_kvcache_params_init(kp, c->batch, c->heads_q, c->s_new, capacity, c->head_dim);
+    attn_params *a = &kp->attn;
+    a->heads_kv = c->heads_kv;
+    a->head_dim_v = c->head_dim_v;
+    a->mask = c->mask;
+    a->dtype = c->dtype;
+    a->softcap = c->softcap;
+    a->alibi = c->alibi;
+    if (c->window_left != -2) {
+        a->window.enabled = 1;
+        a->window.left = c->window_left;
+        a->window.right = 0;
+    }
+    kp->append = c->append;
+    kp->batch_idx = c->batch_idx;
+    kp->page_size = c->page_size;
+    kp->max_pages = max_pages;
+    /* Extra slots / pages nobody uses, so that indices are not the identity. */
+    const int blocks = paged ? c->batch * max_pages + 3 : c->batch + (c->batch_idx ? 2 : 0);
+    if (paged)
+        kp->num_pages = blocks;
+    else
+        kp->cache_slots = blocks;
+    const int rows = paged ? c->page_size : capacity;
+    const int64_t hk = c->heads_kv;
+    for (int t = 0; t < 2; t++) {
+        const int64_t inner = t == 0 ? c->head_dim : c->head_dim_v;
+        attn_strides *s = t == 0 ? &kp->k_cache_strides : &kp->v_cache_strides;
+        if (c->head_major) /* [blocks, heads, rows, D] */
+            *s = (attn_strides){hk * rows * inner, rows * inner, inner};
+        else /* [blocks, rows, heads, D] */
+            *s = (attn_strides){hk * rows * inner, inner, hk * inner};
+    }
+    test_resolve(a, &d->r);
+    const test_shape qs = test_tensor_shape(&d->r, TEST_Q), os = test_tensor_shape(&d->r, TEST_O);
+    const test_shape ls = test_tensor_shape(&d->r, TEST_LSE);
+    d->q_elems = test_shape_extent(&qs);
+    d->o_elems = test_shape_extent(&os);
+    d->lse_elems = test_shape_extent(&ls);
+    d->kc_elems = extent_of(blocks, hk, rows, c->head_dim, &kp->k_cache_strides);
+    d->vc_elems = extent_of(blocks, hk, rows, c->head_dim_v, &kp->v_cache_strides);
+    d->kn_elems = (size_t)c->batch * hk * c->s_new * c->head_dim;
+    d->vn_elems = (size_t)c->batch * hk * c->s_new * c->head_dim_v;
+    d->q = random_floats(&rng, d->q_elems, -1, 1, c->dtype);
+    d->kc = random_floats(&rng, d->kc_elems, -1, 1, c->dtype);
+    d->vc = random_floats(&rng, d->vc_elems, -1, 1, c->dtype);
+    d->kn = random_floats(&rng, d->kn_elems, -1, 1, c->dtype);
+    d->vn = random_floats(&rng, d->vn_elems, -1, 1, c->dtype);
+    d->q_s = test_to_storage(c->dtype, d->q, d->q_elems);
+    d->kc_s = test_to_storage(c->dtype, d->kc, d->kc_elems);
+    d->vc_s = test_to_storage(c->dtype, d->vc, d->vc_elems);
+    d->kn_s = test_to_storage(c->dtype, d->kn, d->kn_elems);
+    d->vn_s = test_to_storage(c->dtype, d->vn, d->vn_elems);
+    d->slopes = malloc((size_t)c->heads_q * sizeof(float));
+    for (int h = 0; h < c->heads_q; h++)
+        d->slopes[h] = powf(2.0f, -8.0f * (float)(h + 1) / (float)c->heads_q);
+    d->lengths = malloc((size_t)c->batch * sizeof(int32_t));
+    const int room = capacity - (c->append ? c->s_new : 0);
+    for (int b = 0; b < c->batch; b++)
+        d->lengths[b] = pick_length(b, paged ? c->page_size : 16, room);
+    d->slots = malloc((size_t)c->batch * sizeof(int32_t));
+    for (int b = 0; b < c->batch; b++)
+        d->slots[b] = c->batch_idx ? blocks - 1 - b : b; /* reversed */
+    d->table = malloc((size_t)(c->batch * (max_pages ? max_pages : 1)) * sizeof(int32_t));
+    if (paged) {
+        /* Every page once, in a shuffled order. */
+        int32_t *perm = malloc((size_t)blocks * sizeof *perm);
+        for (int i = 0; i < blocks; i++)
+            perm[i] = i;
+        for (int i = blocks - 1; i > 0; i--) {
+            int j = (int)(test_rng_float(&rng, 0, 1) * (float)(i + 1));
+            j = j > i ? i : j;
+            int32_t tmp = perm[i];
+            perm[i] = perm[j];
+            perm[j] = tmp;
+        }
+        for (int i = 0; i < c->batch * max_pages; i++)
+            d->table[i] = perm[i];
+        free(perm);
+    }
+}
+
+static attn_kvcache_host_tensors host_tensors(const kv_data *d, int stored, const void *q, void *o,
+                                              float *lse, void *kc, void *vc) {
+    return (attn_kvcache_host_tensors){
+        .q = q,
+        .o = o,
+        .lse = lse,
+        .k_cache = kc,
+        .v_cache = vc,
+        .k_new = d->kp.append ? (stored ? d->kn_s : (void *)d->kn) : NULL,
+        .v_new = d->kp.append ? (stored ? d->vn_s : (void *)d->vn) : NULL,
+        .cache_seqlens = d->lengths,
+        .cache_batch_idx = d->kp.batch_idx ? d->slots : NULL,
+        .block_table = d->kp.page_size ? d->table : NULL,
+        .alibi_slopes = d->kp.attn.alibi ? d->slopes : NULL,
+    };
+}
+
+static void *dup_bytes(const void *x, size_t n) {
+    void *y = malloc(n ? n : 1);
+    memcpy(y, x, n);
+    return y;
+}
+
+/* The naive fp32 attention of each sequence over its keys, gathered. */
+static void naive_outputs(const kv_data *d, float *o, float *lse) {
+    const attn_kvcache_params *kp = &d->kp;
+    const attn_params *r = &d->r;
+    const int64_t hk = r->heads_kv, D = r->head_dim, Dv = r->head_dim_v;
+    const int rows_per_block = kp->page_size ? kp->page_size : kp->capacity;
+    (void)rows_per_block;
+    for (int b = 0; b < r->batch; b++) {
+        const int cached = d->lengths[b], keys = cached + (kp->append ? r->seq_q : 0);
+        attn_params one = *r;
+        one.batch = 1;
+        one.seq_k = keys > 0 ? keys : 1;
+        one.k_strides = (attn_strides){hk * one.seq_k * D, one.seq_k * D, D};
+        one.v_strides = (attn_strides){hk * one.seq_k * Dv, one.seq_k * Dv, Dv};
+        float *k = calloc((size_t)(hk * one.seq_k * D), sizeof *k);
+        float *v = calloc((size_t)(hk * one.seq_k * Dv), sizeof *v);
+        for (int64_t h = 0; h < hk; h++)
+            for (int64_t j = 0; j < keys; j++) {
+                const float *kr, *vr;
+                if (j < cached) {
+                    int64_t blk = kp->batch_idx ? d->slots[b] : b, row = j;
+                    if (kp->page_size) {
+                        blk = d->table[b * kp->max_pages + j / kp->page_size];
+                        row = j % kp->page_size;
+                    }
+                    const attn_strides *ks = &kp->k_cache_strides, *vs = &kp->v_cache_strides;
+                    kr = d->kc + blk * ks->batch + h * ks->head + row * ks->seq;
+                    vr = d->vc + blk * vs->batch + h * vs->head + row * vs->seq;
+                } else {
+                    const int64_t i = j - cached;
+                    kr = d->kn + ((b * hk + h) * r->seq_q + i) * D;
+                    vr = d->vn + ((b * hk + h) * r->seq_q + i) * Dv;
+                }
+                memcpy(k + (h * one.seq_k + j) * D, kr, (size_t)D * sizeof(float));
+                memcpy(v + (h * one.seq_k + j) * Dv, vr, (size_t)Dv * sizeof(float));
+            }
+        const int32_t none = 0;
+        test_extras x = {.alibi_slopes = r->alibi ? d->slopes : NULL};
+        if (keys == 0) {
+            one.key_padding = 1;
+            x.key_lengths = (int32_t *)&none;
+        }
+        test_naive_fp32(&one, d->q + b * r->q_strides.batch, k, v, &x, o + b * r->o_strides.batch,
+                        lse ? lse + b * r->lse_strides.batch : NULL, NULL);
+        free(k);
+        free(v);
+    }
+}
+
+static void describe(char *buf, size_t n, const kv_case *c) {
+    char win[32] = "";
+    if (c->window_left != -2)
+        snprintf(win, sizeof win, " win=%d", c->window_left);
+    snprintf(buf, n, "B%d Hq%d Hkv%d snew%d D%d Dv%d %s%d%s%s %s %s%s%s%s%s", c->batch, c->heads_q,
+             c->heads_kv, c->s_new, c->head_dim, c->head_dim_v, c->page_size ? "page" : "cap",
+             c->page_size ? c->page_size : c->capacity, c->head_major ? " head-major" : "",
+             c->batch_idx ? " batch_idx" : "", test_mask_name(c->mask), test_dtype_name(c->dtype),
+             c->append ? " append" : "", win, c->softcap > 0 ? " softcap" : "",
+             c->alibi ? " alibi" : "");
+}
+
+static int check_result(const char *what, const char *name, const test_shape *s, const float *out,
+                        const float *ref, const float *naive) {
+    test_result r = test_compare(s, out, ref, naive, 0);
+    char line[256];
+    test_format_result(line, sizeof line, what, &r);
+    if (!r.ok) {
+        printf("FAIL %s: %s\n", name, line);
+        failures++;
+    }
+    return r.ok;
+}
+
+/* O in the storage type against the reference (test_compare_output: the
+ * naive O's rounding to the storage type allowed, gaps still sentinel). */
+static int check_o(const char *what, const char *name, const kv_data *d, const test_shape *os,
+                   const void *o_store, float *ref_o, float *naive_o) {
+    test_problem tp;
+    memset(&tp, 0, sizeof tp);
+    tp.p = d->kp.attn;
+    tp.o_shape = *os;
+    tp.o_elems = d->o_elems;
+    tp.ref_o = ref_o;
+    tp.naive_o = naive_o;
+    test_result r = test_compare_output(&tp, o_store);
+    char line[256];
+    test_format_result(line, sizeof line, what, &r);
+    if (!r.ok) {
+        printf("FAIL %s: %s\n", name, line);
+        failures++;
+    }
+    return r.ok;
+}
+
+static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
+    char name[256];
+    describe(name, sizeof name, c);
+    kv_data d;
+    kv_data_init(&d, c, seed);
+    const attn_dtype dt = c->dtype;
+    const size_t es = es_of(dt);
+    const attn_params *r = &d.r;
+
+    /* Reference in double on the float copies (O unrounded), and in the
+     * storage type on the stored ones for the cache's expected bytes. */
+    float *ref_o = calloc(d.o_elems, sizeof(float)), *ref_lse = calloc(d.lse_elems, sizeof(float));
+    float *kc_ref = dup_bytes(d.kc, d.kc_elems * 4), *vc_ref = dup_bytes(d.vc, d.vc_elems * 4);
+    attn_kvcache_params kp32 = d.kp;
+    kp32.attn.dtype = ATTN_DTYPE_F32;
+    attn_kvcache_host_tensors ht = host_tensors(&d, 0, d.q, ref_o, ref_lse, kc_ref, vc_ref);
+    attn_status st = attn_reference_kvcache(&kp32, &ht);
+    void *kc_exp = dup_bytes(d.kc_s, d.kc_elems * es), *vc_exp = dup_bytes(d.vc_s, d.vc_elems * es);
+    void *o_scratch = malloc(d.o_elems * es);
+    float *lse_scratch = malloc(d.lse_elems * sizeof(float));
+    if (st == ATTN_SUCCESS) {
+        ht = host_tensors(&d, 1, d.q_s, o_scratch, lse_scratch, kc_exp, vc_exp);
+        st = attn_reference_kvcache(&d.kp, &ht);
+    }
+    if (st != ATTN_SUCCESS) {
+        printf("FAIL %s: reference: %s %s\n", name, attn_status_name(st), attn_last_error(NULL));
+        failures++;
+        goto done;
+    }
+    float *naive_o = calloc(d.o_elems, sizeof(float)), *naive_lse = calloc(d.lse_elems, 4);
+    naive_outputs(&d, naive_o, naive_lse);
+    test_round_to_storage(dt, naive_o, d.o_elems);
+    const test_shape os = test_tensor_shape(r, TEST_O), ls = test_tensor_shape(r, TEST_LSE);
+
+    attn_plan_t plan = NULL;
+    st = attn_plan_create_kvcache(ctx, &d.kp, ATTN_PLAN_LSE, &plan);
+    if (!test_ok(ctx, st, name)) {
+        failures++;
+        free(naive_o);
+        free(naive_lse);
+        goto done;
+    }
+    int ok = 1;
+    /* Device call, twice (the second reuses everything the first made, and
+     * takes the small arrays from device buffers). */
+    for (int rep = 0; rep < 2 && ok; rep++) {
+        cl_int err;
+        cl_context cl = NULL;
+        clGetCommandQueueInfo(attn_context_queue(ctx), CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+        cl_command_queue queue = attn_context_queue(ctx);
+        const size_t sizes[7] = {d.q_elems * es,  d.o_elems * es,  d.lse_elems * 4, d.kc_elems * es,
+                                 d.vc_elems * es, d.kn_elems * es, d.vn_elems * es};
+        void *o_init = test_alloc_sentinel(d.o_elems * es);
+        const void *init[7] = {d.q_s, o_init, NULL, d.kc_s, d.vc_s, d.kn_s, d.vn_s};
+        cl_mem m[7];
+        for (int i = 0; i < 7; i++) {
+            m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | (init[i] ? CL_MEM_COPY_HOST_PTR : 0),
+                                  sizes[i], (void *)init[i], &err);
+            if (err != CL_SUCCESS) {
+                printf("FAIL %s: clCreateBuffer %d\n", name, err);
+                exit(1);
+            }
+        }
+        free(o_init);
+        attn_kvcache_device_tensors dt_ = {
+            .q = m[0],
+            .o = m[1],
+            .lse = m[2],
+            .k_cache = m[3],
+            .v_cache = m[4],
+            .k_new = d.kp.append ? m[5] : NULL,
+            .v_new = d.kp.append ? m[6] : NULL,
+            .cache_seqlens = d.lengths,
+            .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
+            .block_table = d.kp.page_size ? d.table : NULL,
+            .alibi_slopes = c->alibi ? d.slopes : NULL,
+        };
+        /* The second time, the small arrays from device buffers. */
+        cl_mem arrays[4] = {NULL, NULL, NULL, NULL};
+        if (rep == 1) {
+            const void *host[4] = {dt_.cache_seqlens, dt_.cache_batch_idx, dt_.block_table,
+                                   dt_.alibi_slopes};
+            const size_t bytes[4] = {(size_t)c->batch * 4, (size_t)c->batch * 4,
+                                     (size_t)c->batch *
+                                         (size_t)(d.kp.max_pages ? d.kp.max_pages : 1) * 4,
+                                     (size_t)c->heads_q * 4};
+            for (int i = 0; i < 4; i++)
+                if (host[i])
+                    arrays[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                               bytes[i], (void *)host[i], &err);
+            dt_.cache_seqlens = NULL;
+            dt_.cache_batch_idx = NULL;
+            dt_.block_table = NULL;
+            dt_.alibi_slopes = NULL;
+            dt_.cache_seqlens_mem = arrays[0];
+            dt_.cache_batch_idx_mem = arrays[1];
+            dt_.block_table_mem = arrays[2];
+            dt_.alibi_slopes_mem = arrays[3];
+        }
+        cl_event ev = NULL;
+        st = attn_plan_execute_kvcache_device(plan, &dt_, NULL, 0, 0, NULL, &ev);
+        if (!test_ok(ctx, st, name)) {
+            ok = 0;
+        } else {
+            clWaitForEvents(1, &ev);
+            clReleaseEvent(ev);
+            void *o_s = malloc(sizes[1]), *kc = malloc(sizes[3]), *vc = malloc(sizes[4]);
+            float *lse = malloc(sizes[2]);
+            clEnqueueReadBuffer(queue, m[1], CL_TRUE, 0, sizes[1], o_s, 0, NULL, NULL);
+            clEnqueueReadBuffer(queue, m[2], CL_TRUE, 0, sizes[2], lse, 0, NULL, NULL);
+            clEnqueueReadBuffer(queue, m[3], CL_TRUE, 0, sizes[3], kc, 0, NULL, NULL);
+            clEnqueueReadBuffer(queue, m[4], CL_TRUE, 0, sizes[4], vc, 0, NULL, NULL);
+            ok &= check_o("O", name, &d, &os, o_s, ref_o, naive_o);
+            ok &= check_result("LSE", name, &ls, lse, ref_lse, naive_lse);
+            if (memcmp(kc, kc_exp, sizes[3]) != 0 || memcmp(vc, vc_exp, sizes[4]) != 0) {
+                printf("FAIL %s: the device cache differs from the reference's append\n", name);
+                failures++;
+                ok = 0;
+            }
+            free(o_s);
+            free(kc);
+            free(vc);
+            free(lse);
+        }
+        for (int i = 0; i < 7; i++)
+            clReleaseMemObject(m[i]);
+        for (int i = 0; i < 4; i++)
+            if (arrays[i])
+                clReleaseMemObject(arrays[i]);
+    }
+    /* Host call: O and LSE, and the cache appended in place. */
+    if (ok) {
+        void *o_s = test_alloc_sentinel(d.o_elems * es);
+        float *lse = test_alloc_sentinel(d.lse_elems * 4);
+        void *kc = dup_bytes(d.kc_s, d.kc_elems * es), *vc = dup_bytes(d.vc_s, d.vc_elems * es);
+        ht = host_tensors(&d, 1, d.q_s, o_s, lse, kc, vc);
+        st = attn_plan_execute_kvcache_host(plan, &ht);
+        if (!test_ok(ctx, st, name)) {
+            ok = 0;
+        } else {
+            ok &= check_o("host O", name, &d, &os, o_s, ref_o, naive_o);
+            ok &= check_result("host LSE", name, &ls, lse, ref_lse, naive_lse);
+            if (memcmp(kc, kc_exp, d.kc_elems * es) != 0 ||
+                memcmp(vc, vc_exp, d.vc_elems * es) != 0) {
+                printf("FAIL %s: the host cache differs from the reference's append\n", name);
+                failures++;
+                ok = 0;
+            }
+        }
+        free(o_s);
+        free(lse);
+        free(kc);
+        free(vc);
+    }
+    if (ok)
+        printf("ok   %s\n", name);
+    else if (st != ATTN_SUCCESS)
+        failures++;
+    attn_plan_destroy(plan);
+    free(naive_o);
+    free(naive_lse);
+done:
+    free(ref_o);
+    free(ref_lse);
+    free(kc_ref);
+    free(vc_ref);
+    free(kc_exp);
+    free(vc_exp);
+    free(o_scratch);
+    free(lse_scratch);
+    kv_data_free(&d);
+}
+
+/* ---- Bad input ---------------------------------------------------------------- */
+
+/* Set by the bad input that gives cache_seqlens both ways (the device call
+ * only: the host call has no device arrays). */
+static int lengths_both_ways;
+
+/* One device call on d's data with its arrays changed by `edit`: must fail
+ * with `want`, leaving O, LSE and the cache as they were. */
+static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
+                     void (*edit)(kv_data *d), attn_status want) {
+    kv_data d;
+    kv_data_init(&d, c, 99);
+    edit(&d);
+    const size_t es = es_of(c->dtype);
+    cl_context cl = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create_kvcache(ctx, &d.kp, ATTN_PLAN_LSE, &plan);
+    int ok = 1;
+    if (st == ATTN_SUCCESS) {
+        const size_t sizes[7] = {d.q_elems * es,  d.o_elems * es,  d.lse_elems * 4, d.kc_elems * es,
+                                 d.vc_elems * es, d.kn_elems * es, d.vn_elems * es};
+        void *o0 = test_alloc_sentinel(sizes[1]), *l0 = test_alloc_sentinel(sizes[2]);
+        const void *init[7] = {d.q_s, o0, l0, d.kc_s, d.vc_s, d.kn_s, d.vn_s};
+        cl_mem m[7];
+        for (int i = 0; i < 7; i++)
+            m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizes[i],
+                                  (void *)init[i], NULL);
+        const attn_kvcache_device_tensors t = {
+            .q = m[0],
+            .o = m[1],
+            .lse = m[2],
+            .k_cache = m[3],
+            .v_cache = m[4],
+            .k_new = m[5],
+            .v_new = m[6],
+            .cache_seqlens = d.lengths,
+            .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
+            .block_table = d.kp.page_size ? d.table : NULL,
+            .alibi_slopes = c->alibi ? d.slopes : NULL,
+            .cache_seqlens_mem = lengths_both_ways ? m[0] : NULL,
+        };
+        cl_event ev = (cl_event)&ok; /* must come back NULL */
+        st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
+        ok &= ev == NULL;
+        clFinish(queue);
+        for (int i = 1; i < 5; i++) {
+            void *back = malloc(sizes[i]);
+            clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, sizes[i], back, 0, NULL, NULL);
+            if (memcmp(back, init[i], sizes[i]) != 0) {
+                printf("FAIL bad input %s: %s changed\n", what,
+                       i == 1   ? "O"
+                       : i == 2 ? "LSE"
+                       : i == 3 ? "K_cache"
+                                : "V_cache");
+                ok = 0;
+            }
+            free(back);
+        }
+        /* The host call: the caller's cache untouched too. */
+        if (st == want && !lengths_both_ways) {
+            void *kc = dup_bytes(d.kc_s, sizes[3]), *vc = dup_bytes(d.vc_s, sizes[4]);
+            attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o0, l0, kc, vc);
+            ht.k_new = d.kn_s;
+            ht.v_new = d.vn_s;
+            attn_status hs = attn_plan_execute_kvcache_host(plan, &ht);
+            if (hs != want || memcmp(kc, d.kc_s, sizes[3]) != 0 ||
+                memcmp(vc, d.vc_s, sizes[4]) != 0 || !test_is_sentinel(o0, sizes[1]) ||
+                !test_is_sentinel(l0, sizes[2])) {
+                printf("FAIL bad input %s: host call gave %s or wrote\n", what,
+                       attn_status_name(hs));
+                ok = 0;
+            }
+            free(kc);
+            free(vc);
+        }
+        for (int i = 0; i < 7; i++)
+            clReleaseMemObject(m[i]);
+        free(o0);
+        free(l0);
+    }
+    if (st != want) {
+        printf("FAIL bad input %s: %s, want %s (%s)\n", what, attn_status_name(st),
+               attn_status_name(want), attn_last_error(ctx));
+        ok = 0;
+    }
+    /* The reference refuses it alike. */
+    if (ok && !lengths_both_ways) {
+        void *o = malloc(d.o_elems * es);
+        float *lse = malloc(d.lse_elems * 4);
+        void *kc = dup_bytes(d.kc_s, d.kc_elems * es), *vc = dup_bytes(d.vc_s, d.vc_elems * es);
+        attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o, lse, kc, vc);
+        ht.k_new = d.kn_s;
+        ht.v_new = d.vn_s;
+        attn_status rs = attn_reference_kvcache(&d.kp, &ht);
+        if (rs != want) {
+            printf("FAIL bad input %s: the reference gave %s\n", what, attn_status_name(rs));
+            ok = 0;
+        }
+        free(o);
+        free(lse);
+        free(kc);
+        free(vc);
+    }
+    if (ok)
+        printf("ok   bad input %s: %s, nothing written\n", what, attn_status_name(st));
+    else
+        failures++;
+    attn_plan_destroy(plan);
+    kv_data_free(&d);
+}
+
+static void len_negative(kv_data *d) {
+    d->lengths[1] = -1;
+}
+static void len_over(kv_data *d) {
+    /* With append: room for the new rows is part of the capacity. */
+    d->lengths[0] = d->kp.capacity - d->kp.attn.seq_q + 1;
+}
+static void table_negative(kv_data *d) {
+    d->table[0] = -3;
+}
+static void table_over(kv_data *d) {
+    d->table[1] = d->kp.num_pages;
+}
+static void same_page(kv_data *d) {
+    /* Sequence 1 appends into the page sequence 0 reads. */
+    d->lengths[0] = 2;
+    d->lengths[1] = 2;
+    d->table[d->kp.max_pages] = d->table[0];
+}
+static void slot_over(kv_data *d) {
+    d->slots[0] = d->kp.cache_slots;
+}
+static void same_slot(kv_data *d) {
+    d->slots[1] = d->slots[0];
+}
+static void page_size_negative(kv_data *d) {
+    d->kp.page_size = -1;
+}
+static void no_table(kv_data *d) {
+    d->kp.page_size = 4;
+    d->kp.max_pages = 0;
+}
+static void no_edit(kv_data *d) {
+    (void)d;
+}
+static void with_varlen(kv_data *d) {
+    d->kp.attn.varlen = 1;
+}
+
+#ifdef KV_FAULT_WALK
+/* Every failure point of a plan's creation and its device and host
+ * executes (lib/fault_injection.h): a call that fails returns the injected
+ * status and leaves O, LSE and the cache as they were, byte for byte; a call
+ * that succeeds (the fault absorbed, or past the last call) appended. */
+static void fault_walk(attn_context_t ctx, const kv_case *c) {
+    kv_data d;
+    kv_data_init(&d, c, 7);
+    const size_t es = es_of(c->dtype);
+    void *kc_exp = dup_bytes(d.kc_s, d.kc_elems * es), *vc_exp = dup_bytes(d.vc_s, d.vc_elems * es);
+    void *o_ref = malloc(d.o_elems * es);
+    float *lse_ref = malloc(d.lse_elems * 4);
+    attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o_ref, lse_ref, kc_exp, vc_exp);
+    if (attn_reference_kvcache(&d.kp, &ht) != ATTN_SUCCESS) {
+        printf("FAIL fault walk: reference\n");
+        failures++;
+        return;
+    }
+    cl_context cl = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+    const size_t sizes[7] = {d.q_elems * es,  d.o_elems * es,  d.lse_elems * 4, d.kc_elems * es,
+                             d.vc_elems * es, d.kn_elems * es, d.vn_elems * es};
+    void *o0 = test_alloc_sentinel(sizes[1]), *l0 = test_alloc_sentinel(sizes[2]);
+    const void *init[7] = {d.q_s, o0, l0, d.kc_s, d.vc_s, d.kn_s, d.vn_s};
+    long points = 0, failed_calls = 0;
+    for (int kind = 0; kind < ATTN_FAULT_KIND_COUNT; kind++) {
+        const cl_int err =
+            kind == ATTN_FAULT_BUILD_PROGRAM ? CL_BUILD_PROGRAM_FAILURE : CL_OUT_OF_RESOURCES;
+        const attn_status want =
+            kind == ATTN_FAULT_HOST_ALLOC ? ATTN_ERR_HOST_OUT_OF_MEMORY : (attn_status)err;
+        for (long n = 1; n < 400; n++) {
+            for (int host = 0; host < 2; host++) {
+                cl_mem m[7];
+                for (int i = 0; i < 7; i++)
+                    m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizes[i],
+                                          (void *)init[i], NULL);
+                void *kc = dup_bytes(d.kc_s, sizes[3]), *vc = dup_bytes(d.vc_s, sizes[4]);
+                void *o = dup_bytes(o0, sizes[1]);
+                float *lse = dup_bytes(l0, sizes[2]);
+                attn_fault_reset();
+                attn_fault_arm((attn_fault_kind)kind, n, err);
+                attn_plan_t plan = NULL;
+                attn_status st = attn_plan_create_kvcache(ctx, &d.kp, ATTN_PLAN_LSE, &plan);
+                cl_event ev = NULL;
+                if (st == ATTN_SUCCESS && !host) {
+                    const attn_kvcache_device_tensors t = {
+                        .q = m[0],
+                        .o = m[1],
+                        .lse = m[2],
+                        .k_cache = m[3],
+                        .v_cache = m[4],
+                        .k_new = m[5],
+                        .v_new = m[6],
+                        .cache_seqlens = d.lengths,
+                        .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
+                        .block_table = d.kp.page_size ? d.table : NULL,
+                    };
+                    st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
+                } else if (st == ATTN_SUCCESS) {
+                    attn_kvcache_host_tensors h = host_tensors(&d, 1, d.q_s, o, lse, kc, vc);
+                    st = attn_plan_execute_kvcache_host(plan, &h);
+                }
+                const int fired = attn_fault_fired();
+                attn_fault_reset();
+                if (ev) {
+                    clWaitForEvents(1, &ev);
+                    clReleaseEvent(ev);
+                }
+                clFinish(queue);
+                attn_plan_destroy(plan);
+                void *back[5] = {NULL, o, lse, kc, vc};
+                for (int i = 1; i < 5 && !host; i++) {
+                    back[i] = malloc(sizes[i]);
+                    clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, sizes[i], back[i], 0, NULL, NULL);
+                }
+                int bad = 0;
+                if (st != ATTN_SUCCESS) {
+                    failed_calls++;
+                    bad = st != want || ev != NULL;
+                    for (int i = 1; i < 5; i++)
+                        bad |= memcmp(back[i], init[i], sizes[i]) != 0;
+                } else {
+                    bad = memcmp(back[3], kc_exp, sizes[3]) != 0 ||
+                          memcmp(back[4], vc_exp, sizes[4]) != 0;
+                }
+                if (bad) {
+                    printf("FAIL fault walk %s call %ld of %s: %s (%s)\n", host ? "host" : "device",
+                           n, attn_fault_call_name((attn_fault_kind)kind), attn_status_name(st),
+                           attn_last_error(ctx));
+                    failures++;
+                }
+                for (int i = 1; i < 5 && !host; i++)
+                    free(back[i]);
+                for (int i = 0; i < 7; i++)
+                    clReleaseMemObject(m[i]);
+                free(kc);
+                free(vc);
+                free(o);
+                free(lse);
+                points += fired;
+                if (!fired && host)
+                    n = 400; /* past this kind's last call */
+            }
+        }
+    }
+    printf("ok   fault walk: %ld failure points, %ld failed calls checked\n", points, failed_calls);
+    free(o0);
+    free(l0);
+    free(kc_exp);
+    free(vc_exp);
+    free(o_ref);
+    free(lse_ref);
+    kv_data_free(&d);
+}
+#endif
+
+int main(int argc, char **argv) {
+    /* tests/oclgrind_check.sh: --count says how many runs, --run N does the
+     * N-th quick case alone (one call of each kind a process). */
+    long only = -1;
+    if (argc == 2 && strcmp(argv[1], "--count") == 0)
+        only = -2;
+    else if (argc == 3 && strcmp(argv[1], "--run") == 0)
+        only = strtol(argv[2], NULL, 10);
+    else if (argc != 1) {
+        fprintf(stderr, "usage: %s [--count | --run N]\n", argv[0]);
+        return 2;
+    }
+    const float none = 0.0f;
+    const attn_mask br = ATTN_MASK_CAUSAL_BOTTOM_RIGHT, nm = ATTN_MASK_NONE;
+    const attn_dtype f32 = ATTN_DTYPE_F32, f16 = ATTN_DTYPE_F16, bf16 = ATTN_DTYPE_BF16;
+    /* B Hq Hkv snew D Dv page cap append idx hmajor mask dtype win softcap alibi quick */
+    const kv_case cases[] = {
+        {6, 4, 4, 1, 16, 16, 0, 40, 1, 0, 1, br, f32, -2, none, 0, 1},
+        {6, 8, 2, 1, 32, 32, 0, 300, 1, 0, 0, br, f32, -2, none, 0, 0},
+        {3, 8, 1, 4, 24, 24, 0, 64, 1, 1, 1, br, f32, -2, none, 0, 0},
+        {6, 4, 1, 1, 16, 16, 1, 20, 1, 0, 0, br, f32, -2, none, 0, 1},
+        {6, 4, 1, 4, 16, 16, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0},
+        {6, 8, 2, 1, 64, 64, 16, 96, 1, 0, 0, br, f32, -2, none, 0, 0},
+        {6, 8, 1, 33, 20, 12, 16, 120, 1, 0, 1, br, f32, -2, none, 0, 0},
+        {2, 8, 2, 4, 32, 32, 256, 600, 1, 0, 0, br, bf16, -2, none, 0, 0},
+        {6, 4, 4, 1, 16, 16, 16, 64, 0, 0, 0, nm, f32, -2, none, 0, 1},
+        {6, 8, 2, 4, 16, 16, 3, 48, 1, 0, 0, br, f32, 5, 30.0f, 1, 0},
+        {6, 8, 2, 4, 33, 33, 0, 70, 1, 1, 0, br, f16, 9, none, 1, 0},
+        {6, 4, 1, 33, 16, 16, 0, 80, 1, 0, 0, nm, f32, -2, none, 0, 0},
+        {6, 8, 8, 1, 128, 128, 16, 64, 1, 0, 0, br, f16, -2, none, 0, 0},
+    };
+    const size_t n_cases = sizeof cases / sizeof cases[0];
+    if (only == -2) {
+        int n = 0;
+        for (size_t i = 0; i < n_cases; i++)
+            n += cases[i].quick;
+        printf("%d\n", n);
+        return 0;
+    }
+    attn_context_t ctx = test_context_create();
+    if (only >= 0) {
+        for (size_t i = 0, q = 0; i < n_cases; i++)
+            if (cases[i].quick && q++ == (size_t)only)
+                run_case(ctx, &cases[i], 1000 + i);
+        attn_context_destroy(ctx);
+        return failures ? 1 : 0;
+    }
+#ifdef KV_FAULT_WALK
+    /* Paged by 3 with append and ALiBi-free GQA: both kernels with splits. */
+    const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1};
+    fault_walk(ctx, &walk);
+    attn_context_destroy(ctx);
+    printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
+    return failures ? 1 : 0;
+#endif
+    const int quick = test_quick();
+    for (size_t i = 0; i < n_cases; i++)
+        if (!quick || cases[i].quick)
+            run_case(ctx, &cases[i], 1000 + i);
+
+    /* Bad input: paged (page 4, append 2) and contiguous with batch_idx. */
+    const kv_case paged = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1};
+    const kv_case slots = {3, 4, 2, 2, 8, 8, 0, 16, 1, 1, 0, br, f32, -2, none, 0, 1};
+    bad_case(ctx, "cache_seqlens negative", &paged, len_negative, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "cache_seqlens + s_new over capacity", &paged, len_over, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "block_table entry negative", &paged, table_negative, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "block_table entry past num_pages", &paged, table_over, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "two sequences in one page", &paged, same_page, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "cache_batch_idx past the slots", &slots, slot_over, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "two sequences appending to one slot", &slots, same_slot, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "page_size negative", &paged, page_size_negative, ATTN_ERR_INVALID_SIZE);
+    bad_case(ctx, "paged without block-table columns", &paged, no_table, ATTN_ERR_INVALID_SIZE);
+    bad_case(ctx, "varlen", &paged, with_varlen, ATTN_ERR_UNSUPPORTED);
+    lengths_both_ways = 1;
+    bad_case(ctx, "cache_seqlens in host and device memory", &paged, no_edit,
+             ATTN_ERR_INVALID_VALUE);
+    lengths_both_ways = 0;
+
+    attn_context_destroy(ctx);
+    printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
+    return failures ? 1 : 0;
+}
