@@ -332,8 +332,8 @@ def _score_operand(values, name, batch, heads, seq_q, seq_k, dtype, operand):
         if not np.issubdtype(array.dtype, np.floating) and array.dtype != bfloat16:
             raise TypeError(f"{name} must be a float array, not {array.dtype}")
         array = array.astype(np.float32)
-    if not 2 <= array.ndim <= 4:
-        raise ValueError(f"{name} must have 2 to 4 dimensions broadcasting to "
+    if array.ndim > 4:
+        raise ValueError(f"{name} must have at most 4 dimensions, broadcasting to "
                          f"[batch={batch}, heads={heads}, {seq_q}, {seq_k}], not shape {array.shape}")
     array = array.reshape((1,) * (4 - array.ndim) + array.shape)
     full = (batch, heads, seq_q, seq_k)
