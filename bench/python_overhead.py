@@ -28,15 +28,24 @@ import attn_cl
 from attn_cl import _native, core
 
 
-def median_us(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+def median_us(fns, repeats, rounds=21):
+    """Per-call median of each function, measured in alternating rounds.
+
+    The machine is shared: alternating the functions round by round lets a
+    burst of other work fall on all of them alike.
+    """
+    per_round = max(1, repeats // rounds)
+    for fn in fns:  # warm-up: plans built, caches filled
+        for _ in range(3):
+            fn()
+    samples = [[] for _ in fns]
+    for _ in range(rounds):
+        for index, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            samples[index].append((time.perf_counter() - start) / per_round)
+    return [statistics.median(s) * 1e6 for s in samples]
 
 
 def main():
@@ -45,10 +54,10 @@ def main():
     parser.add_argument("--heads", type=int, default=1)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--causal", action="store_true")
-    parser.add_argument("--repeats", type=int, default=0, help="default: 2000 tiny, 5 large")
+    parser.add_argument("--repeats", type=int, default=0, help="calls per function; default: 4200 tiny, 21 large")
     parser.add_argument("--torch", action="store_true", help="also time the torch drop-in")
     args = parser.parse_args()
-    repeats = args.repeats or (2000 if args.seq * args.heads <= 64 else 5)
+    repeats = args.repeats or (4200 if args.seq * args.heads <= 64 else 21)
 
     rng = np.random.default_rng(0)
     shape = (1, args.heads, args.seq, args.dim)
@@ -66,22 +75,22 @@ def main():
         execute(handle, tensors)
 
     public_plan = attn_cl.Plan(q, k, v, causal=causal)
-    rows = [("c-call", median_us(c_call, repeats)),
-            ("plan", median_us(lambda: public_plan(q, k, v), repeats)),
-            ("attention", median_us(lambda: attn_cl.attention(q, k, v, causal=causal),
-                                    repeats))]
+    names = ["c-call", "plan", "attention"]
+    fns = [c_call, lambda: public_plan(q, k, v), lambda: attn_cl.attention(q, k, v, causal=causal)]
     if args.torch:
         import torch
 
         import attn_cl.torch as attn_torch
 
         tq, tk, tv = (torch.from_numpy(t) for t in (q, k, v))
-        rows.append(("sdpa", median_us(lambda: attn_torch.scaled_dot_product_attention(
-            tq, tk, tv, is_causal=args.causal), repeats)))
+        names.append("sdpa")
+        fns.append(lambda: attn_torch.scaled_dot_product_attention(tq, tk, tv,
+                                                                   is_causal=args.causal))
+    rows = list(zip(names, median_us(fns, repeats)))
     base = rows[0][1]
     print(f"device: {context.device}")
     print(f"shape: B=1 H={args.heads} S={args.seq} D={args.dim} fp32"
-          f"{' causal' if args.causal else ''}, median of {repeats}")
+          f"{' causal' if args.causal else ''}, median over 21 alternating rounds of {max(1, repeats // 21)} calls")
     for name, us in rows:
         excess = us - base
         print(f"{name:10s} {us:12.1f} us   +{excess:9.1f} us   x{us / base:.3f}")

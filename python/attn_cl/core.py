@@ -17,6 +17,8 @@ import numpy as np
 from . import _native as N
 from ._native import AttnError
 
+_execute_host = N.lib.attn_plan_execute_host
+
 try:  # bfloat16 arrays are ml_dtypes' (optional)
     import ml_dtypes
 
@@ -37,6 +39,9 @@ _ALGO_NAMES = {code: name for name, code in _ALGOS.items()}
 # Plans a context keeps per distinct request, least recently used dropped
 # first: each holds kernels and device copies of its tensors.
 PLAN_CACHE_SIZE = 16
+# Call signatures (shapes, strides, dtypes, options) a context remembers for
+# the repeated-call path; past it the table starts over.
+FAST_CACHE_SIZE = 64
 
 
 # ---- Devices and contexts ---------------------------------------------------
@@ -132,7 +137,8 @@ class Context:
                     "attn_context_create")
         self._handle = handle
         self._lock = threading.Lock()
-        self._plans = collections.OrderedDict()  # key -> [idle _PlanHandle, ...]
+        self._plans = collections.OrderedDict()  # request key -> [idle _PlanHandle, ...]
+        self._fast = {}  # call signature -> _Repeat (see attention())
         if tuning is not None:
             self.set_tuning(tuning)
 
@@ -157,6 +163,7 @@ class Context:
     def clear_plans(self):
         with self._lock:
             plans, self._plans = self._plans, collections.OrderedDict()
+            self._fast = {}
         for idle in plans.values():
             for plan in idle:
                 plan.destroy()
@@ -183,25 +190,27 @@ class Context:
     def __repr__(self):
         return f"Context({self.device})" if self._handle is not None else "Context(closed)"
 
-    # Plans of past calls: taken out while a thread executes one (a plan is
-    # one thread's at a time), put back after.
-    def _take_plan(self, key, params, outputs):
+    # Plans of past calls, per request (attn_params and outputs): a list of
+    # idle plans, from which a call pops one (a plan is one thread's at a
+    # time) and to which it appends it back. list.pop and list.append are
+    # atomic, so the lists need no lock; the lock guards the dicts.
+    def _idle_plans(self, key):
         with self._lock:
             idle = self._plans.get(key)
-            if idle:
+            if idle is None:
+                idle = self._plans[key] = []
+                while len(self._plans) > PLAN_CACHE_SIZE:
+                    # Dropped plans are destroyed when no call holds them (_PlanHandle.__del__).
+                    self._plans.popitem(last=False)
+            else:
                 self._plans.move_to_end(key)
-                return idle.pop()
-        return _PlanHandle(self, params, outputs)
+            return idle
 
-    def _return_plan(self, key, plan):
-        evicted = []
+    def _remember(self, signature, entry):
         with self._lock:
-            self._plans.setdefault(key, []).append(plan)
-            self._plans.move_to_end(key)
-            while len(self._plans) > PLAN_CACHE_SIZE:
-                evicted.extend(self._plans.popitem(last=False)[1])
-        for old in evicted:
-            old.destroy()
+            if len(self._fast) >= FAST_CACHE_SIZE:
+                self._fast.clear()
+            self._fast[signature] = entry
 
     def attention(self, q, k, v, **options):
         """attention() on this context."""
@@ -577,15 +586,69 @@ def _result(request):
     return results[0] if len(results) == 1 else tuple(results)
 
 
-def _run(request, context):
-    context = context or default_context()
-    plan = context._take_plan(request.key, request.params, request.outputs)
+def _address(array):
+    """The address of an array's first element, quickly for the common case."""
+    try:  # a writable contiguous array: ~5x cheaper than array.ctypes.data
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
+class _Repeat:
+    """What a call with a signature seen before needs beyond the arrays' addresses."""
+
+    __slots__ = ("key", "params", "outputs", "o_shape", "o_dtype", "lse_shape", "probs_shape",
+                 "idle")
+
+    def __init__(self, request, idle, o_dtype):
+        self.key, self.params, self.outputs = request.key, request.params, request.outputs
+        self.o_shape, self.o_dtype = request.out.shape, o_dtype
+        self.lse_shape = None if request.lse is None else request.lse.shape
+        self.probs_shape = None if request.probs is None else request.probs.shape
+        self.idle = idle
+
+
+def _execute(context, idle, params, outputs, tensors):
     try:
-        plan.execute(request.tensors)
-    except BaseException:
-        plan.destroy()
-        raise
-    context._return_plan(request.key, plan)
+        plan = idle.pop()
+    except IndexError:
+        plan = _PlanHandle(context, params, outputs)
+    try:
+        status = _execute_host(plan.handle, ctypes.byref(tensors))
+        if status:
+            N.raise_for(status, "attn_plan_execute_host")
+    finally:
+        idle.append(plan)
+
+
+def _run(request, context):
+    _execute(context, context._idle_plans(request.key), request.params, request.outputs,
+             request.tensors)
+
+
+def _repeat(context, entry, q, k, v, out, allocate_extra=np.empty):
+    """The repeated-call path: the plan and attn_params of the first call with this signature."""
+    lse = probs = None
+    tensors = N.HostTensors(q, k, v, out)
+    if entry.lse_shape is not None:
+        lse = allocate_extra(entry.lse_shape, np.float32)
+        tensors.lse = _address(lse)
+    if entry.probs_shape is not None:
+        probs = allocate_extra(entry.probs_shape, np.float32)
+        tensors.probs = _address(probs)
+    _execute(context, entry.idle, entry.params, entry.outputs, tensors)
+    return lse, probs
+
+
+def _signature(q, k, v):
+    return (q.shape, q.strides, q.dtype, k.shape, k.strides, k.dtype, v.shape, v.strides,
+            v.dtype)
+
+
+def _untouched(request, q, k, v):
+    """Whether the request reads q, k and v in place (then its signature may be remembered)."""
+    keep = request.keep
+    return keep[0] is q and keep[1] is k and keep[2] is v
 
 
 # ---- The calls ----------------------------------------------------------------
@@ -615,13 +678,34 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
     [B, Hq, Sq], natural log; [Hq, total_q] with varlen) and return_probs
     (float32 [B, Hq, Sq, Sk]). Library failures raise AttnError.
     """
+    context = context or _default or default_context()
+    # A call with only q, k, v and scalar options whose signature was seen
+    # before skips validation: the same attn_params, new addresses.
+    signature = None
+    if (bias is None and mask is None and alibi_slopes is None and key_lengths is None and
+            cu_seqlens_q is None and cu_seqlens_k is None and out is None and
+            type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray):
+        signature = (_signature(q, k, v), causal, scale,
+                     None if window is None else tuple(window), softcap, dropout_p, return_lse,
+                     return_probs, layout, algo)
+        entry = context._fast.get(signature)
+        if entry is not None:
+            out = np.empty(entry.o_shape, entry.o_dtype)
+            lse, probs = _repeat(context, entry, _address(q), _address(k), _address(v),
+                                 _address(out))
+            if lse is None and probs is None:
+                return out
+            return tuple(x for x in (out, lse, probs) if x is not None)
     request = _request(q, k, v, causal=causal, scale=scale, window=window, softcap=softcap,
                        alibi_slopes=alibi_slopes, bias=bias, mask=mask, key_lengths=key_lengths,
                        cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p,
                        return_lse=return_lse, return_probs=return_probs, layout=layout,
                        algo=algo, out=out)
-    _run(request, context)
+    idle = context._idle_plans(request.key)
+    _execute(context, idle, request.params, request.outputs, request.tensors)
+    if signature is not None and _untouched(request, q, k, v):
+        context._remember(signature, _Repeat(request, idle, q.dtype))
     return _result(request)
 
 
@@ -672,6 +756,11 @@ class Plan:
         self._key = request.key
         self._plan = _PlanHandle(self.context, request.params, request.outputs)
         self._lock = threading.Lock()
+        # Calls with arrays laid out like these skip validation (see __call__).
+        self._repeat = None
+        if len(self._static) == len(options) and _untouched(request, q, k, v):
+            self._signature = _signature(q, k, v)
+            self._repeat = _Repeat(request, None, q.dtype)
 
     @property
     def algo(self):
@@ -679,6 +768,24 @@ class Plan:
         return self._plan.algo
 
     def __call__(self, q, k, v, **tensors):
+        entry = self._repeat
+        if (entry is not None and not tensors and type(q) is np.ndarray and
+                type(k) is np.ndarray and type(v) is np.ndarray and
+                _signature(q, k, v) == self._signature):
+            out = np.empty(entry.o_shape, entry.o_dtype)
+            args = N.HostTensors(_address(q), _address(k), _address(v), _address(out))
+            lse = probs = None
+            if entry.lse_shape is not None:
+                lse = np.empty(entry.lse_shape, np.float32)
+                args.lse = _address(lse)
+            if entry.probs_shape is not None:
+                probs = np.empty(entry.probs_shape, np.float32)
+                args.probs = _address(probs)
+            with self._lock:
+                self._plan.execute(args)
+            if lse is None and probs is None:
+                return out
+            return tuple(x for x in (out, lse, probs) if x is not None)
         unknown = set(tensors) - set(self._PER_CALL)
         if unknown:
             raise TypeError(f"Plan call: unknown arguments {sorted(unknown)} (options are "

@@ -39,11 +39,35 @@ def _empty(shape, code):
     return torch.empty(shape, dtype=dtype)
 
 
+# Options that are not tensors: a call that gives only these (and tensors
+# laid out as a previous call's) takes the repeated-call path.
+_SCALAR_OPTIONS = frozenset(("causal", "scale", "window", "softcap", "dropout_p", "return_lse",
+                             "return_probs", "layout", "algo"))
+
+
 def attention(query, key, value, *, context=None, **options):
     """attn_cl.attention on CPU tensors: the same options; returns tensors.
 
     bias and mask may be tensors or arrays; the outputs are new tensors.
     """
+    context = context or core._default or core.default_context()
+    signature = None
+    if (options.keys() <= _SCALAR_OPTIONS and type(query) is torch.Tensor and
+            type(key) is torch.Tensor and type(value) is torch.Tensor):
+        signature = ("torch", query.shape, query.stride(), query.dtype, query.device,
+                     key.shape, key.stride(), key.dtype, key.device,
+                     value.shape, value.stride(), value.dtype, value.device,
+                     tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
+                                  for name, value in options.items())))
+        entry = context._fast.get(signature)
+        if entry is not None:
+            out = torch.empty(entry.o_shape, dtype=entry.o_dtype)
+            lse, probs = core._repeat(context, entry, query.data_ptr(), key.data_ptr(),
+                                      value.data_ptr(), out.data_ptr())
+            if lse is None and probs is None:
+                return out
+            return tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+                         for x in (out, lse, probs) if x is not None)
     code = _CODES.get(query.dtype) if isinstance(query, torch.Tensor) else None
     q, k, v = (_as_numpy(t, n) for t, n in ((query, "query"), (key, "key"), (value, "value")))
     for name in ("bias", "mask", "alibi_slopes", "key_lengths", "cu_seqlens_q", "cu_seqlens_k"):
@@ -58,7 +82,10 @@ def attention(query, key, value, *, context=None, **options):
         return _as_numpy(holder["out"], "out")
 
     request = core._request(q, k, v, storage=code, allocate=allocate, **options)
-    core._run(request, context)
+    idle = context._idle_plans(request.key)
+    core._execute(context, idle, request.params, request.outputs, request.tensors)
+    if signature is not None and core._untouched(request, q, k, v):
+        context._remember(signature, core._Repeat(request, idle, query.dtype))
     results = [holder["out"]]
     if request.lse is not None:
         results.append(torch.from_numpy(request.lse))

@@ -287,3 +287,23 @@ def test_library_errors_carry_status_and_message(context):
     assert np.all(out == 3.0)
     with pytest.raises(attn_cl.AttnError, match="ATTN_ERR"):
         attn_cl.attention(q, k, v, return_probs=True, algo="fused", context=context)
+
+
+def test_repeated_calls_take_new_data_and_layouts(context):
+    # The second call of a signature skips validation: it must still read
+    # this call's arrays, and a differently strided view must not reuse it.
+    rng = np.random.default_rng(11)
+    for step in range(3):
+        q, k, v = (random(rng, (1, 2, 12, 16)) for _ in range(3))
+        o, lse = attn_cl.attention(q, k, v, causal="top-left", return_lse=True, context=context)
+        expect, expect_lse = numpy_attention(q, k, v, causal="top-left", return_lse=True)
+        assert_close(o, expect)
+        assert_close(lse, expect_lse)
+    wide = random(rng, (1, 2, 12, 32))
+    view = wide[..., 8:24]  # same shape as q, other strides
+    o = attn_cl.attention(view, k, v, causal="top-left", context=context)
+    assert_close(o, numpy_attention(view, k, v, causal="top-left"))
+    read_only = q.copy()
+    read_only.flags.writeable = False
+    assert_close(attn_cl.attention(read_only, k, v, causal="top-left", context=context),
+                 numpy_attention(q, k, v, causal="top-left"))

@@ -106,3 +106,14 @@ def test_bad_input(context):
     with pytest.raises(ValueError, match="last dimension is not contiguous"):
         attn_torch.scaled_dot_product_attention(q.detach().transpose(2, 3), k.transpose(2, 3),
                                                 v)
+
+
+def test_repeated_calls_take_new_data(context):
+    for seed in range(3):
+        q, k, v = inputs(seed=seed)
+        out = attn_torch.scaled_dot_product_attention(q, k, v, is_causal=True, context=context)
+        assert_close(out, reference(q, k, v, is_causal=True))
+    q_bshd = torch.randn(2, 21, 4, 32)
+    out = attn_torch.scaled_dot_product_attention(q_bshd.transpose(1, 2), k, v, is_causal=True,
+                                                  context=context)
+    assert_close(out, reference(q_bshd.transpose(1, 2), k, v, is_causal=True))
