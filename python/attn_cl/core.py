@@ -249,6 +249,8 @@ class _PlanHandle:
         return _ALGO_NAMES[N.lib.attn_plan_algo(self.handle)]
 
     def execute(self, tensors):
+        if self.context._handle is None or self.handle is None:
+            raise ValueError("the plan's context is closed, or the plan is")
         N.raise_for(N.lib.attn_plan_execute_host(self.handle, ctypes.byref(tensors)),
                     "attn_plan_execute_host")
 
@@ -609,6 +611,8 @@ class _Repeat:
 
 
 def _execute(context, idle, params, outputs, tensors):
+    if context._handle is None:
+        raise ValueError("the context is closed")
     try:
         plan = idle.pop()
     except IndexError:

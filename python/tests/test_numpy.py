@@ -215,9 +215,14 @@ def test_devices_and_context():
     with pytest.raises(ValueError, match="platform:device"):
         attn_cl.Context(device="first")
     closed = attn_cl.Context()
+    ones = [np.ones((1, 1, 2, 4), np.float32) for _ in range(3)]
+    attn_cl.attention(*ones, context=closed)  # a signature the context remembers
+    plan = closed.plan(*ones)
     closed.close()
     with pytest.raises(ValueError, match="closed"):
-        attn_cl.attention(*(np.ones((1, 1, 2, 4), np.float32) for _ in range(3)), context=closed)
+        attn_cl.attention(*ones, context=closed)
+    with pytest.raises(ValueError, match="closed"):
+        plan(*ones)
 
 
 # ---- Bad input: clear exceptions, outputs untouched ----------------------------
