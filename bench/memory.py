@@ -4,7 +4,8 @@
 For each length and each implementation, a fresh process builds Q, K, V
 (float32 [1, heads, n, 64]), runs one small call to build kernels and load
 libraries, then one forward at n, and reports how far the forward raised the
-process's peak resident memory (ru_maxrss): the output, the scores the
+process's peak resident memory (VmHWM, reset first through
+/proc/self/clear_refs; Linux): the output, the scores the
 implementation holds and its device buffers, which on a CPU OpenCL device
 (PoCL) live in host memory. Prints CSV:
 
@@ -23,7 +24,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import resource, sys
+import sys
 import numpy as np
 algo, n, heads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
@@ -50,10 +51,14 @@ else:
 small = make(64)
 run(small, small, small)  # kernels built, libraries loaded
 q, k, v = make(n), make(n), make(n)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+with open("/proc/self/clear_refs", "w") as f:  # resets the peak (VmHWM) to the current RSS
+    f.write("5")
+before = status("VmRSS")
 run(q, k, v)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024.0)
+print((status("VmHWM") - before) / 1024.0)
 """
 
 ALGOS = ("attn_cl-fused", "attn_cl-three-kernel", "torch-sdpa", "numpy")

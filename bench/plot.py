@@ -26,8 +26,8 @@ from results_table import read_rows  # noqa: E402
 NAMES = {"fused": "libattn_cl fused", "three-kernel": "libattn_cl three-kernel",
          "attn_cl-fused": "libattn_cl fused", "attn_cl-three-kernel": "libattn_cl three-kernel",
          "torch-sdpa": "PyTorch SDPA", "numpy": "NumPy"}
-STYLE = {"libattn_cl fused": "o-", "libattn_cl three-kernel": "s-", "PyTorch SDPA": "^--",
-         "NumPy": "v:"}
+STYLE = {"libattn_cl fused": ("o-", "C1"), "libattn_cl three-kernel": ("s-", "C0"),
+         "PyTorch SDPA": ("^--", "C2"), "NumPy": ("v:", "C3")}
 
 
 def series(rows, x, y):
@@ -47,8 +47,8 @@ def guide(ax, points, power, label):
 
 def draw(ax, data, ylabel, title):
     for name, points in data.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], STYLE.get(name, "x-"),
-                label=name)
+        style, color = STYLE.get(name, ("x-", None))
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color, label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length n (queries = keys)")
