@@ -14,7 +14,10 @@ The default shape is the tiny one the per-call overhead is judged on
 (B=1, H=1, S=1, D=64); --seq 4096 --heads 8 gives the large one on which the
 drop-in should be within 5% of the C call.
 
-  python bench/python_overhead.py [--seq N] [--heads H] [--dim D] [--torch]
+With --python-only the attention and sdpa rows skip the C call (a no-op in
+its place), so they are Python's own cost; c-call and plan still call C.
+
+  python bench/python_overhead.py [--seq N] [--heads H] [--dim D] [--torch] [--python-only]
 """
 
 import argparse
@@ -56,6 +59,9 @@ def main():
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--repeats", type=int, default=0, help="calls per function; default: 4200 tiny, 21 large")
     parser.add_argument("--torch", action="store_true", help="also time the torch drop-in")
+    parser.add_argument("--python-only", action="store_true",
+                        help="replace the C execute of attention/sdpa by a no-op: Python's own "
+                             "cost, free of the device's noise")
     args = parser.parse_args()
     repeats = args.repeats or (4200 if args.seq * args.heads <= 64 else 21)
 
@@ -74,6 +80,8 @@ def main():
     def c_call():
         execute(handle, tensors)
 
+    if args.python_only:
+        core._execute_host = lambda plan, tensors: 0
     public_plan = attn_cl.Plan(q, k, v, causal=causal)
     names = ["c-call", "plan", "attention"]
     fns = [c_call, lambda: public_plan(q, k, v), lambda: attn_cl.attention(q, k, v, causal=causal)]
