@@ -19,6 +19,9 @@
 #   8. the two libFuzzer targets for ${FUZZ_SECONDS:-60} s each
 #      (${BUILD_DIR}-fuzz, clang, ASan + UBSan): the whole API on the device,
 #      and validation and planning alone.
+#   9. the Python package: `pip install .` (meson-python builds the library
+#      into it) in a virtual environment (${BUILD_DIR}-venv, with
+#      python/requirements-test.txt), then its pytest suite (python/tests).
 # Ends with one line "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -159,6 +162,23 @@ else
     record 1 "fuzz build"
 fi
 took "fuzz"
+
+# The venv is kept between runs like the builds: the test packages (torch
+# with its runtime wheels, ~5 GiB) download once. The package itself is
+# rebuilt from this tree every run.
+python_tests() {
+    local venv
+    venv=$(realpath -m "$BUILD_DIR-venv")
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" || return 1
+    fi
+    "$venv/bin/pip" install -q --no-cache-dir -r python/requirements-test.txt >&2 || return 1
+    "$venv/bin/pip" install -q --no-cache-dir --force-reinstall --no-deps . >&2 || return 1
+    (cd python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
+}
+python_tests
+record $? "python tests (pytest)"
+took "python"
 
 echo "time: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
 echo "$passed passed, $failed failed"
