@@ -219,8 +219,9 @@ static int outputs_right(scenario *s) {
 /* Calls made only while a context builds its kernels: failing them needs a
  * context that has not built them yet. Host allocations happen there too. */
 static int needs_fresh_context(attn_fault_kind kind) {
-    return kind == ATTN_FAULT_CREATE_PROGRAM || kind == ATTN_FAULT_BUILD_PROGRAM ||
-           kind == ATTN_FAULT_CREATE_KERNEL || kind == ATTN_FAULT_HOST_ALLOC;
+    return kind == ATTN_FAULT_CREATE_PROGRAM || kind == ATTN_FAULT_CREATE_PROGRAM_BINARY ||
+           kind == ATTN_FAULT_BUILD_PROGRAM || kind == ATTN_FAULT_CREATE_KERNEL ||
+           kind == ATTN_FAULT_HOST_ALLOC;
 }
 
 static attn_context_t wrap(scenario *s) {
