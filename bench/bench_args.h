@@ -34,6 +34,7 @@ typedef struct bench_options {
     int32_t ref_max_seq;      /* > 0: instead, only while seq_q, seq_k <= this */
     uint64_t seed;
     int csv, list_devices, help;
+    int first_forward; /* time a new context's first forward, kernel cache off/empty/warm */
 } bench_options;
 
 /* Parses argv into `opt`. Returns 0, or 2 after printing what is wrong to
