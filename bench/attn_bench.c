@@ -3,6 +3,7 @@
 #include "attn_cl.h"
 #include "bench_args.h"
 #include "bench_first_forward.h"
+#include "bench_overhead.h"
 #include "bench_point.h"
 #include "bench_report.h"
 #include "bench_time.h"
@@ -39,15 +40,15 @@ static int list_devices(void) {
     return 0;
 }
 
-/* One forward, timed from the enqueue to the end of clWaitForEvents. On
- * failure *why says which call failed. */
-static attn_status forward_once(attn_context_t ctx, const attn_params *params,
-                                const attn_device_tensors *tensors, double *ms, const char **why) {
+/* One execute of the plan, timed from the enqueue to the end of
+ * clWaitForEvents. On failure *why says which call failed. */
+static attn_status forward_once(attn_plan_t plan, const attn_device_tensors *tensors, double *ms,
+                                const char **why) {
     cl_event done = NULL;
     double t0 = bench_now_ms();
-    attn_status st = attn_forward_device(ctx, params, tensors, 0, NULL, &done);
+    attn_status st = attn_plan_execute_device(plan, tensors, NULL, 0, 0, NULL, &done);
     if (st != ATTN_SUCCESS) {
-        *why = attn_last_error(ctx);
+        *why = attn_last_error(NULL);
         return st;
     }
     cl_int err = clWaitForEvents(1, &done);
@@ -67,12 +68,12 @@ static attn_status forward_once(attn_context_t ctx, const attn_params *params,
 
 /* --warmup untimed forwards, then up to --repeats timed ones into times[],
  * fewer when the next would pass --max-point-seconds (judged by the last). */
-static attn_status time_forwards(const bench_options *opt, attn_context_t ctx,
-                                 const attn_params *params, const attn_device_tensors *tensors,
-                                 double *times, int *runs, const char **why) {
+static attn_status time_forwards(const bench_options *opt, attn_plan_t plan,
+                                 const attn_device_tensors *tensors, double *times, int *runs,
+                                 const char **why) {
     double ms = 0.0;
     for (int r = 0; r < opt->warmup; r++) {
-        attn_status st = forward_once(ctx, params, tensors, &ms, why);
+        attn_status st = forward_once(plan, tensors, &ms, why);
         if (st != ATTN_SUCCESS) {
             return st;
         }
@@ -84,7 +85,7 @@ static attn_status time_forwards(const bench_options *opt, attn_context_t ctx,
         if (*runs > 0 && spent + times[*runs - 1] > cap_ms) {
             break;
         }
-        attn_status st = forward_once(ctx, params, tensors, &times[*runs], why);
+        attn_status st = forward_once(plan, tensors, &times[*runs], why);
         if (st != ATTN_SUCCESS) {
             return st;
         }
@@ -102,11 +103,14 @@ static int measure(const bench_options *opt, attn_context_t ctx, cl_command_queu
     attn_params params = pt->params;
     params.algo = requested;
 
+    /* A plan made once, executed for every timed forward: what a caller
+     * running one shape many times does. */
+    attn_plan_t plan = NULL;
     double t0 = bench_now_ms();
-    attn_status st = attn_prepare(ctx, &params, 0, 0);
+    attn_status st = attn_plan_create(ctx, &params, 0, &plan);
     double build_ms = bench_now_ms() - t0;
     if (st != ATTN_SUCCESS) {
-        bench_note("%s %s: skipped: attn_prepare: %s: %s", label, bench_algo_name(algo),
+        bench_note("%s %s: skipped: attn_plan_create: %s: %s", label, bench_algo_name(algo),
                    attn_status_name(st), attn_last_error(ctx));
         return -1;
     }
@@ -129,6 +133,7 @@ static int measure(const bench_options *opt, attn_context_t ctx, cl_command_queu
     if (err != CL_SUCCESS) {
         bench_note("%s %s: skipped: clearing O: %s", label, bench_algo_name(algo),
                    attn_status_name((attn_status)err));
+        attn_plan_destroy(plan);
         return -1;
     }
 
@@ -137,11 +142,13 @@ static int measure(const bench_options *opt, attn_context_t ctx, cl_command_queu
     double *times = malloc((size_t)opt->repeats * sizeof *times);
     if (!times) {
         bench_note("%s: skipped: out of host memory", label);
+        attn_plan_destroy(plan);
         return -1;
     }
     const char *why = "";
     int runs = 0;
-    st = time_forwards(opt, ctx, &params, &tensors, times, &runs, &why);
+    st = time_forwards(opt, plan, &tensors, times, &runs, &why);
+    attn_plan_destroy(plan);
     if (st == ATTN_SUCCESS && runs < opt->repeats) {
         bench_note("%s %s: stopped after %d of %d timed forwards (one takes %.1f s; "
                    "--max-point-seconds %g)",
@@ -225,6 +232,13 @@ int main(int argc, char **argv) {
     if (open_context(&opt, &ctx, &info, &cl_ctx) != 0) {
         attn_context_destroy(ctx);
         return 1;
+    }
+    if (opt.overhead) {
+        bench_note("attn_bench: libattn_cl %s on %s: host cost per call", attn_version_string(),
+                   info.device_name);
+        rc = bench_overhead_run(ctx, cl_ctx, stdout);
+        attn_context_destroy(ctx);
+        return rc;
     }
     cl_command_queue queue = attn_context_queue(ctx);
     bench_note("attn_bench: libattn_cl %s on %s (%d:%d); points: %zu lengths x %zu algorithm(s)",

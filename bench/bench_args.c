@@ -48,13 +48,14 @@ void bench_print_help(FILE *out, const char *program) {
             "sequence lengths, and checks it against the library's CPU reference.\n"
             "\n"
             "What is measured, for each point (one sequence length, one algorithm):\n"
-            "  build    attn_prepare(): compiling the kernels the forward uses. The first\n"
-            "           point of a shape pays for it; later points with the same kernel\n"
-            "           options find the kernels in the context's cache. Some OpenCL\n"
+            "  build    attn_plan_create(): validating and compiling the kernels the forward\n"
+            "           uses. The first point of a shape pays for it; later points with the\n"
+            "           same kernel options find the kernels in the context's cache. Some OpenCL\n"
             "           implementations also keep their own on-disk cache (PoCL does), so\n"
             "           a second invocation of attn_bench may build faster than the first.\n"
-            "  ms       the median wall-clock time (CLOCK_MONOTONIC) of attn_forward_device\n"
-            "           + clWaitForEvents, after --warmup untimed forwards. Q, K and V are\n"
+            "  ms       the median wall-clock time (CLOCK_MONOTONIC) of one execute of the\n"
+            "           point's plan (attn_plan_execute_device + clWaitForEvents), after\n"
+            "           --warmup untimed executes. Q, K and V are\n"
             "           uploaded once into device buffers; no transfer is timed.\n"
             "  GFLOP/s  2 * batch * heads_q * visible query-key pairs * (head_dim + head_dim_v)\n"
             "           / time. Masked pairs are not counted (causal is about half the\n"
@@ -107,6 +108,11 @@ void bench_print_help(FILE *out, const char *program) {
         "                        (default: the library's choice, which honours the\n"
         "                        ATTN_CL_DEVICE=P:D environment variable, then the first GPU)\n"
         "  --list-devices        list the OpenCL devices and exit\n"
+        "  --overhead            instead of the sweep, the host cost of one call on a tiny\n"
+        "                        problem (B=H=S=1, D=64) and a decode shape (Sq=1, Sk=16384,\n"
+        "                        Hq=32, Hkv=8, D=128): attn_forward_device against a reused\n"
+        "                        plan's execute, the time inside the call (enqueue only),\n"
+        "                        call + wait, and back-to-back executes with one wait\n"
         "\n"
         "Repeats and reference:\n"
         "  --repeats N           timed forwards per point, reported as their median (default 5)\n"
@@ -530,6 +536,8 @@ int bench_parse_args(int argc, char **argv, bench_options *opt) {
             opt->csv = 1;
         } else if (strcmp(flag, "--list-devices") == 0) {
             opt->list_devices = 1;
+        } else if (strcmp(flag, "--overhead") == 0) {
+            opt->overhead = 1;
         } else if (strcmp(flag, "--no-ref") == 0) {
             opt->reference = 0;
         } else if (strcmp(flag, "--alibi") == 0) {

@@ -35,6 +35,7 @@ typedef struct bench_options {
     uint64_t seed;
     int csv, list_devices, help;
     int first_forward; /* time a new context's first forward, kernel cache off/empty/warm */
+    int overhead; /* --overhead: the per-call host cost table instead of the sweep */
 } bench_options;
 
 /* Parses argv into `opt`. Returns 0, or 2 after printing what is wrong to

@@ -14,8 +14,9 @@
 #   5. suites 1's reference, device and bench tests again in a build with
 #      AddressSanitizer + UndefinedBehaviorSanitizer (${BUILD_DIR}-asan);
 #   6. the concurrency test under ThreadSanitizer (${BUILD_DIR}-tsan, clang);
-#   7. the libFuzzer target for ${FUZZ_SECONDS:-60} s (${BUILD_DIR}-fuzz,
-#      clang, ASan + UBSan).
+#   7. the two libFuzzer targets for ${FUZZ_SECONDS:-60} s each
+#      (${BUILD_DIR}-fuzz, clang, ASan + UBSan): the whole API on the device,
+#      and validation and planning alone.
 # Ends with one line "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -139,8 +140,10 @@ fi
 took "TSan"
 
 if extra_build "$BUILD_DIR-fuzz" clang -Db_sanitize=address,undefined -Dfuzz=true; then
-    bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}"
-    record $? "fuzz run (${FUZZ_SECONDS:-60} s)"
+    bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}" fuzz_forward
+    record $? "fuzz_forward run (${FUZZ_SECONDS:-60} s)"
+    bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}" fuzz_validate
+    record $? "fuzz_validate run (${FUZZ_SECONDS:-60} s)"
 else
     record 1 "fuzz build"
 fi
