@@ -3,6 +3,7 @@
 #include "attn_cl.h"
 #include "bench_args.h"
 #include "bench_kvcache.h"
+#include "bench_first_forward.h"
 #include "bench_overhead.h"
 #include "bench_point.h"
 #include "bench_report.h"
@@ -256,7 +257,10 @@ int main(int argc, char **argv) {
     bench_report_begin(&opt, &info);
 
     size_t measured = 0, failed = 0;
-    for (size_t i = 0; i < opt.num_seqs; i++) {
+    if (opt.first_forward) {
+        measured = (size_t)bench_first_forward(&opt, ctx, cl_ctx, &info, &failed);
+    }
+    for (size_t i = 0; !opt.first_forward && i < opt.num_seqs; i++) {
         bench_point pt;
         memset(&pt, 0, sizeof pt);
         int32_t n = opt.seqs[i];

@@ -148,6 +148,19 @@ void bench_print_help(FILE *out, const char *program) {
             "  row; the sweep goes on.\n"
             "  --help                this text\n"
             "\n"
+            "Cold start:\n"
+            "  --first-forward       instead of the sweep's timing: the first forward of a new\n"
+            "                        context (its kernels built or loaded, then run), with the\n"
+            "                        on-disk kernel cache (ATTN_CL_CACHE_DIR) off, empty (a new\n"
+            "                        directory under $TMPDIR or /tmp) and warm (the same\n"
+            "                        directory again), one of each per round for --repeats\n"
+            "                        rounds. Rows per point: one per cache state, ms = the\n"
+            "                        first forward's median; the CSV adds columns cache and\n"
+            "                        steady_ms (the median of --repeats later forwards in the\n"
+            "                        warm context). The driver's own cache (PoCL's, under\n"
+            "                        POCL_CACHE_DIR; POCL_KERNEL_CACHE=0 turns it off) is\n"
+            "                        not touched: after the first round \"off\" builds meet it.\n"
+            "\n"
             "Exit status: 0 when at least one point was measured, 1 when none was or the\n"
             "device could not be opened, 2 for bad options.\n"
             "\n"
@@ -544,6 +557,8 @@ int bench_parse_args(int argc, char **argv, bench_options *opt) {
             opt->key_padding = 1;
         } else if (strcmp(flag, "--varlen") == 0) {
             opt->varlen = 1;
+        } else if (strcmp(flag, "--first-forward") == 0) {
+            opt->first_forward = 1;
         } else if (strcmp(flag, "--help") == 0) {
             opt->help = 1;
         } else {

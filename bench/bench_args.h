@@ -34,6 +34,7 @@ typedef struct bench_options {
     int32_t ref_max_seq;      /* > 0: instead, only while seq_q, seq_k <= this */
     uint64_t seed;
     int csv, list_devices, help;
+    int first_forward; /* time a new context's first forward, kernel cache off/empty/warm */
     int overhead; /* --overhead: the per-call host cost table instead of the sweep */
     int kvcache;  /* --kvcache: decoding steps over a KV cache (bench_kvcache.c) */
 } bench_options;

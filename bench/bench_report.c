@@ -31,7 +31,8 @@ static double gflops_of(const bench_row *row) {
 void bench_report_begin(const bench_options *opt, const attn_device_info *device) {
     if (opt->csv) {
         printf("algo,device,batch,heads_q,heads_kv,seq_q,seq_k,head_dim,causal,dtype,ms,gflops,"
-               "max_abs_err\n");
+               "max_abs_err%s\n",
+               opt->first_forward ? ",cache,steady_ms" : "");
         fflush(stdout);
         return;
     }
@@ -59,6 +60,17 @@ void bench_report_begin(const bench_options *opt, const attn_device_info *device
         printf("%s", flags[f]);
     }
     printf("\n");
+    if (opt->first_forward) {
+        printf("timing   first forward (attn_forward_device + wait) in a new context, median of "
+               "%d rounds;\n"
+               "         cache = the on-disk kernel cache (off, empty, warm); steady = a later "
+               "forward\n\n",
+               opt->repeats);
+        printf("%-12s %7s %7s %-6s %4s %10s %10s %11s\n", "algo", "seq_q", "seq_k", "cache", "runs",
+               "first_ms", "steady_ms", "max_abs_err");
+        fflush(stdout);
+        return;
+    }
     printf("timing   median of %d forwards after %d warm-up; build = attn_plan_create; "
            "ref = CPU reference, once\n\n",
            opt->repeats, opt->warmup);
@@ -81,7 +93,18 @@ void bench_report_row(const bench_options *opt, const attn_device_info *device,
         if (have_ref) {
             printf("%.3e", row->max_abs_err);
         }
+        if (opt->first_forward) {
+            printf(",%s,%.4f", row->cache, row->steady_ms);
+        }
         printf("\n");
+    } else if (opt->first_forward) {
+        printf("%-12s %7d %7d %-6s %4d %10.1f %10.3f ", bench_algo_name(row->algo), (int)p->seq_q,
+               (int)p->seq_k, row->cache, row->runs, row->ms, row->steady_ms);
+        if (have_ref) {
+            printf("%11.2e\n", row->max_abs_err);
+        } else {
+            printf("%11s\n", "-");
+        }
     } else {
         printf("%-12s %7d %7d %10.1f %4d %10.3f %8.2f ", bench_algo_name(row->algo), (int)p->seq_q,
                (int)p->seq_k, row->build_ms, row->runs, row->ms, gflops_of(row));

@@ -16,6 +16,11 @@ typedef struct bench_row {
     double flops;       /* the work count (bench_work.h) */
     double ref_ms;      /* < 0: the reference did not run */
     double max_abs_err; /* meaningful only when ref_ms >= 0 */
+    /* --first-forward: ms is the first forward's median, in a new context
+     * with the kernel cache `cache` ("off", "empty", "warm"); steady_ms the
+     * median of the forwards after it. */
+    const char *cache;
+    double steady_ms;
 } bench_row;
 
 /* The CSV header, or the table's preamble and column heads. */

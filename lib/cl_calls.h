@@ -16,6 +16,7 @@
 #define clCreateCommandQueue attn_fault_clCreateCommandQueue
 #define clCreateBuffer attn_fault_clCreateBuffer
 #define clCreateProgramWithSource attn_fault_clCreateProgramWithSource
+#define clCreateProgramWithBinary attn_fault_clCreateProgramWithBinary
 #define clBuildProgram attn_fault_clBuildProgram
 #define clCreateKernel attn_fault_clCreateKernel
 #define clSetKernelArg attn_fault_clSetKernelArg

@@ -105,6 +105,16 @@ cl_program attn_fault_clCreateProgramWithSource(cl_context context, cl_uint coun
     return clCreateProgramWithSource(context, count, strings, lengths, errcode_ret);
 }
 
+cl_program attn_fault_clCreateProgramWithBinary(cl_context context, cl_uint num_devices,
+                                                const cl_device_id *device_list,
+                                                const size_t *lengths,
+                                                const unsigned char **binaries,
+                                                cl_int *binary_status, cl_int *errcode_ret) {
+    FAIL_OBJECT(ATTN_FAULT_CREATE_PROGRAM_BINARY);
+    return clCreateProgramWithBinary(context, num_devices, device_list, lengths, binaries,
+                                     binary_status, errcode_ret);
+}
+
 cl_int attn_fault_clBuildProgram(cl_program program, cl_uint num_devices,
                                  const cl_device_id *device_list, const char *options,
                                  void(CL_CALLBACK *notify)(cl_program, void *), void *user_data) {

@@ -16,6 +16,7 @@
     X(ATTN_FAULT_CREATE_QUEUE, clCreateCommandQueue)                                               \
     X(ATTN_FAULT_CREATE_BUFFER, clCreateBuffer)                                                    \
     X(ATTN_FAULT_CREATE_PROGRAM, clCreateProgramWithSource)                                        \
+    X(ATTN_FAULT_CREATE_PROGRAM_BINARY, clCreateProgramWithBinary)                                 \
     X(ATTN_FAULT_BUILD_PROGRAM, clBuildProgram)                                                    \
     X(ATTN_FAULT_CREATE_KERNEL, clCreateKernel)                                                    \
     X(ATTN_FAULT_SET_KERNEL_ARG, clSetKernelArg)                                                   \
@@ -60,6 +61,11 @@ cl_mem attn_fault_clCreateBuffer(cl_context context, cl_mem_flags flags, size_t 
 cl_program attn_fault_clCreateProgramWithSource(cl_context context, cl_uint count,
                                                 const char **strings, const size_t *lengths,
                                                 cl_int *errcode_ret);
+cl_program attn_fault_clCreateProgramWithBinary(cl_context context, cl_uint num_devices,
+                                                const cl_device_id *device_list,
+                                                const size_t *lengths,
+                                                const unsigned char **binaries,
+                                                cl_int *binary_status, cl_int *errcode_ret);
 cl_int attn_fault_clBuildProgram(cl_program program, cl_uint num_devices,
                                  const cl_device_id *device_list, const char *options,
                                  void(CL_CALLBACK *notify)(cl_program, void *), void *user_data);

@@ -1,6 +1,7 @@
 /* Built programs and their kernels, cached per context by (program, build
  * options): PoCL and some GPU drivers take a second or more per build. */
 #include "attn_internal.h"
+#include "binary_cache.h"
 #include "kernel_sources.h"
 
 #include <stdlib.h>
@@ -60,40 +61,67 @@ static attn_status fail_build(attn_context_t ctx, cl_int err, cl_program program
     return status;
 }
 
+/* The options clBuildProgram gets (malloc'ed): the caller's, with -Werror
+ * in development and test builds (meson -Dwerror=true), where a kernel
+ * warning is a build failure, as a host one is. */
+static char *compiler_options(const char *options) {
+#ifdef ATTN_CL_KERNEL_WERROR
+    static const char strict[] = " -Werror";
+#else
+    static const char strict[] = "";
+#endif
+    char *out = malloc(strlen(options) + sizeof strict);
+    if (out) {
+        strcpy(out, options);
+        strcat(out, strict);
+    }
+    return out;
+}
+
+static attn_status build_from_source(attn_context_t ctx, const char *program_name,
+                                     const char *options, const char *source,
+                                     const char *build_options, cl_program *out) {
+    cl_int err;
+    const char *sources[1] = {source};
+    cl_program program = clCreateProgramWithSource(ctx->context, 1, sources, NULL, &err);
+    if (err != CL_SUCCESS)
+        return attn_fail_cl(ctx, err, "clCreateProgramWithSource");
+    err = clBuildProgram(program, 1, &ctx->device, build_options, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        attn_status status = fail_build(ctx, err, program, program_name, options);
+        clReleaseProgram(program);
+        return status;
+    }
+    *out = program;
+    return ATTN_SUCCESS;
+}
+
+/* From the on-disk binary cache when it holds the program (lib/binary_cache.c),
+ * else from source, storing the binary for the next process. */
 static attn_status build_program(attn_context_t ctx, const char *program_name, const char *options,
                                  cl_program *out) {
     char *source = NULL;
     attn_status status = attn_kernel_source(ctx, program_name, &source);
     if (status != ATTN_SUCCESS)
         return status;
-    cl_int err;
-    const char *sources[1] = {source};
-    cl_program program = clCreateProgramWithSource(ctx->context, 1, sources, NULL, &err);
-    free(source);
-    if (err != CL_SUCCESS)
-        return attn_fail_cl(ctx, err, "clCreateProgramWithSource");
-#ifdef ATTN_CL_KERNEL_WERROR
-    /* Development and test builds (meson -Dwerror=true): a kernel warning is
-     * a build failure, as a host one is. */
-    char *strict = malloc(strlen(options) + sizeof " -Werror");
-    if (!strict) {
-        clReleaseProgram(program);
+    char *build_options = compiler_options(options);
+    if (!build_options) {
+        free(source);
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate build options");
     }
-    strcpy(strict, options);
-    strcat(strict, " -Werror");
-    err = clBuildProgram(program, 1, &ctx->device, strict, NULL, NULL);
-    free(strict);
-#else
-    err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
-#endif
-    if (err != CL_SUCCESS) {
-        status = fail_build(ctx, err, program, program_name, options);
-        clReleaseProgram(program);
-        return status;
+    attn_binary_entry entry;
+    const int cached = attn_binary_cache_entry(ctx, source, build_options, &entry);
+    cl_program program = cached ? attn_binary_cache_load(ctx, &entry, build_options) : NULL;
+    if (!program) {
+        status = build_from_source(ctx, program_name, options, source, build_options, &program);
+        if (status == ATTN_SUCCESS && cached)
+            attn_binary_cache_store(ctx, &entry, program);
     }
-    *out = program;
-    return ATTN_SUCCESS;
+    free(build_options);
+    free(source);
+    if (status == ATTN_SUCCESS)
+        *out = program;
+    return status;
 }
 
 static attn_program_entry *find_entry(attn_context_t ctx, const char *program_name,
