@@ -223,4 +223,14 @@ attn_status attn_create_kernel(attn_context_t ctx, const char *program_name,
 
 size_t attn_round_up(size_t value, size_t multiple);
 
+/* How the fused kernels turn a score difference into a softmax exponent:
+ * exp2(((s/2 - m/2) * hi) * lo), hi * lo = 2 * unit * log2(e), where unit is
+ * what one score unit is worth (|scale| for raw q.k, 1 for modified scores);
+ * LSE = m * unit + ln(l). lib/softmax_exponent.c says why the split. */
+typedef struct attn_softmax_exponent {
+    float hi, lo, unit;
+} attn_softmax_exponent;
+
+attn_softmax_exponent attn_softmax_exponent_of(const attn_params *p, int modifiers);
+
 #endif
