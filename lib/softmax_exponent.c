@@ -17,9 +17,8 @@ attn_softmax_exponent attn_softmax_exponent_of(const attn_params *p, int modifie
     /* Modified scores are in natural units; raw q.k carries the scale. */
     e.unit = modifiers ? 1.0f : fabsf(p->scale);
     double two_c = 2.0 * (double)e.unit * LOG2_E;
-    /* A scale of 0 weighs every visible key 1; a factor of 2^-150 does the
-     * same within 2^-22 while still sending a -inf score to weight 0
-     * (-inf * 0 would be NaN). */
+    /* Only a guard: the smallest subnormal scale gives 2^-147. A factor of 0
+     * would turn a -inf score into NaN rather than weight 0. */
     if (two_c < 0x1p-150)
         two_c = 0x1p-150;
     int exponent;
