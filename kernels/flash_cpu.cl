@@ -23,7 +23,8 @@
  * c = |scale| * log2(e); with them s is the modified score and c = log2(e).
  * A row's running maximum m is raised only when a tile's maximum exceeds it
  * by more than RESCALE_SLACK / c, so the accumulator is rarely rescaled and
- * p stays below 2^(2 * RESCALE_SLACK). Tiles no row of the block may see
+ * p stays below 2^RESCALE_SLACK (2^16 where RESCALE_SLACK / c passes
+ * FLT_MAX: scores then differ by less than 2 * FLT_MAX). Tiles no row of the block may see
  * (causal, window, padding) are never visited; only the tiles at the edges of
  * the rows' key ranges, or all tiles with a keep-mask, are masked per
  * element. A key whose weight in a row is 0 (masked, a -inf score) adds

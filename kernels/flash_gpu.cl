@@ -121,7 +121,8 @@ flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
          * (barrier at the end of the loop), as are the Q block's writers. */
         for (int e = lid; e < BLOCK_N * HEAD_DIM; e += WG_SIZE) {
             const int j = e / HEAD_DIM, d = e % HEAD_DIM;
-            kv_tile[j * KV_STRIDE + d] = k0 + j < sq.len_k ? load_elem(kh, (k0 + j) * k_ss + d) : 0.0f;
+            kv_tile[j * KV_STRIDE + d] =
+                k0 + j < sq.len_k ? load_elem(kh, (k0 + j) * k_ss + d) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -156,7 +157,8 @@ flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
          * past the padding load 0, never their V (which may hold anything). */
         for (int e = lid; e < BLOCK_N * HEAD_DIM_V; e += WG_SIZE) {
             const int j = e / HEAD_DIM_V, c = e % HEAD_DIM_V;
-            kv_tile[j * KV_STRIDE + c] = k0 + j < sq.kept_k ? load_elem(vh, (k0 + j) * v_ss + c) : 0.0f;
+            kv_tile[j * KV_STRIDE + c] =
+                k0 + j < sq.kept_k ? load_elem(vh, (k0 + j) * v_ss + c) : 0.0f;
         }
         for (int t = 0; t < TPR; t++)
             tile_max = fmax(tile_max, row_part[row * TPR + t]);

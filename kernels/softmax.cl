@@ -80,8 +80,9 @@ softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_
 #if HAS_KEEP_MASK
         visible = visible && keep_row[j] != 0;
 #endif
-        const float x =
-            visible ? modified_score(r[j], scale, softcap, slope, i, (int)j, sq, bias_row) : -INFINITY;
+        const float x = visible
+                            ? modified_score(r[j], scale, softcap, slope, i, (int)j, sq, bias_row)
+                            : -INFINITY;
         r[j] = x;
         nan = isnan(x) ? 1.0f : nan;
         m = fmax(m, x);

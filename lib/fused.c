@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-
 /* The fused path's decisions for one problem (attn_algo_state). */
 struct attn_algo_state {
     attn_problem pb;

@@ -272,14 +272,15 @@ static void big_scores(attn_context_t ctx, float big, float scale, int with_f16)
             for (int64_t i = 0; i < 5; i++)
                 for (int64_t d = 0; d < 3; d++) {
                     const float x = test_rng_float(&rng, 0.5f, 1.0f);
-                    t.q[at(&t.r.q_strides, h, i, d)] =
-                        i == 0 && h == 0 ? 1.0f : test_rng_float(&rng, -1, 1) < 0 ? -x : x;
+                    t.q[at(&t.r.q_strides, h, i, d)] = i == 0 && h == 0                  ? 1.0f
+                                                       : test_rng_float(&rng, -1, 1) < 0 ? -x
+                                                                                         : x;
                 }
         test_round_to_storage(p.dtype, t.q, t.q_elems);
         test_round_to_storage(p.dtype, t.k, t.k_elems);
         recompute(&t);
-        snprintf(name, sizeof name, "q.k up to +-%.3g, scale %.3g, %s", (double)big,
-                 (double)scale, dtype_words[dt]);
+        snprintf(name, sizeof name, "q.k up to +-%.3g, scale %.3g, %s", (double)big, (double)scale,
+                 dtype_words[dt]);
         run_both(ctx, name, &t);
         test_problem_free(&t);
     }
@@ -385,8 +386,8 @@ static void nan_hidden_values(attn_context_t ctx) {
     }
     recompute(&clean);
     recompute(&t);
-    check_nan_rows(ctx, "NaN in V at keys no row sees (keep-mask, -inf bias)", &clean, &t,
-                   no_row, 1);
+    check_nan_rows(ctx, "NaN in V at keys no row sees (keep-mask, -inf bias)", &clean, &t, no_row,
+                   1);
     test_problem_free(&t);
     test_problem_free(&clean);
 
@@ -396,8 +397,7 @@ static void nan_hidden_values(attn_context_t ctx) {
     test_problem_init(&t, &p, 16, 1.0f, 1, 0);
     t.v[at(&t.r.v_strides, 0, 5, 3)] = NAN;
     recompute(&t);
-    check_nan_rows(ctx, "NaN in V row 5 (causal): rows >= 5 NaN", &clean, &t, sees_key_five,
-                   1);
+    check_nan_rows(ctx, "NaN in V row 5 (causal): rows >= 5 NaN", &clean, &t, sees_key_five, 1);
     test_problem_free(&t);
     test_problem_free(&clean);
 
@@ -460,9 +460,8 @@ static void keys_near_int_max(attn_context_t ctx) {
             ok = fabs(lse - want_lse) < 1e-5;
             for (int d = 0; d < 4; d++)
                 ok &= fabsf(o[d] - v[d]) < 1e-5f * fabsf(v[d]);
-            snprintf(detail, sizeof detail, "%.2f s, O %g %g %g %g, LSE %.6f (want %.6f)",
-                     seconds, (double)o[0], (double)o[1], (double)o[2], (double)o[3],
-                     (double)lse, want_lse);
+            snprintf(detail, sizeof detail, "%.2f s, O %g %g %g %g, LSE %.6f (want %.6f)", seconds,
+                     (double)o[0], (double)o[1], (double)o[2], (double)o[3], (double)lse, want_lse);
         } else {
             ok = st == ATTN_ERR_DEVICE_OUT_OF_MEMORY || st == ATTN_ERR_SIZE_OVERFLOW;
             snprintf(detail, sizeof detail, "refused: %s: %.150s", attn_status_name(st),
