@@ -59,7 +59,7 @@ void bench_report_begin(const bench_options *opt, const attn_device_info *device
         printf("%s", flags[f]);
     }
     printf("\n");
-    printf("timing   median of %d forwards after %d warm-up; build = attn_prepare; "
+    printf("timing   median of %d forwards after %d warm-up; build = attn_plan_create; "
            "ref = CPU reference, once\n\n",
            opt->repeats, opt->warmup);
     printf("%-12s %7s %7s %10s %4s %10s %8s %10s %8s %11s\n", "algo", "seq_q", "seq_k", "build_ms",

@@ -9,9 +9,10 @@
  * packed: O [batch][heads_q][rows][HEAD_DIM_V], LSE [batch][heads_q][rows],
  * rows = seq_q (varlen: batch 1, rows = the packed total).
  */
-__kernel void commit_outputs(__global const elem_t *o_stage, ulong o_stage_off, __global elem_t *o, ulong o_off,
-                             long o_sb, long o_sh, long o_ss, __global const float *lse_stage, ulong lse_stage_off,
-                             __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
+__kernel void commit_outputs(__global const elem_t *o_stage, ulong o_stage_off,
+                             TENSOR(__global elem_t, o, o), __global const float *lse_stage,
+                             ulong lse_stage_off,
+                             TENSOR(__global float, lse, l),
                              int stage_rows, FEATURE_PARAMS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
@@ -22,10 +23,10 @@ __kernel void commit_outputs(__global const elem_t *o_stage, ulong o_stage_off, 
     const long staged = ((long)stage_b * get_global_size(1) + h) * stage_rows + row;
     const __global elem_bits_t *src = (const __global elem_bits_t *)o_stage + o_stage_off + staged * HEAD_DIM_V;
     __global elem_bits_t *dst =
-        (__global elem_bits_t *)o + o_off + b * o_sb + h * o_sh + (long)row * o_ss;
+        (__global elem_bits_t *)o + AT(o, b, h, row);
     for (int c = 0; c < HEAD_DIM_V; c++)
         dst[c] = src[c];
 #if HAS_LSE
-    lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss] = lse_stage[lse_stage_off + staged];
+    lse[AT(l, b, h, row)] = lse_stage[lse_stage_off + staged];
 #endif
 }

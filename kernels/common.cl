@@ -214,6 +214,18 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
  * s - m keeps, and it overflows near FLT_MAX. `half_diff` is s/2 - m/2. */
 #define EXPONENT_OF(half_diff) (((half_diff) * exp_hi) * exp_lo)
 
+/* ---- Tensor arguments ------------------------------------------------------ */
+
+/* A strided tensor argument, as lib/launch.c's attn_arg_tensor appends it:
+ * the buffer, its element offset and its batch, head and row strides, in
+ * elements. TENSOR(__global const elem_t, q, q) declares q, q_off, q_sb,
+ * q_sh and q_ss. */
+#define TENSOR(type, name, p) type *name, ulong p##_off, long p##_sb, long p##_sh, long p##_ss
+/* Element (b, h, r, 0) of tensor p relative to its buffer, without and with
+ * its offset: the one place a row address is computed. */
+#define STEP(p, b, h, r) ((b) * p##_sb + (h) * p##_sh + (long)(r) * p##_ss)
+#define AT(p, b, h, r) (p##_off + STEP(p, b, h, r))
+
 /* ---- The arguments every attention kernel ends with --------------------------- */
 
 /* Set by lib/launch.c's attn_set_feature_args, in this order. Unused ones
@@ -221,17 +233,16 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
 #define FEATURE_PARAMS                                                                             \
     int seq_q, int seq_k, int total_q, int total_k, __global const int *cu_q,                      \
         __global const int *cu_k, __global const int *key_lengths, int win_left, int win_right,    \
-        float softcap, __global const float *alibi_slopes, __global const float *bias,             \
-        ulong bias_off, long bias_sb, long bias_sh, long bias_ss, __global const uchar *keep_mask,  \
-        ulong keep_off, long keep_sb, long keep_sh, long keep_ss
+        float softcap, __global const float *alibi_slopes,                                         \
+        TENSOR(__global const float, bias, bias), TENSOR(__global const uchar, keep_mask, keep)
 
 /* sequence_of's arguments after the sequence index, from FEATURE_PARAMS. */
 #define FEATURE_SEQUENCES seq_q, seq_k, total_q, total_k, cu_q, cu_k, key_lengths
 
 /* bias[b, h, i, 0] and keep_mask[b, h, i, 0] (broadcast dimensions step 0). */
-#define BIAS_ROW(b, h, i) (bias + bias_off + (b) * bias_sb + (h) * bias_sh + (long)(i) * bias_ss)
+#define BIAS_ROW(b, h, i) (bias + AT(bias, (b), (h), i))
 #define KEEP_ROW(b, h, i)                                                                          \
-    (keep_mask + keep_off + (b) * keep_sb + (h) * keep_sh + (long)(i) * keep_ss)
+    (keep_mask + AT(keep, (b), (h), i))
 
 #if ALIBI
 #define SLOPE(h) alibi_slopes[h]

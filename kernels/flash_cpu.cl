@@ -123,8 +123,8 @@ inline long tile_base_of(int b, int seq_k, sequence_info s) {
  * rows of HEAD_DIM_V, zero past the sequence. Global size
  * (tiles of the longest sequence, heads_kv, batch). */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-flash_cpu_pack(__global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
-               __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
+flash_cpu_pack(TENSOR(__global const elem_t, k, k),
+               TENSOR(__global const elem_t, v, v),
                __global float *kp, ulong kp_off, __global float *vp, ulong vp_off,
                int total_tiles, FEATURE_PARAMS) {
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
@@ -134,7 +134,7 @@ flash_cpu_pack(__global const elem_t *k, ulong k_off, long k_sb, long k_sh, long
         return;
     const int keys = min(TILE_K, sq.len_k - k0);
     const long slot = (long)hk * total_tiles + tile_base_of(b, seq_k, sq) + t;
-    const __global elem_t *src = k + k_off + b * k_sb + hk * k_sh + (long)(sq.k0 + k0) * k_ss;
+    const __global elem_t *src = k + AT(k, b, hk, sq.k0 + k0);
     __global float *dst = kp + kp_off + slot * (HEAD_DIM * TILE_K);
     float col[TILE_K];
     for (int d = 0; d < HEAD_DIM; d++) {
@@ -143,7 +143,7 @@ flash_cpu_pack(__global const elem_t *k, ulong k_off, long k_sb, long k_sh, long
         vstoreK(vloadK(0, col), d, dst);
     }
 #if PACK_V
-    const __global elem_t *vsrc = v + v_off + b * v_sb + hk * v_sh + (long)(sq.k0 + k0) * v_ss;
+    const __global elem_t *vsrc = v + AT(v, b, hk, sq.k0 + k0);
     __global float *vdst = vp + vp_off + slot * (TILE_K * HEAD_DIM_V);
     for (int j = 0; j < TILE_K; j++)
         for (int c = 0; c < HEAD_DIM_V; c++)
@@ -257,10 +257,10 @@ inline float hsumK(floatK v) {
     } while (0)
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
-          __global const float *kp, ulong kp_off, __global const elem_t *v, ulong v_off,
-          long v_sb, long v_sh, long v_ss, __global const float *vp, ulong vp_off, __global elem_t *o, ulong o_off, long o_sb,
-          long o_sh, long o_ss, __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
+flash_cpu(TENSOR(__global const elem_t, q, q),
+          __global const float *kp, ulong kp_off, TENSOR(__global const elem_t, v, v),
+          __global const float *vp, ulong vp_off, TENSOR(__global elem_t, o, o),
+          TENSOR(__global float, lse, l),
           int group, int total_tiles, float scale, float exp_hi, float exp_lo, FEATURE_PARAMS) {
     const int i0 = get_global_id(0) * ROWS, h = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
@@ -268,13 +268,13 @@ flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
         return;
     const int hk = h / group, last_row = min(i0 + ROWS, sq.len_q) - 1;
     const long first_tile = (long)hk * total_tiles + tile_base_of(b, seq_k, sq);
-    const __global elem_t *qh = q + q_off + b * q_sb + h * q_sh + (long)sq.q0 * q_ss;
+    const __global elem_t *qh = q + AT(q, b, h, sq.q0);
     const __global float *kh = kp + kp_off + first_tile * (HEAD_DIM * TILE_K);
 #if PACK_V
     const __global float *vh = vp + vp_off + first_tile * (TILE_K * HEAD_DIM_V);
     const long v_row = HEAD_DIM_V;
 #else
-    const __global float *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;
+    const __global float *vh = v + AT(v, b, hk, sq.k0);
     const long v_row = v_ss;
 #endif
 
@@ -464,7 +464,7 @@ flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
         }
     }
 
-    __global elem_t *oh = o + o_off + b * o_sb + h * o_sh + (long)sq.q0 * o_ss;
+    __global elem_t *oh = o + AT(o, b, h, sq.q0);
     for (int r = 0; r < ROWS && i0 + r < sq.len_q; r++) {
         const int i = i0 + r;
         /* l is 0 exactly when the row saw no key; NaN stays NaN. */
@@ -486,7 +486,7 @@ flash_cpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
         store_elem(orow, DV_OFF1, acc1[r] * inv);
 #endif
 #if HAS_LSE
-        lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] =
+        lse[AT(l, b, h, sq.q0 + i)] =
             l == 0.0f ? -INFINITY : fma(log2(l), M_LN2_F, m[r] * unit);
 #endif
     }

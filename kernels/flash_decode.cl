@@ -144,11 +144,11 @@ inline float lse_of(float l, float m, float unit) {
 #define PART_FLOATS (HEAD_DIM_V + 2)
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-flash_decode(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
-             __global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
-             __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
-             __global elem_t *o, ulong o_off, long o_sb, long o_sh, long o_ss,
-             __global float *lse, ulong l_off, long l_sb, long l_sh, long l_ss,
+flash_decode(TENSOR(__global const elem_t, q, q),
+             TENSOR(__global const elem_t, k, k),
+             TENSOR(__global const elem_t, v, v),
+             TENSOR(__global elem_t, o, o),
+             TENSOR(__global float, lse, l),
              __global float *part, ulong part_off, int group, int heads_q, int splits,
              float scale, float exp_hi, float exp_lo, float sign, FEATURE_PARAMS) {
     const int split = get_global_id(0) % splits;
@@ -179,7 +179,7 @@ flash_decode(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q
             ke = max(ke, (long)kl[r]);
         }
         const __global elem_t *qrow =
-            q + q_off + b * q_sb + rh[r] * q_sh + (long)(sq.q0 + ri[r]) * q_ss;
+            q + AT(q, b, rh[r], sq.q0 + ri[r]);
         for (int c = 0; c < ND; c++)
             qv[r][c] = LOAD_D(c, qrow) * sign;
     }
@@ -200,8 +200,8 @@ flash_decode(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q
             acc[r][c] = 0.0f;
     }
 
-    const __global elem_t *kh = k + k_off + b * k_sb + hk * k_sh + (long)sq.k0 * k_ss;
-    const __global elem_t *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;
+    const __global elem_t *kh = k + AT(k, b, hk, sq.k0);
+    const __global elem_t *vh = v + AT(v, b, hk, sq.k0);
     float s[ROWS][TK];
     int seen[TK];
     for (long k0 = sb; k0 < se; k0 += TK) {
@@ -289,11 +289,10 @@ flash_decode(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q
         for (int c = 0; c < NV; c++)
             STORE_ACC(acc[r][c], c, pp + 2);
 #else
-        __global elem_t *orow = o + o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss;
+        __global elem_t *orow = o + AT(o, b, h, sq.q0 + i);
         store_row(orow, acc[r], l[r]);
 #if HAS_LSE
-        lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] =
-            lse_of(l[r], m[r], HAS_MODIFIERS ? 1.0f : fabs(scale));
+        lse[AT(l, b, h, sq.q0 + i)] = lse_of(l[r], m[r], HAS_MODIFIERS ? 1.0f : fabs(scale));
 #endif
 #endif
     }
@@ -301,10 +300,9 @@ flash_decode(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q
 
 /* Combines the splits' partials of one row, in split order, and writes its O
  * and LSE. Global size (seq_q, heads_q, batch). */
-__kernel void flash_decode_merge(__global const float *part, ulong part_off, __global elem_t *o,
-                                 ulong o_off, long o_sb, long o_sh, long o_ss, __global float *lse,
-                                 ulong l_off, long l_sb, long l_sh, long l_ss, int heads_q,
-                                 int splits, float exp_hi, float exp_lo, float unit,
+__kernel void flash_decode_merge(__global const float *part, ulong part_off,
+                                 TENSOR(__global elem_t, o, o), TENSOR(__global float, lse, l),
+                                 int heads_q, int splits, float exp_hi, float exp_lo, float unit,
                                  FEATURE_PARAMS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
@@ -338,9 +336,9 @@ __kernel void flash_decode_merge(__global const float *part, ulong part_off, __g
             }
         }
     }
-    __global elem_t *orow = o + o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss;
+    __global elem_t *orow = o + AT(o, b, h, sq.q0 + i);
     store_row(orow, acc, l);
 #if HAS_LSE
-    lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] = lse_of(l, m, unit);
+    lse[AT(l, b, h, sq.q0 + i)] = lse_of(l, m, unit);
 #endif
 }

@@ -58,12 +58,12 @@
 #endif
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
-          __global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
-          __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
-          __global elem_t *o, ulong o_off, long o_sb, long o_sh, long o_ss, __global float *lse,
-          ulong l_off, long l_sb, long l_sh, long l_ss, int group, float scale, float exp_hi,
-          float exp_lo, FEATURE_PARAMS) {
+flash_gpu(TENSOR(__global const elem_t, q, q),
+          TENSOR(__global const elem_t, k, k),
+          TENSOR(__global const elem_t, v, v),
+          TENSOR(__global elem_t, o, o), TENSOR(__global float, lse, l), int group, float scale,
+          float exp_hi, float exp_lo,
+          FEATURE_PARAMS) {
     __local float q_tile[BLOCK_M * Q_STRIDE];
     __local float kv_tile[BLOCK_N * KV_STRIDE];
     __local float p_tile[BLOCK_M * P_STRIDE];
@@ -97,9 +97,9 @@ flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
 #if HAS_KEEP_MASK
     __global const uchar *keep_row = KEEP_ROW(b, h, i);
 #endif
-    const __global elem_t *qh = q + q_off + b * q_sb + h * q_sh + (long)sq.q0 * q_ss;
-    const __global elem_t *kh = k + k_off + b * k_sb + hk * k_sh + (long)sq.k0 * k_ss;
-    const __global elem_t *vh = v + v_off + b * v_sb + hk * v_sh + (long)sq.k0 * v_ss;
+    const __global elem_t *qh = q + AT(q, b, h, sq.q0);
+    const __global elem_t *kh = k + AT(k, b, hk, sq.k0);
+    const __global elem_t *vh = v + AT(v, b, hk, sq.k0);
 
     for (int e = lid; e < BLOCK_M * HEAD_DIM; e += WG_SIZE) {
         const int r = e / HEAD_DIM, d = e % HEAD_DIM;
@@ -200,7 +200,7 @@ flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
     if (i0 + row <= last_row) {
         /* l is 0 exactly when the row saw no key; NaN stays NaN. */
         const float inv = l == 0.0f ? 0.0f : 1.0f / l;
-        __global elem_t *orow = o + o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss;
+        __global elem_t *orow = o + AT(o, b, h, sq.q0 + i);
         for (int u = 0; u < COLS_PER_ITEM; u++) {
             const int c = sub + u * TPR;
             if (c < HEAD_DIM_V)
@@ -208,7 +208,7 @@ flash_gpu(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
         }
 #if HAS_LSE
         if (sub == 0)
-            lse[l_off + b * l_sb + h * l_sh + (long)(sq.q0 + i) * l_ss] =
+            lse[AT(l, b, h, sq.q0 + i)] =
                 l == 0.0f ? -INFINITY : fma(log2(l), M_LN2_F, m * unit);
 #endif
     }

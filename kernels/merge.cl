@@ -7,13 +7,13 @@
  * it, so the output may be either input.
  */
 __kernel void merge_partials(__global const elem_t *o_a, ulong oa_off, __global const elem_t *o_b,
-                             ulong ob_off, __global elem_t *o, ulong o_off, long o_sb, long o_sh,
-                             long o_ss, __global const float *lse_a, ulong la_off,
-                             __global const float *lse_b, ulong lb_off, __global float *lse,
-                             ulong l_off, long l_sb, long l_sh, long l_ss) {
+                             ulong ob_off, TENSOR(__global elem_t, o, o),
+                             __global const float *lse_a, ulong la_off,
+                             __global const float *lse_b, ulong lb_off,
+                             TENSOR(__global float, lse, l)) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-    const long row = b * o_sb + h * o_sh + (long)i * o_ss;
-    const long at = b * l_sb + h * l_sh + (long)i * l_ss;
+    const long row = STEP(o, b, h, i);
+    const long at = STEP(l, b, h, i);
     const float la = lse_a[la_off + at], lb = lse_b[lb_off + at];
     const float m = fmax(la, lb);
     float wa = 0.0f, wb = 0.0f, merged = -INFINITY;

@@ -13,8 +13,8 @@
 #endif
 
 __kernel __attribute__((reqd_work_group_size(PV_TILE, PV_TILE, 1))) void
-pv(__global const float *p, ulong p_off, __global const elem_t *v, ulong v_off, long v_sb, long v_sh, long v_ss,
-   __global elem_t *o, ulong o_off, long o_sb, long o_sh, long o_ss, int heads_q, int group,
+pv(__global const float *p, ulong p_off, TENSOR(__global const elem_t, v, v),
+   TENSOR(__global elem_t, o, o), int heads_q, int group,
    int head_base, FEATURE_PARAMS) {
     const int lx = get_local_id(0), ly = get_local_id(1);
     const int c0 = get_group_id(0) * PV_TILE, i0 = get_group_id(1) * PV_TILE;
@@ -28,7 +28,7 @@ pv(__global const float *p, ulong p_off, __global const elem_t *v, ulong v_off, 
     const long key_end = i0 < sq.len_q ? last_key(i1, sq, win_right) + 1 : 0;
 
     const __global float *ph = p + p_off + (long)chunk_head * seq_q * seq_k;
-    const __global elem_t *vh = v + v_off + b * v_sb + (h / group) * v_sh + (long)sq.k0 * v_ss;
+    const __global elem_t *vh = v + AT(v, b, (h / group), sq.k0);
     __local float p_tile[PV_TILE][PV_TILE + 1]; /* [query][key] */
     __local float v_tile[PV_TILE][PV_TILE + 1]; /* [key][dim] */
 
@@ -46,5 +46,5 @@ pv(__global const float *p, ulong p_off, __global const elem_t *v, ulong v_off, 
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (i < sq.len_q && c < HEAD_DIM_V)
-        store_elem(o, o_off + b * o_sb + h * o_sh + (long)(sq.q0 + i) * o_ss + c, acc);
+        store_elem(o, AT(o, b, h, sq.q0 + i) + c, acc);
 }

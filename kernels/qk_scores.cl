@@ -16,8 +16,8 @@
 #endif
 
 __kernel __attribute__((reqd_work_group_size(QK_TILE, QK_TILE, 1))) void
-qk_scores(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss,
-          __global const elem_t *k, ulong k_off, long k_sb, long k_sh, long k_ss,
+qk_scores(TENSOR(__global const elem_t, q, q),
+          TENSOR(__global const elem_t, k, k),
           __global float *s, ulong s_off, int heads_q, int group, int head_base, FEATURE_PARAMS) {
     const int lx = get_local_id(0), ly = get_local_id(1);
     const int j0 = get_group_id(0) * QK_TILE, i0 = get_group_id(1) * QK_TILE;
@@ -33,8 +33,8 @@ qk_scores(__global const elem_t *q, ulong q_off, long q_sb, long q_sh, long q_ss
         j0 + QK_TILE - 1 < first_key(i0, sq, win_left))
         return;
 
-    const __global elem_t *qh = q + q_off + b * q_sb + h * q_sh + (long)sq.q0 * q_ss;
-    const __global elem_t *kh = k + k_off + b * k_sb + (h / group) * k_sh + (long)sq.k0 * k_ss;
+    const __global elem_t *qh = q + AT(q, b, h, sq.q0);
+    const __global elem_t *kh = k + AT(k, b, (h / group), sq.k0);
     __local float q_tile[QK_TILE][QK_TILE + 1]; /* [query][dim] */
     __local float k_tile[QK_TILE][QK_TILE + 1]; /* [dim][key] */
 

@@ -47,8 +47,8 @@ inline float reduce_sum(__local float *scratch, float value) {
 }
 
 __kernel __attribute__((reqd_work_group_size(SOFTMAX_WG, 1, 1))) void
-softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_base, __global float *lse,
-             ulong lse_off, long lse_sb, long lse_sh, long lse_ss, FEATURE_PARAMS) {
+softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_base,
+             TENSOR(__global float, lse, lse), FEATURE_PARAMS) {
     __local float scratch[SOFTMAX_WG];
     const int lid = get_local_id(0);
     const long row = get_group_id(1); /* chunk_head * seq_q + i */
@@ -105,7 +105,7 @@ softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_
 
 #if HAS_LSE
     if (lid == 0 && in_sequence)
-        lse[lse_off + b * lse_sb + h * lse_sh + (long)(sq.q0 + i) * lse_ss] =
+        lse[AT(lse, b, h, sq.q0 + i)] =
             sum == 0.0f ? -INFINITY : m + log(sum);
 #endif
 }

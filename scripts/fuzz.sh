@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs the libFuzzer target tests/fuzz_forward for a bounded time:
+# Runs a libFuzzer target for a bounded time:
 #
-#   scripts/fuzz.sh [BUILD_DIR [SECONDS]]     defaults: build-fuzz, 60
+#   scripts/fuzz.sh [BUILD_DIR [SECONDS [TARGET]]]   defaults: build-fuzz, 60, fuzz_forward
 #
+# TARGET is fuzz_forward (the whole API on the device, tests/fuzz_forward.c)
+# or fuzz_validate (validation and planning alone, tests/fuzz_validate.c);
+# both read the same seed corpus.
 # BUILD_DIR is a clang build configured with -Db_sanitize=address,undefined
 # -Dfuzz=true (scripts/test.sh makes one). It starts from the seed corpus in
 # tests/fuzz_corpus (read, never written) and a scratch corpus in a temporary
@@ -24,7 +27,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${1:-build-fuzz}
 seconds=${2:-60}
-target=$build_dir/tests/fuzz_forward
+target=$build_dir/tests/${3:-fuzz_forward}
 if [ ! -x "$target" ]; then
     echo "fuzz: $target is missing (configure $build_dir with -Dfuzz=true, CC=clang)" >&2
     exit 1

@@ -14,8 +14,11 @@
 #   5. suites 1's reference, device and bench tests again in a build with
 #      AddressSanitizer + UndefinedBehaviorSanitizer (${BUILD_DIR}-asan);
 #   6. the concurrency test under ThreadSanitizer (${BUILD_DIR}-tsan, clang);
-#   7. the libFuzzer target for ${FUZZ_SECONDS:-60} s (${BUILD_DIR}-fuzz,
-#      clang, ASan + UBSan).
+#   7. ring attention over MPI (suite 'ring': tests/test_ring.c under
+#      mpirun -np 1 to 4, oversubscribed, and the ring bench's smoke run);
+#   8. the two libFuzzer targets for ${FUZZ_SECONDS:-60} s each
+#      (${BUILD_DIR}-fuzz, clang, ASan + UBSan): the whole API on the device,
+#      and validation and planning alone.
 # Ends with one line "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -138,9 +141,20 @@ else
 fi
 took "TSan"
 
+# Ring attention over MPI: setup.sh installs Open MPI, so the ring must have
+# been built; its tests run 1 to 4 processes on this machine's cores.
+if [ -x "$BUILD_DIR/ring/test_ring" ]; then
+    run_meson_test -C "$BUILD_DIR" --suite ring
+else
+    record 1 "ring built (Open MPI found by meson)"
+fi
+took "ring"
+
 if extra_build "$BUILD_DIR-fuzz" clang -Db_sanitize=address,undefined -Dfuzz=true; then
-    bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}"
-    record $? "fuzz run (${FUZZ_SECONDS:-60} s)"
+    bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}" fuzz_forward
+    record $? "fuzz_forward run (${FUZZ_SECONDS:-60} s)"
+    bash scripts/fuzz.sh "$BUILD_DIR-fuzz" "${FUZZ_SECONDS:-60}" fuzz_validate
+    record $? "fuzz_validate run (${FUZZ_SECONDS:-60} s)"
 else
     record 1 "fuzz build"
 fi

@@ -84,6 +84,11 @@ typedef struct test_shape {
 test_shape test_tensor_shape(const attn_params *resolved, test_tensor which);
 /* Elements from the first to one past the last element the tensor touches. */
 size_t test_shape_extent(const test_shape *s);
+/* Sequence lengths of a varlen request, drawn from their own stream of
+ * `seed`: sequence 0 is the longest on both sides. */
+void test_varlen_lengths(const attn_params *p, uint64_t seed, int32_t *len_q, int32_t *len_k);
+/* The index of element (b, h, i, d) of a tensor of shape s. */
+size_t test_element_at(const test_shape *s, int64_t b, int64_t h, int64_t i, int64_t d);
 
 /* ---- Extra inputs ------------------------------------------------------------ */
 
@@ -160,6 +165,10 @@ typedef struct test_result {
  * tensor does not cover still holds the sentinel. */
 test_result test_compare(const test_shape *shape, const float *out, const float *ref,
                          const float *naive, size_t buffer_elems);
+/* test_compare with the agreement naive_fp32 must reach with the reference
+ * (TEST_NAIVE_RTOL for float storage; more where inputs were rounded). */
+test_result test_compare_rtol(const test_shape *shape, const float *out, const float *ref,
+                              const float *naive, size_t buffer_elems, double naive_rtol);
 
 /* "O err 1.2e-07 <= 3.4e-07 nmse 1.0e-14 <= 1.0e-10" into buf. */
 void test_format_result(char *buf, size_t size, const char *name, const test_result *r);
