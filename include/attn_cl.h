@@ -34,8 +34,14 @@
  * Storage: Q, K, V and O are float, IEEE half or bfloat16 (params.dtype);
  * LSE, probabilities and the bias are float. Accumulation is fp32 on the
  * device and double in the CPU reference, which reads the same stored
- * values. NaN or infinity in an input propagates like in the reference:
- * a NaN score makes its row NaN.
+ * values. Any finite scale (subnormal included) and scores or biases up to
+ * +-FLT_MAX are computed within the accuracy bound of docs/accuracy.md.
+ * NaN or infinity in an input propagates like in the reference: a NaN
+ * score makes its row's O and LSE NaN; a NaN or infinity in V at key j
+ * reaches row i's O exactly when j's weight in row i is nonzero, so never
+ * when row i does not see j (causal mask, window, key padding, keep-mask, a
+ * -INFINITY score). Weights are fp32 on the device: a key scoring more than
+ * about 87-103 below its row's maximum weighs exactly 0 there.
  *
  * Status codes: 0 is success; -1 .. -1999 are OpenCL error codes passed through
  * unchanged (CL_OUT_OF_RESOURCES, CL_BUILD_PROGRAM_FAILURE, ...); the library's

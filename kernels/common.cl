@@ -203,6 +203,17 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
     return x;
 }
 
+/* ---- Softmax weights ------------------------------------------------------- */
+
+/* A weight is exp2((s - m) * c), with s <= m a score and m the row's shift,
+ * c = unit * log2(e). The host (lib/softmax_exponent.c) passes 2c as
+ * exp_hi * exp_lo, a mantissa and a power of two, and the kernels compute
+ * ((s/2 - m/2) * exp_hi) * exp_lo: the halves' difference cannot overflow
+ * for scores up to +-FLT_MAX, and c keeps every bit of a subnormal scale.
+ * Never fma(s, c, -m * c): once m * c passes 2^24 it rounds away what
+ * s - m keeps, and it overflows near FLT_MAX. `half_diff` is s/2 - m/2. */
+#define EXPONENT_OF(half_diff) (((half_diff) * exp_hi) * exp_lo)
+
 /* ---- Tensor arguments ------------------------------------------------------ */
 
 /* A strided tensor argument, as lib/launch.c's attn_arg_tensor appends it:

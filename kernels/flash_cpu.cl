@@ -18,16 +18,20 @@
  * for every storage type. Each sequence's tiles start at its tile base
  * (tile_base_of). The packed copies live in the plan's workspace.
  *
- * Softmax is online and in base 2: p = exp2(s * c - m * c). Without score
- * modifiers s is the raw q.k and c = scale * log2(e), applied inside one
- * fma; with them s is the modified score and c = log2(e). A row's running
- * maximum m is raised only when a tile's maximum exceeds it by more than
- * RESCALE_SLACK / c, so the accumulator is rarely rescaled and p stays below
- * 2^RESCALE_SLACK. Tiles no row of the block may see (causal, window,
- * padding) are never visited; only the tiles at the edges of the rows' key
- * ranges, or all tiles with a keep-mask, are masked per element. A row that
- * sees no key keeps m = -INFINITY and l = 0 and writes O = 0 and
- * LSE = -INFINITY.
+ * Softmax is online and in base 2: p = exp2((s - m) * c), as common.cl's
+ * EXPONENT_OF computes it. Without score modifiers s is the raw q.k and
+ * c = |scale| * log2(e); with them s is the modified score and c = log2(e).
+ * A row's running maximum m is raised only when a tile's maximum exceeds it
+ * by more than RESCALE_SLACK / c, so the accumulator is rarely rescaled and
+ * p stays below 2^RESCALE_SLACK (2^16 where RESCALE_SLACK / c passes
+ * FLT_MAX: scores then differ by less than 2 * FLT_MAX). Tiles no row of the block may see
+ * (causal, window, padding) are never visited; only the tiles at the edges of
+ * the rows' key ranges, or all tiles with a keep-mask, are masked per
+ * element. A key whose weight in a row is 0 (masked, a -inf score) adds
+ * nothing to that row: tiles holding such a weight take a P.V loop that
+ * skips it rather than multiplying its V (NaN, say) by 0. A row that sees no
+ * key keeps m = -INFINITY and l = 0 and writes O = 0 and LSE = -INFINITY.
+ * The key loop counts in long: a tile may end past INT32_MAX.
  *
  * Build-time parameters (beside common.cl's):
  *   ROWS    query rows per work-item, 1..8
@@ -177,14 +181,64 @@ inline float hsumK(floatK v) {
     return c.x + c.y;
 }
 
-/* acc[r] += p[r][j] * V[j][OFF .. OFF+W) for the tile's keys j < keys. */
-#define PV_PIECE(W, OFF, acc)                                                                      \
+/* acc[r] += p[r][j] * V[j][OFF .. OFF+W) for the tile's keys j < keys
+ * where GUARD holds. */
+#define PV_PIECE(W, OFF, acc, GUARD)                                                               \
     for (int j = 0; j < keys; j++) {                                                               \
         const CAT(float, W) x = CAT(vload, W)(0, vt + j * v_row + (OFF));                          \
         _Pragma("unroll") for (int r = 0; r < ROWS; r++) {                                         \
-            acc[r] = fma((CAT(float, W))p[r][j], x, acc[r]);                                       \
+            if (GUARD)                                                                             \
+                acc[r] = fma((CAT(float, W))p[r][j], x, acc[r]);                                   \
         }                                                                                          \
     }
+
+/* acc[r] += p[r][j] * V[j] for the tile's keys j < keys where GUARD (of r
+ * and j) holds. */
+#define PV_TILE(GUARD)                                                                             \
+    for (int c = 0; c < DV_FULL; c++) {                                                            \
+        floatV a[ROWS];                                                                            \
+        _Pragma("unroll") for (int r = 0; r < ROWS; r++) a[r] = acc[r][c];                         \
+        for (int j = 0; j < keys; j++) {                                                           \
+            const floatV x = vloadV(c, vt + j * v_row);                                            \
+            _Pragma("unroll") for (int r = 0; r < ROWS; r++) {                                     \
+                if (GUARD)                                                                         \
+                    a[r] = fma((floatV)p[r][j], x, a[r]);                                          \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("unroll") for (int r = 0; r < ROWS; r++) acc[r][c] = a[r];                         \
+    }                                                                                              \
+    PV_TAIL8(GUARD)                                                                                \
+    PV_TAIL4(GUARD)                                                                                \
+    PV_TAIL2(GUARD)                                                                                \
+    PV_TAIL1(GUARD)
+
+#if DV_TAIL & 8
+#define PV_TAIL8(GUARD) PV_PIECE(8, DV_OFF8, acc8, GUARD)
+#else
+#define PV_TAIL8(GUARD)
+#endif
+#if DV_TAIL & 4
+#define PV_TAIL4(GUARD) PV_PIECE(4, DV_OFF4, acc4, GUARD)
+#else
+#define PV_TAIL4(GUARD)
+#endif
+#if DV_TAIL & 2
+#define PV_TAIL2(GUARD) PV_PIECE(2, DV_OFF2, acc2, GUARD)
+#else
+#define PV_TAIL2(GUARD)
+#endif
+#if DV_TAIL & 1
+#define PV_TAIL1(GUARD)                                                                            \
+    for (int j = 0; j < keys; j++) {                                                               \
+        const float x = vt[j * v_row + DV_OFF1];                                                   \
+        _Pragma("unroll") for (int r = 0; r < ROWS; r++) {                                         \
+            if (GUARD)                                                                             \
+                acc1[r] = fma(p[r][j], x, acc1[r]);                                                \
+        }                                                                                          \
+    }
+#else
+#define PV_TAIL1(GUARD)
+#endif
 
 #define STORE_PIECE(W, OFF, acc) STORE_VEC(W, acc[r] * inv, orow + (OFF))
 
@@ -207,8 +261,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
           __global const float *kp, ulong kp_off, TENSOR(__global const elem_t, v, v),
           __global const float *vp, ulong vp_off, TENSOR(__global elem_t, o, o),
           TENSOR(__global float, lse, l),
-          int group, int total_tiles, float scale,
-          float scale_log2, FEATURE_PARAMS) {
+          int group, int total_tiles, float scale, float exp_hi, float exp_lo, FEATURE_PARAMS) {
     const int i0 = get_global_id(0) * ROWS, h = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     if (i0 >= sq.len_q)
@@ -227,15 +280,16 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
 
 #if HAS_MODIFIERS
     /* Scores are the modified scores themselves, in natural units. */
-    const float sign = 1.0f, sc = M_LOG2E_F;
+    const float sign = 1.0f, unit = 1.0f;
     const float slope = SLOPE(h);
 #else
     /* Scores stay unscaled (a negative scale flips Q's sign, exactly) and
-     * enter exp2 as fma(s, sc, -m * sc): rounding Q * scale would cost about
-     * as much accuracy as the whole fp32 dot product. */
-    const float sign = scale_log2 < 0.0f ? -1.0f : 1.0f, sc = fabs(scale_log2);
+     * the scale enters the exponent's factors: rounding Q * scale would cost
+     * about as much accuracy as the whole fp32 dot product. */
+    const float sign = scale < 0.0f ? -1.0f : 1.0f, unit = fabs(scale);
 #endif
-    const float slack = fmin(RESCALE_SLACK / sc, FLT_MAX);
+    /* RESCALE_SLACK / c in score units; c = exp_hi * exp_lo / 2. */
+    const float slack = fmin((2.0f * RESCALE_SLACK / exp_hi) / exp_lo, FLT_MAX);
 
     /* Rows past the sequence repeat its last row and are not stored. */
     float qr[ROWS][HEAD_DIM];
@@ -260,14 +314,12 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
     float acc1[ROWS];
 #endif
     floatK lsum[ROWS];
-    /* m: a row's running maximum of the scores; mc = m * sc, the shift its
-     * probabilities were computed with. */
-    float m[8], mc[8];
+    /* m: a row's running maximum of the scores, the shift its probabilities
+     * are computed with. */
+    float m[8];
 #pragma unroll
-    for (int r = 0; r < 8; r++) {
+    for (int r = 0; r < 8; r++)
         m[r] = -INFINITY;
-        mc[r] = -INFINITY;
-    }
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
         lsum[r] = 0.0f;
@@ -296,7 +348,10 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
     const int plain_end = last_key(i0, sq, win_right) + 1;
     const intK lane = vloadK(0, lane_index);
     float p[ROWS][TILE_K];
-    for (int k0 = key_begin; k0 < key_end; k0 += TILE_K) {
+    for (long tile_start = key_begin; tile_start < key_end; tile_start += TILE_K) {
+        /* k0 + TILE_K - 1 < key_end + TILE_K - 1 fits an int: TILE_K divides
+         * k0 and 2^31. */
+        const int k0 = (int)tile_start;
         floatK s[ROWS];
 #pragma unroll
         for (int r = 0; r < ROWS; r++)
@@ -329,7 +384,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
             s[r] = x;
         }
 #endif
-        if (HAS_KEEP_MASK || k0 < plain_begin || k0 + TILE_K > plain_end) {
+        if (HAS_KEEP_MASK || k0 < plain_begin || tile_start + TILE_K > plain_end) {
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
                 const int i = min(i0 + r, last_row);
@@ -357,16 +412,15 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
             }
         }
         if (grow) {
-            /* One vector exp2 for every row's correction, from the same
-             * rounded shifts the probabilities use; a row that did not grow
-             * (or is still at -INFINITY) keeps factor 1, never NaN. */
+            /* One vector exp2 for every row's correction; a row that did not
+             * grow (or is still at -INFINITY) keeps factor 1, never NaN, and
+             * one that saw nothing before gets exp2(-INFINITY) = 0. */
             const float8 mo = vload8(0, m), mn = vload8(0, m_new);
-            const float8 mco = vload8(0, mc), mcn = mn * sc;
-            const float8 corr = select(exp2(mco - mcn), (float8)1.0f, mo == mn);
+            const float8 corr =
+                select(exp2(EXPONENT_OF(mo * 0.5f - mn * 0.5f)), (float8)1.0f, mo == mn);
             float cr[8];
             vstore8(corr, 0, cr);
             vstore8(mn, 0, m);
-            vstore8(mcn, 0, mc);
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
                 lsum[r] *= cr[r];
@@ -386,12 +440,14 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
 #endif
             }
         }
+        intK zero = (intK)0;
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
-            /* mc == -INFINITY only while every score so far is -INFINITY. */
-            const float shift = mc[r] == -INFINITY ? 0.0f : mc[r];
-            const floatK pr = exp2(fma(s[r], (floatK)sc, (floatK)(-shift)));
+            /* m == -INFINITY only while every score so far is -INFINITY. */
+            const float half_shift = m[r] == -INFINITY ? 0.0f : 0.5f * m[r];
+            const floatK pr = exp2(EXPONENT_OF(s[r] * 0.5f - (floatK)half_shift));
             lsum[r] += pr;
+            zero |= pr == (floatK)0.0f;
             vstoreK(pr, 0, p[r]);
         }
 
@@ -399,38 +455,13 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
          * so padded slots may hold anything (NaN included). */
         const int keys = min(TILE_K, sq.kept_k - k0);
         const __global float *vt = vh + (long)k0 * v_row;
-        for (int c = 0; c < DV_FULL; c++) {
-            floatV a[ROWS];
-#pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                a[r] = acc[r][c];
-            for (int j = 0; j < keys; j++) {
-                const floatV x = vloadV(c, vt + j * v_row);
-#pragma unroll
-                for (int r = 0; r < ROWS; r++)
-                    a[r] = fma((floatV)p[r][j], x, a[r]);
-            }
-#pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                acc[r][c] = a[r];
+        /* A weight of 0 skips its key (masked, or underflowed), so that a NaN
+         * in its V stays out; tiles without one multiply unguarded. */
+        if (any(zero)) {
+            PV_TILE(p[r][j] != 0.0f)
+        } else {
+            PV_TILE(1)
         }
-#if DV_TAIL & 8
-        PV_PIECE(8, DV_OFF8, acc8)
-#endif
-#if DV_TAIL & 4
-        PV_PIECE(4, DV_OFF4, acc4)
-#endif
-#if DV_TAIL & 2
-        PV_PIECE(2, DV_OFF2, acc2)
-#endif
-#if DV_TAIL & 1
-        for (int j = 0; j < keys; j++) {
-            const float x = vt[j * v_row + DV_OFF1];
-#pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                acc1[r] = fma(p[r][j], x, acc1[r]);
-        }
-#endif
     }
 
     __global elem_t *oh = o + AT(o, b, h, sq.q0);
@@ -456,7 +487,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
 #endif
 #if HAS_LSE
         lse[AT(l, b, h, sq.q0 + i)] =
-            l == 0.0f ? -INFINITY : (mc[r] + log2(l)) * M_LN2_F;
+            l == 0.0f ? -INFINITY : fma(log2(l), M_LN2_F, m[r] * unit);
 #endif
     }
 }

@@ -11,10 +11,10 @@
  * per block of TK keys it updates each row's online softmax (running
  * maximum m, sum l) and adds p * V, each V row loaded once for all rows.
  *
- * Softmax in base 2 with the exponent (s - m) * c: s is the score with Q's
- * sign folded in and c = |scale| * log2(e), or with modifiers the modified
- * score and c = log2(e). Never fma(s, c, -m * c): for large scores m * c
- * rounds away what s - m keeps.
+ * Softmax in base 2 with the exponent (s - m) * c, as common.cl's
+ * EXPONENT_OF computes it: s is the score with Q's sign folded in and
+ * c = |scale| * log2(e), or with modifiers the modified score and
+ * c = log2(e).
  *
  * With one split the work-item writes O and LSE itself. With more it writes
  * its rows' partials (m, l, unnormalized accumulator) to `part`, and
@@ -161,8 +161,9 @@ inline void store_row(__global elem_t *orow, const floatVV *acc, float l) {
         store_elem(orow, d, row[d]);
 }
 
-inline float lse_of(float l, float mc) {
-    return l == 0.0f ? -INFINITY : (mc + log2(l)) * M_LN2_F;
+/* m * unit is the row's largest score in natural units. */
+inline float lse_of(float l, float m, float unit) {
+    return l == 0.0f ? -INFINITY : fma(log2(l), M_LN2_F, m * unit);
 }
 
 /* partial (row slot, split): m, l, then HEAD_DIM_V accumulator floats. */
@@ -236,7 +237,7 @@ flash_decode(TENSOR(__global const elem_t, q, q),
              TENSOR(__global elem_t, o, o),
              TENSOR(__global float, lse, l),
              __global float *part, ulong part_off, int group, int heads_q, int splits,
-             float scale, float sc, float sign KV_PARAMS, FEATURE_PARAMS) {
+             float scale, float exp_hi, float exp_lo, float sign KV_PARAMS, FEATURE_PARAMS) {
     const int split = get_global_id(0) % splits;
     const long blk = get_global_id(0) / splits;
     const int hk = get_global_id(1), b = get_global_id(2);
@@ -349,15 +350,16 @@ flash_decode(TENSOR(__global const elem_t, q, q),
             }
             if (m_new != m[r]) {
                 /* exp2(-inf) = 0 when the row had seen nothing. */
-                const float corr = exp2((m[r] - m_new) * sc);
+                const float corr = exp2(EXPONENT_OF(m[r] * 0.5f - m_new * 0.5f));
                 l[r] *= corr;
                 for (int c = 0; c < NV; c++)
                     acc[r][c] *= corr;
                 m[r] = m_new;
             }
             float sum = 0.0f;
+            const float half_max = m_new * 0.5f;
             for (int j = 0; j < nk; j++) {
-                const float p = exp2((s[r][j] - m_new) * sc);
+                const float p = exp2(EXPONENT_OF(s[r][j] * 0.5f - half_max));
                 s[r][j] = p;
                 sum += p;
             }
@@ -393,7 +395,7 @@ flash_decode(TENSOR(__global const elem_t, q, q),
         __global elem_t *orow = o + AT(o, b, h, sq.q0 + i);
         store_row(orow, acc[r], l[r]);
 #if HAS_LSE
-        lse[AT(l, b, h, sq.q0 + i)] = lse_of(l[r], m[r] * sc);
+        lse[AT(l, b, h, sq.q0 + i)] = lse_of(l[r], m[r], HAS_MODIFIERS ? 1.0f : fabs(scale));
 #endif
 #endif
     }
@@ -410,7 +412,8 @@ flash_decode(TENSOR(__global const elem_t, q, q),
  * and LSE. Global size (seq_q, heads_q, batch). */
 __kernel void flash_decode_merge(__global const float *part, ulong part_off,
                                  TENSOR(__global elem_t, o, o), TENSOR(__global float, lse, l),
-                                 int heads_q, int splits, float sc MERGE_KV_PARAMS,
+                                 int heads_q, int splits, float exp_hi, float exp_lo, float unit
+                                 MERGE_KV_PARAMS,
                                  FEATURE_PARAMS) {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
@@ -435,7 +438,7 @@ __kernel void flash_decode_merge(__global const float *part, ulong part_off,
     if (m != -INFINITY) {
         for (int t = 0; t < splits; t++) {
             const __global float *pt = pp + t * PART_FLOATS;
-            const float w = exp2((pt[0] - m) * sc);
+            const float w = exp2(EXPONENT_OF(pt[0] * 0.5f - m * 0.5f));
             if (w == 0.0f)
                 continue; /* a split that saw nothing, or negligible */
             l = fma(w, pt[1], l);
@@ -452,6 +455,6 @@ __kernel void flash_decode_merge(__global const float *part, ulong part_off,
     __global elem_t *orow = o + AT(o, b, h, sq.q0 + i);
     store_row(orow, acc, l);
 #if HAS_LSE
-    lse[AT(l, b, h, sq.q0 + i)] = lse_of(l, m * sc);
+    lse[AT(l, b, h, sq.q0 + i)] = lse_of(l, m, unit);
 #endif
 }

@@ -19,13 +19,16 @@
  * the barriers.
  *
  * Softmax is online and in base 2 with an exact running maximum m of the
- * scores: p = exp2(s * c - m * c). Without score modifiers s is the raw q.k
- * and c = scale * log2(e), in one fma (rounding Q * scale would cost as much
- * accuracy as the dot product); with them s is the modified score and
- * c = log2(e). Key tiles no row of the block may see (causal, window,
- * padding) are never loaded; scores a row does not see are -INFINITY. A row
- * that sees no key writes O = 0 and LSE = -INFINITY. Varlen blocks past
- * their sequence return before any barrier (the whole group does).
+ * scores: p = exp2((s - m) * c), as common.cl's EXPONENT_OF computes it.
+ * Without score modifiers s is the raw q.k and c = |scale| * log2(e)
+ * (rounding Q * scale would cost as much accuracy as the dot product); with
+ * them s is the modified score and c = log2(e). Key tiles no row of the
+ * block may see (causal, window, padding) are never loaded; scores a row does
+ * not see are -INFINITY, and a key whose weight in a row is 0 adds nothing to
+ * that row (its V is selected away, never multiplied by 0, so a NaN there
+ * stays out). A row that sees no key writes O = 0 and LSE = -INFINITY.
+ * Varlen blocks past their sequence return before any barrier (the whole
+ * group does). Key indices are long: a tile may end past INT32_MAX.
  *
  * Build-time parameters (beside common.cl's):
  *   BLOCK_M  query rows per work-group
@@ -59,7 +62,7 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
           TENSOR(__global const elem_t, k, k),
           TENSOR(__global const elem_t, v, v),
           TENSOR(__global elem_t, o, o), TENSOR(__global float, lse, l), int group, float scale,
-          float scale_log2,
+          float exp_hi, float exp_lo,
           FEATURE_PARAMS) {
     __local float q_tile[BLOCK_M * Q_STRIDE];
     __local float kv_tile[BLOCK_N * KV_STRIDE];
@@ -80,15 +83,16 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
     const int i = min(i0 + row, last_row);
 #if HAS_MODIFIERS
     /* Scores are the modified scores themselves, in natural units. */
-    const float sign = 1.0f, sc = M_LOG2E_F;
+    const float sign = 1.0f, unit = 1.0f;
     const float slope = SLOPE(h);
     __global const float *bias_row = 0;
 #if HAS_BIAS
     bias_row = BIAS_ROW(b, h, i);
 #endif
 #else
-    /* A negative scale flips Q's sign (exactly); c is its magnitude. */
-    const float sign = scale_log2 < 0.0f ? -1.0f : 1.0f, sc = fabs(scale_log2);
+    /* A negative scale flips Q's sign (exactly); a score unit is worth its
+     * magnitude. */
+    const float sign = scale < 0.0f ? -1.0f : 1.0f, unit = fabs(scale);
 #endif
 #if HAS_KEEP_MASK
     __global const uchar *keep_row = KEEP_ROW(b, h, i);
@@ -105,21 +109,20 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
     float acc[COLS_PER_ITEM];
     for (int u = 0; u < COLS_PER_ITEM; u++)
         acc[u] = 0.0f;
-    /* m: the row's running maximum; mc = m * c, the shift its probabilities
-     * were computed with (-INFINITY until the row sees a key). */
-    float m = -INFINITY, mc = -INFINITY, l_part = 0.0f;
+    /* m: the row's running maximum (-INFINITY until the row sees a key). */
+    float m = -INFINITY, l_part = 0.0f;
     const int first = first_key(i, sq, win_left), last = last_key(i, sq, win_right);
     /* The same for every work-item of the group: the block's key range. */
-    const int key_begin = first_key(i0, sq, win_left) / BLOCK_N * BLOCK_N;
-    const int key_end = last_key(last_row, sq, win_right) + 1;
+    const long key_begin = first_key(i0, sq, win_left) / BLOCK_N * BLOCK_N;
+    const long key_end = last_key(last_row, sq, win_right) + 1;
 
-    for (int k0 = key_begin; k0 < key_end; k0 += BLOCK_N) {
+    for (long k0 = key_begin; k0 < key_end; k0 += BLOCK_N) {
         /* The previous tile's readers of kv_tile, p_tile and row_part are done
          * (barrier at the end of the loop), as are the Q block's writers. */
         for (int e = lid; e < BLOCK_N * HEAD_DIM; e += WG_SIZE) {
             const int j = e / HEAD_DIM, d = e % HEAD_DIM;
             kv_tile[j * KV_STRIDE + d] =
-                k0 + j < sq.len_k ? load_elem(kh, (long)(k0 + j) * k_ss + d) : 0.0f;
+                k0 + j < sq.len_k ? load_elem(kh, (k0 + j) * k_ss + d) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -133,13 +136,14 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
         }
         float tile_max = -INFINITY;
         for (int t = 0; t < KEYS_PER_ITEM; t++) {
-            const int j = k0 + sub + t * TPR;
+            const long j = k0 + sub + t * TPR;
             int visible = j >= first && j <= last;
 #if HAS_KEEP_MASK
             visible = visible && keep_row[j] != 0;
 #endif
 #if HAS_MODIFIERS
-            s[t] = visible ? modified_score(s[t], scale, softcap, slope, i, j, sq, bias_row)
+            /* A visible j is at most `last`, an int. */
+            s[t] = visible ? modified_score(s[t], scale, softcap, slope, i, (int)j, sq, bias_row)
                            : -INFINITY;
 #else
             s[t] = visible ? s[t] : -INFINITY;
@@ -154,21 +158,20 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
         for (int e = lid; e < BLOCK_N * HEAD_DIM_V; e += WG_SIZE) {
             const int j = e / HEAD_DIM_V, c = e % HEAD_DIM_V;
             kv_tile[j * KV_STRIDE + c] =
-                k0 + j < sq.kept_k ? load_elem(vh, (long)(k0 + j) * v_ss + c) : 0.0f;
+                k0 + j < sq.kept_k ? load_elem(vh, (k0 + j) * v_ss + c) : 0.0f;
         }
         for (int t = 0; t < TPR; t++)
             tile_max = fmax(tile_max, row_part[row * TPR + t]);
         const float m_new = fmax(m, tile_max);
-        /* A row that did not grow keeps factor 1; one still at -INFINITY
-         * shifts by 0, so that its p = exp2(-INFINITY) = 0, never NaN. */
-        const float mc_new = m_new == m ? mc : m_new * sc;
-        const float shift = mc_new == -INFINITY ? 0.0f : mc_new;
-        const float corr = m_new == m ? 1.0f : exp2(mc - mc_new);
+        /* A row that did not grow keeps factor 1 (one that saw nothing before
+         * gets exp2(-INFINITY) = 0); one still at -INFINITY shifts by 0, so
+         * that its p = exp2(-INFINITY) = 0, never NaN. */
+        const float half_shift = m_new == -INFINITY ? 0.0f : 0.5f * m_new;
+        const float corr = m_new == m ? 1.0f : exp2(EXPONENT_OF(0.5f * m - half_shift));
         m = m_new;
-        mc = mc_new;
         float tile_sum = 0.0f;
         for (int t = 0; t < KEYS_PER_ITEM; t++) {
-            const float p = exp2(fma(s[t], sc, -shift));
+            const float p = exp2(EXPONENT_OF(s[t] * 0.5f - half_shift));
             tile_sum += p;
             p_tile[row * P_STRIDE + sub + t * TPR] = p;
         }
@@ -181,7 +184,8 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
             const float p = p_tile[row * P_STRIDE + j];
             for (int u = 0; u < COLS_PER_ITEM; u++) {
                 const int c = sub + u * TPR;
-                if (COLS_PER_ITEM * TPR == HEAD_DIM_V || c < HEAD_DIM_V)
+                /* p = 0: the key adds nothing, whatever its V holds. */
+                if ((COLS_PER_ITEM * TPR == HEAD_DIM_V || c < HEAD_DIM_V) && p != 0.0f)
                     acc[u] = fma(p, kv_tile[j * KV_STRIDE + c], acc[u]);
             }
         }
@@ -205,7 +209,7 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
 #if HAS_LSE
         if (sub == 0)
             lse[AT(l, b, h, sq.q0 + i)] =
-                l == 0.0f ? -INFINITY : (mc + log2(l)) * M_LN2_F;
+                l == 0.0f ? -INFINITY : fma(log2(l), M_LN2_F, m * unit);
 #endif
     }
 }

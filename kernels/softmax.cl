@@ -8,7 +8,8 @@
  * and reads; the max, the sum and a NaN flag are reduced through local
  * memory. Masked keys, and keys and rows past the sequence, get probability
  * 0; a row with no visible key (or only -inf scores) gets all zeros and
- * log-sum-exp -INFINITY; a NaN score makes its row NaN.
+ * log-sum-exp -INFINITY; a NaN score makes its row NaN. Key indices are
+ * long: j + SOFTMAX_WG may pass INT32_MAX.
  */
 #ifndef SOFTMAX_WG
 #define SOFTMAX_WG 64
@@ -74,13 +75,14 @@ softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_
 #endif
 
     float m = -INFINITY, nan = 0.0f;
-    for (int j = lid; j < seq_k; j += SOFTMAX_WG) {
+    for (long j = lid; j < seq_k; j += SOFTMAX_WG) {
         int visible = j >= first && j <= last;
 #if HAS_KEEP_MASK
         visible = visible && keep_row[j] != 0;
 #endif
-        const float x =
-            visible ? modified_score(r[j], scale, softcap, slope, i, j, sq, bias_row) : -INFINITY;
+        const float x = visible
+                            ? modified_score(r[j], scale, softcap, slope, i, (int)j, sq, bias_row)
+                            : -INFINITY;
         r[j] = x;
         nan = isnan(x) ? 1.0f : nan;
         m = fmax(m, x);
@@ -90,7 +92,7 @@ softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_
 
     float sum = 0.0f;
     if (m != -INFINITY)
-        for (int j = lid; j < seq_k; j += SOFTMAX_WG)
+        for (long j = lid; j < seq_k; j += SOFTMAX_WG)
             sum += exp(r[j] - m);
     sum = reduce_sum(scratch, sum);
     if (nan != 0.0f)
@@ -98,7 +100,7 @@ softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_
 
     /* sum is 0 exactly when no key is visible (m = -inf). */
     const float inv_sum = sum == 0.0f ? 0.0f : 1.0f / sum;
-    for (int j = lid; j < seq_k; j += SOFTMAX_WG)
+    for (long j = lid; j < seq_k; j += SOFTMAX_WG)
         r[j] = sum == 0.0f ? 0.0f : exp(r[j] - m) * inv_sum;
 
 #if HAS_LSE

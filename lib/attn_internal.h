@@ -277,4 +277,14 @@ size_t attn_round_up(size_t value, size_t multiple);
  * pb->kv.enabled: what kernels/flash_decode.cl's KV_PARAMS receive. */
 void attn_arg_kvcache(attn_args *a, const attn_problem *pb, const attn_device_args *d);
 
+/* How the fused kernels turn a score difference into a softmax exponent:
+ * exp2(((s/2 - m/2) * hi) * lo), hi * lo = 2 * unit * log2(e), where unit is
+ * what one score unit is worth (|scale| for raw q.k, 1 for modified scores);
+ * LSE = m * unit + ln(l). lib/softmax_exponent.c says why the split. */
+typedef struct attn_softmax_exponent {
+    float hi, lo, unit;
+} attn_softmax_exponent;
+
+attn_softmax_exponent attn_softmax_exponent_of(const attn_params *p, int modifiers);
+
 #endif

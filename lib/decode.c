@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define LOG2_E 1.4426950408889634
 #define MAX_ROWS 16 /* rows a work-item holds (flash_decode.cl's ROWS) */
 #define MAX_SPLITS 64
 #define MIN_SPLIT_KEYS 256 /* fewer keys a split and the merge costs more than it saves */
@@ -135,12 +134,9 @@ static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
     const cl_mem part = cfg->splits > 1 ? a->workspace : a->o;
     const size_t part_off = cfg->splits > 1 ? a->workspace_offset / sizeof(float) : 0;
     /* Without modifiers the scores stay q.k with Q's sign folded in and the
-     * scale goes into the exponent's factor; with them the factor is
-     * log2(e). Kept away from 0 like the fused path's. */
+     * scale goes into the exponent's factors; with them a score unit is 1. */
     const int modifiers = p->softcap > 0.0f || p->alibi || p->bias.present;
-    cl_float sc = modifiers ? (cl_float)LOG2_E : (cl_float)fabs((double)p->scale * LOG2_E);
-    if (sc < FLT_MIN)
-        sc = FLT_MIN;
+    const attn_softmax_exponent e = attn_softmax_exponent_of(p, modifiers);
     const cl_float sign = modifiers || p->scale >= 0.0f ? 1.0f : -1.0f;
 
     attn_args main;
@@ -155,7 +151,8 @@ static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
     attn_arg_int(&main, p->heads_q);
     attn_arg_int(&main, cfg->splits);
     attn_arg_float(&main, p->scale);
-    attn_arg_float(&main, sc);
+    attn_arg_float(&main, e.hi);
+    attn_arg_float(&main, e.lo);
     attn_arg_float(&main, sign);
     if (pb->kv.enabled)
         attn_arg_kvcache(&main, pb, a);
@@ -170,7 +167,9 @@ static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
         attn_arg_tensor(&merge, lse, a->lse_offset, &p->lse_strides);
         attn_arg_int(&merge, p->heads_q);
         attn_arg_int(&merge, cfg->splits);
-        attn_arg_float(&merge, sc);
+        attn_arg_float(&merge, e.hi);
+        attn_arg_float(&merge, e.lo);
+        attn_arg_float(&merge, e.unit);
         if (pb->kv.enabled) {
             attn_arg_tensor(&merge, a->k, a->k_offset, &p->k_strides);
             attn_arg_tensor(&merge, a->v, a->v_offset, &p->v_strides);

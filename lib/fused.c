@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define LOG2_E 1.4426950408889634
-
 /* The fused path's decisions for one problem (attn_algo_state). */
 struct attn_algo_state {
     attn_problem pb;
@@ -165,14 +163,14 @@ static attn_status build(attn_context_t ctx, fused_config *cfg) {
     return ATTN_SUCCESS;
 }
 
-/* The arguments both variants share: scale * log2(e), kept away from 0 (the
- * kernels multiply -INFINITY scores by its magnitude; a scale below 1e-38
- * gives uniform weights either way). */
-static cl_float scale_log2_of(const attn_params *p) {
-    cl_float scale_log2 = (cl_float)((double)p->scale * LOG2_E);
-    if (fabsf(scale_log2) < FLT_MIN)
-        scale_log2 = copysignf(FLT_MIN, scale_log2);
-    return scale_log2;
+/* The arguments both variants share after the scale: the softmax
+ * exponent's factors (attn_softmax_exponent_of). The kernels fold a
+ * negative scale's sign into Q and need only its magnitude. */
+static void arg_exponent(attn_args *args, const attn_params *p) {
+    const int modifiers = p->softcap > 0.0f || p->alibi || p->bias.present;
+    const attn_softmax_exponent e = attn_softmax_exponent_of(p, modifiers);
+    attn_arg_float(args, e.hi);
+    attn_arg_float(args, e.lo);
 }
 
 static attn_status run_gpu(attn_context_t ctx, const fused_config *cfg, const attn_device_args *a,
@@ -190,7 +188,7 @@ static attn_status run_gpu(attn_context_t ctx, const fused_config *cfg, const at
     attn_arg_tensor(&args, lse, a->lse_offset, &p->lse_strides);
     attn_arg_int(&args, pb->group);
     attn_arg_float(&args, p->scale);
-    attn_arg_float(&args, scale_log2_of(p));
+    arg_exponent(&args, p);
     attn_arg_features(&args, pb, a);
     attn_status status = attn_args_end(&args);
     if (status != ATTN_SUCCESS)
@@ -240,7 +238,7 @@ static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const at
     attn_arg_int(&main, pb->group);
     attn_arg_int(&main, total_tiles);
     attn_arg_float(&main, p->scale);
-    attn_arg_float(&main, scale_log2_of(p));
+    arg_exponent(&main, p);
     attn_arg_features(&main, pb, a);
     if (status == ATTN_SUCCESS)
         status = attn_args_end(&main);

@@ -29,7 +29,11 @@
  *     varlen the rows past the last sequence, alone; is answered by
  *     attn_reference_host too; and, when its inputs are modest (Q, K, V
  *     finite and |x| <= 4, |scale| <= 2, bias entries in [-4, 4] or -inf,
- *     |ALiBi slopes| <= 4), matches the reference within test_util.h's
+ *     |ALiBi slopes| <= 4), or wide (value_mode's wide scores or biases:
+ *     Q, K, V finite, any finite scale, subnormal included, bias entries
+ *     finite, up to -FLT_MAX, or -inf, |ALiBi slopes| <= 4, and
+ *     naive_fp32 agreeing with the reference, as it does wherever fp32
+ *     can hold the problem), matches the reference within test_util.h's
  *     max-error bound: max|out - ref| <= 2 max|naive_fp32 - ref| + 1e-6
  *     max(1, max|ref|), -inf exactly where the reference has it, nothing
  *     else non-finite (the NMSE rule is left to test_forward's large
@@ -211,6 +215,7 @@ typedef struct tensors {
     float *q, *k, *v;                  /* the stored values, as floats */
     void *q_store, *k_store, *v_store; /* in the storage type */
     int modest; /* every input finite and |x| <= 4, |scale| <= 2 (see the top) */
+    int wide;   /* not modest, but finite (bias: or -inf) at any magnitude and scale */
     /* The extra inputs: what the request asks for, in x (for naive_fp32),
      * and what the calls are given (after drops and garbage). */
     test_extras x;
@@ -235,9 +240,17 @@ static float *alloc_floats(size_t elems) {
 static const float value_specials[8] = {NAN,    INFINITY, -INFINITY, 1e30f,
                                         -1e30f, 1e-30f,   1.4e-45f,  -0.0f};
 
+/* value_mode bits 4..5: Q and K (salts 1, 2) times this, so that q.k
+ * reaches about 1e18, 1e30 or FLT_MAX; bits 6..7: wide biases (see
+ * make_operands). */
+static const float wide_qk[4] = {1.0f, 1e9f, 1e15f, 1.3e19f};
+
 static void fill_values(const request *q, float *x, size_t n, uint64_t salt) {
     test_rng rng = rng_for(q, salt);
-    const float range = (q->value_mode & 3) == 3 ? 16.0f : 1.0f;
+    float range = (q->value_mode & 3) == 3 ? 16.0f : 1.0f;
+    if (salt <= 2) {
+        range *= wide_qk[(q->value_mode >> 4) & 3];
+    }
     for (size_t i = 0; i < n; i++) {
         x[i] = test_rng_float(&rng, -range, range);
     }
@@ -247,6 +260,15 @@ static void fill_values(const request *q, float *x, size_t n, uint64_t salt) {
         const uint64_t pick = (uint64_t)(test_rng_float(&rng, 0.0f, 1.0f) * 1e9f);
         x[pick % n] = value_specials[((q->specials >> 3) + c) & 7];
     }
+}
+
+static int all_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int all_modest(const float *x, size_t n) {
@@ -307,6 +329,21 @@ static void make_operands(const request *q, tensors *t) {
             break;
         case 3:
             b *= 2.0f;
+            break;
+        default:
+            break;
+        }
+        /* Wide biases (value_mode bits 6..7): up to +-2e10; half of them
+         * -FLT_MAX; half -1e30, the others up to +-1e30. */
+        switch ((q->value_mode >> 6) & 3) {
+        case 1:
+            b *= 1e10f;
+            break;
+        case 2:
+            b = u < 0.5f ? -FLT_MAX : b;
+            break;
+        case 3:
+            b = u < 0.5f ? -1e30f : b * 5e29f;
             break;
         default:
             break;
@@ -489,6 +526,7 @@ static void make_tensors(const request *q, int dummies, tensors *t) {
     float **floats[3] = {&t->q, &t->k, &t->v};
     void **stores[3] = {&t->q_store, &t->k_store, &t->v_store};
     t->modest = fabsf(q->p.scale) <= 2.0f;
+    t->wide = isfinite(q->p.scale);
     for (int i = 0; i < 3; i++) {
         const size_t n = t->elems[i] ? t->elems[i] : DUMMY_ELEMS;
         *floats[i] = alloc_floats(n);
@@ -496,6 +534,7 @@ static void make_tensors(const request *q, int dummies, tensors *t) {
         round_to_storage(t->dtype, *floats[i], n);
         *stores[i] = to_storage(t->dtype, *floats[i], n);
         t->modest &= all_modest(*floats[i], t->elems[i]);
+        t->wide &= all_finite(*floats[i], t->elems[i]);
     }
     make_operands(q, t);
     make_metadata(q, t);
@@ -505,14 +544,17 @@ static void make_tensors(const request *q, int dummies, tensors *t) {
         for (size_t e = 0; e < t->bias_alloc; e++) {
             const float b = t->x.bias[e];
             t->modest &= fabsf(b) <= 4.0f || b == -INFINITY;
+            t->wide &= isfinite(b) || b == -INFINITY;
         }
     }
     if (p->alibi) {
         const int32_t heads = p->heads_q >= 1 && p->heads_q <= 3 ? p->heads_q : 3;
         for (int32_t h = 0; h < heads; h++) {
             t->modest &= fabsf(t->x.alibi_slopes[h]) <= 4.0f;
+            t->wide &= fabsf(t->x.alibi_slopes[h]) <= 4.0f;
         }
     }
+    t->wide &= !t->modest;
 }
 
 static void free_tensors(tensors *t) {
@@ -910,7 +952,7 @@ static void check_against_reference(const request *q, const tensors *t, const ou
     if (r.gaps_written) {
         violation("the forward wrote between the rows of O", q, ATTN_SUCCESS, "");
     }
-    if (t->modest && !bug) {
+    if ((t->modest || t->wide) && !bug) {
         test_naive_fp32(&t->r, t->q, t->k, t->v, &t->x, naive.o, naive.lse, naive.probs);
         round_to_storage(t->dtype, naive.o, t->elems[3]);
         if (p->varlen && t->dtype != ATTN_DTYPE_F32) {
@@ -947,6 +989,11 @@ static void check_against_reference(const request *q, const tensors *t, const ou
              * many elements, and these tensors can hold one (one output
              * of cancelling values, or a denormal scale's ~1e-45 LSE,
              * puts its relative error at 1e-4 while it is off by 5e-9). */
+            /* Wide inputs fp32 cannot hold (a -1e10 bias over O(1) scores,
+             * q.k past FLT_MAX) set no bound: naive_fp32 disagrees there. */
+            if (t->wide && r.naive_disagrees) {
+                continue;
+            }
             const int ok = r.max_err <= r.bound && r.mismatch == 0 && r.gaps_written == 0 &&
                            !r.naive_disagrees;
             if (!ok) {

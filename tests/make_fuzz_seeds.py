@@ -388,6 +388,27 @@ SEEDS.update({
                                       varlen=(3, 0), win=("max", "max-1")),
 })
 
+SEEDS.update({
+    # Issue 8's defects 2 and 3: value_mode bits 4..5 scale Q and K so that q.k
+    # reaches ~1e30 (0x20) or ~FLT_MAX (0x30), bits 6..7 give biases of
+    # +-2e10 (0x40), -FLT_MAX (0x80) or -1e30 (0xC0); scales subnormal and
+    # past FLT_MAX / log2(e). The fused kernels lost s - m in m * c.
+    "wide-scores": request(LSE_DEVICE, sq=7, sk=9, d=1, value_mode=0x30),
+    "wide-scores-decode": request(LSE_DEVICE, sq=1, sk=40, d=1, value_mode=0x30,
+                                  mask=BOTTOM_RIGHT),
+    "wide-scores-gpu": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21, value_mode=0x20,
+                               combo=3, kernel=1),
+    "wide-bias-flt-max": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21, value_mode=0x80,
+                                 combo=3),
+    "wide-bias-1e30-narrow": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21, value_mode=0xC0,
+                                     combo=3, kernel=2),
+    "wide-bias-1e10-gpu": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21, value_mode=0x40,
+                                  combo=3, kernel=1),
+    "scale-subnormal-wide": request(LSE_DEVICE, sq=7, sk=9, d=1, value_mode=0x30,
+                                    scl=scale("bits", 1e-40)),
+    "scale-huge": request(LSE_DEVICE, sq=7, sk=9, d=8, scl=scale("bits", 3e38)),
+})
+
 
 def main():
     os.makedirs(OUT, exist_ok=True)
