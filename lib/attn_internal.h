@@ -243,6 +243,13 @@ typedef struct attn_args {
 } attn_args;
 
 void attn_args_begin(attn_args *a, attn_context_t ctx, cl_kernel kernel, const char *kernel_name);
+/* A host call's transfers on the context's queue (plan.c): the write is
+ * enqueued without waiting, the read blocks; a failure names `name`. */
+attn_status attn_write_buffer(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
+                              const void *host);
+attn_status attn_read_buffer(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
+                             void *host);
+
 void attn_arg_mem(attn_args *a, cl_mem value);
 void attn_arg_int(attn_args *a, cl_int value);
 void attn_arg_float(attn_args *a, cl_float value);

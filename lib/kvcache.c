@@ -516,8 +516,8 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
         return status;
 
     attn_plan_lock(plan);
-    const cl_mem dev[KV_ARRAYS] = {t->cache_seqlens_mem, t->cache_batch_idx_mem,
-                                   t->block_table_mem, t->alibi_slopes_mem};
+    const cl_mem dev[KV_ARRAYS] = {t->cache_seqlens_mem, t->cache_batch_idx_mem, t->block_table_mem,
+                                   t->alibi_slopes_mem};
     status = check_kvcache_arrays(ctx, pb, t->cache_seqlens, t->cache_batch_idx, t->block_table,
                                   t->alibi_slopes, dev, x->marks);
     if (status == ATTN_SUCCESS)
@@ -531,24 +531,6 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
 }
 
 /* ---- Host execute ------------------------------------------------------------------ */
-
-static attn_status write_host(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
-                              const void *host) {
-    cl_int err = clEnqueueWriteBuffer(ctx->queue, buffer, CL_FALSE, 0, bytes, host, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-        return attn_fail(ctx, (attn_status)err, "clEnqueueWriteBuffer for %s failed: %s (%d)", name,
-                         attn_cl_error_name(err), (int)err);
-    return ATTN_SUCCESS;
-}
-
-static attn_status read_host(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
-                             void *host) {
-    cl_int err = clEnqueueReadBuffer(ctx->queue, buffer, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-        return attn_fail(ctx, (attn_status)err, "clEnqueueReadBuffer for %s failed: %s (%d)", name,
-                         attn_cl_error_name(err), (int)err);
-    return ATTN_SUCCESS;
-}
 
 /* Row `row` of head h of sequence b in a tensor laid out by `s`. */
 static size_t row_at(const attn_strides *s, int64_t b, int64_t h, int64_t row) {
@@ -653,24 +635,24 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
                           .lse = t->lse ? x->lse : NULL,
                           .k_new = x->k_new,
                           .v_new = x->v_new};
-    status = write_host(ctx, "Q", x->q, pb->q_extent * es, t->q);
+    status = attn_write_buffer(ctx, "Q", x->q, pb->q_extent * es, t->q);
     if (status == ATTN_SUCCESS)
-        status = write_host(ctx, "K_cache", x->k_cache, pb->k_extent * es, t->k_cache);
+        status = attn_write_buffer(ctx, "K_cache", x->k_cache, pb->k_extent * es, t->k_cache);
     if (status == ATTN_SUCCESS)
-        status = write_host(ctx, "V_cache", x->v_cache, pb->v_extent * es, t->v_cache);
+        status = attn_write_buffer(ctx, "V_cache", x->v_cache, pb->v_extent * es, t->v_cache);
     if (status == ATTN_SUCCESS && pb->kv.append)
-        status = write_host(ctx, "k_new", x->k_new, pb->kv.k_new_extent * es, t->k_new);
+        status = attn_write_buffer(ctx, "k_new", x->k_new, pb->kv.k_new_extent * es, t->k_new);
     if (status == ATTN_SUCCESS && pb->kv.append)
-        status = write_host(ctx, "v_new", x->v_new, pb->kv.v_new_extent * es, t->v_new);
+        status = attn_write_buffer(ctx, "v_new", x->v_new, pb->kv.v_new_extent * es, t->v_new);
     if (status == ATTN_SUCCESS)
         status = write_kvcache_arrays(plan, x, t->cache_seqlens, t->cache_batch_idx, t->block_table,
                                       t->alibi_slopes, NULL, &d);
     if (status == ATTN_SUCCESS)
         status = attn_plan_run_locked(plan, &d, NULL, 0, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
-        status = read_host(ctx, "O", x->o, pb->o_extent * es, x->o_host);
+        status = attn_read_buffer(ctx, "O", x->o, pb->o_extent * es, x->o_host);
     if (status == ATTN_SUCCESS && t->lse)
-        status = read_host(ctx, "LSE", x->lse, pb->lse_extent * sizeof(float), x->lse_host);
+        status = attn_read_buffer(ctx, "LSE", x->lse, pb->lse_extent * sizeof(float), x->lse_host);
     if (status != ATTN_SUCCESS) {
         clFinish(ctx->queue); /* writes from the caller's memory may still be queued */
         return status;

@@ -478,8 +478,8 @@ static attn_status own_host_buffers(attn_plan_t plan) {
     return status;
 }
 
-static attn_status write_tensor(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
-                                const void *host) {
+attn_status attn_write_buffer(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
+                              const void *host) {
     cl_int err = clEnqueueWriteBuffer(ctx->queue, buffer, CL_FALSE, 0, bytes, host, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return attn_fail(ctx, (attn_status)err, "clEnqueueWriteBuffer for %s failed: %s (%d)", name,
@@ -487,8 +487,8 @@ static attn_status write_tensor(attn_context_t ctx, const char *name, cl_mem buf
     return ATTN_SUCCESS;
 }
 
-static attn_status read_tensor(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
-                               void *host) {
+attn_status attn_read_buffer(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,
+                             void *host) {
     cl_int err = clEnqueueReadBuffer(ctx->queue, buffer, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return attn_fail(ctx, (attn_status)err, "clEnqueueReadBuffer for %s failed: %s (%d)", name,
@@ -520,27 +520,27 @@ static attn_status execute_host_locked(attn_plan_t plan, const attn_host_tensors
                           .probs_host = t->probs ? plan->probs_host : NULL};
     const attn_input_arrays arrays = attn_input_arrays_of_host(t);
     if (status == ATTN_SUCCESS)
-        status = write_tensor(ctx, "Q", plan->q, pb->q_extent * es, t->q);
+        status = attn_write_buffer(ctx, "Q", plan->q, pb->q_extent * es, t->q);
     if (status == ATTN_SUCCESS)
-        status = write_tensor(ctx, "K", plan->k, pb->k_extent * es, t->k);
+        status = attn_write_buffer(ctx, "K", plan->k, pb->k_extent * es, t->k);
     if (status == ATTN_SUCCESS)
-        status = write_tensor(ctx, "V", plan->v, pb->v_extent * es, t->v);
+        status = attn_write_buffer(ctx, "V", plan->v, pb->v_extent * es, t->v);
     /* O and LSE need no initial contents: only the rows the forward writes
      * come back (copy_outputs). */
     if (status == ATTN_SUCCESS && plan->bias)
-        status =
-            write_tensor(ctx, "the bias", plan->bias, pb->bias_extent * sizeof(float), t->bias);
+        status = attn_write_buffer(ctx, "the bias", plan->bias, pb->bias_extent * sizeof(float),
+                                   t->bias);
     if (status == ATTN_SUCCESS && plan->keep_mask)
-        status =
-            write_tensor(ctx, "the keep_mask", plan->keep_mask, pb->keep_mask_extent, t->keep_mask);
+        status = attn_write_buffer(ctx, "the keep_mask", plan->keep_mask, pb->keep_mask_extent,
+                                   t->keep_mask);
     if (status == ATTN_SUCCESS)
         status = write_arrays(plan, &arrays, NULL, &d);
     if (status == ATTN_SUCCESS)
         status = plan->algorithm->run(ctx, plan->state, &d, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
-        status = read_tensor(ctx, "O", plan->o, o_bytes, plan->o_host);
+        status = attn_read_buffer(ctx, "O", plan->o, o_bytes, plan->o_host);
     if (status == ATTN_SUCCESS && t->lse)
-        status = read_tensor(ctx, "LSE", plan->lse, lse_bytes, plan->lse_host);
+        status = attn_read_buffer(ctx, "LSE", plan->lse, lse_bytes, plan->lse_host);
     if (status == ATTN_SUCCESS) {
         copy_outputs(plan, t);
         if (t->probs)
