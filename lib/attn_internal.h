@@ -243,6 +243,10 @@ typedef struct attn_args {
 } attn_args;
 
 void attn_args_begin(attn_args *a, attn_context_t ctx, cl_kernel kernel, const char *kernel_name);
+/* A device buffer of `bytes` for `name` (plan.c), refused past the device's
+ * largest allocation. */
+attn_status attn_create_buffer(attn_context_t ctx, const char *name, size_t bytes, cl_mem *out);
+
 /* A host call's transfers on the context's queue (plan.c): the write is
  * enqueued without waiting, the read blocks; a failure names `name`. */
 attn_status attn_write_buffer(attn_context_t ctx, const char *name, cl_mem buffer, size_t bytes,

@@ -290,22 +290,6 @@ static void kvcache_ext_free(void *p) {
     free(x);
 }
 
-static attn_status create_buffer(attn_context_t ctx, const char *name, size_t bytes, cl_mem *out) {
-    const size_t max_alloc = (size_t)ctx->info.max_alloc_bytes;
-    if (max_alloc && bytes > max_alloc)
-        return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
-                         "%s needs %zu bytes, above the device's largest allocation (%zu)", name,
-                         bytes, max_alloc);
-    cl_int err;
-    *out = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes ? bytes : 1, NULL, &err);
-    if (err != CL_SUCCESS) {
-        *out = NULL;
-        return attn_fail(ctx, (attn_status)err, "clCreateBuffer for %s (%zu bytes) failed: %s (%d)",
-                         name, bytes, attn_cl_error_name(err), (int)err);
-    }
-    return ATTN_SUCCESS;
-}
-
 attn_status attn_plan_create_kvcache(attn_context_t ctx, const attn_kvcache_params *params,
                                      uint32_t outputs, attn_plan_t *out) {
     if (out)
@@ -375,7 +359,7 @@ static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const 
     if (!x->staging) {
         for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++)
             if (bytes[i])
-                status = create_buffer(ctx, names[i], bytes[i], mems[i]);
+                status = attn_create_buffer(ctx, names[i], bytes[i], mems[i]);
         if (status == ATTN_SUCCESS) {
             x->staging = malloc(total);
             if (!x->staging)
@@ -568,19 +552,19 @@ static attn_status own_host_buffers(attn_context_t ctx, const attn_problem *pb, 
         return ATTN_SUCCESS;
     const size_t es = pb->element_size;
     const size_t o_bytes = pb->o_extent * es, lse_bytes = pb->lse_extent * sizeof(float);
-    attn_status status = create_buffer(ctx, "Q", pb->q_extent * es, &x->q);
+    attn_status status = attn_create_buffer(ctx, "Q", pb->q_extent * es, &x->q);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "K_cache", pb->k_extent * es, &x->k_cache);
+        status = attn_create_buffer(ctx, "K_cache", pb->k_extent * es, &x->k_cache);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "V_cache", pb->v_extent * es, &x->v_cache);
+        status = attn_create_buffer(ctx, "V_cache", pb->v_extent * es, &x->v_cache);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "O", o_bytes, &x->o);
+        status = attn_create_buffer(ctx, "O", o_bytes, &x->o);
     if (status == ATTN_SUCCESS && pb->want_lse)
-        status = create_buffer(ctx, "LSE", lse_bytes, &x->lse);
+        status = attn_create_buffer(ctx, "LSE", lse_bytes, &x->lse);
     if (status == ATTN_SUCCESS && pb->kv.append)
-        status = create_buffer(ctx, "k_new", pb->kv.k_new_extent * es, &x->k_new);
+        status = attn_create_buffer(ctx, "k_new", pb->kv.k_new_extent * es, &x->k_new);
     if (status == ATTN_SUCCESS && pb->kv.append)
-        status = create_buffer(ctx, "v_new", pb->kv.v_new_extent * es, &x->v_new);
+        status = attn_create_buffer(ctx, "v_new", pb->kv.v_new_extent * es, &x->v_new);
     if (status == ATTN_SUCCESS) {
         x->o_host = malloc(o_bytes);
         if (pb->want_lse)

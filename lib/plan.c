@@ -166,9 +166,7 @@ size_t attn_plan_workspace_size(attn_plan_t plan) {
 
 /* ---- What executes keep ---------------------------------------------------- */
 
-/* A device buffer of `bytes` for `name`, refused past the device's largest
- * allocation. */
-static attn_status create_buffer(attn_context_t ctx, const char *name, size_t bytes, cl_mem *out) {
+attn_status attn_create_buffer(attn_context_t ctx, const char *name, size_t bytes, cl_mem *out) {
     const size_t max_alloc = (size_t)ctx->info.max_alloc_bytes;
     if (max_alloc && bytes > max_alloc)
         return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
@@ -187,7 +185,7 @@ static attn_status create_buffer(attn_context_t ctx, const char *name, size_t by
 static attn_status own_workspace(attn_plan_t plan) {
     if (plan->workspace || !plan->workspace_bytes)
         return ATTN_SUCCESS;
-    return create_buffer(plan->ctx, "the workspace", plan->workspace_bytes, &plan->workspace);
+    return attn_create_buffer(plan->ctx, "the workspace", plan->workspace_bytes, &plan->workspace);
 }
 
 attn_status attn_plan_run_locked(attn_plan_t plan, attn_device_args *d, cl_mem workspace,
@@ -438,19 +436,19 @@ static attn_status own_host_buffers(attn_plan_t plan) {
     const size_t o_bytes = pb->o_extent * es, lse_bytes = pb->lse_extent * sizeof(float);
     /* Device buffers first: a request past the device's limits fails
      * before the host staging is allocated. */
-    attn_status status = create_buffer(ctx, "Q", pb->q_extent * es, &plan->q);
+    attn_status status = attn_create_buffer(ctx, "Q", pb->q_extent * es, &plan->q);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "K", pb->k_extent * es, &plan->k);
+        status = attn_create_buffer(ctx, "K", pb->k_extent * es, &plan->k);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "V", pb->v_extent * es, &plan->v);
+        status = attn_create_buffer(ctx, "V", pb->v_extent * es, &plan->v);
     if (status == ATTN_SUCCESS)
-        status = create_buffer(ctx, "O", o_bytes, &plan->o);
+        status = attn_create_buffer(ctx, "O", o_bytes, &plan->o);
     if (status == ATTN_SUCCESS && pb->want_lse)
-        status = create_buffer(ctx, "LSE", lse_bytes, &plan->lse);
+        status = attn_create_buffer(ctx, "LSE", lse_bytes, &plan->lse);
     if (status == ATTN_SUCCESS && pb->p.bias.present)
-        status = create_buffer(ctx, "the bias", pb->bias_extent * sizeof(float), &plan->bias);
+        status = attn_create_buffer(ctx, "the bias", pb->bias_extent * sizeof(float), &plan->bias);
     if (status == ATTN_SUCCESS && pb->p.keep_mask.present)
-        status = create_buffer(ctx, "the keep_mask", pb->keep_mask_extent, &plan->keep_mask);
+        status = attn_create_buffer(ctx, "the keep_mask", pb->keep_mask_extent, &plan->keep_mask);
     if (status == ATTN_SUCCESS)
         status = own_workspace(plan);
     if (status == ATTN_SUCCESS) {
