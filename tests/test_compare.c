@@ -33,6 +33,13 @@ test_result test_compare_rtol(const test_shape *s, const float *out, const float
                         r.naive_disagrees = 1;
                         continue;
                     }
+                    /* naive_fp32's error counts whatever the output holds:
+                     * a non-finite output must not hide that naive_fp32
+                     * is wrong too (scores past FLT_MAX: it gives 0). */
+                    naive_max = fmax(naive_max, fabs(n - f));
+                    ref_max = fmax(ref_max, fabs(f));
+                    naive_err2 += (n - f) * (n - f);
+                    ref2 += f * f;
                     if (!isfinite(o)) {
                         r.mismatch++;
                         continue;
@@ -42,11 +49,7 @@ test_result test_compare_rtol(const test_shape *s, const float *out, const float
                         r.max_err = err;
                         r.worst = logical;
                     }
-                    naive_max = fmax(naive_max, fabs(n - f));
-                    ref_max = fmax(ref_max, fabs(f));
                     err2 += (o - f) * (o - f);
-                    naive_err2 += (n - f) * (n - f);
-                    ref2 += f * f;
                 }
             }
         }
