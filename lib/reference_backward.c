@@ -9,6 +9,7 @@
  * against central finite differences of that forward. */
 #include "attn_internal.h"
 #include "half.h"
+#include "host_copy.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -155,21 +156,18 @@ static void backward_row(const attn_problem *pb, const attn_backward_host_tensor
     }
 }
 
-/* Stores rows [batch, heads, rows] x inner of `acc` into `out` (rounded to
- * `dtype`), touching nothing between the rows. */
-static void store_rows(void *out, const double *acc, int64_t batch, int64_t heads, int64_t rows,
-                       int64_t inner, const attn_strides *st, attn_dtype dtype, int as_float) {
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t h = 0; h < heads; h++)
-            for (int64_t r = 0; r < rows; r++) {
-                const size_t at = row_at(st, b, h, r);
-                for (int64_t d = 0; d < inner; d++) {
-                    if (as_float)
-                        ((float *)out)[at + (size_t)d] = (float)acc[at + (size_t)d];
-                    else
-                        attn_store_element(out, at + (size_t)d, dtype, acc[at + (size_t)d]);
-                }
-            }
+/* Rounds `acc` (extent elements) to `dtype` in `staging` and copies the
+ * rows `rows` describes into `out`, as the device call's host copy does:
+ * nothing between the rows, nor (varlen) rows outside every sequence. */
+static void store_rows(void *out, void *staging, const double *acc, size_t extent, attn_dtype dtype,
+                       int as_float, const attn_output_rows *rows) {
+    for (size_t e = 0; e < extent; e++) {
+        if (as_float)
+            ((float *)staging)[e] = (float)acc[e];
+        else
+            attn_store_element(staging, e, dtype, acc[e]);
+    }
+    attn_copy_output_rows(out, staging, rows);
 }
 
 attn_status attn_reference_backward(const attn_params *params,
@@ -200,11 +198,17 @@ attn_status attn_reference_backward(const attn_params *params,
      * gradients untouched. */
     const size_t n = (size_t)p->seq_k;
     double *scratch = malloc(3 * n * sizeof *scratch);
+    size_t most = pb.q_extent > pb.k_extent ? pb.q_extent : pb.k_extent;
+    most = pb.v_extent > most ? pb.v_extent : most;
+    most = t->dbias && pb.bias_extent > most ? pb.bias_extent : most;
+    void *staging =
+        malloc(most * (pb.element_size > sizeof(float) ? pb.element_size : sizeof(float)));
     grads g = {calloc(pb.q_extent, sizeof(double)), calloc(pb.k_extent, sizeof(double)),
                calloc(pb.v_extent, sizeof(double)),
                t->dbias ? calloc(pb.bias_extent, sizeof(double)) : NULL};
-    if (!scratch || !g.dq || !g.dk || !g.dv || (t->dbias && !g.dbias)) {
+    if (!scratch || !staging || !g.dq || !g.dk || !g.dv || (t->dbias && !g.dbias)) {
         free(scratch);
+        free(staging);
         free(g.dq);
         free(g.dk);
         free(g.dv);
@@ -219,18 +223,25 @@ attn_status attn_reference_backward(const attn_params *params,
                 backward_row(&pb, t, &s, b, h, i, scratch, scratch + n, scratch + 2 * n, &g);
     }
 
-    const int64_t tensor_batch = p->varlen ? 1 : p->batch;
+    const size_t es = pb.element_size;
+    const int32_t *cu_q = p->varlen ? t->cu_seqlens_q : NULL;
+    const int32_t *cu_k = p->varlen ? t->cu_seqlens_k : NULL;
     const int64_t rows_q = p->varlen ? p->total_q : p->seq_q;
     const int64_t rows_k = p->varlen ? p->total_k : p->seq_k;
-    store_rows(t->dq, g.dq, tensor_batch, p->heads_q, rows_q, p->head_dim, &p->q_strides, p->dtype,
-               0);
-    store_rows(t->dk, g.dk, tensor_batch, p->heads_kv, rows_k, p->head_dim, &p->k_strides, p->dtype,
-               0);
-    store_rows(t->dv, g.dv, tensor_batch, p->heads_kv, rows_k, p->head_dim_v, &p->v_strides,
-               p->dtype, 0);
+    const attn_output_rows dq_rows = {p->batch,     p->heads_q, rows_q, p->head_dim,
+                                      p->q_strides, es,         cu_q};
+    const attn_output_rows dk_rows = {p->batch,     p->heads_kv, rows_k, p->head_dim,
+                                      p->k_strides, es,          cu_k};
+    const attn_output_rows dv_rows = {p->batch,     p->heads_kv, rows_k, p->head_dim_v,
+                                      p->v_strides, es,          cu_k};
+    const attn_output_rows dbias_rows = {p->bias.batch,   p->bias.heads, p->seq_q, p->seq_k,
+                                         p->bias.strides, sizeof(float), NULL};
+    store_rows(t->dq, staging, g.dq, pb.q_extent, p->dtype, 0, &dq_rows);
+    store_rows(t->dk, staging, g.dk, pb.k_extent, p->dtype, 0, &dk_rows);
+    store_rows(t->dv, staging, g.dv, pb.v_extent, p->dtype, 0, &dv_rows);
     if (t->dbias)
-        store_rows(t->dbias, g.dbias, p->bias.batch, p->bias.heads, p->seq_q, p->seq_k,
-                   &p->bias.strides, ATTN_DTYPE_F32, 1);
+        store_rows(t->dbias, staging, g.dbias, pb.bias_extent, ATTN_DTYPE_F32, 1, &dbias_rows);
+    free(staging);
     free(scratch);
     free(g.dq);
     free(g.dk);

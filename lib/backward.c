@@ -1,0 +1,446 @@
+/* The backward pass (include/attn_cl.h, "Backward"): validation of its
+ * tensors, its kernels (kernels/backward.cl) and their launches, and the
+ * host and device one-calls. One configuration serves every device: one
+ * work-item per row, work-groups of one (a CPU shape; correctness first).
+ *
+ * Order on the context's in-order queue: D = rowsum(dO * O) into the
+ * workspace, then dK/dV, dQ and dBias, each written by exactly one
+ * work-item per row or element, so the result has the same bits run to run
+ * and call to call. */
+#include "attn_internal.h"
+#include "host_copy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct backward_state {
+    attn_problem pb;
+    int want_dbias;
+    char options[640];
+    cl_kernel dot, dkdv, dq, dbias; /* dbias NULL unless wanted */
+} backward_state;
+
+/* The caller's tensors as the kernels see them (offsets in elements); the
+ * forward's tensors and input arrays in `f`. */
+typedef struct backward_args {
+    attn_device_args f;
+    cl_mem dout, dq, dk, dv, dbias;
+    size_t dout_offset, dq_offset, dk_offset, dv_offset, dbias_offset;
+} backward_args;
+
+static void backward_state_free(backward_state *st) {
+    if (!st)
+        return;
+    cl_kernel kernels[4] = {st->dot, st->dkdv, st->dq, st->dbias};
+    for (int i = 0; i < 4; i++)
+        if (kernels[i])
+            clReleaseKernel(kernels[i]);
+    free(st);
+}
+
+/* Options and kernels for `pb`; the caller holds no lock. */
+static attn_status backward_state_make(attn_context_t ctx, const attn_problem *pb, int want_dbias,
+                                       backward_state **out) {
+    *out = NULL;
+    backward_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate the backward's state");
+    st->pb = *pb;
+    st->want_dbias = want_dbias;
+    char features[256];
+    attn_feature_options(pb, features, sizeof features);
+    snprintf(st->options, sizeof st->options, "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d",
+             features, pb->p.head_dim, pb->p.head_dim_v, pb->group);
+    pthread_mutex_lock(&ctx->lock);
+    attn_status status = attn_create_kernel(ctx, "backward", "attn_bwd_dot", st->options, &st->dot);
+    if (status == ATTN_SUCCESS)
+        status = attn_create_kernel(ctx, "backward", "attn_bwd_dkdv", st->options, &st->dkdv);
+    if (status == ATTN_SUCCESS)
+        status = attn_create_kernel(ctx, "backward", "attn_bwd_dq", st->options, &st->dq);
+    if (status == ATTN_SUCCESS && want_dbias)
+        status = attn_create_kernel(ctx, "backward", "attn_bwd_dbias", st->options, &st->dbias);
+    pthread_mutex_unlock(&ctx->lock);
+    if (status != ATTN_SUCCESS) {
+        backward_state_free(st);
+        return status;
+    }
+    *out = st;
+    return ATTN_SUCCESS;
+}
+
+/* D's floats: one per query row of the tensors. */
+static size_t delta_elems(const attn_problem *pb) {
+    const attn_params *p = &pb->p;
+    const size_t batch = p->varlen ? 1 : (size_t)p->batch;
+    const size_t rows = (size_t)(p->varlen ? p->total_q : p->seq_q);
+    return batch * (size_t)p->heads_q * rows;
+}
+
+static void arg_common(attn_args *a, const backward_state *st, const backward_args *b) {
+    const attn_params *p = &st->pb.p;
+    attn_arg_tensor(a, b->f.q, b->f.q_offset, &p->q_strides);
+    attn_arg_tensor(a, b->f.k, b->f.k_offset, &p->k_strides);
+    attn_arg_tensor(a, b->f.v, b->f.v_offset, &p->v_strides);
+    attn_arg_tensor(a, b->dout, b->dout_offset, &p->o_strides);
+    attn_arg_tensor(a, b->f.lse, b->f.lse_offset, &p->lse_strides);
+    attn_arg_buffer(a, b->f.workspace, b->f.workspace_offset / sizeof(float));
+}
+
+/* Enqueues the four kernels after `wait_list`; *done completes with the
+ * last. On failure waits for what was enqueued. */
+static attn_status backward_run(attn_context_t ctx, const backward_state *st,
+                                const backward_args *b, cl_uint num_wait, const cl_event *wait_list,
+                                cl_event *done) {
+    const attn_problem *pb = &st->pb;
+    const attn_params *p = &pb->p;
+    if (done)
+        *done = NULL;
+
+    attn_args dot, dkdv, dq, dbias;
+    attn_args_begin(&dot, ctx, st->dot, "attn_bwd_dot");
+    attn_arg_tensor(&dot, b->f.o, b->f.o_offset, &p->o_strides);
+    attn_arg_tensor(&dot, b->dout, b->dout_offset, &p->o_strides);
+    attn_arg_tensor(&dot, b->f.lse, b->f.lse_offset, &p->lse_strides);
+    attn_arg_buffer(&dot, b->f.workspace, b->f.workspace_offset / sizeof(float));
+    attn_arg_int(&dot, p->heads_q);
+    attn_arg_features(&dot, pb, &b->f);
+    attn_status status = attn_args_end(&dot);
+
+    attn_args_begin(&dkdv, ctx, st->dkdv, "attn_bwd_dkdv");
+    arg_common(&dkdv, st, b);
+    attn_arg_tensor(&dkdv, b->dk, b->dk_offset, &p->k_strides);
+    attn_arg_tensor(&dkdv, b->dv, b->dv_offset, &p->v_strides);
+    attn_arg_int(&dkdv, p->heads_q);
+    attn_arg_float(&dkdv, p->scale);
+    attn_arg_features(&dkdv, pb, &b->f);
+    if (status == ATTN_SUCCESS)
+        status = attn_args_end(&dkdv);
+
+    attn_args_begin(&dq, ctx, st->dq, "attn_bwd_dq");
+    arg_common(&dq, st, b);
+    attn_arg_tensor(&dq, b->dq, b->dq_offset, &p->q_strides);
+    attn_arg_int(&dq, p->heads_q);
+    attn_arg_float(&dq, p->scale);
+    attn_arg_features(&dq, pb, &b->f);
+    if (status == ATTN_SUCCESS)
+        status = attn_args_end(&dq);
+
+    if (st->dbias) {
+        attn_args_begin(&dbias, ctx, st->dbias, "attn_bwd_dbias");
+        arg_common(&dbias, st, b);
+        attn_arg_tensor(&dbias, b->dbias, b->dbias_offset, &p->bias.strides);
+        attn_arg_int(&dbias, p->batch);
+        attn_arg_int(&dbias, p->heads_q);
+        attn_arg_int(&dbias, p->bias.batch);
+        attn_arg_int(&dbias, p->bias.heads);
+        attn_arg_float(&dbias, p->scale);
+        attn_arg_features(&dbias, pb, &b->f);
+        if (status == ATTN_SUCCESS)
+            status = attn_args_end(&dbias);
+    }
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    /* The queue is in order: each kernel runs after the one before. */
+    const size_t one[3] = {1, 1, 1};
+    const size_t q_rows[3] = {(size_t)p->seq_q, (size_t)p->heads_q, (size_t)p->batch};
+    const size_t k_rows[3] = {(size_t)p->seq_k, (size_t)p->heads_kv, (size_t)p->batch};
+    const size_t scores[3] = {(size_t)p->seq_k, (size_t)p->seq_q,
+                              (size_t)p->bias.batch * (size_t)p->bias.heads};
+    status =
+        attn_enqueue_kernel(ctx, st->dot, "attn_bwd_dot", q_rows, one, num_wait, wait_list, NULL);
+    if (status == ATTN_SUCCESS)
+        status = attn_enqueue_kernel(ctx, st->dkdv, "attn_bwd_dkdv", k_rows, one, 0, NULL, NULL);
+    if (status == ATTN_SUCCESS)
+        status = attn_enqueue_kernel(ctx, st->dq, "attn_bwd_dq", q_rows, one, 0, NULL,
+                                     st->dbias ? NULL : done);
+    if (status == ATTN_SUCCESS && st->dbias)
+        status = attn_enqueue_kernel(ctx, st->dbias, "attn_bwd_dbias", scores, one, 0, NULL, done);
+    if (status != ATTN_SUCCESS) {
+        clFinish(ctx->queue);
+        if (done && *done) {
+            clReleaseEvent(*done);
+            *done = NULL;
+        }
+    }
+    return status;
+}
+
+/* ---- Validation -------------------------------------------------------------- */
+
+/* What both calls check before any device work: the problem, the required
+ * tensors, the operands, dbias. */
+static attn_status backward_problem(attn_context_t ctx, const char *call, const attn_params *params,
+                                    int has_lse, int has_bias, int has_keep_mask, int has_dbias,
+                                    const attn_input_arrays *arrays, unsigned on_device,
+                                    attn_problem *pb) {
+    if (!has_lse)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: lse is NULL; the backward needs the forward's log-sum-exp", call);
+    attn_params request = params ? *params : (attn_params){0};
+    /* The backward has one algorithm: whatever the forward used. */
+    request.algo = ATTN_ALGO_AUTO;
+    attn_status status = attn_problem_make(ctx, params ? &request : NULL, 1, 0, pb);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const attn_params *p = &pb->p;
+    if (p->bias.present && !has_bias)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: params ask for a bias, which is NULL",
+                         call);
+    if (p->keep_mask.present && !has_keep_mask)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: params ask for a keep_mask, which is NULL", call);
+    if (has_dbias && !p->bias.present)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "%s: dbias is asked for, but params have no bias", call);
+    return attn_problem_check_arrays(ctx, pb, arrays, on_device);
+}
+
+/* The input arrays: the caller's device buffers, or device copies of the
+ * host arrays (written blocking: they are small) in `own`. */
+static attn_status arrays_to_device(attn_context_t ctx, const attn_problem *pb,
+                                    const attn_input_arrays *host,
+                                    const cl_mem on_device[ATTN_INPUT_COUNT],
+                                    cl_mem own[ATTN_INPUT_COUNT], cl_mem out[ATTN_INPUT_COUNT]) {
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++)
+        own[i] = out[i] = NULL;
+    attn_status status = attn_input_arrays_create(ctx, pb, own);
+    for (int i = 0; i < ATTN_INPUT_COUNT && status == ATTN_SUCCESS; i++) {
+        const size_t bytes = attn_input_array_bytes(pb, (attn_input_array)i);
+        if (!bytes)
+            continue;
+        if (on_device && on_device[i]) {
+            out[i] = on_device[i];
+            continue;
+        }
+        cl_int err =
+            clEnqueueWriteBuffer(ctx->queue, own[i], CL_TRUE, 0, bytes,
+                                 attn_input_array_host(host, (attn_input_array)i), 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            status = attn_fail(ctx, (attn_status)err, "clEnqueueWriteBuffer for %s failed: %s (%d)",
+                               attn_input_array_name((attn_input_array)i), attn_cl_error_name(err),
+                               (int)err);
+        out[i] = own[i];
+    }
+    return status;
+}
+
+/* ---- Device call ---------------------------------------------------------------- */
+
+attn_status attn_backward_device(attn_context_t ctx, const attn_params *params,
+                                 const attn_backward_device_tensors *t, cl_uint num_wait,
+                                 const cl_event *wait_list, cl_event *event) {
+    const char *call = "attn_backward_device";
+    if (event)
+        *event = NULL;
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "%s: ctx is NULL", call);
+    if (!t || !t->q || !t->k || !t->v || !t->o || !t->dout || !t->dq || !t->dk || !t->dv)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: tensors and their q, k, v, o, dout, dq, dk and dv are required",
+                         call);
+    if ((num_wait > 0) != (wait_list != NULL))
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "wait_list must be NULL exactly when num_wait_events is 0");
+    cl_mem on_device[ATTN_INPUT_COUNT] = {
+#define DEVICE_ROW(name, type, count, enabled) [ATTN_INPUT_##name] = t->name##_mem,
+        ATTN_INPUT_ARRAYS(DEVICE_ROW)
+#undef DEVICE_ROW
+    };
+    unsigned on_device_mask = 0;
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++)
+        if (on_device[i])
+            on_device_mask |= 1u << i;
+    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_device(t);
+    attn_problem pb;
+    attn_status status =
+        backward_problem(ctx, call, params, t->lse != NULL, t->bias != NULL, t->keep_mask != NULL,
+                         t->dbias != NULL, &host_arrays, on_device_mask, &pb);
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    backward_args b = {.f = {.q = t->q,
+                             .k = t->k,
+                             .v = t->v,
+                             .o = t->o,
+                             .lse = t->lse,
+                             .bias = pb.p.bias.present ? t->bias : NULL,
+                             .keep_mask = pb.p.keep_mask.present ? t->keep_mask : NULL,
+                             .callers_outputs = 1},
+                       .dout = t->dout,
+                       .dq = t->dq,
+                       .dk = t->dk,
+                       .dv = t->dv,
+                       .dbias = t->dbias};
+    const size_t es = pb.element_size;
+    const attn_mem_range ranges[12] = {
+        {"Q", t->q, t->q_offset, pb.q_extent, es, &b.f.q_offset},
+        {"K", t->k, t->k_offset, pb.k_extent, es, &b.f.k_offset},
+        {"V", t->v, t->v_offset, pb.v_extent, es, &b.f.v_offset},
+        {"O", t->o, t->o_offset, pb.o_extent, es, &b.f.o_offset},
+        {"dO", t->dout, t->dout_offset, pb.o_extent, es, &b.dout_offset},
+        {"LSE", t->lse, t->lse_offset, pb.lse_extent, sizeof(float), &b.f.lse_offset},
+        {"the bias", b.f.bias, t->bias_offset, pb.bias_extent, sizeof(float), &b.f.bias_offset},
+        {"the keep_mask", b.f.keep_mask, t->keep_mask_offset, pb.keep_mask_extent, 1,
+         &b.f.keep_mask_offset},
+        /* The outputs last: attn_check_disjoint's convention. */
+        {"dQ", t->dq, t->dq_offset, pb.q_extent, es, &b.dq_offset},
+        {"dK", t->dk, t->dk_offset, pb.k_extent, es, &b.dk_offset},
+        {"dV", t->dv, t->dv_offset, pb.v_extent, es, &b.dv_offset},
+        {"dBias", t->dbias, t->dbias_offset, pb.bias_extent, sizeof(float), &b.dbias_offset},
+    };
+    for (int i = 0; i < 12 && status == ATTN_SUCCESS; i++)
+        if (ranges[i].mem)
+            status = attn_check_device_tensor(ctx, ranges[i].name, ranges[i].mem, ranges[i].offset,
+                                              ranges[i].extent, ranges[i].element_size,
+                                              ranges[i].element_offset);
+    if (status == ATTN_SUCCESS)
+        status = attn_check_disjoint(ctx, call, ranges, 12, 8);
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    backward_state *st = NULL;
+    cl_mem own_arrays[ATTN_INPUT_COUNT] = {0};
+    cl_mem delta = NULL;
+    status = backward_state_make(ctx, &pb, t->dbias != NULL, &st);
+    if (status == ATTN_SUCCESS)
+        status =
+            attn_create_buffer(ctx, "the backward's D", delta_elems(&pb) * sizeof(float), &delta);
+    if (status == ATTN_SUCCESS)
+        status = arrays_to_device(ctx, &pb, &host_arrays, on_device, own_arrays, b.f.arrays);
+    b.f.workspace = delta;
+    b.f.workspace_offset = 0;
+    if (status == ATTN_SUCCESS) {
+        pthread_mutex_lock(&ctx->lock);
+        status = backward_run(ctx, st, &b, num_wait, wait_list, event);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    /* Released now, freed by OpenCL once the enqueued kernels are done. */
+    if (delta)
+        clReleaseMemObject(delta);
+    attn_input_arrays_release(own_arrays);
+    backward_state_free(st);
+    return status;
+}
+
+/* ---- Host call ----------------------------------------------------------------- */
+
+attn_status attn_backward_host(attn_context_t ctx, const attn_params *params,
+                               const attn_backward_host_tensors *t) {
+    const char *call = "attn_backward_host";
+    if (!ctx)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "%s: ctx is NULL", call);
+    if (!t || !t->q || !t->k || !t->v || !t->o || !t->dout || !t->dq || !t->dk || !t->dv)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: tensors and their q, k, v, o, dout, dq, dk and dv are required",
+                         call);
+    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_host(t);
+    attn_problem pb;
+    attn_status status =
+        backward_problem(ctx, call, params, t->lse != NULL, t->bias != NULL, t->keep_mask != NULL,
+                         t->dbias != NULL, &host_arrays, 0, &pb);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const attn_params *p = &pb.p;
+    const size_t es = pb.element_size;
+
+    /* Device copies of every tensor, host staging of the gradients. */
+    enum { Q, K, V, O, DOUT, LSE, BIAS, KEEP, DQ, DK, DV, DBIAS, DELTA, N };
+    const struct {
+        const char *name;
+        const void *host;
+        size_t bytes;
+    } tensors[N] = {
+        {"Q", t->q, pb.q_extent * es},
+        {"K", t->k, pb.k_extent * es},
+        {"V", t->v, pb.v_extent * es},
+        {"O", t->o, pb.o_extent * es},
+        {"dO", t->dout, pb.o_extent * es},
+        {"LSE", t->lse, pb.lse_extent * sizeof(float)},
+        {"the bias", p->bias.present ? t->bias : NULL, pb.bias_extent * sizeof(float)},
+        {"the keep_mask", p->keep_mask.present ? t->keep_mask : NULL, pb.keep_mask_extent},
+        {"dQ", NULL, pb.q_extent * es},
+        {"dK", NULL, pb.k_extent * es},
+        {"dV", NULL, pb.v_extent * es},
+        {"dBias", NULL, t->dbias ? pb.bias_extent * sizeof(float) : 0},
+        {"the backward's D", NULL, delta_elems(&pb) * sizeof(float)},
+    };
+    cl_mem mem[N] = {0};
+    void *staging[4] = {0}; /* dQ, dK, dV, dBias */
+    cl_mem own_arrays[ATTN_INPUT_COUNT] = {0};
+    backward_state *st = NULL;
+    status = backward_state_make(ctx, &pb, t->dbias != NULL, &st);
+    for (int i = 0; i < N && status == ATTN_SUCCESS; i++) {
+        const int wanted = tensors[i].host || (i >= DQ && (i != DBIAS || t->dbias));
+        if (wanted)
+            status = attn_create_buffer(ctx, tensors[i].name, tensors[i].bytes, &mem[i]);
+    }
+    for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++) {
+        if (!mem[DQ + i])
+            continue;
+        staging[i] = malloc(tensors[DQ + i].bytes);
+        if (!staging[i])
+            status = attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                               "cannot allocate %zu bytes of host staging for %s",
+                               tensors[DQ + i].bytes, tensors[DQ + i].name);
+    }
+    backward_args b = {.f = {.q = mem[Q],
+                             .k = mem[K],
+                             .v = mem[V],
+                             .o = mem[O],
+                             .lse = mem[LSE],
+                             .bias = mem[BIAS],
+                             .keep_mask = mem[KEEP],
+                             .workspace = mem[DELTA]},
+                       .dout = mem[DOUT],
+                       .dq = mem[DQ],
+                       .dk = mem[DK],
+                       .dv = mem[DV],
+                       .dbias = mem[DBIAS]};
+    if (status == ATTN_SUCCESS)
+        status = arrays_to_device(ctx, &pb, &host_arrays, NULL, own_arrays, b.f.arrays);
+    for (int i = 0; i < DQ && status == ATTN_SUCCESS; i++)
+        if (mem[i])
+            status =
+                attn_write_buffer(ctx, tensors[i].name, mem[i], tensors[i].bytes, tensors[i].host);
+    if (status == ATTN_SUCCESS) {
+        pthread_mutex_lock(&ctx->lock);
+        status = backward_run(ctx, st, &b, 0, NULL, NULL);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++)
+        if (mem[DQ + i])
+            status = attn_read_buffer(ctx, tensors[DQ + i].name, mem[DQ + i], tensors[DQ + i].bytes,
+                                      staging[i]);
+    if (status == ATTN_SUCCESS) {
+        /* Only the rows the kernels wrote reach the caller's memory. */
+        const int64_t tensor_batch = p->batch; /* with varlen: the sequences */
+        const int32_t *cu_q = p->varlen ? t->cu_seqlens_q : NULL;
+        const int32_t *cu_k = p->varlen ? t->cu_seqlens_k : NULL;
+        const attn_output_rows rows[4] = {
+            {tensor_batch, p->heads_q, p->varlen ? p->total_q : p->seq_q, p->head_dim, p->q_strides,
+             es, cu_q},
+            {tensor_batch, p->heads_kv, p->varlen ? p->total_k : p->seq_k, p->head_dim,
+             p->k_strides, es, cu_k},
+            {tensor_batch, p->heads_kv, p->varlen ? p->total_k : p->seq_k, p->head_dim_v,
+             p->v_strides, es, cu_k},
+            {p->bias.batch, p->bias.heads, p->seq_q, p->seq_k, p->bias.strides, sizeof(float),
+             NULL},
+        };
+        void *dst[4] = {t->dq, t->dk, t->dv, t->dbias};
+        for (int i = 0; i < 4; i++)
+            if (staging[i])
+                attn_copy_output_rows(dst[i], staging[i], &rows[i]);
+    } else {
+        clFinish(ctx->queue); /* writes from the caller's memory may be queued */
+    }
+    for (int i = 0; i < N; i++)
+        if (mem[i])
+            clReleaseMemObject(mem[i]);
+    for (int i = 0; i < 4; i++)
+        free(staging[i]);
+    attn_input_arrays_release(own_arrays);
+    backward_state_free(st);
+    return status;
+}
