@@ -641,7 +641,51 @@ static void bad_inputs(attn_context_t ctx) {
     case_free(&c);
 }
 
-int main(void) {
+/* Tiny requests for oclgrind (tests/oclgrind_check.sh): each through the
+ * host call (run 2n) and the device call (run 2n + 1), one backward a
+ * process (test_kernels_checked.c says why). */
+static const char *const checked_cases[] = {
+    "B1 Hq1 Hkv1 Sq1 Sk1 D1 none bhsd",
+    "B1 Hq2 Hkv1 Sq7 Sk9 D8 Dv5 br bshd bias=1x2",
+    "B2 Hq2 Hkv2 Sq5 Sk7 D4 tl hbsd bf16 bias=2x2 win=2,-1 keep=2x1",
+    "B3 Hq4 Hkv2 Sq9 Sk13 D16 br padded f16 alibi bias=3x1 keep=1x4 pad varlen win=4,1 softcap=8",
+};
+
+static int run_checked(int run) {
+    const int count = (int)(sizeof checked_cases / sizeof checked_cases[0]);
+    if (run < 0 || run >= 2 * count) {
+        printf("--run %d: there are %d runs\n", run, 2 * count);
+        return 2;
+    }
+    attn_context_t ctx = test_context_create();
+    bwd_case c;
+    int quick;
+    const char *text = checked_cases[run / 2];
+    int ok = case_init(&c, text, 700 + (uint64_t)run / 2, &quick) == 0;
+    if (ok) {
+        device_grads d;
+        char line[1024] = "", why[512] = "";
+        ok = run_call(ctx, &c, run % 2, &d, why, sizeof why) == ATTN_SUCCESS;
+        if (ok)
+            ok = check_grads(&c, &d, line, sizeof line) && stored_gaps_intact(&c, &d);
+        printf("%s (%s call)  %s  %s\n", text, run % 2 ? "device" : "host", ok ? line : why,
+               ok ? "PASS" : "FAIL");
+        device_grads_free(&d);
+        case_free(&c);
+    } else {
+        printf("%s  FAIL (setup)\n", text);
+    }
+    attn_context_destroy(ctx);
+    return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--count") == 0) {
+        printf("%d\n", (int)(2 * sizeof checked_cases / sizeof checked_cases[0]));
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "--run") == 0)
+        return run_checked(atoi(argv[2]));
     attn_context_t ctx = test_context_create();
     attn_context_t ctx2 = test_context_create();
     const double start = test_seconds();
