@@ -5,11 +5,11 @@
  *
  *   attn_bwd_dot    one work-item per query row: D = dO . O (0 for a row
  *                   whose keys are all masked), into the workspace
- *   attn_bwd_dkdv   one work-item per key row of a kv head: over the
- *                   group's query heads in order and their queries in
+ *   attn_bwd_dkdv   one work-item per BLOCK key rows of a kv head: over
+ *                   the group's query heads in order and their queries in
  *                   order, dV += P dO and dK += dS' Q
- *   attn_bwd_dq     one work-item per query row: over its keys in order,
- *                   dQ += dS' K
+ *   attn_bwd_dq     one work-item per BLOCK query rows: over their keys in
+ *                   order, dQ += dS' K
  *   attn_bwd_dbias  one work-item per bias element (i, j) of a bias batch
  *                   and head: dS summed over the batches and heads the bias
  *                   broadcasts to, in order
@@ -25,6 +25,9 @@
 #endif
 #if !defined(GROUP) || GROUP < 1
 #error "GROUP (heads_q / heads_kv) must be defined and >= 1"
+#endif
+#if !defined(BLOCK) || BLOCK < 1 || BLOCK > 32
+#error "BLOCK (rows a work-item of attn_bwd_dkdv / attn_bwd_dq holds) must be 1..32"
 #endif
 
 /* Whether query i (of head h, batch b) sees key j: common.cl's key range
@@ -77,123 +80,178 @@ __kernel void attn_bwd_dot(TENSOR(__global const elem_t, o, o),
 
 /* ---- dK, dV ------------------------------------------------------------------ */
 
-/* global (seq_k, heads_kv, batch). Key rows past a sequence's keys (varlen)
- * are not written; keys no query sees get 0. */
+/* global (ceil(seq_k / BLOCK), heads_kv, batch): BLOCK consecutive key rows
+ * of one kv head a work-item, their K and V held transposed (key fastest)
+ * so that the scores and dP of one query row against the block are
+ * broadcast-multiply-adds over independent lanes, and each query row is
+ * read once for BLOCK keys. Key rows past a sequence's keys (varlen) are not
+ * written; keys no query sees get 0. */
 __kernel void
 attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k, k),
               TENSOR(__global const elem_t, v, v), TENSOR(__global const elem_t, dout, dout),
               TENSOR(__global const float, lse, lse), __global const float *delta, ulong delta_off,
               TENSOR(__global elem_t, dk, dk), TENSOR(__global elem_t, dv, dv), int heads_q,
               float scale, FEATURE_PARAMS) {
-    const int j = get_global_id(0), g = get_global_id(1), b = get_global_id(2);
+    const int g = get_global_id(1), b = get_global_id(2);
     const sequence_info s = sequence_of(b, FEATURE_SEQUENCES);
-    if (j >= s.len_k)
+    const int j0 = get_global_id(0) * BLOCK;
+    if (j0 >= s.len_k)
         return;
+    const int nk = min(BLOCK, s.len_k - j0), j_last = j0 + nk - 1;
     const long bt = VARLEN ? 0 : b;
     const long rows = VARLEN ? total_q : seq_q;
-    const int kr = s.k0 + j;
-    float kj[HEAD_DIM], vj[HEAD_DIM_V], acc_k[HEAD_DIM], acc_v[HEAD_DIM_V];
-    __global const elem_t *krow = k + AT(k, bt, g, kr);
-    __global const elem_t *vrow = v + AT(v, bt, g, kr);
-    for (int d = 0; d < HEAD_DIM; d++) {
-        kj[d] = load_elem(krow, d);
-        acc_k[d] = 0.0f;
+    float kt[HEAD_DIM][BLOCK], vt[HEAD_DIM_V][BLOCK];
+    float acc_k[BLOCK][HEAD_DIM], acc_v[BLOCK][HEAD_DIM_V];
+    for (int kk = 0; kk < BLOCK; kk++) {
+        __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j0 + min(kk, nk - 1));
+        __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j0 + min(kk, nk - 1));
+        for (int d = 0; d < HEAD_DIM; d++) {
+            kt[d][kk] = kk < nk ? load_elem(krow, d) : 0.0f;
+            acc_k[kk][d] = 0.0f;
+        }
+        for (int d = 0; d < HEAD_DIM_V; d++) {
+            vt[d][kk] = kk < nk ? load_elem(vrow, d) : 0.0f;
+            acc_v[kk][d] = 0.0f;
+        }
     }
-    for (int d = 0; d < HEAD_DIM_V; d++) {
-        vj[d] = load_elem(vrow, d);
-        acc_v[d] = 0.0f;
-    }
-    if (j < s.kept_k) {
-        for (int m = 0; m < GROUP; m++) {
-            const int h = g * GROUP + m;
-            for (int i = 0; i < s.len_q; i++) {
-                if (!sees(i, j, s, win_left, win_right, KEEP_ROW(b, h, i)))
+    float qi[HEAD_DIM], di[HEAD_DIM_V], sc[BLOCK], dp[BLOCK], pr[BLOCK], dx[BLOCK];
+    for (int m = 0; m < GROUP; m++) {
+        const int h = g * GROUP + m;
+        for (int i = 0; i < s.len_q; i++) {
+            /* Key ranges grow with i: skip rows that see none of the block. */
+            if (last_key(i, s, win_right) < j0 || first_key(i, s, win_left) > j_last)
+                continue;
+            const int r = s.q0 + i;
+            const float row_lse = lse[AT(lse, bt, h, r)];
+            if (row_lse == -INFINITY)
+                continue;
+            const float row_delta = delta[delta_off + (bt * heads_q + h) * rows + r];
+            __global const elem_t *qrow = q + AT(q, bt, h, r);
+            __global const elem_t *drow = dout + AT(dout, bt, h, r);
+            for (int d = 0; d < HEAD_DIM; d++)
+                qi[d] = load_elem(qrow, d);
+            for (int d = 0; d < HEAD_DIM_V; d++)
+                di[d] = load_elem(drow, d);
+            for (int kk = 0; kk < BLOCK; kk++)
+                sc[kk] = dp[kk] = 0.0f;
+            for (int d = 0; d < HEAD_DIM; d++)
+                for (int kk = 0; kk < BLOCK; kk++)
+                    sc[kk] += qi[d] * kt[d][kk];
+            for (int d = 0; d < HEAD_DIM_V; d++)
+                for (int kk = 0; kk < BLOCK; kk++)
+                    dp[kk] += di[d] * vt[d][kk];
+            __global const uchar *keep_row = KEEP_ROW(b, h, i);
+            __global const float *bias_row = BIAS_ROW(b, h, i);
+            for (int kk = 0; kk < BLOCK; kk++) {
+                pr[kk] = 0.0f;
+                dx[kk] = 0.0f;
+                if (kk >= nk || !sees(i, j0 + kk, s, win_left, win_right, keep_row))
                     continue;
-                const int r = s.q0 + i;
-                const float row_lse = lse[AT(lse, bt, h, r)];
-                if (row_lse == -INFINITY)
-                    continue;
-                __global const elem_t *qrow = q + AT(q, bt, h, r);
-                __global const elem_t *drow = dout + AT(dout, bt, h, r);
-                float raw = 0.0f, dp = 0.0f;
-                for (int d = 0; d < HEAD_DIM; d++)
-                    raw += load_elem(qrow, d) * kj[d];
-                for (int d = 0; d < HEAD_DIM_V; d++)
-                    dp += load_elem(drow, d) * vj[d];
                 const float x =
-                    modified_score(raw, scale, softcap, SLOPE(h), i, j, s, BIAS_ROW(b, h, i));
-                const float p = exp(x - row_lse);
-                const float ds = p * (dp - delta[delta_off + (bt * heads_q + h) * rows + r]);
-                const float dx = ds * modifier_slope(raw, scale, softcap) * scale;
+                    modified_score(sc[kk], scale, softcap, SLOPE(h), i, j0 + kk, s, bias_row);
+                pr[kk] = exp(x - row_lse);
+                dx[kk] =
+                    pr[kk] * (dp[kk] - row_delta) * modifier_slope(sc[kk], scale, softcap) * scale;
+            }
+            /* A key of weight 0 adds nothing (not 0 times a NaN). */
+            for (int kk = 0; kk < BLOCK; kk++) {
+                if (pr[kk] == 0.0f)
+                    continue;
                 for (int d = 0; d < HEAD_DIM_V; d++)
-                    acc_v[d] += p * load_elem(drow, d);
+                    acc_v[kk][d] += pr[kk] * di[d];
                 for (int d = 0; d < HEAD_DIM; d++)
-                    acc_k[d] += dx * load_elem(qrow, d);
+                    acc_k[kk][d] += dx[kk] * qi[d];
             }
         }
     }
-    __global elem_t *dkrow = dk + AT(dk, bt, g, kr);
-    __global elem_t *dvrow = dv + AT(dv, bt, g, kr);
-    for (int d = 0; d < HEAD_DIM; d++)
-        store_elem(dkrow, d, acc_k[d]);
-    for (int d = 0; d < HEAD_DIM_V; d++)
-        store_elem(dvrow, d, acc_v[d]);
+    for (int kk = 0; kk < nk; kk++) {
+        __global elem_t *dkrow = dk + AT(dk, bt, g, s.k0 + j0 + kk);
+        __global elem_t *dvrow = dv + AT(dv, bt, g, s.k0 + j0 + kk);
+        for (int d = 0; d < HEAD_DIM; d++)
+            store_elem(dkrow, d, acc_k[kk][d]);
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            store_elem(dvrow, d, acc_v[kk][d]);
+    }
 }
 
 /* ---- dQ -------------------------------------------------------------------- */
 
-/* global (seq_q, heads_q, batch). */
+/* global (ceil(seq_q / BLOCK), heads_q, batch): BLOCK consecutive query rows
+ * of one head a work-item, Q and dO held transposed (row fastest), over the
+ * keys any of them sees, each key row read once for BLOCK rows. */
 __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k, k),
                           TENSOR(__global const elem_t, v, v),
                           TENSOR(__global const elem_t, dout, dout),
                           TENSOR(__global const float, lse, lse), __global const float *delta,
                           ulong delta_off, TENSOR(__global elem_t, dq, dq), int heads_q,
                           float scale, FEATURE_PARAMS) {
-    const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    const int h = get_global_id(1), b = get_global_id(2);
     const sequence_info s = sequence_of(b, FEATURE_SEQUENCES);
-    if (i >= s.len_q)
+    const int i0 = get_global_id(0) * BLOCK;
+    if (i0 >= s.len_q)
         return;
+    const int nq = min(BLOCK, s.len_q - i0);
     const long bt = VARLEN ? 0 : b;
     const long rows = VARLEN ? total_q : seq_q;
     const int g = h / GROUP;
-    const int r = s.q0 + i;
-    float qi[HEAD_DIM], di[HEAD_DIM_V], acc[HEAD_DIM];
-    __global const elem_t *qrow = q + AT(q, bt, h, r);
-    __global const elem_t *drow = dout + AT(dout, bt, h, r);
-    for (int d = 0; d < HEAD_DIM; d++) {
-        qi[d] = load_elem(qrow, d);
-        acc[d] = 0.0f;
+    float qt[HEAD_DIM][BLOCK], dt[HEAD_DIM_V][BLOCK], acc[BLOCK][HEAD_DIM];
+    float row_lse[BLOCK], row_delta[BLOCK];
+    for (int rr = 0; rr < BLOCK; rr++) {
+        const int r = s.q0 + i0 + min(rr, nq - 1);
+        __global const elem_t *qrow = q + AT(q, bt, h, r);
+        __global const elem_t *drow = dout + AT(dout, bt, h, r);
+        for (int d = 0; d < HEAD_DIM; d++) {
+            qt[d][rr] = rr < nq ? load_elem(qrow, d) : 0.0f;
+            acc[rr][d] = 0.0f;
+        }
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            dt[d][rr] = rr < nq ? load_elem(drow, d) : 0.0f;
+        row_lse[rr] = rr < nq ? lse[AT(lse, bt, h, r)] : -INFINITY;
+        row_delta[rr] = delta[delta_off + (bt * heads_q + h) * rows + r];
     }
-    for (int d = 0; d < HEAD_DIM_V; d++)
-        di[d] = load_elem(drow, d);
-    const float row_lse = lse[AT(lse, bt, h, r)];
-    const float row_delta = delta[delta_off + (bt * heads_q + h) * rows + r];
-    if (row_lse != -INFINITY) {
-        const int first = first_key(i, s, win_left), last = last_key(i, s, win_right);
-        __global const uchar *keep_row = KEEP_ROW(b, h, i);
-        for (int j = first; j <= last; j++) {
-#if HAS_KEEP_MASK
-            if (keep_row[j] == 0)
+    /* The rows' key ranges grow with i: the block needs first(i0) .. last(i_last). */
+    const int first = first_key(i0, s, win_left), last = last_key(i0 + nq - 1, s, win_right);
+    float kj[HEAD_DIM], vj[HEAD_DIM_V], sc[BLOCK], dp[BLOCK], pr[BLOCK], dx[BLOCK];
+    for (int j = first; j <= last; j++) {
+        __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j);
+        __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j);
+        for (int d = 0; d < HEAD_DIM; d++)
+            kj[d] = load_elem(krow, d);
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            vj[d] = load_elem(vrow, d);
+        for (int rr = 0; rr < BLOCK; rr++)
+            sc[rr] = dp[rr] = 0.0f;
+        for (int d = 0; d < HEAD_DIM; d++)
+            for (int rr = 0; rr < BLOCK; rr++)
+                sc[rr] += qt[d][rr] * kj[d];
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            for (int rr = 0; rr < BLOCK; rr++)
+                dp[rr] += dt[d][rr] * vj[d];
+        for (int rr = 0; rr < BLOCK; rr++) {
+            const int i = i0 + rr;
+            pr[rr] = 0.0f;
+            dx[rr] = 0.0f;
+            if (rr >= nq || row_lse[rr] == -INFINITY ||
+                !sees(i, j, s, win_left, win_right, KEEP_ROW(b, h, i)))
                 continue;
-#endif
-            __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j);
-            __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j);
-            float raw = 0.0f, dp = 0.0f;
-            for (int d = 0; d < HEAD_DIM; d++)
-                raw += qi[d] * load_elem(krow, d);
-            for (int d = 0; d < HEAD_DIM_V; d++)
-                dp += di[d] * load_elem(vrow, d);
             const float x =
-                modified_score(raw, scale, softcap, SLOPE(h), i, j, s, BIAS_ROW(b, h, i));
-            const float p = exp(x - row_lse);
-            const float dx = p * (dp - row_delta) * modifier_slope(raw, scale, softcap) * scale;
+                modified_score(sc[rr], scale, softcap, SLOPE(h), i, j, s, BIAS_ROW(b, h, i));
+            pr[rr] = exp(x - row_lse[rr]);
+            dx[rr] =
+                pr[rr] * (dp[rr] - row_delta[rr]) * modifier_slope(sc[rr], scale, softcap) * scale;
+        }
+        for (int rr = 0; rr < BLOCK; rr++) {
+            if (pr[rr] == 0.0f)
+                continue;
             for (int d = 0; d < HEAD_DIM; d++)
-                acc[d] += dx * load_elem(krow, d);
+                acc[rr][d] += dx[rr] * kj[d];
         }
     }
-    __global elem_t *dqrow = dq + AT(dq, bt, h, r);
-    for (int d = 0; d < HEAD_DIM; d++)
-        store_elem(dqrow, d, acc[d]);
+    for (int rr = 0; rr < nq; rr++) {
+        __global elem_t *dqrow = dq + AT(dq, bt, h, s.q0 + i0 + rr);
+        for (int d = 0; d < HEAD_DIM; d++)
+            store_elem(dqrow, d, acc[rr][d]);
+    }
 }
 
 /* ---- dBias ------------------------------------------------------------------- */

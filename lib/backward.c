@@ -18,8 +18,16 @@ typedef struct backward_state {
     attn_problem pb;
     int want_dbias;
     char options[640];
+    int block;                      /* rows a work-item of attn_bwd_dkdv / attn_bwd_dq holds */
     cl_kernel dot, dkdv, dq, dbias; /* dbias NULL unless wanted */
 } backward_state;
+
+/* Rows a work-item holds: its private blocks are about 4 * block * (D + Dv)
+ * floats, kept near 32 KiB (D + Dv <= 256 at 16 rows). */
+static int block_rows(const attn_params *p) {
+    const int width = p->head_dim + p->head_dim_v;
+    return width <= 256 ? 16 : width <= 512 ? 8 : 4;
+}
 
 /* The caller's tensors as the kernels see them (offsets in elements); the
  * forward's tensors and input arrays in `f`. */
@@ -50,8 +58,10 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     st->want_dbias = want_dbias;
     char features[256];
     attn_feature_options(pb, features, sizeof features);
-    snprintf(st->options, sizeof st->options, "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d",
-             features, pb->p.head_dim, pb->p.head_dim_v, pb->group);
+    st->block = block_rows(&pb->p);
+    snprintf(st->options, sizeof st->options,
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d -DBLOCK=%d", features, pb->p.head_dim,
+             pb->p.head_dim_v, pb->group, st->block);
     pthread_mutex_lock(&ctx->lock);
     attn_status status = attn_create_kernel(ctx, "backward", "attn_bwd_dot", st->options, &st->dot);
     if (status == ATTN_SUCCESS)
@@ -145,15 +155,19 @@ static attn_status backward_run(attn_context_t ctx, const backward_state *st,
     /* The queue is in order: each kernel runs after the one before. */
     const size_t one[3] = {1, 1, 1};
     const size_t q_rows[3] = {(size_t)p->seq_q, (size_t)p->heads_q, (size_t)p->batch};
-    const size_t k_rows[3] = {(size_t)p->seq_k, (size_t)p->heads_kv, (size_t)p->batch};
+    const size_t block = (size_t)st->block;
+    const size_t q_blocks[3] = {((size_t)p->seq_q + block - 1) / block, (size_t)p->heads_q,
+                                (size_t)p->batch};
+    const size_t k_blocks[3] = {((size_t)p->seq_k + block - 1) / block, (size_t)p->heads_kv,
+                                (size_t)p->batch};
     const size_t scores[3] = {(size_t)p->seq_k, (size_t)p->seq_q,
                               (size_t)p->bias.batch * (size_t)p->bias.heads};
     status =
         attn_enqueue_kernel(ctx, st->dot, "attn_bwd_dot", q_rows, one, num_wait, wait_list, NULL);
     if (status == ATTN_SUCCESS)
-        status = attn_enqueue_kernel(ctx, st->dkdv, "attn_bwd_dkdv", k_rows, one, 0, NULL, NULL);
+        status = attn_enqueue_kernel(ctx, st->dkdv, "attn_bwd_dkdv", k_blocks, one, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
-        status = attn_enqueue_kernel(ctx, st->dq, "attn_bwd_dq", q_rows, one, 0, NULL,
+        status = attn_enqueue_kernel(ctx, st->dq, "attn_bwd_dq", q_blocks, one, 0, NULL,
                                      st->dbias ? NULL : done);
     if (status == ATTN_SUCCESS && st->dbias)
         status = attn_enqueue_kernel(ctx, st->dbias, "attn_bwd_dbias", scores, one, 0, NULL, done);
