@@ -392,6 +392,9 @@ typedef struct attn_plan *attn_plan_t;
 enum {
     ATTN_PLAN_LSE = 1,   /* executes write the log-sum-exp */
     ATTN_PLAN_PROBS = 2, /* host executes write the probabilities */
+    /* The plan also runs the backward (attn_plan_execute_backward_host /
+     * _device), its kernels built with the plan's. */
+    ATTN_PLAN_BACKWARD = 4,
 };
 
 /* Validates `params` (as attn_check does), chooses the algorithm and builds
@@ -500,6 +503,19 @@ ATTN_API attn_status attn_backward_device(attn_context_t ctx, const attn_params 
                                           const attn_backward_device_tensors *tensors,
                                           cl_uint num_wait_events, const cl_event *wait_list,
                                           cl_event *event);
+
+/* The backward with a plan's parameters (made with ATTN_PLAN_BACKWARD;
+ * ATTN_ERR_INVALID_VALUE otherwise): attn_backward_host's and
+ * attn_backward_device's contracts, without validating the shape again
+ * and, after the first execute of each kind, without allocating. A plan
+ * made for a training step runs its forward (with ATTN_PLAN_LSE) and then
+ * its backward. */
+ATTN_API attn_status attn_plan_execute_backward_host(attn_plan_t plan,
+                                                     const attn_backward_host_tensors *tensors);
+ATTN_API attn_status attn_plan_execute_backward_device(attn_plan_t plan,
+                                                       const attn_backward_device_tensors *tensors,
+                                                       cl_uint num_wait_events,
+                                                       const cl_event *wait_list, cl_event *event);
 
 /* The CPU reference backward, in double: the exact gradients of
  * attn_reference_host's forward at these inputs. It recomputes the

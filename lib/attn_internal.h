@@ -235,6 +235,10 @@ attn_status attn_plan_run_locked(attn_plan_t plan, attn_device_args *d, cl_mem w
                                  size_t workspace_offset, cl_uint num_wait,
                                  const cl_event *wait_list, cl_event *event);
 
+/* Builds the backward's kernels into `plan` (attn_plan_create with
+ * ATTN_PLAN_BACKWARD; backward.c), as its ext. Takes ctx->lock. */
+attn_status attn_backward_attach(attn_context_t ctx, attn_plan_t plan);
+
 /* ---- KV caches (kvcache.c) -------------------------------------------------- */
 
 /* A KV-cache call's parameters and host arrays validated into `pb`, as

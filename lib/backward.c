@@ -183,22 +183,25 @@ static attn_status backward_run(attn_context_t ctx, const backward_state *st,
 
 /* ---- Validation -------------------------------------------------------------- */
 
-/* What both calls check before any device work: the problem, the required
- * tensors, the operands, dbias. */
-static attn_status backward_problem(attn_context_t ctx, const char *call, const attn_params *params,
-                                    int has_lse, int has_bias, int has_keep_mask, int has_dbias,
-                                    const attn_input_arrays *arrays, unsigned on_device,
+/* The backward has one algorithm, whatever the forward used. */
+static attn_status backward_problem(attn_context_t ctx, const attn_params *params,
                                     attn_problem *pb) {
+    if (!params)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params is NULL");
+    attn_params request = *params;
+    request.algo = ATTN_ALGO_AUTO;
+    return attn_problem_make(ctx, &request, 1, 0, pb);
+}
+
+/* What both calls check of the tensors before any device work: LSE, the
+ * operands params ask for, dbias, the input arrays. */
+static attn_status check_tensors(attn_context_t ctx, const char *call, const attn_problem *pb,
+                                 int has_lse, int has_bias, int has_keep_mask, int has_dbias,
+                                 const attn_input_arrays *arrays, unsigned on_device) {
+    const attn_params *p = &pb->p;
     if (!has_lse)
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
                          "%s: lse is NULL; the backward needs the forward's log-sum-exp", call);
-    attn_params request = params ? *params : (attn_params){0};
-    /* The backward has one algorithm: whatever the forward used. */
-    request.algo = ATTN_ALGO_AUTO;
-    attn_status status = attn_problem_make(ctx, params ? &request : NULL, 1, 0, pb);
-    if (status != ATTN_SUCCESS)
-        return status;
-    const attn_params *p = &pb->p;
     if (p->bias.present && !has_bias)
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: params ask for a bias, which is NULL",
                          call);
@@ -212,14 +215,19 @@ static attn_status backward_problem(attn_context_t ctx, const char *call, const 
 }
 
 /* The input arrays: the caller's device buffers, or device copies of the
- * host arrays (written blocking: they are small) in `own`. */
+ * host arrays (written blocking: they are small) in `own`, created once. */
 static attn_status arrays_to_device(attn_context_t ctx, const attn_problem *pb,
                                     const attn_input_arrays *host,
                                     const cl_mem on_device[ATTN_INPUT_COUNT],
                                     cl_mem own[ATTN_INPUT_COUNT], cl_mem out[ATTN_INPUT_COUNT]) {
-    for (int i = 0; i < ATTN_INPUT_COUNT; i++)
-        own[i] = out[i] = NULL;
-    attn_status status = attn_input_arrays_create(ctx, pb, own);
+    attn_status status = ATTN_SUCCESS;
+    int have_own = 0;
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++) {
+        out[i] = NULL;
+        have_own |= own[i] != NULL;
+    }
+    if (!have_own)
+        status = attn_input_arrays_create(ctx, pb, own);
     for (int i = 0; i < ATTN_INPUT_COUNT && status == ATTN_SUCCESS; i++) {
         const size_t bytes = attn_input_array_bytes(pb, (attn_input_array)i);
         if (!bytes)
@@ -240,7 +248,149 @@ static attn_status arrays_to_device(attn_context_t ctx, const attn_problem *pb,
     return status;
 }
 
-/* ---- Device call ---------------------------------------------------------------- */
+/* ---- What executes keep ------------------------------------------------------- */
+
+enum { T_Q, T_K, T_V, T_O, T_DOUT, T_LSE, T_BIAS, T_KEEP, T_DQ, T_DK, T_DV, T_DBIAS, T_COUNT };
+
+/* Device buffers and host staging kept between executes of a plan (a
+ * one-call releases them at its end): D, the input arrays' copies, and the
+ * host call's tensors and gradients. */
+typedef struct backward_kept {
+    cl_mem delta;
+    cl_mem arrays[ATTN_INPUT_COUNT];
+    cl_mem mem[T_COUNT];
+    void *staging[4]; /* dQ, dK, dV, dBias */
+} backward_kept;
+
+static void kept_release(backward_kept *k) {
+    if (k->delta)
+        clReleaseMemObject(k->delta);
+    attn_input_arrays_release(k->arrays);
+    for (int i = 0; i < T_COUNT; i++)
+        if (k->mem[i])
+            clReleaseMemObject(k->mem[i]);
+    for (int i = 0; i < 4; i++)
+        free(k->staging[i]);
+    memset(k, 0, sizeof *k);
+}
+
+static attn_status kept_delta(attn_context_t ctx, const backward_state *st, backward_kept *k) {
+    if (k->delta)
+        return ATTN_SUCCESS;
+    return attn_create_buffer(ctx, "the backward's D", delta_elems(&st->pb) * sizeof(float),
+                              &k->delta);
+}
+
+/* A plan's backward (attn_plan_create with ATTN_PLAN_BACKWARD), its ext. */
+typedef struct backward_ext {
+    backward_state *st;
+    backward_kept kept;
+} backward_ext;
+
+static void backward_ext_free(void *ext) {
+    backward_ext *e = ext;
+    if (!e)
+        return;
+    kept_release(&e->kept);
+    backward_state_free(e->st);
+    free(e);
+}
+
+attn_status attn_backward_attach(attn_context_t ctx, attn_plan_t plan) {
+    backward_ext *e = calloc(1, sizeof *e);
+    if (!e)
+        return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate a plan's backward");
+    attn_problem pb = *attn_plan_problem(plan);
+    pb.want_lse = 1;
+    pb.want_probs = 0;
+    /* dBias may be asked of any execute: its kernel is built with the plan. */
+    attn_status status = backward_state_make(ctx, &pb, pb.p.bias.present, &e->st);
+    if (status != ATTN_SUCCESS) {
+        free(e);
+        return status;
+    }
+    attn_plan_set_ext(plan, e, backward_ext_free);
+    return ATTN_SUCCESS;
+}
+
+/* ---- Device execute ------------------------------------------------------------- */
+
+static attn_status execute_device(attn_context_t ctx, const char *call, const backward_state *st,
+                                  backward_kept *kept, const attn_backward_device_tensors *t,
+                                  cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
+    if (!t || !t->q || !t->k || !t->v || !t->o || !t->dout || !t->dq || !t->dk || !t->dv)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: tensors and their q, k, v, o, dout, dq, dk and dv are required",
+                         call);
+    if ((num_wait > 0) != (wait_list != NULL))
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "wait_list must be NULL exactly when num_wait_events is 0");
+    if (t->dbias && !st->dbias && st->pb.p.bias.present)
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED, "%s: the dBias kernel was not built", call);
+    cl_mem on_device[ATTN_INPUT_COUNT] = {
+#define DEVICE_ROW(name, type, count, enabled) [ATTN_INPUT_##name] = t->name##_mem,
+        ATTN_INPUT_ARRAYS(DEVICE_ROW)
+#undef DEVICE_ROW
+    };
+    unsigned on_device_mask = 0;
+    for (int i = 0; i < ATTN_INPUT_COUNT; i++)
+        if (on_device[i])
+            on_device_mask |= 1u << i;
+    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_device(t);
+    const attn_problem *pb = &st->pb;
+    attn_status status =
+        check_tensors(ctx, call, pb, t->lse != NULL, t->bias != NULL, t->keep_mask != NULL,
+                      t->dbias != NULL, &host_arrays, on_device_mask);
+    if (status != ATTN_SUCCESS)
+        return status;
+
+    backward_args b = {.f = {.q = t->q,
+                             .k = t->k,
+                             .v = t->v,
+                             .o = t->o,
+                             .lse = t->lse,
+                             .bias = pb->p.bias.present ? t->bias : NULL,
+                             .keep_mask = pb->p.keep_mask.present ? t->keep_mask : NULL,
+                             .callers_outputs = 1},
+                       .dout = t->dout,
+                       .dq = t->dq,
+                       .dk = t->dk,
+                       .dv = t->dv,
+                       .dbias = t->dbias};
+    const size_t es = pb->element_size;
+    const attn_mem_range ranges[T_COUNT] = {
+        {"Q", t->q, t->q_offset, pb->q_extent, es, &b.f.q_offset},
+        {"K", t->k, t->k_offset, pb->k_extent, es, &b.f.k_offset},
+        {"V", t->v, t->v_offset, pb->v_extent, es, &b.f.v_offset},
+        {"O", t->o, t->o_offset, pb->o_extent, es, &b.f.o_offset},
+        {"dO", t->dout, t->dout_offset, pb->o_extent, es, &b.dout_offset},
+        {"LSE", t->lse, t->lse_offset, pb->lse_extent, sizeof(float), &b.f.lse_offset},
+        {"the bias", b.f.bias, t->bias_offset, pb->bias_extent, sizeof(float), &b.f.bias_offset},
+        {"the keep_mask", b.f.keep_mask, t->keep_mask_offset, pb->keep_mask_extent, 1,
+         &b.f.keep_mask_offset},
+        /* The outputs last: attn_check_disjoint's convention. */
+        {"dQ", t->dq, t->dq_offset, pb->q_extent, es, &b.dq_offset},
+        {"dK", t->dk, t->dk_offset, pb->k_extent, es, &b.dk_offset},
+        {"dV", t->dv, t->dv_offset, pb->v_extent, es, &b.dv_offset},
+        {"dBias", t->dbias, t->dbias_offset, pb->bias_extent, sizeof(float), &b.dbias_offset},
+    };
+    for (int i = 0; i < T_COUNT && status == ATTN_SUCCESS; i++)
+        if (ranges[i].mem)
+            status = attn_check_device_tensor(ctx, ranges[i].name, ranges[i].mem, ranges[i].offset,
+                                              ranges[i].extent, ranges[i].element_size,
+                                              ranges[i].element_offset);
+    if (status == ATTN_SUCCESS)
+        status = attn_check_disjoint(ctx, call, ranges, T_COUNT, T_DQ);
+    if (status == ATTN_SUCCESS)
+        status = kept_delta(ctx, st, kept);
+    if (status == ATTN_SUCCESS)
+        status = arrays_to_device(ctx, pb, &host_arrays, on_device, kept->arrays, b.f.arrays);
+    b.f.workspace = kept->delta;
+    b.f.workspace_offset = 0;
+    if (status == ATTN_SUCCESS)
+        status = backward_run(ctx, st, &b, num_wait, wait_list, event);
+    return status;
+}
 
 attn_status attn_backward_device(attn_context_t ctx, const attn_params *params,
                                  const attn_backward_device_tensors *t, cl_uint num_wait,
@@ -254,91 +404,137 @@ attn_status attn_backward_device(attn_context_t ctx, const attn_params *params,
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
                          "%s: tensors and their q, k, v, o, dout, dq, dk and dv are required",
                          call);
-    if ((num_wait > 0) != (wait_list != NULL))
-        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
-                         "wait_list must be NULL exactly when num_wait_events is 0");
-    cl_mem on_device[ATTN_INPUT_COUNT] = {
+    attn_problem pb;
+    attn_status status = backward_problem(ctx, params, &pb);
+    /* The cheap checks before any kernel is built. */
+    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_device(t);
+    unsigned on_device_mask = 0;
+    const cl_mem on_device[ATTN_INPUT_COUNT] = {
 #define DEVICE_ROW(name, type, count, enabled) [ATTN_INPUT_##name] = t->name##_mem,
         ATTN_INPUT_ARRAYS(DEVICE_ROW)
 #undef DEVICE_ROW
     };
-    unsigned on_device_mask = 0;
     for (int i = 0; i < ATTN_INPUT_COUNT; i++)
         if (on_device[i])
             on_device_mask |= 1u << i;
-    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_device(t);
-    attn_problem pb;
-    attn_status status =
-        backward_problem(ctx, call, params, t->lse != NULL, t->bias != NULL, t->keep_mask != NULL,
-                         t->dbias != NULL, &host_arrays, on_device_mask, &pb);
-    if (status != ATTN_SUCCESS)
-        return status;
-
-    backward_args b = {.f = {.q = t->q,
-                             .k = t->k,
-                             .v = t->v,
-                             .o = t->o,
-                             .lse = t->lse,
-                             .bias = pb.p.bias.present ? t->bias : NULL,
-                             .keep_mask = pb.p.keep_mask.present ? t->keep_mask : NULL,
-                             .callers_outputs = 1},
-                       .dout = t->dout,
-                       .dq = t->dq,
-                       .dk = t->dk,
-                       .dv = t->dv,
-                       .dbias = t->dbias};
-    const size_t es = pb.element_size;
-    const attn_mem_range ranges[12] = {
-        {"Q", t->q, t->q_offset, pb.q_extent, es, &b.f.q_offset},
-        {"K", t->k, t->k_offset, pb.k_extent, es, &b.f.k_offset},
-        {"V", t->v, t->v_offset, pb.v_extent, es, &b.f.v_offset},
-        {"O", t->o, t->o_offset, pb.o_extent, es, &b.f.o_offset},
-        {"dO", t->dout, t->dout_offset, pb.o_extent, es, &b.dout_offset},
-        {"LSE", t->lse, t->lse_offset, pb.lse_extent, sizeof(float), &b.f.lse_offset},
-        {"the bias", b.f.bias, t->bias_offset, pb.bias_extent, sizeof(float), &b.f.bias_offset},
-        {"the keep_mask", b.f.keep_mask, t->keep_mask_offset, pb.keep_mask_extent, 1,
-         &b.f.keep_mask_offset},
-        /* The outputs last: attn_check_disjoint's convention. */
-        {"dQ", t->dq, t->dq_offset, pb.q_extent, es, &b.dq_offset},
-        {"dK", t->dk, t->dk_offset, pb.k_extent, es, &b.dk_offset},
-        {"dV", t->dv, t->dv_offset, pb.v_extent, es, &b.dv_offset},
-        {"dBias", t->dbias, t->dbias_offset, pb.bias_extent, sizeof(float), &b.dbias_offset},
-    };
-    for (int i = 0; i < 12 && status == ATTN_SUCCESS; i++)
-        if (ranges[i].mem)
-            status = attn_check_device_tensor(ctx, ranges[i].name, ranges[i].mem, ranges[i].offset,
-                                              ranges[i].extent, ranges[i].element_size,
-                                              ranges[i].element_offset);
-    if (status == ATTN_SUCCESS)
-        status = attn_check_disjoint(ctx, call, ranges, 12, 8);
-    if (status != ATTN_SUCCESS)
-        return status;
-
-    backward_state *st = NULL;
-    cl_mem own_arrays[ATTN_INPUT_COUNT] = {0};
-    cl_mem delta = NULL;
-    status = backward_state_make(ctx, &pb, t->dbias != NULL, &st);
     if (status == ATTN_SUCCESS)
         status =
-            attn_create_buffer(ctx, "the backward's D", delta_elems(&pb) * sizeof(float), &delta);
+            check_tensors(ctx, call, &pb, t->lse != NULL, t->bias != NULL, t->keep_mask != NULL,
+                          t->dbias != NULL, &host_arrays, on_device_mask);
+    backward_state *st = NULL;
     if (status == ATTN_SUCCESS)
-        status = arrays_to_device(ctx, &pb, &host_arrays, on_device, own_arrays, b.f.arrays);
-    b.f.workspace = delta;
-    b.f.workspace_offset = 0;
-    if (status == ATTN_SUCCESS) {
-        pthread_mutex_lock(&ctx->lock);
-        status = backward_run(ctx, st, &b, num_wait, wait_list, event);
-        pthread_mutex_unlock(&ctx->lock);
-    }
+        status = backward_state_make(ctx, &pb, t->dbias != NULL, &st);
+    backward_kept kept = {0};
+    if (status == ATTN_SUCCESS)
+        status = execute_device(ctx, call, st, &kept, t, num_wait, wait_list, event);
     /* Released now, freed by OpenCL once the enqueued kernels are done. */
-    if (delta)
-        clReleaseMemObject(delta);
-    attn_input_arrays_release(own_arrays);
+    kept_release(&kept);
     backward_state_free(st);
     return status;
 }
 
-/* ---- Host call ----------------------------------------------------------------- */
+/* ---- Host execute -------------------------------------------------------------- */
+
+static attn_status execute_host(attn_context_t ctx, const char *call, const backward_state *st,
+                                backward_kept *kept, const attn_backward_host_tensors *t) {
+    if (!t || !t->q || !t->k || !t->v || !t->o || !t->dout || !t->dq || !t->dk || !t->dv)
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
+                         "%s: tensors and their q, k, v, o, dout, dq, dk and dv are required",
+                         call);
+    const attn_problem *pb = &st->pb;
+    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_host(t);
+    attn_status status = check_tensors(ctx, call, pb, t->lse != NULL, t->bias != NULL,
+                                       t->keep_mask != NULL, t->dbias != NULL, &host_arrays, 0);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const attn_params *p = &pb->p;
+    const size_t es = pb->element_size;
+
+    /* Device copies of every tensor, host staging of the gradients: made on
+     * the first execute, kept by a plan. */
+    const struct {
+        const char *name;
+        const void *host;
+        size_t bytes;
+    } tensors[T_COUNT] = {
+        {"Q", t->q, pb->q_extent * es},
+        {"K", t->k, pb->k_extent * es},
+        {"V", t->v, pb->v_extent * es},
+        {"O", t->o, pb->o_extent * es},
+        {"dO", t->dout, pb->o_extent * es},
+        {"LSE", t->lse, pb->lse_extent * sizeof(float)},
+        {"the bias", p->bias.present ? t->bias : NULL, pb->bias_extent * sizeof(float)},
+        {"the keep_mask", p->keep_mask.present ? t->keep_mask : NULL, pb->keep_mask_extent},
+        {"dQ", NULL, pb->q_extent * es},
+        {"dK", NULL, pb->k_extent * es},
+        {"dV", NULL, pb->v_extent * es},
+        {"dBias", NULL, p->bias.present ? pb->bias_extent * sizeof(float) : 0},
+    };
+    for (int i = 0; i < T_COUNT && status == ATTN_SUCCESS; i++) {
+        const int needed = tensors[i].host || (i >= T_DQ && tensors[i].bytes);
+        if (needed && !kept->mem[i])
+            status = attn_create_buffer(ctx, tensors[i].name, tensors[i].bytes, &kept->mem[i]);
+    }
+    for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++) {
+        if (!kept->mem[T_DQ + i] || kept->staging[i])
+            continue;
+        kept->staging[i] = malloc(tensors[T_DQ + i].bytes);
+        if (!kept->staging[i])
+            status = attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                               "cannot allocate %zu bytes of host staging for %s",
+                               tensors[T_DQ + i].bytes, tensors[T_DQ + i].name);
+    }
+    if (status == ATTN_SUCCESS)
+        status = kept_delta(ctx, st, kept);
+    cl_mem *mem = kept->mem;
+    backward_args b = {.f = {.q = mem[T_Q],
+                             .k = mem[T_K],
+                             .v = mem[T_V],
+                             .o = mem[T_O],
+                             .lse = mem[T_LSE],
+                             .bias = mem[T_BIAS],
+                             .keep_mask = mem[T_KEEP],
+                             .workspace = kept->delta},
+                       .dout = mem[T_DOUT],
+                       .dq = mem[T_DQ],
+                       .dk = mem[T_DK],
+                       .dv = mem[T_DV],
+                       .dbias = t->dbias ? mem[T_DBIAS] : NULL};
+    if (status == ATTN_SUCCESS)
+        status = arrays_to_device(ctx, pb, &host_arrays, NULL, kept->arrays, b.f.arrays);
+    for (int i = 0; i < T_DQ && status == ATTN_SUCCESS; i++)
+        if (tensors[i].host)
+            status =
+                attn_write_buffer(ctx, tensors[i].name, mem[i], tensors[i].bytes, tensors[i].host);
+    if (status == ATTN_SUCCESS)
+        status = backward_run(ctx, st, &b, 0, NULL, NULL);
+    void *dst[4] = {t->dq, t->dk, t->dv, t->dbias};
+    for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++)
+        if (dst[i])
+            status = attn_read_buffer(ctx, tensors[T_DQ + i].name, mem[T_DQ + i],
+                                      tensors[T_DQ + i].bytes, kept->staging[i]);
+    if (status == ATTN_SUCCESS) {
+        /* Only the rows the kernels wrote reach the caller's memory. */
+        const int32_t *cu_q = p->varlen ? t->cu_seqlens_q : NULL;
+        const int32_t *cu_k = p->varlen ? t->cu_seqlens_k : NULL;
+        const int64_t rows_q = p->varlen ? p->total_q : p->seq_q;
+        const int64_t rows_k = p->varlen ? p->total_k : p->seq_k;
+        /* With varlen, batch counts the sequences. */
+        const attn_output_rows rows[4] = {
+            {p->batch, p->heads_q, rows_q, p->head_dim, p->q_strides, es, cu_q},
+            {p->batch, p->heads_kv, rows_k, p->head_dim, p->k_strides, es, cu_k},
+            {p->batch, p->heads_kv, rows_k, p->head_dim_v, p->v_strides, es, cu_k},
+            {p->bias.batch, p->bias.heads, p->seq_q, p->seq_k, p->bias.strides, sizeof(float),
+             NULL},
+        };
+        for (int i = 0; i < 4; i++)
+            if (dst[i])
+                attn_copy_output_rows(dst[i], kept->staging[i], &rows[i]);
+    } else {
+        clFinish(ctx->queue); /* writes from the caller's memory may be queued */
+    }
+    return status;
+}
 
 attn_status attn_backward_host(attn_context_t ctx, const attn_params *params,
                                const attn_backward_host_tensors *t) {
@@ -349,112 +545,62 @@ attn_status attn_backward_host(attn_context_t ctx, const attn_params *params,
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT,
                          "%s: tensors and their q, k, v, o, dout, dq, dk and dv are required",
                          call);
-    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_host(t);
     attn_problem pb;
-    attn_status status =
-        backward_problem(ctx, call, params, t->lse != NULL, t->bias != NULL, t->keep_mask != NULL,
-                         t->dbias != NULL, &host_arrays, 0, &pb);
+    attn_status status = backward_problem(ctx, params, &pb);
+    const attn_input_arrays host_arrays = attn_input_arrays_of_backward_host(t);
+    if (status == ATTN_SUCCESS)
+        status = check_tensors(ctx, call, &pb, t->lse != NULL, t->bias != NULL,
+                               t->keep_mask != NULL, t->dbias != NULL, &host_arrays, 0);
+    backward_state *st = NULL;
+    if (status == ATTN_SUCCESS)
+        status = backward_state_make(ctx, &pb, t->dbias != NULL, &st);
+    backward_kept kept = {0};
+    if (status == ATTN_SUCCESS)
+        status = execute_host(ctx, call, st, &kept, t);
+    kept_release(&kept);
+    backward_state_free(st);
+    return status;
+}
+
+/* ---- Plan executes ----------------------------------------------------------------- */
+
+static attn_status plan_backward(attn_plan_t plan, const char *call, backward_ext **out) {
+    if (!plan)
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "%s: plan is NULL", call);
+    if (!(attn_plan_outputs(plan) & ATTN_PLAN_BACKWARD) || attn_plan_problem(plan)->kv.enabled)
+        return attn_fail(attn_plan_context(plan), ATTN_ERR_INVALID_VALUE,
+                         "%s: the plan was made without ATTN_PLAN_BACKWARD", call);
+    *out = attn_plan_ext(plan);
+    return ATTN_SUCCESS;
+}
+
+attn_status attn_plan_execute_backward_host(attn_plan_t plan,
+                                            const attn_backward_host_tensors *tensors) {
+    const char *call = "attn_plan_execute_backward_host";
+    backward_ext *e = NULL;
+    attn_status status = plan_backward(plan, call, &e);
     if (status != ATTN_SUCCESS)
         return status;
-    const attn_params *p = &pb.p;
-    const size_t es = pb.element_size;
+    attn_plan_lock(plan);
+    status = execute_host(attn_plan_context(plan), call, e->st, &e->kept, tensors);
+    attn_plan_unlock(plan);
+    return status;
+}
 
-    /* Device copies of every tensor, host staging of the gradients. */
-    enum { Q, K, V, O, DOUT, LSE, BIAS, KEEP, DQ, DK, DV, DBIAS, DELTA, N };
-    const struct {
-        const char *name;
-        const void *host;
-        size_t bytes;
-    } tensors[N] = {
-        {"Q", t->q, pb.q_extent * es},
-        {"K", t->k, pb.k_extent * es},
-        {"V", t->v, pb.v_extent * es},
-        {"O", t->o, pb.o_extent * es},
-        {"dO", t->dout, pb.o_extent * es},
-        {"LSE", t->lse, pb.lse_extent * sizeof(float)},
-        {"the bias", p->bias.present ? t->bias : NULL, pb.bias_extent * sizeof(float)},
-        {"the keep_mask", p->keep_mask.present ? t->keep_mask : NULL, pb.keep_mask_extent},
-        {"dQ", NULL, pb.q_extent * es},
-        {"dK", NULL, pb.k_extent * es},
-        {"dV", NULL, pb.v_extent * es},
-        {"dBias", NULL, t->dbias ? pb.bias_extent * sizeof(float) : 0},
-        {"the backward's D", NULL, delta_elems(&pb) * sizeof(float)},
-    };
-    cl_mem mem[N] = {0};
-    void *staging[4] = {0}; /* dQ, dK, dV, dBias */
-    cl_mem own_arrays[ATTN_INPUT_COUNT] = {0};
-    backward_state *st = NULL;
-    status = backward_state_make(ctx, &pb, t->dbias != NULL, &st);
-    for (int i = 0; i < N && status == ATTN_SUCCESS; i++) {
-        const int wanted = tensors[i].host || (i >= DQ && (i != DBIAS || t->dbias));
-        if (wanted)
-            status = attn_create_buffer(ctx, tensors[i].name, tensors[i].bytes, &mem[i]);
-    }
-    for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++) {
-        if (!mem[DQ + i])
-            continue;
-        staging[i] = malloc(tensors[DQ + i].bytes);
-        if (!staging[i])
-            status = attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
-                               "cannot allocate %zu bytes of host staging for %s",
-                               tensors[DQ + i].bytes, tensors[DQ + i].name);
-    }
-    backward_args b = {.f = {.q = mem[Q],
-                             .k = mem[K],
-                             .v = mem[V],
-                             .o = mem[O],
-                             .lse = mem[LSE],
-                             .bias = mem[BIAS],
-                             .keep_mask = mem[KEEP],
-                             .workspace = mem[DELTA]},
-                       .dout = mem[DOUT],
-                       .dq = mem[DQ],
-                       .dk = mem[DK],
-                       .dv = mem[DV],
-                       .dbias = mem[DBIAS]};
-    if (status == ATTN_SUCCESS)
-        status = arrays_to_device(ctx, &pb, &host_arrays, NULL, own_arrays, b.f.arrays);
-    for (int i = 0; i < DQ && status == ATTN_SUCCESS; i++)
-        if (mem[i])
-            status =
-                attn_write_buffer(ctx, tensors[i].name, mem[i], tensors[i].bytes, tensors[i].host);
-    if (status == ATTN_SUCCESS) {
-        pthread_mutex_lock(&ctx->lock);
-        status = backward_run(ctx, st, &b, 0, NULL, NULL);
-        pthread_mutex_unlock(&ctx->lock);
-    }
-    for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++)
-        if (mem[DQ + i])
-            status = attn_read_buffer(ctx, tensors[DQ + i].name, mem[DQ + i], tensors[DQ + i].bytes,
-                                      staging[i]);
-    if (status == ATTN_SUCCESS) {
-        /* Only the rows the kernels wrote reach the caller's memory. */
-        const int64_t tensor_batch = p->batch; /* with varlen: the sequences */
-        const int32_t *cu_q = p->varlen ? t->cu_seqlens_q : NULL;
-        const int32_t *cu_k = p->varlen ? t->cu_seqlens_k : NULL;
-        const attn_output_rows rows[4] = {
-            {tensor_batch, p->heads_q, p->varlen ? p->total_q : p->seq_q, p->head_dim, p->q_strides,
-             es, cu_q},
-            {tensor_batch, p->heads_kv, p->varlen ? p->total_k : p->seq_k, p->head_dim,
-             p->k_strides, es, cu_k},
-            {tensor_batch, p->heads_kv, p->varlen ? p->total_k : p->seq_k, p->head_dim_v,
-             p->v_strides, es, cu_k},
-            {p->bias.batch, p->bias.heads, p->seq_q, p->seq_k, p->bias.strides, sizeof(float),
-             NULL},
-        };
-        void *dst[4] = {t->dq, t->dk, t->dv, t->dbias};
-        for (int i = 0; i < 4; i++)
-            if (staging[i])
-                attn_copy_output_rows(dst[i], staging[i], &rows[i]);
-    } else {
-        clFinish(ctx->queue); /* writes from the caller's memory may be queued */
-    }
-    for (int i = 0; i < N; i++)
-        if (mem[i])
-            clReleaseMemObject(mem[i]);
-    for (int i = 0; i < 4; i++)
-        free(staging[i]);
-    attn_input_arrays_release(own_arrays);
-    backward_state_free(st);
+attn_status attn_plan_execute_backward_device(attn_plan_t plan,
+                                              const attn_backward_device_tensors *tensors,
+                                              cl_uint num_wait_events, const cl_event *wait_list,
+                                              cl_event *event) {
+    const char *call = "attn_plan_execute_backward_device";
+    if (event)
+        *event = NULL;
+    backward_ext *e = NULL;
+    attn_status status = plan_backward(plan, call, &e);
+    if (status != ATTN_SUCCESS)
+        return status;
+    attn_plan_lock(plan);
+    status = execute_device(attn_plan_context(plan), call, e->st, &e->kept, tensors,
+                            num_wait_events, wait_list, event);
+    attn_plan_unlock(plan);
     return status;
 }

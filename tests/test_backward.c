@@ -312,8 +312,8 @@ static cl_mem upload(cl_context context, const void *host, size_t bytes, cl_int 
 
 /* attn_backward_device on buffers of the context (outputs sentinel-filled),
  * read back into `d`. */
-static attn_status run_device(attn_context_t ctx, const bwd_case *c, device_grads *d, char *why,
-                              size_t why_size) {
+static attn_status run_device(attn_context_t ctx, attn_plan_t plan, const bwd_case *c,
+                              device_grads *d, char *why, size_t why_size) {
     const test_problem *t = &c->t;
     cl_command_queue queue = attn_context_queue(ctx);
     cl_context context = NULL;
@@ -349,7 +349,8 @@ static attn_status run_device(attn_context_t ctx, const bwd_case *c, device_grad
                                            .cu_seqlens_q = t->x.cu_seqlens_q,
                                            .cu_seqlens_k = t->x.cu_seqlens_k};
         cl_event done = NULL;
-        st = attn_backward_device(ctx, &t->p, &dt, 0, NULL, &done);
+        st = plan ? attn_plan_execute_backward_device(plan, &dt, 0, NULL, &done)
+                  : attn_backward_device(ctx, &t->p, &dt, 0, NULL, &done);
         if (st != ATTN_SUCCESS) {
             snprintf(why, why_size, "attn_backward_device: %s: %s", attn_status_name(st),
                      attn_last_error(ctx));
@@ -372,13 +373,16 @@ static attn_status run_device(attn_context_t ctx, const bwd_case *c, device_grad
     return st;
 }
 
-static attn_status run_call(attn_context_t ctx, const bwd_case *c, int device, device_grads *d,
-                            char *why, size_t why_size) {
+/* One backward through the host (device 0) or device call, one-call or
+ * through `plan` when not NULL. */
+static attn_status run_call(attn_context_t ctx, attn_plan_t plan, const bwd_case *c, int device,
+                            device_grads *d, char *why, size_t why_size) {
     device_grads_alloc(c, d);
     if (device)
-        return run_device(ctx, c, d, why, why_size);
+        return run_device(ctx, plan, c, d, why, why_size);
     attn_backward_host_tensors ht = host_tensors(c, d);
-    attn_status st = attn_backward_host(ctx, &c->t.p, &ht);
+    attn_status st =
+        plan ? attn_plan_execute_backward_host(plan, &ht) : attn_backward_host(ctx, &c->t.p, &ht);
     if (st != ATTN_SUCCESS)
         snprintf(why, why_size, "attn_backward_host: %s: %s", attn_status_name(st),
                  attn_last_error(ctx));
@@ -459,7 +463,7 @@ static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, 
     for (int call = 0; call < 2; call++) {
         char line[1024] = "", why[512] = "";
         const double start = test_seconds();
-        attn_status st = run_call(ctx, &c, call, &runs[call], why, sizeof why);
+        attn_status st = run_call(ctx, NULL, &c, call, &runs[call], why, sizeof why);
         const double ms = 1e3 * (test_seconds() - start);
         int ok = st == ATTN_SUCCESS;
         if (ok) {
@@ -480,11 +484,23 @@ static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, 
         device_grads again, other;
         char why[512] = "";
         int same = device_grads_equal(&c, &runs[0], &runs[1]);
-        attn_status st = run_call(ctx, &c, 1, &again, why, sizeof why);
+        attn_status st = run_call(ctx, NULL, &c, 1, &again, why, sizeof why);
         same &= st == ATTN_SUCCESS && device_grads_equal(&c, &runs[1], &again);
-        st = run_call(ctx2, &c, 0, &other, why, sizeof why);
+        st = run_call(ctx2, NULL, &c, 0, &other, why, sizeof why);
         same &= st == ATTN_SUCCESS && device_grads_equal(&c, &runs[0], &other);
-        printf("  bits: host = device = rerun = other context  %s\n", same ? "PASS" : "FAIL");
+        /* A plan: two host executes (the second on kept buffers), one device. */
+        attn_plan_t plan = NULL;
+        st = attn_plan_create(ctx, &c.t.p, ATTN_PLAN_LSE | ATTN_PLAN_BACKWARD, &plan);
+        same &= st == ATTN_SUCCESS;
+        for (int e = 0; e < 3 && st == ATTN_SUCCESS; e++) {
+            device_grads planned;
+            st = run_call(ctx, plan, &c, e == 2, &planned, why, sizeof why);
+            same &= st == ATTN_SUCCESS && device_grads_equal(&c, &runs[0], &planned);
+            device_grads_free(&planned);
+        }
+        attn_plan_destroy(plan);
+        printf("  bits: host = device = rerun = other context = plan host x2 = plan device  %s%s\n",
+               same ? "PASS" : "FAIL", st == ATTN_SUCCESS ? "" : why);
         failures += !same;
         device_grads_free(&again);
         device_grads_free(&other);
@@ -559,6 +575,21 @@ static void bad_inputs(attn_context_t ctx) {
     expect(ctx, "struct_size", &bad, &good, ATTN_ERR_INVALID_VALUE, &c, &d);
     expect(ctx, "NULL params", NULL, &good, ATTN_ERR_NULL_ARGUMENT, &c, &d);
     expect(ctx, "NULL tensors", &p, NULL, ATTN_ERR_NULL_ARGUMENT, &c, &d);
+    {
+        attn_plan_t plan = NULL;
+        attn_status st = attn_plan_create(ctx, &p, ATTN_PLAN_LSE, &plan);
+        if (st == ATTN_SUCCESS)
+            st = attn_plan_execute_backward_host(plan, &good);
+        const int ok = st == ATTN_ERR_INVALID_VALUE && test_is_sentinel(d.dq, c.t.q_elems * 4);
+        printf("  %-44s %s (%s)  %s\n", "plan without ATTN_PLAN_BACKWARD", attn_status_name(st),
+               attn_last_error(ctx), ok ? "PASS" : "FAIL");
+        failures += !ok;
+        attn_plan_destroy(plan);
+        st = attn_plan_execute_backward_host(NULL, &good);
+        printf("  %-44s %s  %s\n", "NULL plan", attn_status_name(st),
+               st == ATTN_ERR_NULL_ARGUMENT ? "PASS" : "FAIL");
+        failures += st != ATTN_ERR_NULL_ARGUMENT;
+    }
 
     /* Device call: a dO buffer too small for O's strides, an LSE buffer too
      * small, a gradient overlapping an input. */
@@ -665,7 +696,7 @@ static int run_checked(int run) {
     if (ok) {
         device_grads d;
         char line[1024] = "", why[512] = "";
-        ok = run_call(ctx, &c, run % 2, &d, why, sizeof why) == ATTN_SUCCESS;
+        ok = run_call(ctx, NULL, &c, run % 2, &d, why, sizeof why) == ATTN_SUCCESS;
         if (ok)
             ok = check_grads(&c, &d, line, sizeof line) && stored_gaps_intact(&c, &d);
         printf("%s (%s call)  %s  %s\n", text, run % 2 ? "device" : "host", ok ? line : why,
