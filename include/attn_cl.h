@@ -390,6 +390,9 @@ typedef struct attn_plan *attn_plan_t;
 enum {
     ATTN_PLAN_LSE = 1,   /* executes write the log-sum-exp */
     ATTN_PLAN_PROBS = 2, /* host executes write the probabilities */
+    /* The plan also runs the backward (attn_plan_execute_backward_host /
+     * _device), its kernels built with the plan's. */
+    ATTN_PLAN_BACKWARD = 4,
 };
 
 /* Validates `params` (as attn_check does), chooses the algorithm and builds
@@ -433,6 +436,91 @@ ATTN_API attn_status attn_reference(const attn_params *params, const void *q, co
 /* The CPU reference with every feature (attn_forward_host's inputs). */
 ATTN_API attn_status attn_reference_host(const attn_params *params,
                                          const attn_host_tensors *tensors);
+
+/* ---- Backward ------------------------------------------------------------ */
+
+/* The gradients of the forward with the same parameters: given its inputs,
+ * its output O, the log-sum-exp LSE it returned and dO (the gradient of the
+ * loss with respect to O), compute dQ, dK, dV and, when asked, dBias:
+ *
+ *   P = the forward's probabilities, recomputed from Q, K and LSE
+ *   dV[g] = sum over the group's heads h of P[h]^T dO[h]
+ *   dP = dO V^T,   D_i = sum_j dO_i . O_i,   dS = P * (dP - D)     (per row)
+ *   dBias = dS, summed over the bias's broadcast batch and heads
+ *   dS through the modifiers: softcap's tanh contributes 1 - tanh^2; ALiBi
+ *   and the masks none (a masked key has P = 0, so dS = 0)
+ *   dQ = scale * dS K,   dK[g] = scale * sum over the group of dS^T Q
+ *
+ * Every feature of the forward is supported. Layouts: dO like O (o_strides),
+ * LSE by lse_strides, dQ like Q, dK like K, dV like V (storage params.dtype,
+ * accumulation fp32 on the device, double in the reference), dBias like the
+ * bias (float, bias.strides, its broadcast shape). A query row whose keys
+ * are all masked (LSE -inf) contributes nothing: its dQ row is 0, never NaN;
+ * key rows no query sees get dK = dV = 0. With varlen only the packed rows
+ * of the sequences are written.
+ *
+ * The device computes the FlashAttention-2 way in O(n) memory, D first,
+ * then dK/dV in parallel over key rows and dQ in parallel over query rows,
+ * with every sum in a fixed order and no atomics: the same inputs give the
+ * same bits, run to run, context to context, host call or device call. */
+typedef struct attn_backward_host_tensors {
+    const void *q, *k, *v, *o, *dout; /* params.dtype; dout laid out like o */
+    const float *lse;                 /* the forward's, by params.lse_strides */
+    void *dq, *dk, *dv;               /* params.dtype, laid out like q, k, v */
+    float *dbias; /* laid out like the bias; NULL: not wanted (only with params.bias) */
+    const float *bias;
+    const uint8_t *keep_mask;
+    const int32_t *key_lengths;
+    const float *alibi_slopes;
+    const int32_t *cu_seqlens_q;
+    const int32_t *cu_seqlens_k;
+} attn_backward_host_tensors;
+
+/* Host memory in and out; blocks. Every input is required (the optional ones
+ * exactly when params asks for them); on failure no gradient is written. */
+ATTN_API attn_status attn_backward_host(attn_context_t ctx, const attn_params *params,
+                                        const attn_backward_host_tensors *tensors);
+
+/* Device memory (byte offsets), attn_forward_device's contract: enqueued
+ * after `wait_list`, `event` (NULL after any failure) completes with the
+ * last gradient written, the gradients are written only by commands that
+ * follow every check, and a gradient may not share a byte with an input. */
+typedef struct attn_backward_device_tensors {
+    cl_mem q, k, v, o, dout, lse, dq, dk, dv, dbias; /* dbias NULL: not wanted */
+    size_t q_offset, k_offset, v_offset, o_offset, dout_offset, lse_offset;
+    size_t dq_offset, dk_offset, dv_offset, dbias_offset;
+    cl_mem bias, keep_mask;
+    size_t bias_offset, keep_mask_offset;
+    const int32_t *key_lengths, *cu_seqlens_q, *cu_seqlens_k; /* host memory */
+    const float *alibi_slopes;
+    cl_mem key_lengths_mem, cu_seqlens_q_mem, cu_seqlens_k_mem; /* or device memory */
+    cl_mem alibi_slopes_mem;
+} attn_backward_device_tensors;
+
+ATTN_API attn_status attn_backward_device(attn_context_t ctx, const attn_params *params,
+                                          const attn_backward_device_tensors *tensors,
+                                          cl_uint num_wait_events, const cl_event *wait_list,
+                                          cl_event *event);
+
+/* The backward with a plan's parameters (made with ATTN_PLAN_BACKWARD;
+ * ATTN_ERR_INVALID_VALUE otherwise): attn_backward_host's and
+ * attn_backward_device's contracts, without validating the shape again
+ * and, after the first execute of each kind, without allocating. A plan
+ * made for a training step runs its forward (with ATTN_PLAN_LSE) and then
+ * its backward. */
+ATTN_API attn_status attn_plan_execute_backward_host(attn_plan_t plan,
+                                                     const attn_backward_host_tensors *tensors);
+ATTN_API attn_status attn_plan_execute_backward_device(attn_plan_t plan,
+                                                       const attn_backward_device_tensors *tensors,
+                                                       cl_uint num_wait_events,
+                                                       const cl_event *wait_list, cl_event *event);
+
+/* The CPU reference backward, in double: the exact gradients of
+ * attn_reference_host's forward at these inputs. It recomputes the
+ * probabilities and D from Q, K and V itself, so o and lse are not read
+ * (they may be NULL). */
+ATTN_API attn_status attn_reference_backward(const attn_params *params,
+                                             const attn_backward_host_tensors *tensors);
 
 /* ---- Decoding over a KV cache -------------------------------------------- */
 

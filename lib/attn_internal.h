@@ -201,6 +201,22 @@ attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_me
 attn_status attn_check_device_overlap(attn_context_t ctx, const attn_problem *pb,
                                       const attn_device_tensors *t);
 
+/* One device tensor of a call: checked by attn_check_device_tensor (which
+ * sets *element_offset) and by attn_check_disjoint. mem NULL: absent. */
+typedef struct attn_mem_range {
+    const char *name;
+    cl_mem mem;
+    size_t offset, extent, element_size; /* bytes, elements, bytes */
+    size_t *element_offset;
+} attn_mem_range;
+
+/* Refuses (ATTN_ERR_INVALID_VALUE) ranges[first_output..count) that share a
+ * byte with any other range, sub-buffers resolved to their parent: the
+ * backward's gradients, which several kernels write while others read
+ * (device_overlap.c). */
+attn_status attn_check_disjoint(attn_context_t ctx, const char *call, const attn_mem_range *ranges,
+                                int count, int first_output);
+
 /* ---- Plans for other kinds of problems (plan.c, kvcache.c) ----------------- */
 
 /* attn_plan_create after validation: dispatch, build, and a plan that owns
@@ -221,6 +237,10 @@ void attn_plan_unlock(attn_plan_t plan);
 attn_status attn_plan_run_locked(attn_plan_t plan, attn_device_args *d, cl_mem workspace,
                                  size_t workspace_offset, cl_uint num_wait,
                                  const cl_event *wait_list, cl_event *event);
+
+/* Builds the backward's kernels into `plan` (attn_plan_create with
+ * ATTN_PLAN_BACKWARD; backward.c), as its ext. Takes ctx->lock. */
+attn_status attn_backward_attach(attn_context_t ctx, attn_plan_t plan);
 
 /* ---- KV caches (kvcache.c) -------------------------------------------------- */
 

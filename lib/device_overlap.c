@@ -164,3 +164,30 @@ attn_status attn_check_device_overlap(attn_context_t ctx, const attn_problem *pb
                          out[0].first, out[1].first);
     return ATTN_SUCCESS;
 }
+
+attn_status attn_check_disjoint(attn_context_t ctx, const char *call, const attn_mem_range *ranges,
+                                int count, int first_output) {
+    span spans[16];
+    if (count > 16)
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED, "%s: more than 16 tensors", call);
+    for (int i = 0; i < count; i++) {
+        spans[i] = (span){ranges[i].name, NULL, 0, 0};
+        if (!ranges[i].mem)
+            continue;
+        attn_status status = span_of(ctx, ranges[i].name, ranges[i].mem, ranges[i].offset,
+                                     ranges[i].extent * ranges[i].element_size, &spans[i]);
+        if (status != ATTN_SUCCESS)
+            return status;
+    }
+    for (int o = first_output; o < count; o++)
+        for (int i = 0; i < count; i++)
+            if (i != o && spans[o].root && spans[i].root && spans[o].first < spans[o].end &&
+                spans[i].first < spans[i].end && spans_meet(&spans[o], &spans[i]))
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                 "%s: %s (bytes %zu..%zu of its buffer) overlaps %s (bytes "
+                                 "%zu..%zu of the same buffer); a gradient may not share memory "
+                                 "with another tensor",
+                                 call, spans[o].name, spans[o].first, spans[o].end, spans[i].name,
+                                 spans[i].first, spans[i].end);
+    return ATTN_SUCCESS;
+}

@@ -49,6 +49,14 @@ static inline attn_input_arrays attn_input_arrays_of_host(const attn_host_tensor
 static inline attn_input_arrays attn_input_arrays_of_device(const attn_device_tensors *t) {
     return (attn_input_arrays){ATTN_INPUT_ARRAYS(ATTN_INPUT_FROM_TENSORS_)};
 }
+static inline attn_input_arrays
+attn_input_arrays_of_backward_host(const attn_backward_host_tensors *t) {
+    return (attn_input_arrays){ATTN_INPUT_ARRAYS(ATTN_INPUT_FROM_TENSORS_)};
+}
+static inline attn_input_arrays
+attn_input_arrays_of_backward_device(const attn_backward_device_tensors *t) {
+    return (attn_input_arrays){ATTN_INPUT_ARRAYS(ATTN_INPUT_FROM_TENSORS_)};
+}
 #undef ATTN_INPUT_FROM_TENSORS_
 
 #endif

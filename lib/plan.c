@@ -49,7 +49,7 @@ attn_status attn_plan_create(attn_context_t ctx, const attn_params *params, uint
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "attn_plan_create: ctx is NULL");
     if (!out)
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "attn_plan_create: plan is NULL");
-    if (outputs & ~(uint32_t)(ATTN_PLAN_LSE | ATTN_PLAN_PROBS))
+    if (outputs & ~(uint32_t)(ATTN_PLAN_LSE | ATTN_PLAN_PROBS | ATTN_PLAN_BACKWARD))
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                          "attn_plan_create: outputs 0x%x has bits that are no ATTN_PLAN_* flag",
                          (unsigned)outputs);
@@ -58,7 +58,16 @@ attn_status attn_plan_create(attn_context_t ctx, const attn_params *params, uint
                                            (outputs & ATTN_PLAN_PROBS) != 0, &pb);
     if (status != ATTN_SUCCESS)
         return status;
-    return attn_plan_create_problem(ctx, &pb, outputs, out);
+    status = attn_plan_create_problem(ctx, &pb, outputs, out);
+    /* The backward's kernels, beside the forward's (lib/backward.c). */
+    if (status == ATTN_SUCCESS && (outputs & ATTN_PLAN_BACKWARD)) {
+        status = attn_backward_attach(ctx, *out);
+        if (status != ATTN_SUCCESS) {
+            attn_plan_destroy(*out);
+            *out = NULL;
+        }
+    }
+    return status;
 }
 
 attn_status attn_plan_create_problem(attn_context_t ctx, const attn_problem *pb, uint32_t outputs,

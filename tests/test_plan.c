@@ -215,7 +215,7 @@ static void check_create_refusals(attn_context_t ctx) {
     attn_params p;
     attn_params_init(&p, 1, 2, 5, 7, 8);
     attn_plan_t plan = (attn_plan_t)1;
-    attn_status st = attn_plan_create(ctx, &p, 4, &plan);
+    attn_status st = attn_plan_create(ctx, &p, 8, &plan);
     check(st == ATTN_ERR_INVALID_VALUE && plan == NULL, "unknown output flag: INVALID_VALUE");
     p.struct_size = sizeof p - 8;
     st = attn_plan_create(ctx, &p, 0, &plan);

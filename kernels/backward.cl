@@ -1,0 +1,393 @@
+/* The backward pass, FlashAttention-2's structure in O(n) memory: no
+ * seq_q x seq_k buffer, the probabilities recomputed from Q, K and the
+ * forward's LSE, and no atomics: every sum has one owner that adds in a
+ * fixed order, so the same inputs give the same bits.
+ *
+ *   attn_bwd_dot    one work-item per query row: D = dO . O (0 for a row
+ *                   whose keys are all masked), into the workspace
+ *   attn_bwd_dkdv   one work-item per BLOCK key rows of a kv head: over
+ *                   the group's query heads in order and their queries in
+ *                   order, dV += P dO and dK += dS' Q
+ *   attn_bwd_dq     one work-item per BLOCK query rows: over their keys in
+ *                   order, dQ += dS' K
+ *   attn_bwd_dbias  one work-item per bias element (i, j) of a bias batch
+ *                   and head: dS summed over the batches and heads the bias
+ *                   broadcasts to, in order
+ *
+ * with P = exp(s - LSE), dP = dO . V, dS = P (dP - D) the gradient of the
+ * modified score s, and dS' = scale * dS * ds/d(scale q.k) (softcap's
+ * 1 - tanh^2). Work-groups are of one work-item (any local size works: no
+ * work-item shares anything). The masks and modifiers are common.cl's, so
+ * they mean here what they mean in the forward. Accumulation is fp32. */
+
+#if !defined(HEAD_DIM) || !defined(HEAD_DIM_V)
+#error "HEAD_DIM and HEAD_DIM_V must be defined"
+#endif
+#if !defined(GROUP) || GROUP < 1
+#error "GROUP (heads_q / heads_kv) must be defined and >= 1"
+#endif
+#if !defined(BLOCK) || (BLOCK != 4 && BLOCK != 8 && BLOCK != 16)
+#error                                                                                             \
+    "BLOCK (rows a work-item of attn_bwd_dkdv / attn_bwd_dq holds, vector lanes) must be 4, 8 or 16"
+#endif
+
+/* Whether query i (of head h, batch b) sees key j: common.cl's key range
+ * and the keep-mask. */
+inline bool sees(int i, int j, sequence_info s, int win_left, int win_right,
+                 __global const uchar *keep_row) {
+    if (j < first_key(i, s, win_left) || j > last_key(i, s, win_right))
+        return false;
+#if HAS_KEEP_MASK
+    if (keep_row[j] == 0)
+        return false;
+#endif
+    return true;
+}
+
+/* ds/d(scale * q.k) of the modified score: softcap's tanh' (ALiBi and the
+ * bias add constants). */
+inline float modifier_slope(float raw, float scale, float softcap) {
+#if SOFTCAP
+    const float t = tanh(raw * scale / softcap);
+    return 1.0f - t * t;
+#else
+    return 1.0f;
+#endif
+}
+
+/* ---- D = rowsum(dO * O) -------------------------------------------------- */
+
+/* global (seq_q, heads_q, batch). delta[(b * heads_q + h) * rows + r],
+ * rows = total_q with varlen (b then 0), seq_q otherwise. */
+__kernel void attn_bwd_dot(TENSOR(__global const elem_t, o, o),
+                           TENSOR(__global const elem_t, dout, dout),
+                           TENSOR(__global const float, lse, lse), __global float *delta,
+                           ulong delta_off, int heads_q, FEATURE_PARAMS) {
+    const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    const sequence_info s = sequence_of(b, FEATURE_SEQUENCES);
+    if (i >= s.len_q)
+        return;
+    const int r = s.q0 + i;
+    const long rows = VARLEN ? total_q : seq_q;
+    const long bt = VARLEN ? 0 : b;
+    __global const elem_t *orow = o + AT(o, bt, h, r);
+    __global const elem_t *drow = dout + AT(dout, bt, h, r);
+    float sum = 0.0f;
+    if (lse[AT(lse, bt, h, r)] != -INFINITY)
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            sum += load_elem(orow, d) * load_elem(drow, d);
+    delta[delta_off + (bt * heads_q + h) * rows + r] = sum;
+}
+
+/* ---- Vectors of BLOCK lanes --------------------------------------------- */
+
+/* One lane per key (dK/dV) or per query row (dQ) of a work-item's block:
+ * every product over the head dims is a lane-wise multiply-add of a vector
+ * by a broadcast scalar, which needs no reassociation to vectorize. */
+#define VCAT_(a, b) a##b
+#define VCAT(a, b) VCAT_(a, b)
+typedef VCAT(float, BLOCK) lanes_t;
+#define LOAD_LANES(p) VCAT(vload, BLOCK)(0, (p))
+#define STORE_LANES(x, p) VCAT(vstore, BLOCK)((x), 0, (p))
+#define LANE(vec, l) (((float *)&(vec))[l])
+
+typedef VCAT(int, BLOCK) mask_t;
+
+/* The softmax step of a block, lane-wise: from the raw scores `sc` and dP
+ * `dp`, the weights pv = exp(s - LSE) and dS' = scale * P (dP - D) * tanh'
+ * (dxv) of the lanes in `live`, 0 in the others (whatever their scores:
+ * NaN or infinity from a key or row they do not see stays out). With score
+ * modifiers the modified score of each live lane is common.cl's
+ * modified_score, computed lane by lane; `lane_i` and `lane_j` name lane
+ * l's query and key. */
+inline lanes_t modified_lanes(lanes_t sc, mask_t live, float scale, float softcap, float slope,
+                              int i_base, int i_step, int j_base, int j_step, sequence_info s,
+                              __global const float *bias, ulong bias_off, long bias_sb,
+                              long bias_sh, long bias_ss, int b, int h) {
+#if HAS_MODIFIERS
+    float sc_[BLOCK], x_[BLOCK];
+    int live_[BLOCK];
+    STORE_LANES(sc, sc_);
+    VCAT(vstore, BLOCK)(live, 0, live_);
+    for (int l = 0; l < BLOCK; l++) {
+        const int i = i_base + i_step * l, j = j_base + j_step * l;
+        x_[l] = live_[l] ? modified_score(sc_[l], scale, softcap, slope, i, j, s,
+                                          bias + AT(bias, b, h, i))
+                         : 0.0f;
+    }
+    return LOAD_LANES(x_);
+#else
+    return sc * scale;
+#endif
+}
+
+#define LANE_STEP(lse_v, delta_v, i_base, i_step, j_base, j_step)                                  \
+    do {                                                                                           \
+        const lanes_t x_ =                                                                         \
+            modified_lanes(sc, live, scale, softcap, SLOPE(h), (i_base), (i_step), (j_base),       \
+                           (j_step), s, bias, bias_off, bias_sb, bias_sh, bias_ss, b, h);          \
+        pv = select((lanes_t)(0.0f), exp(x_ - (lse_v)), live);                                     \
+        lanes_t slope_ = 1.0f;                                                                     \
+        if (SOFTCAP) {                                                                             \
+            const lanes_t t_ = tanh(sc * scale / softcap);                                         \
+            slope_ = 1.0f - t_ * t_;                                                               \
+        }                                                                                          \
+        dxv = select((lanes_t)(0.0f), pv * (dp - (delta_v)) * slope_ * scale, live);               \
+        zero = pv == (lanes_t)(0.0f);                                                              \
+    } while (0)
+
+/* Lane l's index l. */
+inline mask_t lane_index(void) {
+    int idx[BLOCK];
+    for (int l = 0; l < BLOCK; l++)
+        idx[l] = l;
+    return VCAT(vload, BLOCK)(0, idx);
+}
+
+/* Lanes where `sees` holds for lane l's query i_base + i_step * l and key
+ * j_base + j_step * l, among `candidates`. */
+inline mask_t seeing_lanes(mask_t candidates, int i_base, int i_step, int j_base, int j_step,
+                           sequence_info s, int win_left, int win_right,
+                           __global const uchar *keep_mask, ulong keep_off, long keep_sb,
+                           long keep_sh, long keep_ss, int b, int h) {
+    int c_[BLOCK];
+    VCAT(vstore, BLOCK)(candidates, 0, c_);
+    for (int l = 0; l < BLOCK; l++) {
+        const int i = i_base + i_step * l, j = j_base + j_step * l;
+        c_[l] = c_[l] && sees(i, j, s, win_left, win_right, keep_mask + AT(keep, b, h, i)) ? -1 : 0;
+    }
+    return VCAT(vload, BLOCK)(0, c_);
+}
+
+/* ---- dK, dV ------------------------------------------------------------------ */
+
+/* global (ceil(seq_k / BLOCK), heads_kv, batch): BLOCK consecutive key rows
+ * of one kv head a work-item, K, V and the dK, dV accumulators held
+ * transposed (a vector of the block's keys per head dim), so that each
+ * query row is read once for BLOCK keys. Key rows past a sequence's keys
+ * (varlen) are not written; keys no query sees get 0. */
+__kernel void
+attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k, k),
+              TENSOR(__global const elem_t, v, v), TENSOR(__global const elem_t, dout, dout),
+              TENSOR(__global const float, lse, lse), __global const float *delta, ulong delta_off,
+              TENSOR(__global elem_t, dk, dk), TENSOR(__global elem_t, dv, dv), int heads_q,
+              float scale, FEATURE_PARAMS) {
+    const int g = get_global_id(1), b = get_global_id(2);
+    const sequence_info s = sequence_of(b, FEATURE_SEQUENCES);
+    const int j0 = get_global_id(0) * BLOCK;
+    if (j0 >= s.len_k)
+        return;
+    const int nk = min(BLOCK, s.len_k - j0), j_last = j0 + nk - 1;
+    const long bt = VARLEN ? 0 : b;
+    const long rows = VARLEN ? total_q : seq_q;
+    lanes_t kt[HEAD_DIM], vt[HEAD_DIM_V], acc_k[HEAD_DIM], acc_v[HEAD_DIM_V];
+    for (int d = 0; d < HEAD_DIM; d++)
+        acc_k[d] = kt[d] = 0.0f;
+    for (int d = 0; d < HEAD_DIM_V; d++)
+        acc_v[d] = vt[d] = 0.0f;
+    for (int kk = 0; kk < nk; kk++) {
+        __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j0 + kk);
+        __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j0 + kk);
+        for (int d = 0; d < HEAD_DIM; d++)
+            LANE(kt[d], kk) = load_elem(krow, d);
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            LANE(vt[d], kk) = load_elem(vrow, d);
+    }
+    const mask_t keys_live = lane_index() < (mask_t)(nk);
+    float qi[HEAD_DIM], di[HEAD_DIM_V];
+    for (int m = 0; m < GROUP; m++) {
+        const int h = g * GROUP + m;
+        for (int i = 0; i < s.len_q; i++) {
+            /* Key ranges grow with i: skip rows that see none of the block. */
+            if (last_key(i, s, win_right) < j0 || first_key(i, s, win_left) > j_last)
+                continue;
+            const int r = s.q0 + i;
+            const float row_lse = lse[AT(lse, bt, h, r)];
+            if (row_lse == -INFINITY)
+                continue;
+            const float row_delta = delta[delta_off + (bt * heads_q + h) * rows + r];
+            __global const elem_t *qrow = q + AT(q, bt, h, r);
+            __global const elem_t *drow = dout + AT(dout, bt, h, r);
+            bool finite = true;
+            for (int d = 0; d < HEAD_DIM; d++) {
+                qi[d] = load_elem(qrow, d);
+                finite &= isfinite(qi[d]);
+            }
+            for (int d = 0; d < HEAD_DIM_V; d++) {
+                di[d] = load_elem(drow, d);
+                finite &= isfinite(di[d]);
+            }
+            lanes_t sc = 0.0f, dp = 0.0f, pv, dxv;
+            mask_t zero;
+            for (int d = 0; d < HEAD_DIM; d++)
+                sc += qi[d] * kt[d];
+            for (int d = 0; d < HEAD_DIM_V; d++)
+                dp += di[d] * vt[d];
+            /* Row i sees the whole block unless it sits at the edge of its
+             * key range or a keep-mask hides keys. */
+            mask_t live = keys_live;
+            if (HAS_KEEP_MASK || first_key(i, s, win_left) > j0 ||
+                last_key(i, s, win_right) < j_last)
+                live = seeing_lanes(keys_live, i, 0, j0, 1, s, win_left, win_right, keep_mask,
+                                    keep_off, keep_sb, keep_sh, keep_ss, b, h);
+            if (!any(live))
+                continue;
+            LANE_STEP(row_lse, row_delta, i, 0, j0, 1);
+            if (finite) {
+                /* 0 * a finite value adds +0: the lanes of weight 0 keep their sums. */
+                for (int d = 0; d < HEAD_DIM_V; d++)
+                    acc_v[d] += pv * di[d];
+                for (int d = 0; d < HEAD_DIM; d++)
+                    acc_k[d] += dxv * qi[d];
+            } else {
+                /* A key of weight 0 adds nothing, not 0 times a NaN. */
+                for (int d = 0; d < HEAD_DIM_V; d++)
+                    acc_v[d] = select(acc_v[d] + pv * di[d], acc_v[d], zero);
+                for (int d = 0; d < HEAD_DIM; d++)
+                    acc_k[d] = select(acc_k[d] + dxv * qi[d], acc_k[d], zero);
+            }
+        }
+    }
+    for (int kk = 0; kk < nk; kk++) {
+        __global elem_t *dkrow = dk + AT(dk, bt, g, s.k0 + j0 + kk);
+        __global elem_t *dvrow = dv + AT(dv, bt, g, s.k0 + j0 + kk);
+        for (int d = 0; d < HEAD_DIM; d++)
+            store_elem(dkrow, d, LANE(acc_k[d], kk));
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            store_elem(dvrow, d, LANE(acc_v[d], kk));
+    }
+}
+
+/* ---- dQ -------------------------------------------------------------------- */
+
+/* global (ceil(seq_q / BLOCK), heads_q, batch): BLOCK consecutive query rows
+ * of one head a work-item, Q, dO and the dQ accumulator held transposed (a
+ * vector of the block's rows per head dim), over the keys any of them sees,
+ * each key row read once for BLOCK rows. */
+__kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k, k),
+                          TENSOR(__global const elem_t, v, v),
+                          TENSOR(__global const elem_t, dout, dout),
+                          TENSOR(__global const float, lse, lse), __global const float *delta,
+                          ulong delta_off, TENSOR(__global elem_t, dq, dq), int heads_q,
+                          float scale, FEATURE_PARAMS) {
+    const int h = get_global_id(1), b = get_global_id(2);
+    const sequence_info s = sequence_of(b, FEATURE_SEQUENCES);
+    const int i0 = get_global_id(0) * BLOCK;
+    if (i0 >= s.len_q)
+        return;
+    const int nq = min(BLOCK, s.len_q - i0);
+    const long bt = VARLEN ? 0 : b;
+    const long rows = VARLEN ? total_q : seq_q;
+    const int g = h / GROUP;
+    lanes_t qt[HEAD_DIM], dt[HEAD_DIM_V], acc[HEAD_DIM];
+    float row_lse[BLOCK], row_delta[BLOCK];
+    for (int d = 0; d < HEAD_DIM; d++)
+        acc[d] = qt[d] = 0.0f;
+    for (int d = 0; d < HEAD_DIM_V; d++)
+        dt[d] = 0.0f;
+    for (int rr = 0; rr < BLOCK; rr++) {
+        row_lse[rr] = -INFINITY;
+        row_delta[rr] = 0.0f;
+        if (rr >= nq)
+            continue;
+        const int r = s.q0 + i0 + rr;
+        __global const elem_t *qrow = q + AT(q, bt, h, r);
+        __global const elem_t *drow = dout + AT(dout, bt, h, r);
+        for (int d = 0; d < HEAD_DIM; d++)
+            LANE(qt[d], rr) = load_elem(qrow, d);
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            LANE(dt[d], rr) = load_elem(drow, d);
+        row_lse[rr] = lse[AT(lse, bt, h, r)];
+        row_delta[rr] = delta[delta_off + (bt * heads_q + h) * rows + r];
+    }
+    /* The rows' key ranges grow with i: the block needs first(i0) ..
+     * last(i_last), and every row sees first(i_last) .. last(i0). */
+    const int first = first_key(i0, s, win_left), last = last_key(i0 + nq - 1, s, win_right);
+    const int full_first = first_key(i0 + nq - 1, s, win_left),
+              full_last = last_key(i0, s, win_right);
+    const lanes_t lse_v = LOAD_LANES(row_lse), delta_v = LOAD_LANES(row_delta);
+    const mask_t rows_live = lane_index() < (mask_t)(nq) && lse_v != (lanes_t)(-INFINITY);
+    float kj[HEAD_DIM];
+    for (int j = first; j <= last; j++) {
+        __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j);
+        __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j);
+        bool finite = true;
+        lanes_t sc = 0.0f, dp = 0.0f, pv, dxv;
+        mask_t zero;
+        for (int d = 0; d < HEAD_DIM; d++) {
+            kj[d] = load_elem(krow, d);
+            finite &= isfinite(kj[d]);
+            sc += qt[d] * kj[d];
+        }
+        for (int d = 0; d < HEAD_DIM_V; d++)
+            dp += dt[d] * load_elem(vrow, d);
+        /* Every row of the block sees key j unless j is at the edge of
+         * their ranges or a keep-mask hides it. */
+        mask_t live = rows_live;
+        if (HAS_KEEP_MASK || j < full_first || j > full_last)
+            live = seeing_lanes(rows_live, i0, 1, j, 0, s, win_left, win_right, keep_mask, keep_off,
+                                keep_sb, keep_sh, keep_ss, b, h);
+        if (!any(live))
+            continue;
+        LANE_STEP(lse_v, delta_v, i0, 1, j, 0);
+        if (finite) {
+            for (int d = 0; d < HEAD_DIM; d++)
+                acc[d] += dxv * kj[d];
+        } else {
+            for (int d = 0; d < HEAD_DIM; d++)
+                acc[d] = select(acc[d] + dxv * kj[d], acc[d], zero);
+        }
+    }
+    for (int rr = 0; rr < nq; rr++) {
+        __global elem_t *dqrow = dq + AT(dq, bt, h, s.q0 + i0 + rr);
+        for (int d = 0; d < HEAD_DIM; d++)
+            store_elem(dqrow, d, LANE(acc[d], rr));
+    }
+}
+
+/* ---- dBias ------------------------------------------------------------------- */
+
+/* global (seq_k, seq_q, bias_batch * bias_heads). Elements past every
+ * sequence's lengths (varlen) and keys no query sees get 0. */
+__kernel void
+attn_bwd_dbias(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k, k),
+               TENSOR(__global const elem_t, v, v), TENSOR(__global const elem_t, dout, dout),
+               TENSOR(__global const float, lse, lse), __global const float *delta, ulong delta_off,
+               TENSOR(__global float, dbias, dbias), int batch, int heads_q, int bias_batch,
+               int bias_heads, float scale, FEATURE_PARAMS) {
+    const int j = get_global_id(0), i = get_global_id(1), bh = get_global_id(2);
+    const int bb = bh / bias_heads, hb = bh % bias_heads;
+    const long rows = VARLEN ? total_q : seq_q;
+    const int b_first = bias_batch == 1 ? 0 : bb, b_end = bias_batch == 1 ? batch : bb + 1;
+    const int h_first = bias_heads == 1 ? 0 : hb, h_end = bias_heads == 1 ? heads_q : hb + 1;
+    float sum = 0.0f;
+    for (int b = b_first; b < b_end; b++) {
+        const sequence_info s = sequence_of(b, FEATURE_SEQUENCES);
+        if (i >= s.len_q || j >= s.len_k)
+            continue;
+        const long bt = VARLEN ? 0 : b;
+        const int r = s.q0 + i;
+        for (int h = h_first; h < h_end; h++) {
+            if (!sees(i, j, s, win_left, win_right, KEEP_ROW(b, h, i)))
+                continue;
+            const float row_lse = lse[AT(lse, bt, h, r)];
+            if (row_lse == -INFINITY)
+                continue;
+            const int g = h / GROUP;
+            __global const elem_t *qrow = q + AT(q, bt, h, r);
+            __global const elem_t *drow = dout + AT(dout, bt, h, r);
+            __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j);
+            __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j);
+            float raw = 0.0f, dp = 0.0f;
+            for (int d = 0; d < HEAD_DIM; d++)
+                raw += load_elem(qrow, d) * load_elem(krow, d);
+            for (int d = 0; d < HEAD_DIM_V; d++)
+                dp += load_elem(drow, d) * load_elem(vrow, d);
+            const float x =
+                modified_score(raw, scale, softcap, SLOPE(h), i, j, s, BIAS_ROW(b, h, i));
+            const float p = exp(x - row_lse);
+            sum += p * (dp - delta[delta_off + (bt * heads_q + h) * rows + r]);
+        }
+    }
+    dbias[AT(dbias, bb, hb, i) + j] = sum;
+}
