@@ -106,6 +106,34 @@
 
 __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
+#if DROPOUT
+/* The keep mask of keys k0 .. k0 + TILE_K - 1 (k0 a multiple of TILE_K) of
+ * row i of `stream`, as intK lanes (-1 keep, 0 drop): common.cl's
+ * dropout_keep for each key, with the tile's TILE_K / 4 Philox evaluations
+ * run as the lanes of one vector. */
+inline intK dropout_keep_tile(ulong seed, ulong offset, uint stream, int i, int k0,
+                              uint threshold) {
+    const uint2 key = dropout_key(seed, offset);
+#if TILE_K == 4
+    uint c0 = (uint)k0 >> 2, c1 = (uint)i, c2 = stream, c3 = (uint)offset;
+    PHILOX4X32_10(uint, c0, c1, c2, c3, key.s0, key.s1);
+    const uint4 words = (uint4)(c0, c1, c2, c3);
+#elif TILE_K == 8
+    uint2 c0 = (uint2)((uint)k0 >> 2) + (uint2)(0, 1), c1 = (uint2)(uint)i, c2 = (uint2)stream,
+          c3 = (uint2)(uint)offset;
+    PHILOX4X32_10(uint2, c0, c1, c2, c3, key.s0, key.s1);
+    const uint8 words = (uint8)(c0.s0, c1.s0, c2.s0, c3.s0, c0.s1, c1.s1, c2.s1, c3.s1);
+#else
+    uint4 c0 = (uint4)((uint)k0 >> 2) + (uint4)(0, 1, 2, 3), c1 = (uint4)(uint)i,
+          c2 = (uint4)stream, c3 = (uint4)(uint)offset;
+    PHILOX4X32_10(uint4, c0, c1, c2, c3, key.s0, key.s1);
+    const uint16 words = (uint16)(c0.s0, c1.s0, c2.s0, c3.s0, c0.s1, c1.s1, c2.s1, c3.s1, c0.s2,
+                                  c1.s2, c2.s2, c3.s2, c0.s3, c1.s3, c2.s3, c3.s3);
+#endif
+    return words >= (CAT(uint, TILE_K))threshold;
+}
+#endif
+
 /* The first packed tile of sequence b: b * tiles per sequence, or with
  * varlen cu_k[b] / TILE_K + b, an upper bound of the tiles of the sequences
  * before it (each takes at most len / TILE_K + 1) that needs no prefix sum
@@ -267,6 +295,10 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
     if (i0 >= sq.len_q)
         return;
     const int hk = h / group, last_row = min(i0 + ROWS, sq.len_q) - 1;
+#if DROPOUT
+    /* The dropout stream b * heads_q + h (global size 1 is heads_q). */
+    const uint stream = (uint)b * (uint)get_global_size(1) + (uint)h;
+#endif
     const long first_tile = (long)hk * total_tiles + tile_base_of(b, seq_k, sq);
     const __global elem_t *qh = q + AT(q, b, h, sq.q0);
     const __global float *kh = kp + kp_off + first_tile * (HEAD_DIM * TILE_K);
@@ -445,8 +477,15 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         for (int r = 0; r < ROWS; r++) {
             /* m == -INFINITY only while every score so far is -INFINITY. */
             const float half_shift = m[r] == -INFINITY ? 0.0f : 0.5f * m[r];
-            const floatK pr = exp2(EXPONENT_OF(s[r] * 0.5f - (floatK)half_shift));
+            floatK pr = exp2(EXPONENT_OF(s[r] * 0.5f - (floatK)half_shift));
             lsum[r] += pr;
+#if DROPOUT
+            /* Dropped keys stay in the sum (the softmax is the un-dropped
+             * one) and leave P.V like masked ones. */
+            pr = select((floatK)0.0f, pr,
+                        dropout_keep_tile(dropout_seed, dropout_offset, stream, i0 + r, k0,
+                                          dropout_threshold));
+#endif
             zero |= pr == (floatK)0.0f;
             vstoreK(pr, 0, p[r]);
         }
@@ -469,7 +508,11 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         const int i = i0 + r;
         /* l is 0 exactly when the row saw no key; NaN stays NaN. */
         const float l = hsumK(lsum[r]);
+#if DROPOUT
+        const float inv = l == 0.0f ? 0.0f : dropout_scale / l;
+#else
         const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+#endif
         __global elem_t *orow = oh + (long)i * o_ss;
         for (int c = 0; c < DV_FULL; c++)
             STORE_VEC(VEC_V, acc[r][c] * inv, orow + c * VEC_V);
