@@ -126,8 +126,10 @@ static void run_case(attn_context_t ctx, attn_algo algo, const char *text, uint6
                 test_outputs_free(&out);
             }
             ok = status == ATTN_ERR_UNSUPPORTED;
-            snprintf(line, sizeof line, "dropout under variant=decode: %s (want "
-                     "ATTN_ERR_UNSUPPORTED)", attn_status_name(status));
+            snprintf(line, sizeof line,
+                     "dropout under variant=decode: %s (want "
+                     "ATTN_ERR_UNSUPPORTED)",
+                     attn_status_name(status));
         } else if (ok) {
             ok = test_outputs_check(&t, &out, line, sizeof line);
             test_outputs_free(&out);

@@ -103,9 +103,9 @@ void test_naive_fp32(const attn_params *r, const float *q, const float *k, const
                     s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - max);
                     sum += s[j];
                     if (r->dropout_p > 0.0f) {
-                        const int kept = attn_dropout_keep(
-                            r->dropout_seed, r->dropout_offset, (uint32_t)(b * r->heads_q + h),
-                            (uint32_t)i, (uint32_t)j, threshold);
+                        const int kept = attn_dropout_keep(r->dropout_seed, r->dropout_offset,
+                                                           (uint32_t)(b * r->heads_q + h),
+                                                           (uint32_t)i, (uint32_t)j, threshold);
                         s[j] = kept ? s[j] * keep_scale : 0.0f;
                     }
                     if (s[j] == 0.0f) {
