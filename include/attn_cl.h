@@ -227,10 +227,11 @@ typedef struct attn_params {
      * same mask on every path, kernel shape, tiling and device, and in
      * attn_reference. The generator is Philox-4x32-10 keyed by
      * dropout_seed (low word first); the counter is
-     *     (j / 4, i, b * heads_q + h, low 32 bits of dropout_offset)
-     * with the high 32 bits of dropout_offset XORed into the key's high word,
-     * and key j keeps when output word j % 4 >= round(p * 2^32) (capped at
-     * 2^32 - 1). Two calls with the same seed and different offsets, or
+     *     (j / 8, i, b * heads_q + h, low 32 bits of dropout_offset)
+     * with the high 32 bits of dropout_offset XORed into the key's high word.
+     * Its four output words hold 16-bit draws for keys 8 * (j / 8) .. + 7,
+     * low half first; key j keeps when its draw >= round(p * 2^16) (capped at
+     * 2^16 - 1). Two calls with the same seed and different offsets, or
      * different seeds and the same offset, draw different masks.
      * dropout_p must be in [0, 1) (NaN refused); 0 is off and costs
      * nothing. The KV-cache calls refuse dropout (ATTN_ERR_UNSUPPORTED). */

@@ -224,8 +224,8 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
 /* The keep decision of key j of query row i of (sequence b, query head h)
  * is a pure function of (seed, offset, b, h, i, j), the same in every kernel
  * and in lib/philox.c (the reference's): attn_cl.h's dropout fields give
- * the rule. One Philox-4x32-10 evaluation yields the words of 4 consecutive
- * keys 4 * (j / 4) .. + 3. */
+ * the rule. One Philox-4x32-10 evaluation yields 16-bit draws for 8
+ * consecutive keys 8 * (j / 8) .. + 7, low half of each word first. */
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
 #define PHILOX_W0 0x9E3779B9u
@@ -263,17 +263,18 @@ inline uint2 dropout_key(ulong seed, ulong offset) {
     return (uint2)((uint)seed, (uint)(seed >> 32) ^ (uint)(offset >> 32));
 }
 
-/* The words of keys 4 * jb .. 4 * jb + 3 of row i of stream b * heads_q + h. */
+/* The words of keys 8 * jb .. 8 * jb + 7 of row i of stream b * heads_q + h. */
 inline uint4 dropout_words(ulong seed, ulong offset, uint stream, int i, int jb) {
     return philox4x32_10((uint4)((uint)jb, (uint)i, stream, (uint)offset),
                          dropout_key(seed, offset));
 }
 
-/* Whether key j of row i of `stream` is kept: its word >= threshold. */
+/* Whether key j of row i of `stream` is kept: its 16-bit draw >= threshold. */
 inline int dropout_keep(ulong seed, ulong offset, uint stream, int i, int j, uint threshold) {
-    const uint4 w = dropout_words(seed, offset, stream, i, j >> 2);
-    const uint word = (j & 3) == 0 ? w.s0 : (j & 3) == 1 ? w.s1 : (j & 3) == 2 ? w.s2 : w.s3;
-    return word >= threshold;
+    const uint4 w = dropout_words(seed, offset, stream, i, j >> 3);
+    const int m = (j & 7) >> 1;
+    const uint word = m == 0 ? w.s0 : m == 1 ? w.s1 : m == 2 ? w.s2 : w.s3;
+    return ((word >> (16 * (j & 1))) & 0xFFFFu) >= threshold;
 }
 
 /* ---- Tensor arguments ------------------------------------------------------ */

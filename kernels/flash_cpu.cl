@@ -107,30 +107,51 @@
 __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 #if DROPOUT
-/* The keep mask of keys k0 .. k0 + TILE_K - 1 (k0 a multiple of TILE_K) of
- * row i of `stream`, as intK lanes (-1 keep, 0 drop): common.cl's
- * dropout_keep for each key, with the tile's TILE_K / 4 Philox evaluations
- * run as the lanes of one vector. */
-inline intK dropout_keep_tile(ulong seed, ulong offset, uint stream, int i, int k0,
-                              uint threshold) {
+/* Dropout: common.cl's dropout_keep for the block's keys. One Philox
+ * evaluation draws for 8 keys, so a row's tile takes NB of them (a 4-key
+ * tile half of one); the block's ROWS * NB evaluations run as the lanes of
+ * 8-wide vectors, an AVX2 register: lane l is row l / NB, block l % NB. */
+#define NB (TILE_K >= 8 ? TILE_K / 8 : 1)
+#define DROP_LANES (ROWS * NB)
+#define DROP_CHUNKS ((DROP_LANES + 7) / 8)
+__constant uint lane8[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+
+/* keep[r]: the keep mask of keys k0 .. k0 + TILE_K - 1 (k0 a multiple of
+ * TILE_K) of row i0 + r of `stream`, as intK lanes (-1 keep, 0 drop). */
+inline void dropout_keep_block(ulong seed, ulong offset, uint stream, int i0, int k0,
+                               uint threshold, intK keep[ROWS]) {
     const uint2 key = dropout_key(seed, offset);
+    uint w[4][DROP_CHUNKS * 8];
+    for (int ch = 0; ch < DROP_CHUNKS; ch++) {
+        const uint8 lane = (uint8)(ch * 8) + vload8(0, lane8);
+        uint8 c0 = (uint8)((uint)k0 >> 3) + lane % NB, c1 = (uint8)(uint)i0 + lane / NB;
+        uint8 c2 = (uint8)stream, c3 = (uint8)(uint)offset;
+        PHILOX4X32_10(uint8, c0, c1, c2, c3, key.s0, key.s1);
+        vstore8(c0, ch, w[0]);
+        vstore8(c1, ch, w[1]);
+        vstore8(c2, ch, w[2]);
+        vstore8(c3, ch, w[3]);
+    }
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        const int l = r * NB;
+        /* The keys' words; each holds two keys' draws, low half first. */
 #if TILE_K == 4
-    uint c0 = (uint)k0 >> 2, c1 = (uint)i, c2 = stream, c3 = (uint)offset;
-    PHILOX4X32_10(uint, c0, c1, c2, c3, key.s0, key.s1);
-    const uint4 words = (uint4)(c0, c1, c2, c3);
+        const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
+        const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
+        const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
 #elif TILE_K == 8
-    uint2 c0 = (uint2)((uint)k0 >> 2) + (uint2)(0, 1), c1 = (uint2)(uint)i, c2 = (uint2)stream,
-          c3 = (uint2)(uint)offset;
-    PHILOX4X32_10(uint2, c0, c1, c2, c3, key.s0, key.s1);
-    const uint8 words = (uint8)(c0.s0, c1.s0, c2.s0, c3.s0, c0.s1, c1.s1, c2.s1, c3.s1);
+        const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
+        const uint8 draws =
+            shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
 #else
-    uint4 c0 = (uint4)((uint)k0 >> 2) + (uint4)(0, 1, 2, 3), c1 = (uint4)(uint)i,
-          c2 = (uint4)stream, c3 = (uint4)(uint)offset;
-    PHILOX4X32_10(uint4, c0, c1, c2, c3, key.s0, key.s1);
-    const uint16 words = (uint16)(c0.s0, c1.s0, c2.s0, c3.s0, c0.s1, c1.s1, c2.s1, c3.s1, c0.s2,
-                                  c1.s2, c2.s2, c3.s2, c0.s3, c1.s3, c2.s3, c3.s3);
+        const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
+                                    w[2][l + 1], w[3][l + 1]);
+        const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
+                                      (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
 #endif
-    return words >= (CAT(uint, TILE_K))threshold;
+        keep[r] = draws >= (CAT(uint, TILE_K))threshold;
+    }
 }
 #endif
 
@@ -473,6 +494,10 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
             }
         }
         intK zero = (intK)0;
+#if DROPOUT
+        intK keep[ROWS];
+        dropout_keep_block(dropout_seed, dropout_offset, stream, i0, k0, dropout_threshold, keep);
+#endif
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
             /* m == -INFINITY only while every score so far is -INFINITY. */
@@ -482,9 +507,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
 #if DROPOUT
             /* Dropped keys stay in the sum (the softmax is the un-dropped
              * one) and leave P.V like masked ones. */
-            pr = select((floatK)0.0f, pr,
-                        dropout_keep_tile(dropout_seed, dropout_offset, stream, i0 + r, k0,
-                                          dropout_threshold));
+            pr = select((floatK)0.0f, pr, keep[r]);
 #endif
             zero |= pr == (floatK)0.0f;
             vstoreK(pr, 0, p[r]);

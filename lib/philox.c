@@ -31,14 +31,14 @@ void attn_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t o
 }
 
 uint32_t attn_dropout_threshold(float p) {
-    /* p * 2^32 is exact in double; halves round up. */
-    const double t = (double)p * 4294967296.0 + 0.5;
-    return t >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)t;
+    /* p * 2^16 is exact in double; halves round up. */
+    const double t = (double)p * 65536.0 + 0.5;
+    return t >= 65535.0 ? 0xFFFFu : (uint32_t)t;
 }
 
 void attn_dropout_words(uint64_t seed, uint64_t offset, uint32_t stream, uint32_t i, uint32_t j,
                         uint32_t out[4]) {
-    const uint32_t ctr[4] = {j >> 2, i, stream, (uint32_t)offset};
+    const uint32_t ctr[4] = {j >> 3, i, stream, (uint32_t)offset};
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32) ^ (uint32_t)(offset >> 32)};
     attn_philox4x32_10(ctr, key, out);
 }
@@ -47,5 +47,6 @@ int attn_dropout_keep(uint64_t seed, uint64_t offset, uint32_t stream, uint32_t 
                       uint32_t threshold) {
     uint32_t w[4];
     attn_dropout_words(seed, offset, stream, i, j, w);
-    return w[j & 3] >= threshold;
+    const uint32_t draw = (w[(j & 7) >> 1] >> (16 * (j & 1))) & 0xFFFFu;
+    return draw >= threshold;
 }

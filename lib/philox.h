@@ -12,13 +12,14 @@
  * 32-bit words in out (which may be ctr). */
 void attn_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
-/* A key keeps when its word is >= this: round(p * 2^32), capped at
- * 2^32 - 1 (p in [0, 1), validated before). */
+/* A key keeps when its 16-bit draw is >= this: round(p * 2^16), capped
+ * at 2^16 - 1 (p in [0, 1), validated before). */
 uint32_t attn_dropout_threshold(float p);
 
-/* The four words of keys 4 * (j / 4) .. + 3 of query row i of stream
- * b * heads_q + h: the counter (j / 4, i, stream, low word of offset) under
- * the key (seed low, seed high ^ offset high). */
+/* The four words of keys 8 * (j / 8) .. + 7 of query row i of stream
+ * b * heads_q + h: the counter (j / 8, i, stream, low word of offset) under
+ * the key (seed low, seed high ^ offset high). Key j draws the 16 bits
+ * (word (j % 8) / 2) >> (16 * (j % 2)): low half first. */
 void attn_dropout_words(uint64_t seed, uint64_t offset, uint32_t stream, uint32_t i, uint32_t j,
                         uint32_t out[4]);
 
