@@ -403,6 +403,43 @@ static void test_paths(attn_context_t ctx) {
     attn_context_set_tuning(ctx, NULL);
 }
 
+/* A NaN in V at key NAN_KEY (V[j][j] of the identity) reaches exactly the
+ * rows that keep that key: O[i][NAN_KEY] is NaN there and 0 where it is
+ * dropped, on every path, whatever the tile holds beside it. */
+#define NAN_KEY 21
+static void test_nan_in_dropped_keys(attn_context_t ctx) {
+    for (size_t a = 0; a < PATHS; a++) {
+        attn_context_set_tuning(ctx, paths[a].tuning);
+        reveal r;
+        reveal_init(&r, 1, 2, 37, 70, ATTN_MASK_NONE, ATTN_DTYPE_F32, 0.5f, 31, 4);
+        r.p.algo = paths[a].algo;
+        ((float *)r.v)[(size_t)NAN_KEY * 70 + NAN_KEY] = NAN;
+        ((float *)r.v)[(70 + (size_t)NAN_KEY) * 70 + NAN_KEY] = INFINITY;
+        int ok = test_ok(ctx, reveal_run(ctx, &r, 0), "forward");
+        size_t kept = 0;
+        const uint32_t threshold = attn_dropout_threshold(0.5f);
+        for (int h = 0; ok && h < 2; h++) {
+            for (int i = 0; i < 37; i++) {
+                const float *orow = r.of + ((size_t)h * 37 + i) * 70;
+                const int keep =
+                    attn_dropout_keep(31, 4, (uint32_t)h, (uint32_t)i, NAN_KEY, threshold);
+                kept += keep;
+                /* Kept: NaN, or inf * weight (h 1: infinity). */
+                ok &= keep ? !isfinite(orow[NAN_KEY]) : orow[NAN_KEY] == 0.0f;
+                for (int j = 0; j < 70; j++) {
+                    ok &= j == NAN_KEY || isfinite(orow[j]);
+                }
+            }
+        }
+        char what[160];
+        snprintf(what, sizeof what, "NaN / inf in V: only rows keeping the key (%zu of 74), %s",
+                 kept, paths[a].name);
+        check(ok && kept > 0 && kept < 74, what);
+        reveal_free(&r);
+    }
+    attn_context_set_tuning(ctx, NULL);
+}
+
 /* 2M weights (B1 H8 512 x 512): kept fraction within 4 sigma of 1 - p, on
  * the default fused path. */
 static void test_kept_fraction(attn_context_t ctx) {
@@ -557,6 +594,8 @@ int main(int argc, char **argv) {
     if (!test_quick()) {
         printf("the mask on every path\n");
         test_paths(ctx);
+        printf("non-finite V at dropped keys\n");
+        test_nan_in_dropped_keys(ctx);
         printf("kept fraction\n");
         test_kept_fraction(ctx);
     }
