@@ -89,6 +89,8 @@ void bench_print_help(FILE *out, const char *program) {
             "  --layout L            bhsd (default) or bshd: [batch, seq, heads, dim] strides\n"
             "  --window L,R          sliding window: keys diag-L .. diag+R (-1: unbounded)\n"
             "  --softcap C           logit soft-capping C * tanh(s / C)\n"
+            "  --dropout P           dropout of the attention weights with probability P in\n"
+            "                        (0, 1), seed --seed, offset 0\n"
             "  --alibi               ALiBi with slopes 2^(-8(h+1)/heads)\n"
             "  --bias                an additive bias [1, heads, seq_q, seq_k] in [-1, 1)\n"
             "  --keep-mask           a boolean mask [batch, 1, seq_q, seq_k] keeping 90%%\n"
@@ -325,7 +327,7 @@ static const char *const valued_flags[] = {
     "--batch",         "--heads",       "--heads-kv", "--head-dim", "--head-dim-v",
     "--algo",          "--device",      "--repeats",  "--warmup",   "--max-point-seconds",
     "--ref-max-gflop", "--ref-max-seq", "--seed",     "--dtype",    "--layout",
-    "--window",        "--softcap",
+    "--window",        "--softcap",     "--dropout",
 };
 
 static int parse_window(const char *text, attn_window *window) {
@@ -418,6 +420,16 @@ static int apply_valued(const char *flag, const char *value, bench_options *opt,
         return 0;
     } else if (strcmp(flag, "--window") == 0) {
         return parse_window(value, &opt->window);
+    } else if (strcmp(flag, "--dropout") == 0) {
+        double p = 0.0;
+        int rc = parse_positive_double(flag, value, &p);
+        if (rc == 0 && p >= 1.0) {
+            fprintf(stderr, "attn_bench: --dropout wants a probability below 1, not '%s'\n",
+                    value);
+            rc = 2;
+        }
+        opt->dropout = (float)p;
+        return rc;
     } else if (strcmp(flag, "--softcap") == 0) {
         double c = 0.0;
         int rc = parse_positive_double(flag, value, &c);

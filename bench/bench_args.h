@@ -23,6 +23,7 @@ typedef struct bench_options {
     int bshd; /* --layout bshd: Q, K, V, O as [batch, seq, heads, dim] */
     attn_window window;
     float softcap;
+    float dropout; /* dropout_p; 0: off */
     int alibi, bias, keep_mask, key_padding, varlen;
     attn_algo algos[2]; /* requested: AUTO alone, or each concrete algorithm */
     size_t num_algos;

@@ -24,6 +24,8 @@ int bench_point_params(const bench_options *opt, int32_t seq_q, int32_t seq_k, b
     p->dtype = opt->dtype;
     p->window = opt->window;
     p->softcap = opt->softcap;
+    p->dropout_p = opt->dropout;
+    p->dropout_seed = opt->seed;
     p->alibi = opt->alibi;
     p->key_padding = opt->key_padding;
     p->varlen = opt->varlen;

@@ -53,6 +53,9 @@ void bench_report_begin(const bench_options *opt, const attn_device_info *device
     if (opt->softcap > 0.0f) {
         printf(", softcap %g", (double)opt->softcap);
     }
+    if (opt->dropout > 0.0f) {
+        printf(", dropout %g", (double)opt->dropout);
+    }
     const char *flags[5] = {opt->alibi ? ", alibi" : "", opt->bias ? ", bias" : "",
                             opt->keep_mask ? ", keep-mask" : "",
                             opt->key_padding ? ", key padding" : "", opt->varlen ? ", varlen" : ""};

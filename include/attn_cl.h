@@ -215,6 +215,29 @@ typedef struct attn_params {
      * query rows and total_k key rows. */
     int32_t varlen;
     int32_t total_q, total_k;
+
+    /* Dropout on the attention weights (training), after the softmax:
+     *     O[i] = sum_j P[i,j] * keep(b, h, i, j) / (1 - dropout_p) * V[j]
+     * where P is the softmax above. LSE stays the log-sum-exp of the
+     * un-dropped softmax (what a backward pass needs), and the three-kernel
+     * path's probabilities are the dropped and scaled weights
+     * P * keep / (1 - p), exactly what multiplies V. keep is a pure
+     * function of (dropout_seed, dropout_offset, b, h, i, j), i and j in the
+     * sequence's own coordinates (varlen included), h the query head: the
+     * same mask on every path, kernel shape, tiling and device, and in
+     * attn_reference. The generator is Philox-4x32-10 keyed by
+     * dropout_seed (low word first); the counter is
+     *     (j / 8, i, b * heads_q + h, low 32 bits of dropout_offset)
+     * with the high 32 bits of dropout_offset XORed into the key's high word.
+     * Its four output words hold 16-bit draws for keys 8 * (j / 8) .. + 7,
+     * low half first; key j keeps when its draw >= round(p * 2^16) (capped at
+     * 2^16 - 1). Two calls with the same seed and different offsets, or
+     * different seeds and the same offset, draw different masks.
+     * dropout_p must be in [0, 1) (NaN refused); 0 is off and costs
+     * nothing. The KV-cache calls refuse dropout (ATTN_ERR_UNSUPPORTED). */
+    float dropout_p;
+    uint64_t dropout_seed;
+    uint64_t dropout_offset;
 } attn_params;
 
 /* Defaults: heads_kv = heads_q, head_dim_v = head_dim, scale 1/sqrt(head_dim),

@@ -14,6 +14,8 @@
  *   ALIBI                 1: s -= slope[h] * |j - diag(i)|
  *   HAS_BIAS              1: s += bias[b, h, i, j]
  *   HAS_KEEP_MASK         1: keys whose keep_mask byte is 0 are masked
+ *   DROPOUT               1: attention weights dropped by dropout_keep and
+ *                         the kept ones scaled by dropout_scale = 1 / (1 - p)
  */
 
 /* Clang notes that a 16-wide float vector passed to a function (vload16,
@@ -56,6 +58,9 @@
 #endif
 #ifndef HAS_KEEP_MASK
 #define HAS_KEEP_MASK 0
+#endif
+#ifndef DROPOUT
+#define DROPOUT 0
 #endif
 
 #if DTYPE < 0 || DTYPE > 2
@@ -214,6 +219,64 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
  * s - m keeps, and it overflows near FLT_MAX. `half_diff` is s/2 - m/2. */
 #define EXPONENT_OF(half_diff) (((half_diff) * exp_hi) * exp_lo)
 
+/* ---- Dropout: the Philox-4x32-10 mask ------------------------------------------ */
+
+/* The keep decision of key j of query row i of (sequence b, query head h)
+ * is a pure function of (seed, offset, b, h, i, j), the same in every kernel
+ * and in lib/philox.c (the reference's): attn_cl.h's dropout fields give
+ * the rule. One Philox-4x32-10 evaluation yields 16-bit draws for 8
+ * consecutive keys 8 * (j / 8) .. + 7, low half of each word first. */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+/* Ten rounds over counters c0..c3 of type T (uint or a uint vector: lanes
+ * are independent evaluations, so a kernel can draw many at once) under the
+ * scalar key (k0, k1), in place. */
+#define PHILOX4X32_10(T, c0, c1, c2, c3, k0, k1)                                                   \
+    do {                                                                                           \
+        uint pk0_ = (k0), pk1_ = (k1);                                                             \
+        for (int pr_ = 0; pr_ < 10; pr_++) {                                                       \
+            if (pr_ > 0) {                                                                         \
+                pk0_ += PHILOX_W0;                                                                 \
+                pk1_ += PHILOX_W1;                                                                 \
+            }                                                                                      \
+            const T hi0_ = mul_hi((T)PHILOX_M0, c0), lo0_ = (T)PHILOX_M0 * c0;                     \
+            const T hi1_ = mul_hi((T)PHILOX_M1, c2), lo1_ = (T)PHILOX_M1 * c2;                     \
+            c0 = hi1_ ^ c1 ^ (T)pk0_;                                                              \
+            c1 = lo1_;                                                                             \
+            c2 = hi0_ ^ c3 ^ (T)pk1_;                                                              \
+            c3 = lo0_;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+inline uint4 philox4x32_10(uint4 ctr, uint2 key) {
+    uint c0 = ctr.s0, c1 = ctr.s1, c2 = ctr.s2, c3 = ctr.s3;
+    PHILOX4X32_10(uint, c0, c1, c2, c3, key.s0, key.s1);
+    return (uint4)(c0, c1, c2, c3);
+}
+
+/* The Philox key of a call: the seed, its high word XORed with the
+ * offset's high word (the offset's low word is the counter's last). */
+inline uint2 dropout_key(ulong seed, ulong offset) {
+    return (uint2)((uint)seed, (uint)(seed >> 32) ^ (uint)(offset >> 32));
+}
+
+/* The words of keys 8 * jb .. 8 * jb + 7 of row i of stream b * heads_q + h. */
+inline uint4 dropout_words(ulong seed, ulong offset, uint stream, int i, int jb) {
+    return philox4x32_10((uint4)((uint)jb, (uint)i, stream, (uint)offset),
+                         dropout_key(seed, offset));
+}
+
+/* Whether key j of row i of `stream` is kept: its 16-bit draw >= threshold. */
+inline int dropout_keep(ulong seed, ulong offset, uint stream, int i, int j, uint threshold) {
+    const uint4 w = dropout_words(seed, offset, stream, i, j >> 3);
+    const int m = (j & 7) >> 1;
+    const uint word = m == 0 ? w.s0 : m == 1 ? w.s1 : m == 2 ? w.s2 : w.s3;
+    return ((word >> (16 * (j & 1))) & 0xFFFFu) >= threshold;
+}
+
 /* ---- Tensor arguments ------------------------------------------------------ */
 
 /* A strided tensor argument, as lib/launch.c's attn_arg_tensor appends it:
@@ -234,7 +297,8 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
     int seq_q, int seq_k, int total_q, int total_k, __global const int *cu_q,                      \
         __global const int *cu_k, __global const int *key_lengths, int win_left, int win_right,    \
         float softcap, __global const float *alibi_slopes,                                         \
-        TENSOR(__global const float, bias, bias), TENSOR(__global const uchar, keep_mask, keep)
+        TENSOR(__global const float, bias, bias), TENSOR(__global const uchar, keep_mask, keep),   \
+        ulong dropout_seed, ulong dropout_offset, uint dropout_threshold, float dropout_scale
 
 /* sequence_of's arguments after the sequence index, from FEATURE_PARAMS. */
 #define FEATURE_SEQUENCES seq_q, seq_k, total_q, total_k, cu_q, cu_k, key_lengths

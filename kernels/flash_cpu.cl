@@ -106,6 +106,55 @@
 
 __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
+#if DROPOUT
+/* Dropout: common.cl's dropout_keep for the block's keys. One Philox
+ * evaluation draws for 8 keys, so a row's tile takes NB of them (a 4-key
+ * tile half of one); the block's ROWS * NB evaluations run as the lanes of
+ * 8-wide vectors, an AVX2 register: lane l is row l / NB, block l % NB. */
+#define NB (TILE_K >= 8 ? TILE_K / 8 : 1)
+#define DROP_LANES (ROWS * NB)
+#define DROP_CHUNKS ((DROP_LANES + 7) / 8)
+__constant uint lane8[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+
+/* keep[r]: the keep mask of keys k0 .. k0 + TILE_K - 1 (k0 a multiple of
+ * TILE_K) of row i0 + r of `stream`, as intK lanes (-1 keep, 0 drop). */
+inline void dropout_keep_block(ulong seed, ulong offset, uint stream, int i0, int k0,
+                               uint threshold, intK keep[ROWS]) {
+    const uint2 key = dropout_key(seed, offset);
+    uint w[4][DROP_CHUNKS * 8];
+    for (int ch = 0; ch < DROP_CHUNKS; ch++) {
+        const uint8 lane = (uint8)(ch * 8) + vload8(0, lane8);
+        uint8 c0 = (uint8)((uint)k0 >> 3) + lane % NB, c1 = (uint8)(uint)i0 + lane / NB;
+        uint8 c2 = (uint8)stream, c3 = (uint8)(uint)offset;
+        PHILOX4X32_10(uint8, c0, c1, c2, c3, key.s0, key.s1);
+        vstore8(c0, ch, w[0]);
+        vstore8(c1, ch, w[1]);
+        vstore8(c2, ch, w[2]);
+        vstore8(c3, ch, w[3]);
+    }
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        const int l = r * NB;
+        /* The keys' words; each holds two keys' draws, low half first. */
+#if TILE_K == 4
+        const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
+        const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
+        const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
+#elif TILE_K == 8
+        const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
+        const uint8 draws =
+            shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
+#else
+        const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
+                                    w[2][l + 1], w[3][l + 1]);
+        const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
+                                      (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+#endif
+        keep[r] = draws >= (CAT(uint, TILE_K))threshold;
+    }
+}
+#endif
+
 /* The first packed tile of sequence b: b * tiles per sequence, or with
  * varlen cu_k[b] / TILE_K + b, an upper bound of the tiles of the sequences
  * before it (each takes at most len / TILE_K + 1) that needs no prefix sum
@@ -240,6 +289,22 @@ inline float hsumK(floatK v) {
 #define PV_TAIL1(GUARD)
 #endif
 
+#if DROPOUT
+/* Whether rows 0 .. keys - 1 of the V tile at vt are finite: 0 * x is NaN
+ * exactly for a NaN or infinite x (IEEE arithmetic: no fast-math folds it). */
+inline int v_tile_finite(const __global float *vt, long v_row, int keys) {
+    floatV check = 0.0f;
+    float check1 = 0.0f;
+    for (int j = 0; j < keys; j++) {
+        for (int c = 0; c < DV_FULL; c++)
+            check = fma(vloadV(c, vt + j * v_row), (floatV)0.0f, check);
+        for (int d = DV_FULL * VEC_V; d < HEAD_DIM_V; d++)
+            check1 = fma(vt[j * v_row + d], 0.0f, check1);
+    }
+    return !any(isnan(check)) && !isnan(check1);
+}
+#endif
+
 #define STORE_PIECE(W, OFF, acc) STORE_VEC(W, acc[r] * inv, orow + (OFF))
 
 /* TILE_K values of a row from `row + k0`, 0 past `valid` of them (the
@@ -267,6 +332,10 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
     if (i0 >= sq.len_q)
         return;
     const int hk = h / group, last_row = min(i0 + ROWS, sq.len_q) - 1;
+#if DROPOUT
+    /* The dropout stream b * heads_q + h (global size 1 is heads_q). */
+    const uint stream = (uint)b * (uint)get_global_size(1) + (uint)h;
+#endif
     const long first_tile = (long)hk * total_tiles + tile_base_of(b, seq_k, sq);
     const __global elem_t *qh = q + AT(q, b, h, sq.q0);
     const __global float *kh = kp + kp_off + first_tile * (HEAD_DIM * TILE_K);
@@ -441,12 +510,21 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
             }
         }
         intK zero = (intK)0;
+#if DROPOUT
+        intK keep[ROWS];
+        dropout_keep_block(dropout_seed, dropout_offset, stream, i0, k0, dropout_threshold, keep);
+#endif
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
             /* m == -INFINITY only while every score so far is -INFINITY. */
             const float half_shift = m[r] == -INFINITY ? 0.0f : 0.5f * m[r];
-            const floatK pr = exp2(EXPONENT_OF(s[r] * 0.5f - (floatK)half_shift));
+            floatK pr = exp2(EXPONENT_OF(s[r] * 0.5f - (floatK)half_shift));
             lsum[r] += pr;
+#if DROPOUT
+            /* Dropped keys stay in the sum (the softmax is the un-dropped
+             * one) and leave P.V like masked ones. */
+            pr = select((floatK)0.0f, pr, keep[r]);
+#endif
             zero |= pr == (floatK)0.0f;
             vstoreK(pr, 0, p[r]);
         }
@@ -458,7 +536,19 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         /* A weight of 0 skips its key (masked, or underflowed), so that a NaN
          * in its V stays out; tiles without one multiply unguarded. */
         if (any(zero)) {
-            PV_TILE(p[r][j] != 0.0f)
+#if DROPOUT
+            /* Nearly every tile drops a key. Its weight 0 times its V adds
+             * nothing unless V holds a NaN or infinity there: one pass over
+             * the tile's V (a sixth of P.V's work at 6 rows) says whether
+             * the unguarded loop is safe, which the guarded one is not
+             * worth (it costs as much as the rest of the kernel). */
+            if (v_tile_finite(vt, v_row, keys)) {
+                PV_TILE(1)
+            } else
+#endif
+            {
+                PV_TILE(p[r][j] != 0.0f)
+            }
         } else {
             PV_TILE(1)
         }
@@ -469,7 +559,11 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         const int i = i0 + r;
         /* l is 0 exactly when the row saw no key; NaN stays NaN. */
         const float l = hsumK(lsum[r]);
+#if DROPOUT
+        const float inv = l == 0.0f ? 0.0f : dropout_scale / l;
+#else
         const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+#endif
         __global elem_t *orow = oh + (long)i * o_ss;
         for (int c = 0; c < DV_FULL; c++)
             STORE_VEC(VEC_V, acc[r][c] * inv, orow + c * VEC_V);

@@ -78,6 +78,10 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
     if (i0 >= sq.len_q)
         return;
     const int hk = h / group;
+#if DROPOUT
+    /* The dropout stream b * heads_q + h (there are heads_q groups in dim 1). */
+    const uint stream = (uint)b * (uint)get_num_groups(1) + (uint)h;
+#endif
     /* Rows past the sequence compute with its last row and store nothing. */
     const int last_row = min(i0 + BLOCK_M, sq.len_q) - 1;
     const int i = min(i0 + row, last_row);
@@ -171,8 +175,16 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
         m = m_new;
         float tile_sum = 0.0f;
         for (int t = 0; t < KEYS_PER_ITEM; t++) {
-            const float p = exp2(EXPONENT_OF(s[t] * 0.5f - half_shift));
+            float p = exp2(EXPONENT_OF(s[t] * 0.5f - half_shift));
             tile_sum += p;
+#if DROPOUT
+            /* Dropped keys stay in the sum (the softmax is the un-dropped
+             * one) and leave P.V like masked ones; a key with p = 0 (masked,
+             * possibly past INT32_MAX) needs no draw. */
+            if (p != 0.0f && !dropout_keep(dropout_seed, dropout_offset, stream, i,
+                                           (int)(k0 + sub + t * TPR), dropout_threshold))
+                p = 0.0f;
+#endif
             p_tile[row * P_STRIDE + sub + t * TPR] = p;
         }
         l_part = l_part * corr + tile_sum;
@@ -199,7 +211,11 @@ flash_gpu(TENSOR(__global const elem_t, q, q),
         l += row_part[row * TPR + t];
     if (i0 + row <= last_row) {
         /* l is 0 exactly when the row saw no key; NaN stays NaN. */
+#if DROPOUT
+        const float inv = l == 0.0f ? 0.0f : dropout_scale / l;
+#else
         const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+#endif
         __global elem_t *orow = o + AT(o, b, h, sq.q0 + i);
         for (int u = 0; u < COLS_PER_ITEM; u++) {
             const int c = sub + u * TPR;

@@ -100,8 +100,23 @@ softmax_rows(__global float *s, ulong s_off, float scale, int heads_q, int head_
 
     /* sum is 0 exactly when no key is visible (m = -inf). */
     const float inv_sum = sum == 0.0f ? 0.0f : 1.0f / sum;
+#if DROPOUT
+    /* The dropped and scaled weights P * keep / (1 - p): what pv.cl
+     * multiplies V by and what the probabilities output returns; the sum
+     * and LSE stay the un-dropped softmax's. A masked key (probability 0)
+     * needs no draw. */
+    const uint stream = (uint)bh;
+    const float kept_scale = inv_sum * dropout_scale;
+    for (long j = lid; j < seq_k; j += SOFTMAX_WG) {
+        const float x = sum == 0.0f ? 0.0f : exp(r[j] - m);
+        const int kept = x != 0.0f && dropout_keep(dropout_seed, dropout_offset, stream, i,
+                                                   (int)j, dropout_threshold);
+        r[j] = isnan(sum) ? sum : kept ? x * kept_scale : 0.0f; /* a NaN row stays NaN */
+    }
+#else
     for (long j = lid; j < seq_k; j += SOFTMAX_WG)
         r[j] = sum == 0.0f ? 0.0f : exp(r[j] - m) * inv_sum;
+#endif
 
 #if HAS_LSE
     if (lid == 0 && in_sequence)

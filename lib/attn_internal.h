@@ -292,6 +292,8 @@ attn_status attn_read_buffer(attn_context_t ctx, const char *name, cl_mem buffer
 void attn_arg_mem(attn_args *a, cl_mem value);
 void attn_arg_int(attn_args *a, cl_int value);
 void attn_arg_float(attn_args *a, cl_float value);
+void attn_arg_uint(attn_args *a, cl_uint value);
+void attn_arg_ulong(attn_args *a, cl_ulong value);
 /* A strided tensor: buffer, element offset, batch, head and seq strides
  * (kernels/common.cl's TENSOR). */
 void attn_arg_tensor(attn_args *a, cl_mem mem, size_t offset, const attn_strides *strides);

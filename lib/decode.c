@@ -44,6 +44,13 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
                          "the decode path does not materialize probabilities; use "
                          "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
+    /* dispatch.c sends dropout to the fused kernels; only a KV cache or an
+     * explicit variant=decode gets here with it. */
+    if (pb->p.dropout_p > 0.0f)
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
+                         "the decode path (KV-cache calls, variant=decode) has no dropout; "
+                         "dropout_p %g needs attn_forward* with the fused or three-kernel path",
+                         (double)pb->p.dropout_p);
     attn_tuning t;
     attn_tuning_origin origin;
     const attn_params *p = &pb->p;

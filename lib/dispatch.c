@@ -36,8 +36,8 @@ static attn_algo resolve_auto(const attn_problem *pb) {
 /* Whether a fused request (AUTO's or an explicit ATTN_ALGO_FUSED: the
  * decode kernel is a fused kernel with the same results) goes to the decode
  * algorithm: always under the tuning's variant=decode; on CPU devices for
- * decode shapes, unless an override named another variant. The caller
- * holds ctx->lock. */
+ * decode shapes without dropout (which the decode kernels lack and refuse),
+ * unless an override named another variant. The caller holds ctx->lock. */
 static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int *wanted) {
     const attn_params *p = &pb->p;
     attn_tuning t;
@@ -49,7 +49,7 @@ static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int
     if ((origin.context | origin.env) & ATTN_TUNE_VARIANT)
         *wanted = t.variant == ATTN_FUSED_DECODE;
     else
-        *wanted = !ctx->info.is_gpu && !pb->want_probs &&
+        *wanted = !ctx->info.is_gpu && !pb->want_probs && !(p->dropout_p > 0.0f) &&
                   (int64_t)pb->group * p->seq_q <= DECODE_MAX_ROWS && p->seq_k >= DECODE_MIN_KEYS;
     return ATTN_SUCCESS;
 }

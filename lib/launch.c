@@ -2,6 +2,7 @@
  * launches. The order of each kernel's parameters is its signature in
  * kernels/; attn_args_end compares the count with the kernel's own. */
 #include "attn_internal.h"
+#include "philox.h"
 
 #include <stdio.h>
 
@@ -28,6 +29,14 @@ void attn_arg_int(attn_args *a, cl_int value) {
 }
 
 void attn_arg_float(attn_args *a, cl_float value) {
+    set_arg(a, sizeof value, &value);
+}
+
+void attn_arg_uint(attn_args *a, cl_uint value) {
+    set_arg(a, sizeof value, &value);
+}
+
+void attn_arg_ulong(attn_args *a, cl_ulong value) {
     set_arg(a, sizeof value, &value);
 }
 
@@ -65,6 +74,10 @@ void attn_arg_features(attn_args *a, const attn_problem *pb, const attn_device_a
     attn_arg_tensor(a, d->bias ? d->bias : d->q, d->bias_offset, &p->bias.strides);
     attn_arg_tensor(a, d->keep_mask ? d->keep_mask : d->q, d->keep_mask_offset,
                     &p->keep_mask.strides);
+    attn_arg_ulong(a, p->dropout_seed);
+    attn_arg_ulong(a, p->dropout_offset);
+    attn_arg_uint(a, attn_dropout_threshold(p->dropout_p));
+    attn_arg_float(a, (float)(1.0 / (1.0 - (double)p->dropout_p)));
 }
 
 attn_status attn_args_end(attn_args *a) {
@@ -85,9 +98,10 @@ void attn_feature_options(const attn_problem *pb, char *buf, size_t size) {
     const attn_params *p = &pb->p;
     snprintf(buf, size,
              "-DDTYPE=%d -DMASK_MODE=%d -DWINDOW=%d -DKEY_PADDING=%d -DVARLEN=%d -DSOFTCAP=%d "
-             "-DALIBI=%d -DHAS_BIAS=%d -DHAS_KEEP_MASK=%d",
+             "-DALIBI=%d -DHAS_BIAS=%d -DHAS_KEEP_MASK=%d -DDROPOUT=%d",
              (int)p->dtype, (int)p->mask, p->window.enabled, p->key_padding, p->varlen,
-             p->softcap > 0.0f, p->alibi, p->bias.present, p->keep_mask.present);
+             p->softcap > 0.0f, p->alibi, p->bias.present, p->keep_mask.present,
+             p->dropout_p > 0.0f);
 }
 
 attn_status attn_enqueue_kernel(attn_context_t ctx, cl_kernel kernel, const char *kernel_name,

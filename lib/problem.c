@@ -151,6 +151,13 @@ attn_status attn_problem_make(attn_context_t ctx, const attn_params *params, int
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                          "softcap must be finite and >= 0 (0: off), not %g", (double)p->softcap);
 
+    /* !(p >= 0) also catches NaN. */
+    if (!(p->dropout_p >= 0.0f) || p->dropout_p >= 1.0f)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                         "dropout_p must be in [0, 1) (0: off), not %g", (double)p->dropout_p);
+    if (p->dropout_p == 0.0f)
+        p->dropout_seed = p->dropout_offset = 0; /* off: nothing to key a build or cache by */
+
     /* Flags are booleans from here on. */
     p->alibi = p->alibi != 0;
     p->key_padding = p->key_padding != 0;

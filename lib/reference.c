@@ -4,6 +4,7 @@
  * is spelled out here once, in the order it gives. */
 #include "attn_internal.h"
 #include "half.h"
+#include "philox.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -115,18 +116,28 @@ static void reference_row(const attn_problem *pb, const ref_tensors *t, const se
     double sum = 0.0;
     for (int32_t d = 0; d < p->head_dim_v; d++)
         acc[d] = 0.0;
+    /* Dropout: a dropped key keeps its share of the sum (the softmax and its
+     * LSE are the un-dropped ones) but adds nothing to O; kept ones are
+     * scaled by 1 / (1 - p) at the end. */
+    const int dropout = p->dropout_p > 0.0f;
+    const uint32_t threshold = attn_dropout_threshold(p->dropout_p);
+    const uint32_t stream = (uint32_t)(b * p->heads_q + h);
+    const double keep_scale = 1.0 / (1.0 - (double)p->dropout_p);
     if (nan) {
         sum = NAN;
     } else if (max != -INFINITY) {
         for (int64_t j = 0; j < s->len_k; j++) {
             const double e = scores[j] == -INFINITY ? 0.0 : exp(scores[j] - max);
-            scores[j] = e;
             sum += e;
-            if (e == 0.0)
+            scores[j] = dropout && !attn_dropout_keep(p->dropout_seed, p->dropout_offset, stream,
+                                                      (uint32_t)i, (uint32_t)j, threshold)
+                            ? 0.0
+                            : e * keep_scale;
+            if (scores[j] == 0.0)
                 continue;
             const size_t v_row = row_offset(&p->v_strides, b, g, s->k0 + j);
             for (int32_t d = 0; d < p->head_dim_v; d++)
-                acc[d] += e * attn_load_element(t->v, v_row + (size_t)d, p->dtype);
+                acc[d] += scores[j] * attn_load_element(t->v, v_row + (size_t)d, p->dtype);
         }
     }
 

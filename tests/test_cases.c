@@ -55,6 +55,10 @@ void test_describe(char *buf, size_t size, const attn_params *p, test_layout lay
     if (r.varlen) {
         APPEND(" varlen(%d,%d)", r.total_q, r.total_k);
     }
+    if (r.dropout_p > 0.0f) {
+        APPEND(" drop=%g,%llu,%llu", (double)r.dropout_p, (unsigned long long)r.dropout_seed,
+               (unsigned long long)r.dropout_offset);
+    }
 #undef APPEND
 }
 
@@ -116,6 +120,13 @@ int test_parse_case(const char *text, attn_params *p, test_layout *layout, float
             p->key_padding = 1;
         } else if (!strcmp(w, "varlen")) {
             p->varlen = 1;
+        } else if (sscanf(w, "drop=%f", &f) == 1) {
+            /* drop=P or drop=P,SEED,OFFSET (default seed 42, offset 0) */
+            unsigned long long seed = 42, offset = 0;
+            sscanf(w, "drop=%*f,%llu,%llu", &seed, &offset);
+            p->dropout_p = f;
+            p->dropout_seed = seed;
+            p->dropout_offset = offset;
         } else if (!strcmp(w, "quick")) {
             *quick = 1;
         } else {

@@ -1,6 +1,8 @@
 /* The naive fp32 attention every device result's error bound is measured against. */
 #include "test_util.h"
 
+#include "philox.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,9 +96,18 @@ void test_naive_fp32(const attn_params *r, const float *q, const float *k, const
                 for (int64_t d = 0; d < r->head_dim_v; d++) {
                     acc[d] = 0.0f;
                 }
+                /* Dropout (attn_cl.h): P * keep / (1 - p), the sum un-dropped. */
+                const float keep_scale = 1.0f / (1.0f - r->dropout_p);
+                const uint32_t threshold = attn_dropout_threshold(r->dropout_p);
                 for (int64_t j = 0; j < sq.len_k && max != -INFINITY; j++) {
                     s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - max);
                     sum += s[j];
+                    if (r->dropout_p > 0.0f) {
+                        const int kept = attn_dropout_keep(r->dropout_seed, r->dropout_offset,
+                                                           (uint32_t)(b * r->heads_q + h),
+                                                           (uint32_t)i, (uint32_t)j, threshold);
+                        s[j] = kept ? s[j] * keep_scale : 0.0f;
+                    }
                     if (s[j] == 0.0f) {
                         continue; /* a masked key's V is never read (it may be garbage) */
                     }

@@ -224,6 +224,7 @@ test_result test_compare_output(const test_problem *t, const void *o_store);
  *   bhsd | bshd | hbsd | padded      layout of every tensor
  *   f32 | f16 | bf16                 storage of Q, K, V and O
  *   win=L,R  softcap=C  alibi  bias=BxH  keep=BxH  pad  varlen   features
+ *   drop=P[,SEED,OFFSET]             dropout (seed 42, offset 0 by default)
  *   qk=X                             Q and K drawn from [-X, X) (default 1)
  *   quick                            also in the memcheck subset
  * Sets *p (strides not yet: see test_set_layout), *layout, *qk and *quick;

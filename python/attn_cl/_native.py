@@ -65,6 +65,9 @@ class Params(Structure):
         ("varlen", c_int32),
         ("total_q", c_int32),
         ("total_k", c_int32),
+        ("dropout_p", c_float),
+        ("dropout_seed", c_uint64),
+        ("dropout_offset", c_uint64),
     ]
 
 

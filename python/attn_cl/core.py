@@ -380,22 +380,24 @@ class _Request:
     __slots__ = ("params", "outputs", "tensors", "out", "lse", "probs", "keep", "key")
 
 
-_STATIC_OPTIONS = ("causal", "scale", "window", "softcap", "dropout_p", "return_lse",
+_STATIC_OPTIONS = ("causal", "scale", "window", "softcap", "dropout_p", "dropout_seed",
+                   "dropout_offset", "return_lse",
                    "return_probs", "layout", "algo", "max_seqlen_q", "max_seqlen_k")
 
 
 def _request(q, k, v, *, causal=None, scale=None, window=None, softcap=None, alibi_slopes=None,
              bias=None, mask=None, key_lengths=None, cu_seqlens_q=None, cu_seqlens_k=None,
-             max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0, return_lse=False,
-             return_probs=False, layout="bhsd", algo="auto", out=None, storage=None,
-             allocate=None):
+             max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0, dropout_seed=0,
+             dropout_offset=0, return_lse=False, return_probs=False, layout="bhsd", algo="auto",
+             out=None, storage=None, allocate=None):
     """Checks the arrays and options and lays them out for the library.
 
     `storage` overrides the dtype code (for 16-bit data viewed as integers);
     `allocate(shape, dtype_code)` makes the output (default: NumPy).
     """
-    if dropout_p:
-        raise NotImplementedError("dropout_p: libattn_cl computes exact attention without dropout")
+    for name, value in (("dropout_seed", dropout_seed), ("dropout_offset", dropout_offset)):
+        if not isinstance(value, (int, np.integer)) or not 0 <= value < 1 << 64:
+            raise ValueError(f"{name} must be an integer in [0, 2**64), not {value!r}")
     if layout not in ("bhsd", "bshd"):
         raise ValueError(f"layout must be \"bhsd\" or \"bshd\", not {layout!r}")
     if causal not in _CAUSAL:
@@ -480,6 +482,10 @@ def _request(q, k, v, *, causal=None, scale=None, window=None, softcap=None, ali
         params.scale = scale
     if softcap:
         params.softcap = float(softcap)
+    if dropout_p:  # the library refuses p outside [0, 1)
+        params.dropout_p = float(dropout_p)
+        params.dropout_seed = int(dropout_seed)
+        params.dropout_offset = int(dropout_offset)
     if window is not None:
         try:
             left, right = window
@@ -660,8 +666,9 @@ def _untouched(request, q, k, v):
 
 def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, alibi_slopes=None,
               bias=None, mask=None, key_lengths=None, cu_seqlens_q=None, cu_seqlens_k=None,
-              max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0, return_lse=False,
-              return_probs=False, layout="bhsd", algo="auto", out=None, context=None):
+              max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0, dropout_seed=0,
+              dropout_offset=0, return_lse=False, return_probs=False, layout="bhsd", algo="auto",
+              out=None, context=None):
     """softmax(scale · q·kᵀ, modified and masked) · v on an OpenCL device.
 
     q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv] (layout "bhsd";
@@ -675,7 +682,12 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
     None or negative for unbounded. softcap: c for c·tanh(s/c). alibi_slopes:
     [Hq] floats. bias: float, broadcastable to [B, Hq, Sq, Sk], added to the
     scores. mask: bool, same broadcasting, True = attend. key_lengths: [B]
-    ints, batch b sees keys j < key_lengths[b]. algo: "auto", "fused" or
+    ints, batch b sees keys j < key_lengths[b]. dropout_p: the probability
+    in [0, 1) of dropping each attention weight (kept ones scaled by
+    1/(1-p)), drawn by Philox-4x32-10 from dropout_seed and dropout_offset
+    (integers in [0, 2**64)): the same seed and offset give the same mask on
+    every path and device; probabilities returned are the dropped, scaled
+    weights; LSE is the un-dropped softmax's. algo: "auto", "fused" or
     "three-kernel". out: an output array to write (else one is allocated).
 
     Returns O, or a tuple (O, lse?, probs?) with return_lse (float32
@@ -690,8 +702,8 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
             cu_seqlens_q is None and cu_seqlens_k is None and out is None and
             type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray):
         signature = (_signature(q, k, v), causal, scale,
-                     None if window is None else tuple(window), softcap, dropout_p, return_lse,
-                     return_probs, layout, algo)
+                     None if window is None else tuple(window), softcap, dropout_p, dropout_seed,
+                     dropout_offset, return_lse, return_probs, layout, algo)
         entry = context._fast.get(signature)
         if entry is not None:
             out = np.empty(entry.o_shape, entry.o_dtype)
@@ -704,6 +716,7 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
                        alibi_slopes=alibi_slopes, bias=bias, mask=mask, key_lengths=key_lengths,
                        cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p,
+                       dropout_seed=dropout_seed, dropout_offset=dropout_offset,
                        return_lse=return_lse, return_probs=return_probs, layout=layout,
                        algo=algo, out=out)
     idle = context._idle_plans(request.key)

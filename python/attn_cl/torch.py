@@ -106,7 +106,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     gives NaN there). Not differentiable yet: inputs that require grad raise.
     """
     if dropout_p:
-        raise NotImplementedError("dropout_p: libattn_cl computes exact attention without dropout")
+        raise NotImplementedError("dropout_p: the drop-in does not follow torch's random "
+                                  "generator; attn_cl.attention takes dropout_p with an explicit "
+                                  "dropout_seed and dropout_offset")
     if any(t.requires_grad for t in (query, key, value)) and torch.is_grad_enabled():
         raise NotImplementedError("attn_cl has no backward yet: call under torch.no_grad() "
                                   "or with inputs that do not require grad")

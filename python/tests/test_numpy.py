@@ -253,8 +253,49 @@ def test_bad_shapes():
         attn_cl.attention(q, k, v, causal=True)
     with pytest.raises(ValueError, match="scale=0"):
         attn_cl.attention(q, k, v, scale=0)
-    with pytest.raises(NotImplementedError, match="dropout"):
-        attn_cl.attention(q, k, v, dropout_p=0.1)
+    with pytest.raises(attn_cl.AttnError, match="dropout_p"):
+        attn_cl.attention(q, k, v, dropout_p=1.0)
+    with pytest.raises(ValueError, match="dropout_seed"):
+        attn_cl.attention(q, k, v, dropout_p=0.1, dropout_seed=-1)
+    with pytest.raises(ValueError, match="dropout_offset"):
+        attn_cl.attention(q, k, v, dropout_p=0.1, dropout_offset=1 << 64)
+
+
+@pytest.mark.parametrize("algo", ["fused", "three-kernel"])
+def test_dropout(context, algo):
+    rng = np.random.default_rng(4)
+    q = random(rng, (2, 4, 37, 40), np.float32)
+    k = random(rng, (2, 2, 53, 40), np.float32)
+    v = random(rng, (2, 2, 53, 24), np.float32)
+    options = dict(causal="bottom-right", dropout_p=0.3, dropout_seed=2**63 + 5,
+                   dropout_offset=17, return_lse=True)
+    o, lse = attn_cl.attention(q, k, v, algo=algo, context=context, **options)
+    ref_o, ref_lse = attn_cl.reference(q, k, v, **options)
+    assert_close(o, ref_o)
+    assert_close(lse, ref_lse)
+    # The same seed and offset: the same bits (through the remembered call too).
+    again, _ = attn_cl.attention(q, k, v, algo=algo, context=context, **options)
+    assert np.array_equal(o, again)
+    # LSE is the un-dropped softmax's; another offset draws another mask.
+    plain_o, plain_lse = attn_cl.attention(q, k, v, causal="bottom-right", return_lse=True,
+                                           algo=algo, context=context)
+    np.testing.assert_array_equal(lse, plain_lse)
+    other, _ = attn_cl.attention(q, k, v, algo=algo, context=context,
+                                 **dict(options, dropout_offset=18))
+    assert not np.allclose(o, other)
+    if algo == "three-kernel":
+        # The probabilities are the dropped weights scaled by 1/(1-p), and
+        # the mask is the reference's.
+        _, probs = attn_cl.attention(q, k, v, algo=algo, context=context, return_probs=True,
+                                     **dict(options, return_lse=False))
+        _, ref_probs = attn_cl.reference(q, k, v, return_probs=True,
+                                         **dict(options, return_lse=False))
+        np.testing.assert_array_equal(probs == 0, ref_probs == 0)
+        assert_close(probs, ref_probs)
+        _, plain_probs = attn_cl.reference(q, k, v, causal="bottom-right", return_probs=True)
+        kept = probs != 0
+        assert 0.6 < kept.sum() / (plain_probs != 0).sum() < 0.8  # 1 - p = 0.7
+        np.testing.assert_allclose(probs[kept], plain_probs[kept] / 0.7, rtol=1e-5, atol=1e-7)
 
 
 def test_bad_dtypes():
