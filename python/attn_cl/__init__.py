@@ -9,9 +9,10 @@ importing attn_cl.transformers registers attn_implementation="attn_cl".
 """
 
 from ._native import AttnError, version_string
-from .core import (Context, Device, Plan, attention, bfloat16, check,
-                   default_context, devices, merge, reference)
+from .core import (Context, Device, Plan, attention, attention_backward, bfloat16, check,
+                   default_context, devices, merge, reference, reference_backward)
 
 __version__ = "0.3.0"
-__all__ = ["AttnError", "Context", "Device", "Plan", "attention", "bfloat16",
-           "check", "default_context", "devices", "merge", "reference", "version_string"]
+__all__ = ["AttnError", "Context", "Device", "Plan", "attention", "attention_backward",
+           "bfloat16", "check", "default_context", "devices", "merge", "reference",
+           "reference_backward", "version_string"]

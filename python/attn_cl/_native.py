@@ -110,6 +110,27 @@ class HostTensors(Structure):
     ]
 
 
+class BackwardHostTensors(Structure):
+    _fields_ = [
+        ("q", c_void_p),
+        ("k", c_void_p),
+        ("v", c_void_p),
+        ("o", c_void_p),
+        ("dout", c_void_p),
+        ("lse", c_void_p),
+        ("dq", c_void_p),
+        ("dk", c_void_p),
+        ("dv", c_void_p),
+        ("dbias", c_void_p),
+        ("bias", c_void_p),
+        ("keep_mask", c_void_p),
+        ("key_lengths", c_void_p),
+        ("alibi_slopes", c_void_p),
+        ("cu_seqlens_q", c_void_p),
+        ("cu_seqlens_k", c_void_p),
+    ]
+
+
 class MergeTensors(Structure):
     _fields_ = [("o_a", c_void_p), ("o_b", c_void_p), ("lse_a", c_void_p),
                 ("lse_b", c_void_p), ("o", c_void_p), ("lse", c_void_p)]
@@ -125,6 +146,7 @@ STRUCTS = {
     "attn_context_options": ContextOptions,
     "attn_host_tensors": HostTensors,
     "attn_merge_tensors": MergeTensors,
+    "attn_backward_host_tensors": BackwardHostTensors,
 }
 ENUMS = ("attn_mask", "attn_algo", "attn_dtype", "attn_status")
 
@@ -149,6 +171,8 @@ _SIGNATURES = {
     "attn_forward_host": (status_t, [context_t, POINTER(Params), POINTER(HostTensors)]),
     "attn_reference_host": (status_t, [POINTER(Params), POINTER(HostTensors)]),
     "attn_merge": (status_t, [POINTER(Params), POINTER(MergeTensors)]),
+    "attn_backward_host": (status_t, [context_t, POINTER(Params), POINTER(BackwardHostTensors)]),
+    "attn_reference_backward": (status_t, [POINTER(Params), POINTER(BackwardHostTensors)]),
     "attn_status_name": (c_char_p, [status_t]),
     "attn_last_error": (c_char_p, [context_t]),
     "attn_version_string": (c_char_p, []),

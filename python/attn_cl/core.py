@@ -726,6 +726,107 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
     return _result(request)
 
 
+class _Backward:
+    """attn_params and the tensors of one backward; the gradients to return."""
+
+    __slots__ = ("params", "tensors", "grads", "keep", "dbias_full", "bias_shape")
+
+
+def _backward_request(q, k, v, out, dout, lse, want_dbias, options):
+    """Lays out a backward: the forward's request with O, dO, LSE and the gradients.
+
+    The library lays dQ, dK, dV out like Q, K, V and dO like O, so the
+    arrays go contiguous (a copy only where they are not) and the
+    gradients are allocated alike.
+    """
+    for name in ("return_lse", "return_probs", "out"):
+        if name in options:
+            raise TypeError(f"attention_backward takes no {name}= (it returns the gradients)")
+    q, k, v = (np.ascontiguousarray(np.asarray(t)) for t in (q, k, v))
+    out = np.asarray(out)
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        out = np.array(out, order="C")  # _request wants a writable O; the backward only reads it
+    dout = np.ascontiguousarray(np.asarray(dout))
+    if dout.shape != out.shape or dout.dtype != out.dtype:
+        raise ValueError(f"dout must have out's shape and dtype {out.shape} {out.dtype}, not "
+                         f"{dout.shape} {dout.dtype}")
+    bias = options.get("bias")
+    bias_shape = None if bias is None else np.shape(bias)
+    if want_dbias and bias is None:
+        raise ValueError("want_dbias needs a bias")
+    request = _request(q, k, v, out=out, return_lse=True, **options)
+    lse = np.ascontiguousarray(lse, dtype=np.float32)
+    if lse.shape != request.lse.shape:
+        raise ValueError(f"lse must have shape {request.lse.shape} (the forward's), not "
+                         f"{lse.shape}")
+    t = N.BackwardHostTensors()
+    f = request.tensors
+    t.q, t.k, t.v, t.o = f.q, f.k, f.v, f.o
+    t.dout, t.lse = dout.ctypes.data, lse.ctypes.data
+    t.bias, t.keep_mask, t.key_lengths = f.bias, f.keep_mask, f.key_lengths
+    t.alibi_slopes, t.cu_seqlens_q, t.cu_seqlens_k = f.alibi_slopes, f.cu_seqlens_q, f.cu_seqlens_k
+    q_used, k_used, v_used = request.keep[:3]
+    grads = [np.empty_like(q_used), np.empty_like(k_used), np.empty_like(v_used)]
+    t.dq, t.dk, t.dv = (g.ctypes.data for g in grads)
+    b = _Backward()
+    b.dbias_full = None
+    if want_dbias:
+        operand = next(a for a in request.keep if a.ctypes.data == f.bias)
+        if not operand.flags.c_contiguous:  # dBias is laid out like the bias it reads
+            raise ValueError("want_dbias needs a bias the library reads in place (contiguous)")
+        b.dbias_full = np.empty(operand.shape, np.float32)
+        t.dbias = b.dbias_full.ctypes.data
+    b.params, b.tensors, b.grads, b.bias_shape = request.params, t, grads, bias_shape
+    b.keep = request.keep + [out, dout, lse] + grads
+    return b
+
+
+def _backward_result(b):
+    """dq, dk, dv and, when asked, dbias summed to the caller's bias shape."""
+    if b.dbias_full is None:
+        return tuple(b.grads)
+    dbias = b.dbias_full
+    padded = (1,) * (4 - len(b.bias_shape)) + tuple(b.bias_shape)
+    axes = tuple(d for d in range(4) if padded[d] == 1 and dbias.shape[d] != 1)
+    if axes:  # the library widened the bias over query rows or keys
+        dbias = dbias.sum(axis=axes, keepdims=True, dtype=np.float32)
+    return tuple(b.grads) + (dbias.reshape(b.bias_shape),)
+
+
+def attention_backward(q, k, v, out, dout, lse, *, want_dbias=False, context=None, **options):
+    """The gradients of attention(q, k, v, **options): (dq, dk, dv[, dbias]).
+
+    out and lse are the forward's O and log-sum-exp (attention(...,
+    return_lse=True)), dout the gradient of the loss with respect to O; the
+    options (causal, scale, window, softcap, alibi_slopes, bias, mask,
+    key_lengths, cu_seqlens_q/k, layout, ...) must be the forward's. dq, dk,
+    dv have the dtypes and shapes of q, k, v (GQA: dk, dv summed over each
+    group); with want_dbias, dbias (float32) has the bias's shape, summed
+    over the dimensions it broadcasts. Deterministic: the same inputs give
+    the same bits on every call.
+    """
+    context = context or _default or default_context()
+    if context._handle is None:
+        raise ValueError("the context is closed")
+    b = _backward_request(q, k, v, out, dout, lse, want_dbias, options)
+    N.raise_for(N.lib.attn_backward_host(context.handle, ctypes.byref(b.params),
+                                         ctypes.byref(b.tensors)), "attn_backward_host")
+    return _backward_result(b)
+
+
+def reference_backward(q, k, v, dout, *, want_dbias=False, **options):
+    """attention_backward on the CPU in double precision (the library's reference).
+
+    It recomputes O and the log-sum-exp itself, so it needs only dout.
+    """
+    options.pop("context", None)
+    out, lse = reference(q, k, v, return_lse=True, **options)
+    b = _backward_request(q, k, v, out, dout, lse, want_dbias, options)
+    N.raise_for(N.lib.attn_reference_backward(ctypes.byref(b.params), ctypes.byref(b.tensors)),
+                "attn_reference_backward")
+    return _backward_result(b)
+
+
 def reference(q, k, v, **options):
     """attention() on the CPU in double precision (the library's reference), same arguments.
 

@@ -94,6 +94,62 @@ def attention(query, key, value, *, context=None, **options):
     return results[0] if len(results) == 1 else tuple(results)
 
 
+def _from_numpy(array, dtype):
+    """A tensor over a NumPy array the library wrote (16-bit floats from their bits)."""
+    tensor = torch.from_numpy(array)
+    if dtype == torch.bfloat16:
+        return tensor.view(torch.bfloat16)
+    return tensor
+
+
+class _Attention(torch.autograd.Function):
+    """attention() with its backward: the forward keeps O and LSE, the backward
+    is the library's (deterministic, O(n) memory)."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias, context, options):
+        if bias is not None:
+            options = dict(options, bias=bias)
+        out, lse = attention(query, key, value, context=context, return_lse=True, **options)
+        ctx.save_for_backward(query, key, value, out, lse, bias)
+        ctx.context, ctx.options = context, options
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        query, key, value, out, lse, bias = ctx.saved_tensors
+        options = dict(ctx.options)
+        if bias is not None:
+            options["bias"] = bias.detach().numpy()
+        want_dbias = bias is not None and ctx.needs_input_grad[3]
+        code = _CODES[query.dtype]
+        grads = core.attention_backward(
+            _as_numpy(query, "query"), _as_numpy(key, "key"), _as_numpy(value, "value"),
+            _as_numpy(out, "out"), _as_numpy(dout.contiguous().to(out.dtype), "dout"),
+            lse.numpy(), want_dbias=want_dbias, context=ctx.context, storage=code, **options)
+        dq, dk, dv = (_from_numpy(g, query.dtype) for g in grads[:3])
+        dbias = torch.from_numpy(grads[3]) if want_dbias else None
+        return dq, dk, dv, dbias, None, None
+
+
+def attention_differentiable(query, key, value, *, bias=None, context=None, **options):
+    """attention() on CPU tensors that autograd differentiates (q, k, v and a float
+    bias), through the library's backward. Options are attention()'s, tensors
+    for bias only; the result is O."""
+    context = context or core._default or core.default_context()
+    for name in ("return_lse", "return_probs", "out"):
+        if options.get(name):
+            raise TypeError(f"{name}= is not available with autograd")
+    for name in ("mask", "alibi_slopes", "key_lengths", "cu_seqlens_q", "cu_seqlens_k"):
+        if isinstance(options.get(name), torch.Tensor):
+            options[name] = options[name].detach().cpu().numpy()
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        bias = torch.as_tensor(np.asarray(bias, dtype=np.float32))
+    if bias is not None and bias.dtype != torch.float32:
+        bias = bias.to(torch.float32)
+    return _Attention.apply(query, key, value, bias, context, options)
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None, enable_gqa=False, *, context=None):
     """torch.nn.functional.scaled_dot_product_attention on libattn_cl (CPU tensors).
@@ -103,15 +159,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     top-left aligned, a boolean attn_mask keeps True, a float attn_mask is
     added to the scores, both broadcast to [B, H, L, S]; enable_gqa lets key
     and value have fewer heads. Rows that a mask hides entirely give 0 (PyTorch
-    gives NaN there). Not differentiable yet: inputs that require grad raise.
+    gives NaN there). Differentiable: inputs (and a float attn_mask) that
+    require grad get their gradients from the library's backward.
     """
     if dropout_p:
         raise NotImplementedError("dropout_p: the drop-in does not follow torch's random "
                                   "generator; attn_cl.attention takes dropout_p with an explicit "
                                   "dropout_seed and dropout_offset")
-    if any(t.requires_grad for t in (query, key, value)) and torch.is_grad_enabled():
-        raise NotImplementedError("attn_cl has no backward yet: call under torch.no_grad() "
-                                  "or with inputs that do not require grad")
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal, not both (as PyTorch requires)")
     if query.dim() != key.dim() or query.dim() != value.dim() or query.dim() not in (3, 4):
@@ -131,13 +185,21 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         options["scale"] = scale
     elif query.shape[-1]:
         options["scale"] = 1.0 / math.sqrt(query.shape[-1])
+    bias = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
             options["mask"] = attn_mask
         else:
-            options["bias"] = attn_mask.to(torch.float32)
-    out = attention(query, key, value, context=context, **options)
+            bias = attn_mask.to(torch.float32)
+    grads = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (query, key, value, bias))
+    if grads:
+        out = attention_differentiable(query, key, value, bias=bias, context=context, **options)
+    else:
+        if bias is not None:
+            options["bias"] = bias
+        out = attention(query, key, value, context=context, **options)
     return out.squeeze(0) if squeeze else out
 
 
-__all__ = ["attention", "scaled_dot_product_attention"]
+__all__ = ["attention", "attention_differentiable", "scaled_dot_product_attention"]
