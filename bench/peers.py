@@ -3,8 +3,10 @@
 
 Runs the same sweep as attn_bench through
 
-  torch-sdpa  torch.nn.functional.scaled_dot_product_attention, float32
-  numpy       float32 matmul + softmax + matmul, one head at a time
+  torch-sdpa           torch.nn.functional.scaled_dot_product_attention, float32
+  torch-sdpa-backward  its backward through autograd (dQ, dK, dV for a given
+                       dO), the forward run once before the timing
+  numpy                float32 matmul + softmax + matmul, one head at a time
 
 (each when installed) and prints the same table or CSV columns as attn_bench:
 
@@ -12,7 +14,8 @@ Runs the same sweep as attn_bench through
 
 ms is the median of --repeats runs after --warmup untimed ones (wall clock,
 time.perf_counter). gflops counts 2 * batch * heads_q * visible query-key
-pairs * (head_dim + head_dim_v), exactly as attn_bench does. The inputs are
+pairs * (head_dim + head_dim_v), exactly as attn_bench does; a backward
+counts 2.5 times that, as attn_bench --backward does. The inputs are
 attn_bench's: the same generator and seed give the same Q, K and V, so rows
 of the two tools compare like for like. max_abs_err is against a float64
 NumPy reference (the CPU reference of libattn_cl also accumulates in double)
@@ -184,6 +187,32 @@ class TorchSdpa:
         return out.numpy() if np is not None else None
 
 
+class TorchSdpaBackward(TorchSdpa):
+    """The backward of torch-sdpa: autograd over a graph built once, replayed."""
+
+    name = "torch-sdpa-backward"
+    work_factor = 2.5
+
+    def __init__(self, q, k, v, shape):
+        super().__init__(q, k, v, shape)
+        self.q, self.k, self.v = (t.detach().clone().requires_grad_() for t in
+                                  (self.q, self.k, self.v))
+        out = self.F.scaled_dot_product_attention(self.q, self.k, self.v, scale=self.scale,
+                                                  **self.kwargs)
+        self.out = out
+        self.dout = torch.ones_like(out)
+
+    def __call__(self):
+        for t in (self.q, self.k, self.v):
+            t.grad = None
+        self.out.backward(self.dout, retain_graph=True)
+        return None
+
+    @staticmethod
+    def to_numpy(out):
+        return None
+
+
 class NumpyF32:
     name = "numpy"
 
@@ -197,6 +226,9 @@ class NumpyF32:
     @staticmethod
     def to_numpy(out):
         return out
+
+
+PEERS = {"torch-sdpa": TorchSdpa, "torch-sdpa-backward": TorchSdpaBackward, "numpy": NumpyF32}
 
 
 def torch_supports_gqa():
@@ -311,7 +343,8 @@ def parse_args(argv):
                    help="top-left (PyTorch is_causal) or bottom-right (j <= i + seq_k - seq_q); "
                         "bare --causal is bottom-right, as in attn_bench")
     p.add_argument("--peers", default="torch-sdpa,numpy",
-                   help="comma list of torch-sdpa, numpy (default: both, where installed)")
+                   help="comma list of torch-sdpa, torch-sdpa-backward, numpy (default: "
+                        "torch-sdpa and numpy, where installed)")
     p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--max-point-seconds", type=float, default=60.0,
@@ -346,12 +379,12 @@ def parse_args(argv):
         p.error(f"--heads-kv {args.heads_kv} does not divide --heads {args.heads}")
 
     wanted = [name.strip() for name in args.peers.split(",") if name.strip()]
-    unknown = [name for name in wanted if name not in ("torch-sdpa", "numpy")]
+    unknown = [name for name in wanted if name not in PEERS]
     if unknown:
-        p.error(f"--peers: unknown {', '.join(unknown)} (torch-sdpa, numpy)")
+        p.error(f"--peers: unknown {', '.join(unknown)} ({', '.join(PEERS)})")
     args.peers = []
     for name in dict.fromkeys(wanted):  # in order, once each
-        if name == "torch-sdpa" and torch is None:
+        if name.startswith("torch-sdpa") and torch is None:
             note("peers: torch is not installed: no torch-sdpa rows")
         elif name == "numpy" and np is None:
             note("peers: numpy is not installed: no numpy rows")
@@ -387,13 +420,13 @@ def print_header(args, device):
     print(f"shape    batch {args.batch}, heads {args.heads} (kv {args.heads_kv}), head_dim "
           f"{args.head_dim} (v {args.head_dim_v}), f32, causal {args.causal}")
     print(f"timing   median of {args.repeats} runs after {args.warmup} warm-up\n")
-    print(f"{'algo':<12} {'seq_q':>7} {'seq_k':>7} {'runs':>4} {'ms':>10} {'GFLOP/s':>8} "
+    print(f"{'algo':<20} {'seq_q':>7} {'seq_k':>7} {'runs':>4} {'ms':>10} {'GFLOP/s':>8} "
           f"{'max_abs_err':>11}", flush=True)
 
 
 def run_sweep(args, name, device):
     """Every point of the sweep through one peer; returns how many were measured."""
-    peer_class = {"torch-sdpa": TorchSdpa, "numpy": NumpyF32}[name]
+    peer_class = PEERS[name]
     measured = 0
     for index, n in enumerate(args.seq, 1):
         shape = {"batch": args.batch, "heads_q": args.heads, "heads_kv": args.heads_kv,
@@ -401,7 +434,7 @@ def run_sweep(args, name, device):
                  "head_dim_v": args.head_dim_v, "mask": args.causal,
                  "scale": 1.0 / math.sqrt(args.head_dim)}
         label = f"[{index}/{len(args.seq)}] {shape['seq_q']}x{shape['seq_k']} {name}"
-        work = flops(shape)
+        work = flops(shape) * getattr(peer_class, "work_factor", 1.0)
         try:
             q, k, v = make_inputs(shape, args.seed)
             fn = peer_class(q, k, v, shape)
@@ -410,7 +443,8 @@ def run_sweep(args, name, device):
             # After the timing: NumPy's BLAS threads must not be busy while
             # another peer is timed.
             ref = None
-            if np is not None and not args.no_ref and work <= args.ref_max_gflop * 1e9:
+            if (np is not None and not args.no_ref and work <= args.ref_max_gflop * 1e9 and
+                    fn.to_numpy(out) is not None):
                 ref = numpy_attention(q, k, v, shape["mask"], shape["scale"], np.float64)
         except (RuntimeError, MemoryError, ValueError) as err:
             note(f"{label}: failed: {type(err).__name__}: {err}")
@@ -426,7 +460,7 @@ def run_sweep(args, name, device):
                   f"{shape['seq_q']},{shape['seq_k']},{args.head_dim},{args.causal},f32,"
                   f"{ms:.4f},{gflops:.3f},{err}", flush=True)
         else:
-            print(f"{name:<12} {shape['seq_q']:>7} {shape['seq_k']:>7} {len(times):>4} "
+            print(f"{name:<20} {shape['seq_q']:>7} {shape['seq_k']:>7} {len(times):>4} "
                   f"{ms:>10.3f} {gflops:>8.2f} {err or '-':>11}", flush=True)
         measured += 1
     return measured
