@@ -113,7 +113,7 @@ static void run_case(attn_context_t ctx, const sweep_case *c, uint64_t seed, con
     p.scale = c->scale;
     p.algo = algo;
     test_set_layout(&p, c->layout);
-    const int want_probs = c->probs && algo == ATTN_ALGO_THREE_KERNEL;
+    const int want_probs = c->probs && test_sweep_probs();
 
     char desc[128];
     test_describe(desc, sizeof desc, &p, c->layout);
@@ -196,7 +196,7 @@ static void chunked(attn_context_t ctx) {
     attn_params_init(&p, c.batch, c.heads_q, c.seq_q, c.seq_k, c.head_dim);
     p.heads_kv = c.heads_kv;
     p.mask = c.mask;
-    p.algo = ATTN_ALGO_THREE_KERNEL;
+    p.algo = algo;
     test_problem t;
     if (test_problem_init(&t, &p, 1003, 1.0f, 1, 1) != 0) {
         failures++;
@@ -225,6 +225,122 @@ static void chunked(attn_context_t ctx) {
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
 }
 
+/* A subset of the probabilities (params.probs_*): the wanted heads' wanted
+ * rows, packed, against the same elements of the full reference; and
+ * subsets out of range, empty or reversed refused with
+ * ATTN_ERR_INVALID_VALUE, every output untouched. */
+typedef struct subset_case {
+    int32_t heads_begin, heads_end, rows_begin, rows_end; /* as params takes them */
+} subset_case;
+
+static void subset_run(attn_context_t ctx, const test_problem *t, const subset_case *s) {
+    attn_params p = t->p;
+    p.probs_heads_begin = s->heads_begin;
+    p.probs_heads_end = s->heads_end;
+    p.probs_rows_begin = s->rows_begin;
+    p.probs_rows_end = s->rows_end;
+    const int64_t h0 = s->heads_begin, r0 = s->rows_begin;
+    const int64_t nh = (s->heads_end ? s->heads_end : t->r.heads_q) - h0;
+    const int64_t nr = (s->rows_end ? s->rows_end : t->r.seq_q) - r0;
+    const int64_t sk = t->r.seq_k, batch = t->r.batch;
+    const size_t elems = (size_t)(batch * nh * nr * sk);
+    float *o = test_alloc_sentinel(t->o_elems * sizeof(float));
+    float *probs = test_alloc_sentinel(elems * sizeof(float));
+    float *ref = malloc(elems * sizeof(float)), *naive = malloc(elems * sizeof(float));
+    /* The subset of the full reference, in the subset's packed layout. */
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t h = 0; h < nh; h++)
+            for (int64_t i = 0; i < nr; i++) {
+                const size_t from = test_element_at(&t->probs_shape, b, h0 + h, r0 + i, 0);
+                const size_t to = (size_t)(((b * nh + h) * nr + i) * sk);
+                memcpy(ref + to, t->ref_probs + from, (size_t)sk * sizeof(float));
+                memcpy(naive + to, t->naive_probs + from, (size_t)sk * sizeof(float));
+            }
+    const test_shape shape = {batch, nh, nr, sk, {nh * nr * sk, nr * sk, sk}};
+    attn_algo used = ATTN_ALGO_AUTO;
+    attn_status st = attn_check(ctx, &p, 0, 1, &used);
+    if (st == ATTN_SUCCESS)
+        st = attn_forward(ctx, &p, t->q, t->k, t->v, o, NULL, probs);
+    int ok = st == ATTN_SUCCESS;
+    char line[300];
+    if (!ok) {
+        snprintf(line, sizeof line, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+    } else {
+        test_result r = test_compare(&shape, probs, ref, naive, elems);
+        test_result ro = test_compare(&t->o_shape, o, t->ref_o, t->naive_o, t->o_elems);
+        ok = r.ok && ro.ok && used == algo;
+        test_format_result(line, sizeof line, "P", &r);
+    }
+    printf("[probs heads %d..%d rows %d..%d] B%d Hq%d Sq%d Sk%d  %s  %s\n", s->heads_begin,
+           s->heads_end, s->rows_begin, s->rows_end, (int)batch, (int)t->r.heads_q, (int)t->r.seq_q,
+           (int)sk, line, ok ? "PASS" : "FAIL");
+    failures += !ok;
+    free(o);
+    free(probs);
+    free(ref);
+    free(naive);
+}
+
+static void subsets(attn_context_t ctx) {
+    attn_params p;
+    attn_params_init(&p, 2, 4, 70, 90, 16);
+    p.heads_kv = 2;
+    p.mask = BR;
+    p.algo = algo;
+    test_set_layout(&p, TEST_BSHD);
+    test_problem t;
+    if (test_problem_init(&t, &p, 2000, 1.0f, 0, 1) != 0) {
+        failures++;
+        return;
+    }
+    const subset_case good[] = {
+        {0, 0, 0, 0},   /* all */
+        {1, 3, 54, 0},  /* two heads, the last 16 rows */
+        {3, 4, 69, 70}, /* one head, one row */
+        {0, 0, 5, 12},  /* every head, rows inside */
+        {2, 0, 0, 1},   /* the last heads, the first row */
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        if (test_quick() && i != 1)
+            continue;
+        subset_run(ctx, &t, &good[i]);
+    }
+    const subset_case bad[] = {
+        {0, 5, 0, 0},  /* heads past heads_q */
+        {-1, 0, 0, 0}, /* negative */
+        {2, 2, 0, 0},  /* empty */
+        {3, 1, 0, 0},  /* reversed */
+        {0, 0, 70, 0}, /* rows: empty at the end */
+        {0, 0, 9, 4},  /* rows reversed */
+        {0, 0, 0, 71}, /* rows past seq_q */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        attn_params q = t.p;
+        q.probs_heads_begin = bad[i].heads_begin;
+        q.probs_heads_end = bad[i].heads_end;
+        q.probs_rows_begin = bad[i].rows_begin;
+        q.probs_rows_end = bad[i].rows_end;
+        float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
+        float *probs = test_alloc_sentinel(t.probs_elems * sizeof(float));
+        attn_status st = attn_forward(ctx, &q, t.q, t.k, t.v, o, NULL, probs);
+        const int untouched = test_is_sentinel(o, t.o_elems * sizeof(float)) &&
+                              test_is_sentinel(probs, t.probs_elems * sizeof(float));
+        /* Without probabilities the subset is not read. */
+        attn_status without = attn_check(ctx, &q, 0, 0, NULL);
+        const int ok = st == ATTN_ERR_INVALID_VALUE && untouched &&
+                       strstr(attn_last_error(ctx), "probs_") && without == ATTN_SUCCESS;
+        printf("[bad probs heads %d..%d rows %d..%d] -> %s (%s), without probabilities %s, "
+               "outputs %s  %s\n",
+               bad[i].heads_begin, bad[i].heads_end, bad[i].rows_begin, bad[i].rows_end,
+               attn_status_name(st), attn_last_error(ctx), attn_status_name(without),
+               untouched ? "untouched" : "WRITTEN", ok ? "PASS" : "FAIL");
+        failures += !ok;
+        free(o);
+        free(probs);
+    }
+    test_problem_free(&t);
+}
+
 int main(int argc, char **argv) {
     test_sweep_begin(argc, argv, &algo);
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
@@ -239,12 +355,13 @@ int main(int argc, char **argv) {
         run_case(ctx, &cases[i], 1 + i, "");
         run++;
     }
-    if (algo == ATTN_ALGO_THREE_KERNEL) {
+    if (test_sweep_probs()) {
         chunked(ctx);
+        subsets(ctx);
     }
     attn_context_destroy(ctx);
     printf("%s: %d case(s)%s, %d failure(s), %.1f s\n", failures ? "FAIL" : "PASS", run,
-           algo == ATTN_ALGO_THREE_KERNEL ? " + chunking checks" : "", failures,
+           test_sweep_probs() ? " + chunking and subset checks" : "", failures,
            test_seconds() - start);
     return failures ? 1 : 0;
 }
