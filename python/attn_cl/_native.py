@@ -65,6 +65,10 @@ class Params(Structure):
         ("varlen", c_int32),
         ("total_q", c_int32),
         ("total_k", c_int32),
+        ("probs_heads_begin", c_int32),
+        ("probs_heads_end", c_int32),
+        ("probs_rows_begin", c_int32),
+        ("probs_rows_end", c_int32),
     ]
 
 
