@@ -233,7 +233,8 @@ typedef struct subset_case {
     int32_t heads_begin, heads_end, rows_begin, rows_end; /* as params takes them */
 } subset_case;
 
-static void subset_run(attn_context_t ctx, const test_problem *t, const subset_case *s) {
+static void subset_run(attn_context_t ctx, const test_problem *t, const subset_case *s,
+                       const char *label) {
     attn_params p = t->p;
     p.probs_heads_begin = s->heads_begin;
     p.probs_heads_end = s->heads_end;
@@ -244,7 +245,7 @@ static void subset_run(attn_context_t ctx, const test_problem *t, const subset_c
     const int64_t nr = (s->rows_end ? s->rows_end : t->r.seq_q) - r0;
     const int64_t sk = t->r.seq_k, batch = t->r.batch;
     const size_t elems = (size_t)(batch * nh * nr * sk);
-    float *o = test_alloc_sentinel(t->o_elems * sizeof(float));
+    void *o = test_alloc_output(t);
     float *probs = test_alloc_sentinel(elems * sizeof(float));
     float *ref = malloc(elems * sizeof(float)), *naive = malloc(elems * sizeof(float));
     /* The subset of the full reference, in the subset's packed layout. */
@@ -259,21 +260,21 @@ static void subset_run(attn_context_t ctx, const test_problem *t, const subset_c
     const test_shape shape = {batch, nh, nr, sk, {nh * nr * sk, nr * sk, sk}};
     attn_algo used = ATTN_ALGO_AUTO;
     attn_status st = attn_check(ctx, &p, 0, 1, &used);
+    const attn_host_tensors h = test_host_tensors(t, o, NULL, probs);
     if (st == ATTN_SUCCESS)
-        st = attn_forward(ctx, &p, t->q, t->k, t->v, o, NULL, probs);
+        st = attn_forward_host(ctx, &p, &h);
     int ok = st == ATTN_SUCCESS;
     char line[300];
     if (!ok) {
         snprintf(line, sizeof line, "%s: %s", attn_status_name(st), attn_last_error(ctx));
     } else {
         test_result r = test_compare(&shape, probs, ref, naive, elems);
-        test_result ro = test_compare(&t->o_shape, o, t->ref_o, t->naive_o, t->o_elems);
+        test_result ro = test_compare_output(t, o);
         ok = r.ok && ro.ok && used == algo;
         test_format_result(line, sizeof line, "P", &r);
     }
-    printf("[probs heads %d..%d rows %d..%d] B%d Hq%d Sq%d Sk%d  %s  %s\n", s->heads_begin,
-           s->heads_end, s->rows_begin, s->rows_end, (int)batch, (int)t->r.heads_q, (int)t->r.seq_q,
-           (int)sk, line, ok ? "PASS" : "FAIL");
+    printf("[probs heads %d..%d rows %d..%d] %s  %s  %s\n", s->heads_begin, s->heads_end,
+           s->rows_begin, s->rows_end, label, line, ok ? "PASS" : "FAIL");
     failures += !ok;
     free(o);
     free(probs);
@@ -281,29 +282,40 @@ static void subset_run(attn_context_t ctx, const test_problem *t, const subset_c
     free(naive);
 }
 
-static void subsets(attn_context_t ctx) {
+static void subsets_of(attn_context_t ctx, const char *text, uint64_t seed, int with_bad) {
     attn_params p;
-    attn_params_init(&p, 2, 4, 70, 90, 16);
-    p.heads_kv = 2;
-    p.mask = BR;
-    p.algo = algo;
-    test_set_layout(&p, TEST_BSHD);
-    test_problem t;
-    if (test_problem_init(&t, &p, 2000, 1.0f, 0, 1) != 0) {
+    test_layout layout;
+    float qk;
+    int quick;
+    if (!test_parse_case(text, &p, &layout, &qk, &quick)) {
         failures++;
         return;
     }
+    p.algo = algo;
+    if (p.varlen)
+        test_varlen_totals(&p, seed);
+    test_set_layout(&p, layout);
+    test_problem t;
+    if (test_problem_init(&t, &p, seed, qk, 0, 1) != 0) {
+        failures++;
+        return;
+    }
+    const int32_t rows = t.r.seq_q;
     const subset_case good[] = {
-        {0, 0, 0, 0},   /* all */
-        {1, 3, 54, 0},  /* two heads, the last 16 rows */
-        {3, 4, 69, 70}, /* one head, one row */
-        {0, 0, 5, 12},  /* every head, rows inside */
-        {2, 0, 0, 1},   /* the last heads, the first row */
+        {0, 0, 0, 0},           /* all */
+        {1, 3, rows - 16, 0},   /* two heads, the last 16 rows */
+        {3, 4, rows - 1, rows}, /* one head, one row */
+        {0, 0, 5, 12},          /* every head, rows inside */
+        {2, 0, 0, 1},           /* the last heads, the first row */
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         if (test_quick() && i != 1)
             continue;
-        subset_run(ctx, &t, &good[i]);
+        subset_run(ctx, &t, &good[i], text);
+    }
+    if (!with_bad) {
+        test_problem_free(&t);
+        return;
     }
     const subset_case bad[] = {
         {0, 5, 0, 0},  /* heads past heads_q */
@@ -339,6 +351,20 @@ static void subsets(attn_context_t ctx) {
         free(probs);
     }
     test_problem_free(&t);
+}
+
+/* The problems subsets are taken of: plain, and with what a subset's rows
+ * and keys meet (rows past a varlen sequence, a window, a keep-mask, ALiBi,
+ * 16-bit storage); the bad ranges on the first. */
+static const char *const subset_problems[] = {
+    "B2 Hq4 Hkv2 Sq70 Sk90 D16 br bshd",
+    "B3 Hq4 Hkv2 Sq40 Sk50 D16 br bshd f16 varlen win=9,3 keep=1x4 alibi",
+};
+
+static void subsets(attn_context_t ctx) {
+    for (size_t i = 0; i < sizeof subset_problems / sizeof subset_problems[0]; i++)
+        if (!test_quick() || i == 0)
+            subsets_of(ctx, subset_problems[i], 2000 + i, i == 0);
 }
 
 int main(int argc, char **argv) {
