@@ -513,6 +513,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
     }
 }
 
+#if HAS_ROW_STATS /* only lib/fused_probs.c's programs pay for compiling it */
 /* The probabilities of a subset of rows and heads (lib/fused_probs.c), after
  * flash_cpu_pack and flash_cpu (built with HAS_ROW_STATS) ran on the same
  * workspace: P[i][j] = exp2((s_ij - m_i) * c) / l_i, the forward's own
@@ -650,3 +651,4 @@ flash_cpu_probs(TENSOR(__global const elem_t, q, q), __global const float *kp, u
         }
     }
 }
+#endif
