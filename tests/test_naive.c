@@ -114,8 +114,9 @@ void test_naive_fp32(const attn_params *r, const float *q, const float *k, const
                     orow[d] = sum > 0.0f ? acc[d] / sum : empty;
                 }
                 if (lse) {
-                    lse[test_element_at(&ls, tb, h, sq.q0 + i, 0)] =
-                        sum > 0.0f ? max + logf(sum) : isnan(sum) ? NAN : -INFINITY;
+                    lse[test_element_at(&ls, tb, h, sq.q0 + i, 0)] = sum > 0.0f   ? max + logf(sum)
+                                                                     : isnan(sum) ? NAN
+                                                                                  : -INFINITY;
                 }
                 if (probs) {
                     float *prow = probs + test_element_at(&ps, b, h, i, 0);
