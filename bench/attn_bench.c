@@ -2,8 +2,8 @@
  * one OpenCL device, against the library's CPU reference. See --help. */
 #include "attn_cl.h"
 #include "bench_args.h"
-#include "bench_kvcache.h"
 #include "bench_first_forward.h"
+#include "bench_kvcache.h"
 #include "bench_overhead.h"
 #include "bench_point.h"
 #include "bench_report.h"
@@ -42,11 +42,19 @@ static int list_devices(void) {
 }
 
 /* One execute of the plan, timed from the enqueue to the end of
- * clWaitForEvents. On failure *why says which call failed. */
-static attn_status forward_once(attn_plan_t plan, const attn_device_tensors *tensors, double *ms,
-                                const char **why) {
+ * clWaitForEvents, or with `host` (--host, --probs) one blocking
+ * attn_plan_execute_host. On failure *why says which call failed. */
+static attn_status forward_once(attn_plan_t plan, const attn_device_tensors *tensors,
+                                const attn_host_tensors *host, double *ms, const char **why) {
     cl_event done = NULL;
     double t0 = bench_now_ms();
+    if (host) {
+        attn_status st = attn_plan_execute_host(plan, host);
+        *ms = bench_now_ms() - t0;
+        if (st != ATTN_SUCCESS)
+            *why = attn_last_error(NULL);
+        return st;
+    }
     attn_status st = attn_plan_execute_device(plan, tensors, NULL, 0, 0, NULL, &done);
     if (st != ATTN_SUCCESS) {
         *why = attn_last_error(NULL);
@@ -70,11 +78,11 @@ static attn_status forward_once(attn_plan_t plan, const attn_device_tensors *ten
 /* --warmup untimed forwards, then up to --repeats timed ones into times[],
  * fewer when the next would pass --max-point-seconds (judged by the last). */
 static attn_status time_forwards(const bench_options *opt, attn_plan_t plan,
-                                 const attn_device_tensors *tensors, double *times, int *runs,
-                                 const char **why) {
+                                 const attn_device_tensors *tensors, const attn_host_tensors *host,
+                                 double *times, int *runs, const char **why) {
     double ms = 0.0;
     for (int r = 0; r < opt->warmup; r++) {
-        attn_status st = forward_once(plan, tensors, &ms, why);
+        attn_status st = forward_once(plan, tensors, host, &ms, why);
         if (st != ATTN_SUCCESS) {
             return st;
         }
@@ -86,7 +94,7 @@ static attn_status time_forwards(const bench_options *opt, attn_plan_t plan,
         if (*runs > 0 && spent + times[*runs - 1] > cap_ms) {
             break;
         }
-        attn_status st = forward_once(plan, tensors, &times[*runs], why);
+        attn_status st = forward_once(plan, tensors, host, &times[*runs], why);
         if (st != ATTN_SUCCESS) {
             return st;
         }
@@ -94,6 +102,26 @@ static attn_status time_forwards(const bench_options *opt, attn_plan_t plan,
         (*runs)++;
     }
     return ATTN_SUCCESS;
+}
+
+/* The probabilities a host call with params' subset returns. */
+static size_t probs_elems(const attn_params *p) {
+    const int32_t heads =
+        (p->probs_heads_end ? p->probs_heads_end : p->heads_q) - p->probs_heads_begin;
+    const int32_t rows = (p->probs_rows_end ? p->probs_rows_end : p->seq_q) - p->probs_rows_begin;
+    return (size_t)p->batch * (size_t)heads * (size_t)rows * (size_t)p->seq_k;
+}
+
+/* --probs-heads / --probs-rows into params.probs_*, negative values counted
+ * from the end of this point's heads and rows. */
+static void set_probs_subset(const bench_options *opt, attn_params *p) {
+    const int32_t counts[2] = {p->heads_q, p->seq_q};
+    const int32_t *ranges[2] = {opt->probs_heads, opt->probs_rows};
+    int32_t *fields[2][2] = {{&p->probs_heads_begin, &p->probs_heads_end},
+                             {&p->probs_rows_begin, &p->probs_rows_end}};
+    for (int r = 0; r < 2; r++)
+        for (int e = 0; e < 2; e++)
+            *fields[r][e] = ranges[r][e] < 0 ? counts[r] + ranges[r][e] : ranges[r][e];
 }
 
 /* Measures algorithm `requested` (which attn_check resolved to `algo`) on a
@@ -108,7 +136,7 @@ static int measure(const bench_options *opt, attn_context_t ctx, cl_command_queu
      * running one shape many times does. */
     attn_plan_t plan = NULL;
     double t0 = bench_now_ms();
-    attn_status st = attn_plan_create(ctx, &params, 0, &plan);
+    attn_status st = attn_plan_create(ctx, &params, opt->probs ? ATTN_PLAN_PROBS : 0u, &plan);
     double build_ms = bench_now_ms() - t0;
     if (st != ATTN_SUCCESS) {
         bench_note("%s %s: skipped: attn_plan_create: %s: %s", label, bench_algo_name(algo),
@@ -146,10 +174,41 @@ static int measure(const bench_options *opt, attn_context_t ctx, cl_command_queu
         attn_plan_destroy(plan);
         return -1;
     }
+    /* --host / --probs: the host call's outputs, O copied to o_buf after. */
+    attn_host_tensors host = {.q = pt->q,
+                              .k = pt->k,
+                              .v = pt->v,
+                              .bias = pt->bias,
+                              .keep_mask = pt->keep_mask,
+                              .key_lengths = pt->key_lengths,
+                              .alibi_slopes = pt->alibi_slopes,
+                              .cu_seqlens_q = pt->cu_seqlens_q,
+                              .cu_seqlens_k = pt->cu_seqlens_k};
+    const int use_host = opt->host || opt->probs;
+    if (use_host) {
+        host.o = malloc(pt->o_elems * es);
+        host.probs = opt->probs ? malloc(probs_elems(&params) * sizeof(float)) : NULL;
+        if (!host.o || (opt->probs && !host.probs)) {
+            bench_note("%s: skipped: out of host memory for the host call's outputs", label);
+            free(host.o);
+            free(host.probs);
+            free(times);
+            attn_plan_destroy(plan);
+            return -1;
+        }
+    }
     const char *why = "";
     int runs = 0;
-    st = time_forwards(opt, plan, &tensors, times, &runs, &why);
+    st = time_forwards(opt, plan, &tensors, use_host ? &host : NULL, times, &runs, &why);
     attn_plan_destroy(plan);
+    if (use_host) {
+        if (st == ATTN_SUCCESS &&
+            clEnqueueWriteBuffer(queue, pt->o_buf, CL_TRUE, 0, pt->o_elems * es, host.o, 0, NULL,
+                                 NULL) != CL_SUCCESS)
+            bench_note("%s: the host call's O could not be copied for max_abs_err", label);
+        free(host.o);
+        free(host.probs);
+    }
     if (st == ATTN_SUCCESS && runs < opt->repeats) {
         bench_note("%s %s: stopped after %d of %d timed forwards (one takes %.1f s; "
                    "--max-point-seconds %g)",
@@ -276,12 +335,13 @@ int main(int argc, char **argv) {
 
         /* Ask the library first which algorithms can serve this point, so that
          * a point none can serve costs no reference run. */
+        set_probs_subset(&opt, &pt.params);
         attn_algo resolved[2];
         size_t servable = 0;
         for (size_t a = 0; a < opt.num_algos; a++) {
             attn_params params = pt.params;
             params.algo = opt.algos[a];
-            attn_status st = attn_check(ctx, &params, 0, 0, &resolved[a]);
+            attn_status st = attn_check(ctx, &params, 0, opt.probs, &resolved[a]);
             if (st == ATTN_SUCCESS) {
                 servable++;
             } else {

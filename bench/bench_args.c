@@ -115,6 +115,12 @@ void bench_print_help(FILE *out, const char *program) {
         "                        Hq=32, Hkv=8, D=128): attn_forward_device against a reused\n"
         "                        plan's execute, the time inside the call (enqueue only),\n"
         "                        call + wait, and back-to-back executes with one wait\n"
+        "  --host                time the host-memory call (a plan's attn_plan_execute_host:\n"
+        "                        uploads and downloads included) instead of the device call\n"
+        "  --probs               --host, also returning the attention probabilities\n"
+        "  --probs-heads A:B     --probs for query heads A..B-1 only (B 0: to the last;\n"
+        "                        negative: from the end), params.probs_heads_*\n"
+        "  --probs-rows A:B      --probs for query rows A..B-1 only (\"-16:0\": the last 16)\n"
         "  --kvcache             instead of the sweep, one decoding step (seq_q 1) over a KV\n"
         "                        cache of each --seq length (contiguous, pages of 16, 256\n"
         "                        and 1): ms, tokens/s and the K and V bytes read per second\n"
@@ -295,6 +301,31 @@ static int parse_device(const char *text, bench_options *opt) {
     return 0;
 }
 
+/* --probs-heads / --probs-rows A:B, [A, B) as params.probs_* take it (B 0:
+ * to the end); a negative A or B counts from the end of each point's heads
+ * or rows ("-16:0", the last 16). Turns on --probs. */
+static int parse_probs_range(const char *flag, const char *text, bench_options *opt,
+                             int32_t range[2]) {
+    char buffer[64];
+    const char *colon = strchr(text, ':');
+    size_t len = colon ? (size_t)(colon - text) : 0;
+    long long a, b;
+    if (!colon || len == 0 || len >= sizeof buffer) {
+        fprintf(stderr, "attn_bench: %s wants A:B, not '%s'\n", flag, text);
+        return 2;
+    }
+    memcpy(buffer, text, len);
+    buffer[len] = '\0';
+    if (parse_int(flag, buffer, INT32_MIN, INT32_MAX, &a) != 0 ||
+        parse_int(flag, colon + 1, INT32_MIN, INT32_MAX, &b) != 0) {
+        return 2;
+    }
+    range[0] = (int32_t)a;
+    range[1] = (int32_t)b;
+    opt->probs = 1;
+    return 0;
+}
+
 static void set_defaults(bench_options *opt) {
     memset(opt, 0, sizeof *opt);
     opt->batch = 1;
@@ -323,11 +354,11 @@ static void fill_doubling(int32_t seq_min, int32_t seq_max, bench_options *opt) 
 
 /* Options that take a value; --causal is handled apart (its value is optional). */
 static const char *const valued_flags[] = {
-    "--seq",           "--seq-min",     "--seq-max",  "--seq-k",    "--seq-q",
-    "--batch",         "--heads",       "--heads-kv", "--head-dim", "--head-dim-v",
-    "--algo",          "--device",      "--repeats",  "--warmup",   "--max-point-seconds",
-    "--ref-max-gflop", "--ref-max-seq", "--seed",     "--dtype",    "--layout",
-    "--window",        "--softcap",     "--dropout",
+    "--seq",           "--seq-min",     "--seq-max",     "--seq-k",      "--seq-q",
+    "--batch",         "--heads",       "--heads-kv",    "--head-dim",   "--head-dim-v",
+    "--algo",          "--device",      "--repeats",     "--warmup",     "--max-point-seconds",
+    "--ref-max-gflop", "--ref-max-seq", "--seed",        "--dtype",      "--layout",
+    "--window",        "--softcap",     "--probs-heads", "--probs-rows", "--dropout",
 };
 
 static int parse_window(const char *text, attn_window *window) {
@@ -382,6 +413,10 @@ static int apply_valued(const char *flag, const char *value, bench_options *opt,
         return parse_i32(flag, value, 1, &opt->head_dim_v);
     } else if (strcmp(flag, "--algo") == 0) {
         return parse_algo(value, opt);
+    } else if (strcmp(flag, "--probs-heads") == 0) {
+        return parse_probs_range(flag, value, opt, opt->probs_heads);
+    } else if (strcmp(flag, "--probs-rows") == 0) {
+        return parse_probs_range(flag, value, opt, opt->probs_rows);
     } else if (strcmp(flag, "--device") == 0) {
         return parse_device(value, opt);
     } else if (strcmp(flag, "--repeats") == 0) {
@@ -424,8 +459,7 @@ static int apply_valued(const char *flag, const char *value, bench_options *opt,
         double p = 0.0;
         int rc = parse_positive_double(flag, value, &p);
         if (rc == 0 && p >= 1.0) {
-            fprintf(stderr, "attn_bench: --dropout wants a probability below 1, not '%s'\n",
-                    value);
+            fprintf(stderr, "attn_bench: --dropout wants a probability below 1, not '%s'\n", value);
             rc = 2;
         }
         opt->dropout = (float)p;
@@ -557,6 +591,10 @@ int bench_parse_args(int argc, char **argv, bench_options *opt) {
             opt->overhead = 1;
         } else if (strcmp(flag, "--kvcache") == 0) {
             opt->kvcache = 1;
+        } else if (strcmp(flag, "--host") == 0) {
+            opt->host = 1;
+        } else if (strcmp(flag, "--probs") == 0) {
+            opt->probs = 1;
         } else if (strcmp(flag, "--no-ref") == 0) {
             opt->reference = 0;
         } else if (strcmp(flag, "--alibi") == 0) {

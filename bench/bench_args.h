@@ -36,8 +36,11 @@ typedef struct bench_options {
     uint64_t seed;
     int csv, list_devices, help;
     int first_forward; /* time a new context's first forward, kernel cache off/empty/warm */
-    int overhead; /* --overhead: the per-call host cost table instead of the sweep */
-    int kvcache;  /* --kvcache: decoding steps over a KV cache (bench_kvcache.c) */
+    int overhead;      /* --overhead: the per-call host cost table instead of the sweep */
+    int kvcache;       /* --kvcache: decoding steps over a KV cache (bench_kvcache.c) */
+    int host;          /* --host: time attn_plan_execute_host rather than the device call */
+    int probs;         /* --probs (and --probs-*): host executes returning probabilities */
+    int32_t probs_heads[2], probs_rows[2]; /* [A, B); negative: from the end */
 } bench_options;
 
 /* Parses argv into `opt`. Returns 0, or 2 after printing what is wrong to

@@ -139,7 +139,9 @@ typedef enum attn_algo {
     /* Q.K^T, then scale+mask+softmax, then P.V: holds the score matrix and
      * can return the probabilities. */
     ATTN_ALGO_THREE_KERNEL = 1,
-    /* Tile by tile with an online softmax: O(n) memory. */
+    /* Tile by tile with an online softmax: O(n) memory. With probabilities,
+     * the forward and then each probability exp(s - lse) from the row's
+     * shift and sum, tile by tile: no score matrix beyond the output. */
     ATTN_ALGO_FUSED = 2,
 } attn_algo;
 
@@ -238,6 +240,18 @@ typedef struct attn_params {
     float dropout_p;
     uint64_t dropout_seed;
     uint64_t dropout_offset;
+
+    /* Which probabilities a call that asks for them gets: query heads
+     * probs_heads_begin .. probs_heads_end - 1 and query rows (within each
+     * sequence) probs_rows_begin .. probs_rows_end - 1; an end of 0 means
+     * the last (heads_q, seq_q), so all four zero give every probability.
+     * The output is then [batch, heads, rows, seq_k] of the subset's counts,
+     * contiguous: element (b, h, i, j) at
+     *     ((b * heads + h - probs_heads_begin) * rows + i - probs_rows_begin) * seq_k + j
+     * (docs/api.md). A range out of bounds, empty or reversed is refused
+     * with ATTN_ERR_INVALID_VALUE; without probabilities it is not read. */
+    int32_t probs_heads_begin, probs_heads_end;
+    int32_t probs_rows_begin, probs_rows_end;
 } attn_params;
 
 /* Defaults: heads_kv = heads_q, head_dim_v = head_dim, scale 1/sqrt(head_dim),
@@ -326,8 +340,10 @@ ATTN_API attn_status attn_prepare(attn_context_t ctx, const attn_params *params,
 
 /* Host memory in and out: uploads Q, K, V, computes and downloads O and, when
  * not NULL, the log-sum-exp `lse` (float, laid out by params->lse_strides) and
- * the probabilities `probs` (float, [batch, heads_q, seq_q, seq_k] contiguous;
- * only the three-kernel path produces them, so ATTN_ALGO_AUTO chooses it then).
+ * the probabilities `probs` (float, [batch, heads_q, seq_q, seq_k] contiguous,
+ * or the subset params->probs_* choose; both paths produce them, the fused
+ * one from its LSE without a second softmax, and ATTN_ALGO_AUTO chooses the
+ * faster for the device and shape).
  * Blocks until done. On failure nothing the caller passed is written.
  * For requests with a bias, a mask, key padding, ALiBi or varlen, whose
  * extra inputs need pointers, use attn_forward_host. */
@@ -341,7 +357,8 @@ typedef struct attn_host_tensors {
     const void *q, *k, *v;
     void *o;
     float *lse;        /* laid out by params->lse_strides */
-    float *probs;      /* [batch, heads_q, seq_q, seq_k] contiguous (maximum lengths with varlen) */
+    float *probs;      /* [batch, heads_q, seq_q, seq_k] contiguous (maximum lengths with varlen),
+                          or params' subset of heads and rows */
     const float *bias; /* params->bias */
     const uint8_t *keep_mask;    /* params->keep_mask */
     const int32_t *key_lengths;  /* [batch], params->key_padding; each 0..seq_k */

@@ -38,6 +38,9 @@
  *   TILE_K  keys per tile and score vector width: 4, 8 or 16
  *   VEC_V   accumulator vector width across head_dim_v: 4, 8 or 16
  *   UNROLL  unroll factor of the head_dim loop of Q.K^T
+ *   HAS_ROW_STATS  1: flash_cpu also writes each row's shift m and sum l
+ *                  (row_stats), which flash_cpu_probs turns into the
+ *                  probabilities (lib/fused_probs.c)
  */
 #ifndef ROWS
 #define ROWS 6
@@ -50,6 +53,9 @@
 #endif
 #ifndef UNROLL
 #define UNROLL 1
+#endif
+#ifndef HAS_ROW_STATS
+#define HAS_ROW_STATS 0
 #endif
 
 /* What the vector types and the 8-row correction below rely on. */
@@ -67,6 +73,14 @@
 #endif
 
 #define RESCALE_SLACK 8.0f
+
+/* Row r (packed rows with varlen) of head h in row_stats: [batch][heads_q]
+ * [rows] pairs (m, l). */
+#if VARLEN
+#define ROW_STATS_AT(b, h, heads_q, r) ((long)(h) * total_q + (r))
+#else
+#define ROW_STATS_AT(b, h, heads_q, r) (((long)(b) * (heads_q) + (h)) * seq_q + (r))
+#endif
 #define PACK_V (DTYPE != 0)
 
 #define CAT_(a, b) a##b
@@ -326,6 +340,9 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
           __global const float *kp, ulong kp_off, TENSOR(__global const elem_t, v, v),
           __global const float *vp, ulong vp_off, TENSOR(__global elem_t, o, o),
           TENSOR(__global float, lse, l),
+#if HAS_ROW_STATS
+          __global float *row_stats, ulong rs_off,
+#endif
           int group, int total_tiles, float scale, float exp_hi, float exp_lo, FEATURE_PARAMS) {
     const int i0 = get_global_id(0) * ROWS, h = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
@@ -583,5 +600,149 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         lse[AT(l, b, h, sq.q0 + i)] =
             l == 0.0f ? -INFINITY : fma(log2(l), M_LN2_F, m[r] * unit);
 #endif
+#if HAS_ROW_STATS
+        vstore2((float2)(m[r], l), ROW_STATS_AT(b, h, get_global_size(1), sq.q0 + i),
+                row_stats + rs_off);
+#endif
     }
 }
+
+#if HAS_ROW_STATS /* only lib/fused_probs.c's programs pay for compiling it */
+/* The probabilities of a subset of rows and heads (lib/fused_probs.c), after
+ * flash_cpu_pack and flash_cpu (built with HAS_ROW_STATS) ran on the same
+ * workspace: P[i][j] = exp2((s_ij - m_i) * c) / l_i, the forward's own
+ * weight of key j over its row's sum, i.e. exp(s - lse) without the rounding
+ * of lse, so that extreme scores give what the forward gives. The scores
+ * are recomputed as flash_cpu computes them, from the packed K.
+ *
+ * Work-group: one work-item; global size (ceil(rows / ROWS), slices, 1),
+ * a slice being one (sequence, head) of the subset: slice_base + dim 1 is
+ * b * heads + (h - head0). One work-item writes ROWS rows of the subset
+ * over all seq_k keys, TILE_K at a time: keys no row may see without
+ * computing them, 0 (or NaN in a NaN row, as the reference); keys and rows
+ * past the sequence (varlen, padding) 0. The output is [slices of the
+ * chunk][rows][seq_k] floats from out_off. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+flash_cpu_probs(TENSOR(__global const elem_t, q, q), __global const float *kp, ulong kp_off,
+                __global const float *row_stats, ulong rs_off, __global float *pr, ulong pr_off,
+                int group, int total_tiles, int heads_q, int head0, int heads, int row0, int rows,
+                int slice_base, float scale, float exp_hi, float exp_lo, FEATURE_PARAMS) {
+    const int slice = slice_base + get_global_id(1);
+    const int b = slice / heads, h = head0 + slice % heads;
+    const int r0 = get_global_id(0) * ROWS;
+    if (r0 >= rows)
+        return;
+    const int i0 = row0 + r0, block = min(ROWS, rows - r0);
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
+    __global float *out = pr + pr_off + ((long)get_global_id(1) * rows + r0) * seq_k;
+    /* Rows of the block inside the sequence; the others are all 0. */
+    const int live = clamp(sq.len_q - i0, 0, block);
+    for (int r = live; r < block; r++)
+        for (long j = 0; j < seq_k; j++)
+            out[r * (long)seq_k + j] = 0.0f;
+    if (live == 0)
+        return;
+
+    const int hk = h / group, last_row = i0 + live - 1;
+    const long first_tile = (long)hk * total_tiles + tile_base_of(b, seq_k, sq);
+    const __global elem_t *qh = q + AT(q, b, h, sq.q0);
+    const __global float *kh = kp + kp_off + first_tile * (HEAD_DIM * TILE_K);
+#if HAS_MODIFIERS
+    const float sign = 1.0f;
+    const float slope = SLOPE(h);
+#else
+    const float sign = scale < 0.0f ? -1.0f : 1.0f;
+#endif
+
+    /* Rows past the block's live ones repeat its last and are not stored. */
+    float qr[ROWS][HEAD_DIM];
+    float half_shift[ROWS], inv_l[ROWS], fill[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        const int i = min(i0 + r, last_row);
+        const long row = (long)i * q_ss;
+        for (int d = 0; d < HEAD_DIM; d++)
+            qr[r][d] = load_elem(qh, row + d) * sign;
+        const float2 ml = vload2(ROW_STATS_AT(b, h, heads_q, sq.q0 + i), row_stats + rs_off);
+        /* l is 0 exactly when the row sees no key (m = -inf): all 0; a NaN
+         * l (a NaN score) makes every key of the row NaN. */
+        half_shift[r] = ml.y == 0.0f ? 0.0f : 0.5f * ml.x;
+        inv_l[r] = ml.y == 0.0f ? 0.0f : 1.0f / ml.y;
+        fill[r] = isnan(ml.y) ? NAN : 0.0f;
+    }
+
+    const int key_begin = first_key(i0, sq, win_left) / TILE_K * TILE_K;
+    const int key_end = last_key(last_row, sq, win_right) + 1;
+    const int plain_begin = first_key(last_row, sq, win_left);
+    const int plain_end = last_key(i0, sq, win_right) + 1;
+    const intK lane = vloadK(0, lane_index);
+    for (long tile_start = 0; tile_start < seq_k; tile_start += TILE_K) {
+        const int k0 = (int)tile_start;
+        const intK key = k0 + lane;
+        const int valid = sq.len_k - k0; /* keys of the tile inside the sequence */
+        const int stored = min((long)TILE_K, seq_k - tile_start);
+        floatK s[ROWS];
+        if (k0 + TILE_K <= key_begin || k0 >= key_end) {
+#pragma unroll
+            for (int r = 0; r < ROWS; r++)
+                s[r] = select((floatK)0.0f, (floatK)fill[r], key < (intK)sq.len_k);
+        } else {
+#pragma unroll
+            for (int r = 0; r < ROWS; r++)
+                s[r] = 0.0f;
+            const __global float *kt = kh + (long)k0 * HEAD_DIM;
+#pragma unroll UNROLL
+            for (int d = 0; d < HEAD_DIM; d++) {
+                const floatK kv = vloadK(d, kt);
+#pragma unroll
+                for (int r = 0; r < ROWS; r++)
+                    s[r] = fma((floatK)qr[r][d], kv, s[r]);
+            }
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                const int i = min(i0 + r, last_row);
+#if HAS_MODIFIERS
+                floatK x = s[r] * scale;
+#if SOFTCAP
+                x = softcap * tanh(x / softcap);
+#endif
+#if ALIBI
+                x -= slope * convert_floatK(abs(key - diagonal(i, sq)));
+#endif
+#if HAS_BIAS
+                floatK bias_tile;
+                LOAD_TILE(float, floatK, BIAS_ROW(b, h, i), k0, valid, bias_tile);
+                x += bias_tile;
+#endif
+                s[r] = x;
+#endif
+                floatK p = exp2(EXPONENT_OF(s[r] * 0.5f - (floatK)half_shift[r])) * inv_l[r];
+                if (HAS_KEEP_MASK || k0 < plain_begin || tile_start + TILE_K > plain_end) {
+                    intK visible = (key >= (intK)first_key(i, sq, win_left)) &
+                                   (key <= (intK)last_key(i, sq, win_right));
+#if HAS_KEEP_MASK
+                    ucharK keep;
+                    LOAD_TILE(uchar, ucharK, KEEP_ROW(b, h, i), k0, valid, keep);
+                    visible &= convert_intK(keep) != (intK)0;
+#endif
+                    const floatK hidden =
+                        select((floatK)0.0f, (floatK)fill[r], key < (intK)sq.len_k);
+                    p = select(hidden, p, visible);
+                }
+                s[r] = p;
+            }
+        }
+        for (int r = 0; r < live; r++) {
+            __global float *o = out + r * (long)seq_k + k0;
+            if (stored == TILE_K) {
+                vstoreK(s[r], 0, o);
+            } else {
+                float tmp[TILE_K];
+                vstoreK(s[r], 0, tmp);
+                for (int z = 0; z < stored; z++)
+                    o[z] = tmp[z];
+            }
+        }
+    }
+}
+#endif

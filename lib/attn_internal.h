@@ -56,8 +56,16 @@ typedef struct attn_problem {
     size_t q_extent, k_extent, v_extent, o_extent, lse_extent; /* elements */
     size_t bias_extent, keep_mask_extent;                      /* elements, when present */
     size_t element_size;                                       /* of Q, K, V, O storage */
-    size_t probs_elems; /* batch * heads_q * seq_q * seq_k; 0 if that overflows size_t */
+    size_t probs_elems; /* batch * probs_heads * probs_rows * seq_k (the probabilities
+                           handed back); 0 if that overflows size_t */
+    /* The subset of probabilities wanted (params.probs_*, resolved): heads
+     * probs_head0 .. + probs_heads, rows probs_row0 .. + probs_rows. */
+    int32_t probs_head0, probs_heads, probs_row0, probs_rows;
     int want_lse, want_probs;
+    /* Set by lib/fused_probs.c for its forward only: the fused cpu kernel
+     * also writes each row's softmax shift and sum (kernels/flash_cpu.cl's
+     * HAS_ROW_STATS) into attn_device_args.row_stats. */
+    int want_row_stats;
 } attn_problem;
 
 /* Validates `params` (NULL, struct_size, sizes, head dims, enums, scale,
@@ -140,6 +148,10 @@ typedef struct attn_device_args {
     cl_mem rotary_cos, rotary_sin; /* [rotary_positions, rotary_dim / 2], with rotary */
     /* The probabilities, in host memory (NULL: not wanted). */
     float *probs_host;
+    /* With pb->want_row_stats: where the forward writes its rows' (shift,
+     * sum) pairs, [batch][heads_q][seq_q] float2 (varlen: the packed rows). */
+    cl_mem row_stats;
+    size_t row_stats_offset; /* elements */
     /* O and LSE are the caller's (the device call): they may be written
      * only by the last command an algorithm enqueues, so that a failure
      * leaves them untouched. The host call's are the library's own. */
@@ -179,8 +191,23 @@ typedef struct attn_algorithm {
 
 extern const attn_algorithm attn_fused_algorithm;
 extern const attn_algorithm attn_three_kernel_algorithm;
+/* The fused forward and then the probabilities (fused_probs.c); reported as
+ * ATTN_ALGO_FUSED. */
+extern const attn_algorithm attn_fused_probs_algorithm;
 /* Decoding shapes on CPUs (decode.c); reported as ATTN_ALGO_FUSED. */
 extern const attn_algorithm attn_decode_algorithm;
+
+/* What lib/fused_probs.c reads of a fused cpu-variant state (fused.c) made
+ * for a problem with want_row_stats: the options its program is built with
+ * (kernels/flash_cpu.cl), its row block and the packed K's tiles a kv head,
+ * which start at the workspace's start. */
+typedef struct attn_fused_cpu_layout {
+    const char *options;
+    int rows;
+    size_t total_tiles;
+} attn_fused_cpu_layout;
+
+attn_fused_cpu_layout attn_fused_cpu_layout_of(const attn_algo_state *state);
 
 /* Chooses the algorithm for `pb` (AUTO resolved for the device and the
  * wanted outputs) and configures it. The caller holds ctx->lock. */
@@ -303,6 +330,9 @@ void attn_arg_buffer(attn_args *a, cl_mem mem, size_t offset);
  * (kernels/common.cl). Absent inputs still get a buffer: Q's. */
 void attn_arg_features(attn_args *a, const attn_problem *pb, const attn_device_args *d);
 attn_status attn_args_end(attn_args *a);
+/* The factors of the softmax exponent the fused kernels take after the
+ * scale (fused.c; attn_softmax_exponent_of with the problem's modifiers). */
+void attn_arg_exponent(attn_args *args, const attn_params *p);
 
 /* The -D options of the problem's storage type, masks and modifiers, which
  * every attention kernel is built with. */

@@ -6,11 +6,13 @@
 
 /* A row's id is the attn_algo it serves; the first row of an id is the one
  * an explicit request gets. The decode row serves ATTN_ALGO_FUSED too (a
- * fused kernel with the same results), chosen by decode_wanted. */
+ * fused kernel with the same results), chosen by decode_wanted, and so does
+ * the fused probabilities row, for every request with probabilities. */
 static const attn_algorithm *const algorithms[] = {
     &attn_three_kernel_algorithm,
     &attn_fused_algorithm,
     &attn_decode_algorithm,
+    &attn_fused_probs_algorithm,
 };
 
 static const attn_algorithm *find_algorithm(attn_algo id) {
@@ -21,9 +23,29 @@ static const attn_algorithm *find_algorithm(attn_algo id) {
 }
 
 /* AUTO: the fused path is faster on every device measured and needs O(seq)
- * memory; only the three-kernel path materializes the probabilities. */
-static attn_algo resolve_auto(const attn_problem *pb) {
-    return pb->want_probs ? ATTN_ALGO_THREE_KERNEL : ATTN_ALGO_FUSED;
+ * memory. With probabilities too, where it can serve them (lib/fused_probs.c
+ * runs the fused cpu variant): on PoCL (2 cores, fp32, B=1 H=8 D=64, host
+ * call with every probability) 9.7 / 24.7 / 96 / 352 ms at n = 256 / 512 /
+ * 1024 / 2048 against the three-kernel path's 221 / 830 / 4697 / 12837 ms,
+ * 23-49x faster, and a subset costs only its share. GPUs (and the fused
+ * gpu or decode variants) keep the three-kernel path: not measured there.
+ * The caller holds ctx->lock. */
+static attn_status resolve_auto(attn_context_t ctx, const attn_problem *pb, attn_algo *id) {
+    *id = ATTN_ALGO_FUSED;
+    if (!pb->want_probs)
+        return ATTN_SUCCESS;
+    const attn_params *p = &pb->p;
+    attn_tuning t;
+    attn_tuning_origin origin;
+    attn_status status = attn_tuning_lookup(
+        ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
+    if (status != ATTN_SUCCESS)
+        return status;
+    /* Dropped probabilities (what multiplies V) come from the three-kernel
+     * path only: the fused probabilities kernel draws no dropout mask. */
+    if (ctx->info.is_gpu || t.variant != ATTN_FUSED_CPU || p->dropout_p > 0.0f)
+        *id = ATTN_ALGO_THREE_KERNEL;
+    return ATTN_SUCCESS;
 }
 
 /* Decode shapes, where the fused cpu shape's packing of K is the whole cost:
@@ -56,10 +78,15 @@ static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int
 
 attn_status attn_dispatch(attn_context_t ctx, const attn_problem *pb,
                           const attn_algorithm **algorithm, attn_algo_state **state) {
-    const attn_algo id = pb->p.algo == ATTN_ALGO_AUTO ? resolve_auto(pb) : pb->p.algo;
-    const attn_algorithm *a = find_algorithm(id);
     *algorithm = NULL;
     *state = NULL;
+    attn_algo id = pb->p.algo;
+    if (id == ATTN_ALGO_AUTO) {
+        attn_status status = resolve_auto(ctx, pb, &id);
+        if (status != ATTN_SUCCESS)
+            return status;
+    }
+    const attn_algorithm *a = find_algorithm(id);
     if (!a)
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "algo %d is not an attn_algo", (int)id);
     if (pb->kv.enabled) {
@@ -69,6 +96,8 @@ attn_status attn_dispatch(attn_context_t ctx, const attn_problem *pb,
                              "a KV cache is read by the fused (decode) path only; use "
                              "ATTN_ALGO_AUTO or ATTN_ALGO_FUSED");
         a = &attn_decode_algorithm;
+    } else if (id == ATTN_ALGO_FUSED && pb->want_probs) {
+        a = &attn_fused_probs_algorithm;
     } else if (id == ATTN_ALGO_FUSED) {
         int decode = 0;
         attn_status status = decode_wanted(ctx, pb, &decode);

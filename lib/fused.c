@@ -69,6 +69,9 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
     attn_tuning *t = &cfg->t;
     if (t->variant == ATTN_FUSED_DECODE) /* dispatch.c sends these to decode.c */
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED, "the fused path has no decode variant");
+    if (pb->want_row_stats && t->variant != ATTN_FUSED_CPU)
+        return attn_tuning_refuse(ctx, t, &cfg->origin, ATTN_TUNE_VARIANT,
+                                  "the fused path's probabilities need its cpu variant");
     char features[256];
     attn_feature_options(pb, features, sizeof features);
 
@@ -94,9 +97,9 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
                              workspace, (unsigned long long)ctx->info.max_alloc_bytes);
         snprintf(cfg->options, sizeof cfg->options,
                  "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DTILE_K=%d "
-                 "-DVEC_V=%d -DUNROLL=%d",
+                 "-DVEC_V=%d -DUNROLL=%d%s",
                  features, p->head_dim, p->head_dim_v, pb->want_lse, t->rows, t->tile_k, t->vec,
-                 t->unroll);
+                 t->unroll, pb->want_row_stats ? " -DHAS_ROW_STATS=1" : "");
         return ATTN_SUCCESS;
     }
 
@@ -166,7 +169,7 @@ static attn_status build(attn_context_t ctx, fused_config *cfg) {
 /* The arguments both variants share after the scale: the softmax
  * exponent's factors (attn_softmax_exponent_of). The kernels fold a
  * negative scale's sign into Q and need only its magnitude. */
-static void arg_exponent(attn_args *args, const attn_params *p) {
+void attn_arg_exponent(attn_args *args, const attn_params *p) {
     const int modifiers = p->softcap > 0.0f || p->alibi || p->bias.present;
     const attn_softmax_exponent e = attn_softmax_exponent_of(p, modifiers);
     attn_arg_float(args, e.hi);
@@ -188,7 +191,7 @@ static attn_status run_gpu(attn_context_t ctx, const fused_config *cfg, const at
     attn_arg_tensor(&args, lse, a->lse_offset, &p->lse_strides);
     attn_arg_int(&args, pb->group);
     attn_arg_float(&args, p->scale);
-    arg_exponent(&args, p);
+    attn_arg_exponent(&args, p);
     attn_arg_features(&args, pb, a);
     attn_status status = attn_args_end(&args);
     if (status != ATTN_SUCCESS)
@@ -235,10 +238,12 @@ static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const at
     attn_arg_buffer(&main, a->workspace, vp_off);
     attn_arg_tensor(&main, a->o, a->o_offset, &p->o_strides);
     attn_arg_tensor(&main, lse, a->lse_offset, &p->lse_strides);
+    if (pb->want_row_stats)
+        attn_arg_buffer(&main, a->row_stats, a->row_stats_offset);
     attn_arg_int(&main, pb->group);
     attn_arg_int(&main, total_tiles);
     attn_arg_float(&main, p->scale);
-    arg_exponent(&main, p);
+    attn_arg_exponent(&main, p);
     attn_arg_features(&main, pb, a);
     if (status == ATTN_SUCCESS)
         status = attn_args_end(&main);
@@ -265,6 +270,12 @@ static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const at
     if (packed_ready)
         clReleaseEvent(packed_ready);
     return status;
+}
+
+attn_fused_cpu_layout attn_fused_cpu_layout_of(const attn_algo_state *state) {
+    const attn_fused_cpu_layout l = {
+        .options = state->options, .rows = state->t.rows, .total_tiles = state->total_tiles};
+    return l;
 }
 
 /* ---- The attn_algorithm interface ------------------------------------------ */

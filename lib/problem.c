@@ -256,11 +256,40 @@ attn_status attn_problem_make(attn_context_t ctx, const attn_params *params, int
     out.want_lse = want_lse != 0;
     out.want_probs = want_probs != 0;
 
-    /* The score matrix (and the probabilities handed back) count
-     * batch * heads_q * seq_q * seq_k floats; 0 when that overflows, which
-     * the algorithms that need it refuse. */
+    /* The subset of probabilities: [begin, end) ranges, end 0 the last;
+     * checked only when probabilities are wanted. */
+    const struct {
+        const char *name;
+        int32_t begin, end, count;
+        int32_t *first, *n;
+    } ranges[2] = {
+        {"heads", p->probs_heads_begin, p->probs_heads_end, p->heads_q, &out.probs_head0,
+         &out.probs_heads},
+        {"rows", p->probs_rows_begin, p->probs_rows_end, p->seq_q, &out.probs_row0,
+         &out.probs_rows},
+    };
+    for (int r = 0; r < 2; r++) {
+        if (!out.want_probs) { /* unused: the whole range */
+            *ranges[r].first = 0;
+            *ranges[r].n = ranges[r].count;
+            continue;
+        }
+        const int32_t end = ranges[r].end == 0 ? ranges[r].count : ranges[r].end;
+        if (ranges[r].begin < 0 || end > ranges[r].count || ranges[r].begin >= end)
+            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                             "probs_%s_begin %d .. probs_%s_end %d: the probabilities' %s must "
+                             "be a non-empty range within 0..%d (an end of 0 means %d)",
+                             ranges[r].name, ranges[r].begin, ranges[r].name, ranges[r].end,
+                             ranges[r].name, ranges[r].count, ranges[r].count);
+        *ranges[r].first = ranges[r].begin;
+        *ranges[r].n = end - ranges[r].begin;
+    }
+
+    /* The probabilities handed back count batch * heads * rows * seq_k
+     * floats of the subset; 0 when that overflows, which the algorithms
+     * refuse. */
     size_t elems = 1;
-    const size_t factors[4] = {(size_t)p->batch, (size_t)p->heads_q, (size_t)p->seq_q,
+    const size_t factors[4] = {(size_t)p->batch, (size_t)out.probs_heads, (size_t)out.probs_rows,
                                (size_t)p->seq_k};
     int overflow = 0;
     for (int i = 0; i < 4; i++)

@@ -172,7 +172,7 @@ static attn_status reference(const attn_params *params, const ref_tensors *t) {
                          p->bias.present && !t->bias ? "a bias" : "a keep_mask");
     if (t->probs && pb.probs_elems == 0)
         return attn_fail(NULL, ATTN_ERR_SIZE_OVERFLOW,
-                         "attn_reference: batch*heads_q*seq_q*seq_k probabilities need more "
+                         "attn_reference: batch*heads*rows*seq_k probabilities need more "
                          "bytes than size_t counts");
 
     /* All allocation happens before the first write, so a failure leaves the
@@ -193,10 +193,13 @@ static attn_status reference(const attn_params *params, const ref_tensors *t) {
         const sequence s = sequence_of(p, &t->meta, b);
         for (int64_t h = 0; h < p->heads_q; h++) {
             for (int64_t i = 0; i < s.len_q; i++) {
+                /* Only the subset params->probs_* asks for, packed. */
                 float *probs_row = NULL;
-                if (t->probs) {
+                const int64_t ph = h - pb.probs_head0, pi = i - pb.probs_row0;
+                if (t->probs && ph >= 0 && ph < pb.probs_heads && pi >= 0 && pi < pb.probs_rows) {
                     size_t row =
-                        ((size_t)b * (size_t)p->heads_q + (size_t)h) * (size_t)p->seq_q + (size_t)i;
+                        ((size_t)b * (size_t)pb.probs_heads + (size_t)ph) * (size_t)pb.probs_rows +
+                        (size_t)pi;
                     probs_row = t->probs + row * (size_t)p->seq_k;
                 }
                 reference_row(&pb, t, &s, b, h, i, scores, acc, probs_row);

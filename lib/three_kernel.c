@@ -117,7 +117,9 @@ static attn_status heads_per_chunk(attn_context_t ctx, const attn_problem *pb, s
     const attn_params *p = &pb->p;
     const size_t total_heads = (size_t)p->batch * (size_t)p->heads_q;
     const size_t seq_q = (size_t)p->seq_q, seq_k = (size_t)p->seq_k;
-    if (pb->probs_elems == 0 || seq_k > SIZE_MAX / sizeof(float) / seq_q)
+    if (seq_k > SIZE_MAX / sizeof(float) / seq_q ||
+        seq_q * seq_k > SIZE_MAX / sizeof(float) / total_heads ||
+        (pb->want_probs && !pb->probs_elems))
         return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW,
                          "batch*heads*seq_q*seq_k scores need more bytes than size_t counts");
     const size_t per_head = seq_q * seq_k * sizeof(float);
@@ -272,6 +274,38 @@ static attn_status commit(attn_context_t ctx, const attn_algo_state *st, const a
     return attn_enqueue_kernel(ctx, st->commit, "commit_outputs", global, NULL, 0, NULL, done);
 }
 
+/* The probabilities of the chunk of heads [base, base + heads), which the
+ * scores now hold (the next chunk reuses them), into the host output: the
+ * chunk at once when every probability is wanted, else each wanted head's
+ * wanted rows (contiguous in the scores and in the output). */
+static attn_status read_probs(attn_context_t ctx, const attn_problem *pb, const attn_device_args *a,
+                              size_t base, size_t heads) {
+    const attn_params *p = &pb->p;
+    const size_t seq_k = (size_t)p->seq_k, head_elems = (size_t)p->seq_q * seq_k;
+    const size_t row_bytes = seq_k * sizeof(float);
+    cl_int err = CL_SUCCESS;
+    if (pb->probs_heads == p->heads_q && pb->probs_rows == p->seq_q) {
+        err = clEnqueueReadBuffer(ctx->queue, a->workspace, CL_TRUE, a->workspace_offset,
+                                  heads * head_elems * sizeof(float),
+                                  a->probs_host + base * head_elems, 0, NULL, NULL);
+    } else {
+        for (size_t c = 0; c < heads && err == CL_SUCCESS; c++) {
+            const size_t bh = base + c, b = bh / (size_t)p->heads_q;
+            const int64_t h = (int64_t)(bh % (size_t)p->heads_q) - pb->probs_head0;
+            if (h < 0 || h >= pb->probs_heads)
+                continue;
+            const size_t from = (c * (size_t)p->seq_q + (size_t)pb->probs_row0) * row_bytes;
+            const size_t to =
+                ((b * (size_t)pb->probs_heads + (size_t)h) * (size_t)pb->probs_rows) * seq_k;
+            err = clEnqueueReadBuffer(ctx->queue, a->workspace, CL_TRUE, a->workspace_offset + from,
+                                      (size_t)pb->probs_rows * row_bytes, a->probs_host + to, 0,
+                                      NULL, NULL);
+        }
+    }
+    return err == CL_SUCCESS ? ATTN_SUCCESS
+                             : attn_fail_cl(ctx, err, "clEnqueueReadBuffer (probabilities)");
+}
+
 static attn_status three_kernel_run(attn_context_t ctx, const attn_algo_state *st,
                                     const attn_device_args *args, cl_uint num_wait,
                                     const cl_event *wait_list, cl_event *done) {
@@ -288,7 +322,6 @@ static attn_status three_kernel_run(attn_context_t ctx, const attn_algo_state *s
                                                           .lse_off = args->lse_offset,
                                                           .o_strides = p->o_strides,
                                                           .lse_strides = p->lse_strides};
-    const size_t head_elems = (size_t)p->seq_q * (size_t)p->seq_k;
     const size_t total = (size_t)p->batch * (size_t)p->heads_q;
     attn_status status = ATTN_SUCCESS;
     int enqueued = 0;
@@ -298,15 +331,8 @@ static attn_status three_kernel_run(attn_context_t ctx, const attn_algo_state *s
         status = run_chunk(ctx, st, args, &target, (int)base, (int)heads, base == 0 ? num_wait : 0,
                            base == 0 ? wait_list : NULL, last ? done : NULL);
         enqueued = 1;
-        if (status == ATTN_SUCCESS && args->probs_host) {
-            /* The scores now hold this chunk's probabilities; the next chunk reuses them. */
-            cl_int err =
-                clEnqueueReadBuffer(ctx->queue, args->workspace, CL_TRUE, args->workspace_offset,
-                                    heads * head_elems * sizeof(float),
-                                    args->probs_host + base * head_elems, 0, NULL, NULL);
-            if (err != CL_SUCCESS)
-                status = attn_fail_cl(ctx, err, "clEnqueueReadBuffer (probabilities)");
-        }
+        if (status == ATTN_SUCCESS && args->probs_host)
+            status = read_probs(ctx, pb, args, base, heads);
     }
     if (status == ATTN_SUCCESS && staged)
         status = commit(ctx, st, args, &target, done);

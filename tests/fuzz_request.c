@@ -533,3 +533,13 @@ int valid_params(const request *q) {
            operand_ok(&p->keep_mask, p) && (!p->varlen || (p->total_q > 0 && p->total_k > 0)) &&
            !((q->flags & WANT_PROBS) && p->algo == ATTN_ALGO_FUSED);
 }
+
+attn_algo auto_algo_for_probs(attn_context_t ctx, const request *q, int want_lse) {
+    attn_device_info info;
+    if (attn_context_device_info(ctx, &info) != ATTN_SUCCESS || info.is_gpu)
+        return ATTN_ALGO_THREE_KERNEL;
+    attn_params fused = q->p;
+    fused.algo = ATTN_ALGO_FUSED;
+    return attn_check(ctx, &fused, want_lse, 1, NULL) == ATTN_SUCCESS ? ATTN_ALGO_FUSED
+                                                                      : ATTN_ALGO_THREE_KERNEL;
+}

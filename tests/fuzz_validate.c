@@ -117,8 +117,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         violation("attn_check refused a valid request", &q, checked, attn_last_error(ctx));
     }
     const attn_algo expected = q.p.algo != ATTN_ALGO_AUTO ? q.p.algo
-                               : want_probs               ? ATTN_ALGO_THREE_KERNEL
-                                                          : ATTN_ALGO_FUSED;
+                               : !want_probs              ? ATTN_ALGO_FUSED
+                               : checked == ATTN_SUCCESS  ? auto_algo_for_probs(ctx, &q, want_lse)
+                                                          : ATTN_ALGO_AUTO;
     if (checked == ATTN_SUCCESS && chosen != expected) {
         violation("attn_check chose another algorithm", &q, checked, "");
     }

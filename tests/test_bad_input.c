@@ -272,13 +272,17 @@ static void bad_params(void) {
         EXPECT("K batch stride INT64_MAX", &p, ATTN_ERR_SIZE_OVERFLOW, ENTRY_ALL, 0);
     }
 
-    /* The fused path does not produce probabilities; the reference, which
-     * has no paths, still does. */
+    /* The fused path produces probabilities with its cpu kernels only: a
+     * caller's variant=gpu is refused as the caller's (INVALID_VALUE); the
+     * reference, which has no paths, still answers. Bad subsets are
+     * test_forward's. */
     {
         attn_params p = base_params();
         p.algo = ATTN_ALGO_FUSED;
-        EXPECT("probabilities with ATTN_ALGO_FUSED", &p, ATTN_ERR_UNSUPPORTED,
+        attn_context_set_tuning(ctx, "variant=gpu");
+        EXPECT("probabilities with ATTN_ALGO_FUSED under variant=gpu", &p, ATTN_ERR_INVALID_VALUE,
                ENTRY_HOST | ENTRY_CHECK, 1);
+        attn_context_set_tuning(ctx, NULL);
         reset_outputs();
         attn_status st = attn_reference(&p, q, k, v, o, lse, probs);
         report("reference: probabilities with ATTN_ALGO_FUSED", st == ATTN_SUCCESS,

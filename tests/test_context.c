@@ -176,15 +176,22 @@ static void create_default(const attn_device_info *first) {
     report("attn_context_queue is not NULL", attn_context_queue(ctx) != NULL, NULL);
     forward_works(ctx, "default context: forward vs reference");
 
-    /* attn_check: probabilities need the three-kernel path (documented); any
-     * other answer must be an algorithm the forward then runs. */
+    /* attn_check: probabilities go to the fused path on a CPU device (its
+     * cpu variant, the table's), to the three-kernel path on a GPU
+     * (documented); any other answer must be an algorithm the forward then
+     * runs. */
     attn_params p;
     attn_params_init(&p, 1, 2, 64, 64, 16);
     p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
     attn_algo algo = ATTN_ALGO_AUTO;
     st = attn_check(ctx, &p, 1, 1, &algo);
-    report("attn_check(AUTO, probs) -> THREE_KERNEL",
-           st == ATTN_SUCCESS && algo == ATTN_ALGO_THREE_KERNEL, attn_status_name(st));
+    const char *tune = getenv("ATTN_CL_TUNE");
+    const attn_algo for_probs = info.is_gpu || (tune && strstr(tune, "variant=") &&
+                                                !strstr(tune, "variant=cpu"))
+                                    ? ATTN_ALGO_THREE_KERNEL
+                                    : ATTN_ALGO_FUSED;
+    report("attn_check(AUTO, probs): fused on a CPU, three-kernel on a GPU",
+           st == ATTN_SUCCESS && algo == for_probs, attn_status_name(st));
     p.algo = ATTN_ALGO_THREE_KERNEL;
     algo = ATTN_ALGO_AUTO;
     st = attn_check(ctx, &p, 0, 0, &algo);

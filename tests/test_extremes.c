@@ -74,7 +74,7 @@ static attn_params make(const char *spec, uint64_t seed) {
 
 /* Both calls on t against its reference; one line each. */
 static void run_both(attn_context_t ctx, const char *name, const test_problem *t) {
-    const int probs = algo == ATTN_ALGO_THREE_KERNEL;
+    const int probs = test_sweep_probs();
     const test_call calls[2] = {TEST_CALL_HOST, TEST_CALL_DEVICE};
     for (int c = 0; c < 2; c++) {
         test_outputs out;
@@ -93,7 +93,7 @@ static void run_both(attn_context_t ctx, const char *name, const test_problem *t
 static void tiny(attn_context_t ctx) {
     attn_params p = make("B1 Hq1 Hkv1 Sq1 Sk1 D1 none bhsd", 1);
     test_problem t;
-    test_problem_init(&t, &p, 1, 1.0f, 1, algo == ATTN_ALGO_THREE_KERNEL);
+    test_problem_init(&t, &p, 1, 1.0f, 1, test_sweep_probs());
     run_both(ctx, "length 1, head_dim 1", &t);
     test_problem_free(&t);
 }
@@ -101,7 +101,7 @@ static void tiny(attn_context_t ctx) {
 static void equal_scores(attn_context_t ctx) {
     attn_params p = make("B2 Hq2 Hkv1 Sq33 Sk65 D31 br bshd", 2);
     test_problem t;
-    test_problem_init(&t, &p, 2, 1.0f, 1, algo == ATTN_ALGO_THREE_KERNEL);
+    test_problem_init(&t, &p, 2, 1.0f, 1, test_sweep_probs());
     memset(t.q, 0, t.q_elems * sizeof(float));
     recompute(&t);
     run_both(ctx, "all-equal scores (Q = 0)", &t);
@@ -120,7 +120,7 @@ static void huge_scores(attn_context_t ctx) {
     attn_params p = make("B1 Hq2 Hkv2 Sq40 Sk40 D8 tl bhsd qk=60", 3);
     p.scale = 1.0f;
     test_problem t;
-    test_problem_init(&t, &p, 3, 60.0f, 1, algo == ATTN_ALGO_THREE_KERNEL);
+    test_problem_init(&t, &p, 3, 60.0f, 1, test_sweep_probs());
     run_both(ctx, "scores of about +-1e4 (qk 60, scale 1)", &t);
     test_problem_free(&t);
 }
@@ -209,7 +209,7 @@ static void nan_inputs(attn_context_t ctx) {
 static void padded_garbage(attn_context_t ctx) {
     attn_params p = make("B3 Hq2 Hkv1 Sq20 Sk37 D16 br bshd pad", 5);
     test_problem t;
-    test_problem_init(&t, &p, 5, 1.0f, 1, algo == ATTN_ALGO_THREE_KERNEL);
+    test_problem_init(&t, &p, 5, 1.0f, 1, test_sweep_probs());
     /* Every K and V slot past each batch's key length: NaN or infinity. */
     const float garbage[3] = {NAN, INFINITY, -INFINITY};
     for (int64_t b = 0; b < t.r.batch; b++) {
@@ -252,7 +252,7 @@ static void big_scores(attn_context_t ctx, float big, float scale, int with_f16)
         attn_params p = make(spec, 11);
         p.scale = scale;
         test_problem t;
-        test_problem_init(&t, &p, 11, 1.0f, 1, algo == ATTN_ALGO_THREE_KERNEL);
+        test_problem_init(&t, &p, 11, 1.0f, 1, test_sweep_probs());
         test_rng rng;
         test_rng_seed(&rng, 12);
         for (int64_t j = 0; j < 37; j++)
@@ -297,7 +297,7 @@ static void huge_biases(attn_context_t ctx) {
                      part ? "br" : "none", dtype_words[dt], part ? "1" : "0.01");
             attn_params p = make(spec, 13);
             test_problem t;
-            test_problem_init(&t, &p, 13, part ? 1.0f : 0.01f, 1, algo == ATTN_ALGO_THREE_KERNEL);
+            test_problem_init(&t, &p, 13, part ? 1.0f : 0.01f, 1, test_sweep_probs());
             const float values[3] = {-FLT_MAX, -1e30f, -1e10f};
             for (int64_t i = 0; i < 7; i++) {
                 for (int64_t j = 0; j < 37; j++) {
@@ -325,7 +325,7 @@ static void extreme_scales(attn_context_t ctx) {
         attn_params p = make(spec, 14);
         p.scale = 1e-40f;
         test_problem t;
-        test_problem_init(&t, &p, 14, 1.0f, 1, algo == ATTN_ALGO_THREE_KERNEL);
+        test_problem_init(&t, &p, 14, 1.0f, 1, test_sweep_probs());
         t.q[0] = 1e19f;
         t.k[0] = 1e19f;
         t.k[1] = -1e19f;

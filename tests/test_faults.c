@@ -64,6 +64,7 @@ typedef enum scenario_kind {
     DEVICE_THREE_KERNEL, /* attn_forward_device, lse, heads in chunks */
     DEVICE_FUSED,        /* attn_forward_device, ATTN_ALGO_FUSED, lse */
     PREPARE,             /* attn_prepare builds the kernels */
+    HOST_FUSED_PROBS,    /* attn_forward, ATTN_ALGO_FUSED, lse + probs, slices in chunks */
 } scenario_kind;
 
 static const char *scenario_name(scenario_kind s) {
@@ -78,6 +79,8 @@ static const char *scenario_name(scenario_kind s) {
         return "attn_forward_device fused";
     case PREPARE:
         return "attn_prepare";
+    case HOST_FUSED_PROBS:
+        return "attn_forward fused with probabilities";
     }
     return "?";
 }
@@ -102,9 +105,11 @@ static void scenario_init(scenario *s, scenario_kind kind, cl_context context,
     s->p.heads_kv = 2;
     s->p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
     const int device_call = kind == DEVICE_THREE_KERNEL || kind == DEVICE_FUSED;
-    s->p.algo =
-        kind == HOST_FUSED || kind == DEVICE_FUSED ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL;
-    if (test_problem_init(&s->t, &s->p, 7, 1.0f, 1, kind == HOST_THREE_KERNEL) != 0) {
+    const int probs = kind == HOST_THREE_KERNEL || kind == HOST_FUSED_PROBS;
+    s->p.algo = kind == HOST_FUSED || kind == DEVICE_FUSED || kind == HOST_FUSED_PROBS
+                    ? ATTN_ALGO_FUSED
+                    : ATTN_ALGO_THREE_KERNEL;
+    if (test_problem_init(&s->t, &s->p, 7, 1.0f, 1, probs) != 0) {
         exit(1);
     }
     s->o_host = test_alloc_sentinel(s->t.o_elems * sizeof(float));
@@ -171,6 +176,7 @@ static void download(scenario *s) {
 static attn_status scenario_run(scenario *s, attn_context_t ctx) {
     switch (s->kind) {
     case HOST_THREE_KERNEL:
+    case HOST_FUSED_PROBS:
         return attn_forward(ctx, &s->p, s->t.q, s->t.k, s->t.v, s->o_host, s->lse_host,
                             s->probs_host);
     case HOST_FUSED:
@@ -208,7 +214,7 @@ static int outputs_right(scenario *s) {
     int ok =
         test_compare(&s->t.o_shape, s->o_host, s->t.ref_o, s->t.naive_o, s->t.o_elems).ok &&
         test_compare(&s->t.lse_shape, s->lse_host, s->t.ref_lse, s->t.naive_lse, s->t.lse_elems).ok;
-    if (s->kind == HOST_THREE_KERNEL) {
+    if (s->kind == HOST_THREE_KERNEL || s->kind == HOST_FUSED_PROBS) {
         ok &= test_compare(&s->t.probs_shape, s->probs_host, s->t.ref_probs, s->t.naive_probs,
                            s->t.probs_elems)
                   .ok;
@@ -488,6 +494,11 @@ int main(void) {
     }
     walk(HOST_THREE_KERNEL, context, queue);
     walk(HOST_FUSED, context, queue);
+    /* The fused path's probabilities need its cpu kernels (not decode's). */
+    const char *tune = getenv("ATTN_CL_TUNE");
+    if (!tune || !strstr(tune, "variant=") || strstr(tune, "variant=cpu")) {
+        walk(HOST_FUSED_PROBS, context, queue);
+    }
     walk(DEVICE_THREE_KERNEL, context, queue);
     walk(DEVICE_FUSED, context, queue);
 

@@ -102,7 +102,7 @@ static void run_case(attn_context_t ctx, attn_algo algo, const char *text, uint6
         test_varlen_totals(&p, seed);
     }
     test_set_layout(&p, layout);
-    const int want_probs = algo == ATTN_ALGO_THREE_KERNEL;
+    const int want_probs = test_sweep_probs();
     test_problem t;
     if (test_problem_init(&t, &p, seed, qk, 1, want_probs) != 0) {
         printf("%s  FAIL (reference)\n", text);

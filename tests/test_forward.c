@@ -113,7 +113,7 @@ static void run_case(attn_context_t ctx, const sweep_case *c, uint64_t seed, con
     p.scale = c->scale;
     p.algo = algo;
     test_set_layout(&p, c->layout);
-    const int want_probs = c->probs && algo == ATTN_ALGO_THREE_KERNEL;
+    const int want_probs = c->probs && test_sweep_probs();
 
     char desc[128];
     test_describe(desc, sizeof desc, &p, c->layout);
@@ -196,7 +196,7 @@ static void chunked(attn_context_t ctx) {
     attn_params_init(&p, c.batch, c.heads_q, c.seq_q, c.seq_k, c.head_dim);
     p.heads_kv = c.heads_kv;
     p.mask = c.mask;
-    p.algo = ATTN_ALGO_THREE_KERNEL;
+    p.algo = algo;
     test_problem t;
     if (test_problem_init(&t, &p, 1003, 1.0f, 1, 1) != 0) {
         failures++;
@@ -225,6 +225,148 @@ static void chunked(attn_context_t ctx) {
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
 }
 
+/* A subset of the probabilities (params.probs_*): the wanted heads' wanted
+ * rows, packed, against the same elements of the full reference; and
+ * subsets out of range, empty or reversed refused with
+ * ATTN_ERR_INVALID_VALUE, every output untouched. */
+typedef struct subset_case {
+    int32_t heads_begin, heads_end, rows_begin, rows_end; /* as params takes them */
+} subset_case;
+
+static void subset_run(attn_context_t ctx, const test_problem *t, const subset_case *s,
+                       const char *label) {
+    attn_params p = t->p;
+    p.probs_heads_begin = s->heads_begin;
+    p.probs_heads_end = s->heads_end;
+    p.probs_rows_begin = s->rows_begin;
+    p.probs_rows_end = s->rows_end;
+    const int64_t h0 = s->heads_begin, r0 = s->rows_begin;
+    const int64_t nh = (s->heads_end ? s->heads_end : t->r.heads_q) - h0;
+    const int64_t nr = (s->rows_end ? s->rows_end : t->r.seq_q) - r0;
+    const int64_t sk = t->r.seq_k, batch = t->r.batch;
+    const size_t elems = (size_t)(batch * nh * nr * sk);
+    void *o = test_alloc_output(t);
+    float *probs = test_alloc_sentinel(elems * sizeof(float));
+    float *ref = malloc(elems * sizeof(float)), *naive = malloc(elems * sizeof(float));
+    /* The subset of the full reference, in the subset's packed layout. */
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t h = 0; h < nh; h++)
+            for (int64_t i = 0; i < nr; i++) {
+                const size_t from = test_element_at(&t->probs_shape, b, h0 + h, r0 + i, 0);
+                const size_t to = (size_t)(((b * nh + h) * nr + i) * sk);
+                memcpy(ref + to, t->ref_probs + from, (size_t)sk * sizeof(float));
+                memcpy(naive + to, t->naive_probs + from, (size_t)sk * sizeof(float));
+            }
+    const test_shape shape = {batch, nh, nr, sk, {nh * nr * sk, nr * sk, sk}};
+    attn_algo used = ATTN_ALGO_AUTO;
+    attn_status st = attn_check(ctx, &p, 0, 1, &used);
+    const attn_host_tensors h = test_host_tensors(t, o, NULL, probs);
+    if (st == ATTN_SUCCESS)
+        st = attn_forward_host(ctx, &p, &h);
+    int ok = st == ATTN_SUCCESS;
+    char line[300];
+    if (!ok) {
+        snprintf(line, sizeof line, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+    } else {
+        test_result r = test_compare(&shape, probs, ref, naive, elems);
+        test_result ro = test_compare_output(t, o);
+        ok = r.ok && ro.ok && used == algo;
+        test_format_result(line, sizeof line, "P", &r);
+    }
+    printf("[probs heads %d..%d rows %d..%d] %s  %s  %s\n", s->heads_begin, s->heads_end,
+           s->rows_begin, s->rows_end, label, line, ok ? "PASS" : "FAIL");
+    failures += !ok;
+    free(o);
+    free(probs);
+    free(ref);
+    free(naive);
+}
+
+static void subsets_of(attn_context_t ctx, const char *text, uint64_t seed, int with_bad) {
+    attn_params p;
+    test_layout layout;
+    float qk;
+    int quick;
+    if (!test_parse_case(text, &p, &layout, &qk, &quick)) {
+        failures++;
+        return;
+    }
+    p.algo = algo;
+    if (p.varlen)
+        test_varlen_totals(&p, seed);
+    test_set_layout(&p, layout);
+    test_problem t;
+    if (test_problem_init(&t, &p, seed, qk, 0, 1) != 0) {
+        failures++;
+        return;
+    }
+    const int32_t rows = t.r.seq_q;
+    const subset_case good[] = {
+        {0, 0, 0, 0},           /* all */
+        {1, 3, rows - 16, 0},   /* two heads, the last 16 rows */
+        {3, 4, rows - 1, rows}, /* one head, one row */
+        {0, 0, 5, 12},          /* every head, rows inside */
+        {2, 0, 0, 1},           /* the last heads, the first row */
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        if (test_quick() && i != 1)
+            continue;
+        subset_run(ctx, &t, &good[i], text);
+    }
+    if (!with_bad) {
+        test_problem_free(&t);
+        return;
+    }
+    const subset_case bad[] = {
+        {0, 5, 0, 0},  /* heads past heads_q */
+        {-1, 0, 0, 0}, /* negative */
+        {2, 2, 0, 0},  /* empty */
+        {3, 1, 0, 0},  /* reversed */
+        {0, 0, 70, 0}, /* rows: empty at the end */
+        {0, 0, 9, 4},  /* rows reversed */
+        {0, 0, 0, 71}, /* rows past seq_q */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        attn_params q = t.p;
+        q.probs_heads_begin = bad[i].heads_begin;
+        q.probs_heads_end = bad[i].heads_end;
+        q.probs_rows_begin = bad[i].rows_begin;
+        q.probs_rows_end = bad[i].rows_end;
+        float *o = test_alloc_sentinel(t.o_elems * sizeof(float));
+        float *probs = test_alloc_sentinel(t.probs_elems * sizeof(float));
+        attn_status st = attn_forward(ctx, &q, t.q, t.k, t.v, o, NULL, probs);
+        const int untouched = test_is_sentinel(o, t.o_elems * sizeof(float)) &&
+                              test_is_sentinel(probs, t.probs_elems * sizeof(float));
+        /* Without probabilities the subset is not read. */
+        attn_status without = attn_check(ctx, &q, 0, 0, NULL);
+        const int ok = st == ATTN_ERR_INVALID_VALUE && untouched &&
+                       strstr(attn_last_error(ctx), "probs_") && without == ATTN_SUCCESS;
+        printf("[bad probs heads %d..%d rows %d..%d] -> %s (%s), without probabilities %s, "
+               "outputs %s  %s\n",
+               bad[i].heads_begin, bad[i].heads_end, bad[i].rows_begin, bad[i].rows_end,
+               attn_status_name(st), attn_last_error(ctx), attn_status_name(without),
+               untouched ? "untouched" : "WRITTEN", ok ? "PASS" : "FAIL");
+        failures += !ok;
+        free(o);
+        free(probs);
+    }
+    test_problem_free(&t);
+}
+
+/* The problems subsets are taken of: plain, and with what a subset's rows
+ * and keys meet (rows past a varlen sequence, a window, a keep-mask, ALiBi,
+ * 16-bit storage); the bad ranges on the first. */
+static const char *const subset_problems[] = {
+    "B2 Hq4 Hkv2 Sq70 Sk90 D16 br bshd",
+    "B3 Hq4 Hkv2 Sq40 Sk50 D16 br bshd f16 varlen win=9,3 keep=1x4 alibi",
+};
+
+static void subsets(attn_context_t ctx) {
+    for (size_t i = 0; i < sizeof subset_problems / sizeof subset_problems[0]; i++)
+        if (!test_quick() || i == 0)
+            subsets_of(ctx, subset_problems[i], 2000 + i, i == 0);
+}
+
 int main(int argc, char **argv) {
     test_sweep_begin(argc, argv, &algo);
     unsetenv("ATTN_CL_SCRATCH_LIMIT");
@@ -239,12 +381,13 @@ int main(int argc, char **argv) {
         run_case(ctx, &cases[i], 1 + i, "");
         run++;
     }
-    if (algo == ATTN_ALGO_THREE_KERNEL) {
+    if (test_sweep_probs()) {
         chunked(ctx);
+        subsets(ctx);
     }
     attn_context_destroy(ctx);
     printf("%s: %d case(s)%s, %d failure(s), %.1f s\n", failures ? "FAIL" : "PASS", run,
-           algo == ATTN_ALGO_THREE_KERNEL ? " + chunking checks" : "", failures,
+           test_sweep_probs() ? " + chunking and subset checks" : "", failures,
            test_seconds() - start);
     return failures ? 1 : 0;
 }

@@ -10,7 +10,10 @@
  *   fused         flash_cpu_pack_k + flash_cpu, or flash_gpu: whichever
  *                 ATTN_CL_TUNE selects (the meson tests name each variant:
  *                 oclgrind's device claims to be a CPU, a GPU and an
- *                 accelerator at once, so the table alone picks one).
+ *                 accelerator at once, so the table alone picks one);
+ *   fused-probs   the fused path with probabilities on every host call:
+ *                 flash_cpu with its row statistics, then flash_cpu_probs
+ *                 (ATTN_CL_TUNE must give the cpu variant).
  *
  * The cases cover each mask, lengths 1, 7, 33 and 40 with Sq != Sk both
  * ways, head dims 1, 8, 31 and 64 (and head_dim_v != head_dim), GQA, the
@@ -72,6 +75,7 @@ static const checked_case cases[] = {
 };
 
 static attn_algo algo;
+static int fused_probs; /* argv[1] "fused-probs" */
 
 typedef enum call_kind { CALL_HOST, CALL_DEVICE } call_kind;
 
@@ -79,7 +83,7 @@ typedef enum call_kind { CALL_HOST, CALL_DEVICE } call_kind;
 typedef struct checked_run {
     const checked_case *c;
     call_kind call;
-    int probs;         /* also the probabilities (three-kernel host call) */
+    int probs;         /* also the probabilities (host call; fused: with fused-probs) */
     int chunk_by_head; /* ATTN_CL_SCRATCH_LIMIT = one head's scores */
 } checked_run;
 
@@ -99,7 +103,7 @@ static int get_run(size_t index, checked_run *run) {
     const size_t chunked = algo == ATTN_ALGO_THREE_KERNEL ? 2 * COUNT(chunked_cases) : 0;
     if (index < plain) {
         *run = (checked_run){&cases[index / 2], index % 2 ? CALL_DEVICE : CALL_HOST,
-                             (index / 2) % 3 == 0, 0};
+                             fused_probs || (index / 2) % 3 == 0, 0};
         return 1;
     }
     if (index < plain + chunked) {
@@ -126,7 +130,8 @@ static int do_run(attn_context_t ctx, const checked_run *run, uint64_t seed) {
         test_varlen_totals(&p, seed);
     }
     test_set_layout(&p, layout);
-    const int want_probs = run->probs && run->call == CALL_HOST && algo == ATTN_ALGO_THREE_KERNEL;
+    const int want_probs =
+        run->probs && run->call == CALL_HOST && (algo == ATTN_ALGO_THREE_KERNEL || fused_probs);
 
     char what[200];
     test_describe(what, sizeof what, &p, layout);
@@ -177,15 +182,17 @@ static void require_platform(attn_context_t ctx) {
 }
 
 static int usage(const char *argv0) {
-    fprintf(stderr, "usage: %s three-kernel|fused [--count | --run N]\n", argv0);
+    fprintf(stderr, "usage: %s three-kernel|fused|fused-probs [--count | --run N]\n", argv0);
     return 2;
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || (strcmp(argv[1], "three-kernel") != 0 && strcmp(argv[1], "fused") != 0)) {
+    if (argc < 2 || (strcmp(argv[1], "three-kernel") != 0 && strcmp(argv[1], "fused") != 0 &&
+                     strcmp(argv[1], "fused-probs") != 0)) {
         return usage(argv[0]);
     }
-    algo = strcmp(argv[1], "fused") == 0 ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL;
+    fused_probs = strcmp(argv[1], "fused-probs") == 0;
+    algo = strcmp(argv[1], "three-kernel") == 0 ? ATTN_ALGO_THREE_KERNEL : ATTN_ALGO_FUSED;
     size_t total = 0;
     checked_run run;
     while (get_run(total, &run)) {

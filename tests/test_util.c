@@ -30,18 +30,27 @@ attn_context_t test_context_create(void) {
     return ctx;
 }
 
+static int sweep_probs;
+
 void test_sweep_begin(int argc, char **argv, attn_algo *algo) {
-    if (argc != 2 || (strcmp(argv[1], "three-kernel") != 0 && strcmp(argv[1], "fused") != 0)) {
-        fprintf(stderr, "usage: %s three-kernel|fused\n", argv[0]);
+    if (argc < 2 || argc > 3 ||
+        (strcmp(argv[1], "three-kernel") != 0 && strcmp(argv[1], "fused") != 0) ||
+        (argc == 3 && strcmp(argv[2], "probs") != 0)) {
+        fprintf(stderr, "usage: %s three-kernel|fused [probs]\n", argv[0]);
         exit(2);
     }
     *algo = strcmp(argv[1], "fused") == 0 ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL;
+    sweep_probs = *algo == ATTN_ALGO_THREE_KERNEL || argc == 3;
     const char *tune = getenv("ATTN_CL_TUNE");
-    printf("algorithm %s%s%s\n", argv[1], tune && *tune ? ", ATTN_CL_TUNE=" : "",
-           tune && *tune ? tune : "");
+    printf("algorithm %s%s%s%s\n", argv[1], sweep_probs ? " with probabilities" : "",
+           tune && *tune ? ", ATTN_CL_TUNE=" : "", tune && *tune ? tune : "");
     printf("bound: max|out-ref| <= 2*max|naive_fp32-ref| + %.0e*max(1,max|ref|), "
            "NMSE <= 4*NMSE(naive_fp32) + %.0e%s\n",
            TEST_ATOL, TEST_NMSE_FLOOR, test_quick() ? " (quick subset)" : "");
+}
+
+int test_sweep_probs(void) {
+    return sweep_probs;
 }
 
 int test_ok(attn_context_t ctx, attn_status status, const char *what) {

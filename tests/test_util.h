@@ -242,9 +242,13 @@ const char *test_mask_name(attn_mask mask);
 attn_context_t test_context_create(void);
 
 /* The sweep programs' command line: argv[1] "three-kernel" or "fused"
- * into *algo (exits 2 with a usage line otherwise), and a line naming it
- * and ATTN_CL_TUNE, then the bound the program holds results to. */
+ * into *algo, and an optional argv[2] "probs" (exits 2 with a usage line
+ * otherwise), and a line naming them and ATTN_CL_TUNE, then the bound the
+ * program holds results to. */
 void test_sweep_begin(int argc, char **argv, attn_algo *algo);
+/* Whether the sweep asks for probabilities: always on the three-kernel
+ * path, on the fused path with argv[2] "probs". */
+int test_sweep_probs(void);
 
 /* Prints `what` with the status name and attn_last_error(ctx) when status is
  * not success; returns whether it was success. */

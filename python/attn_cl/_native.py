@@ -68,6 +68,10 @@ class Params(Structure):
         ("dropout_p", c_float),
         ("dropout_seed", c_uint64),
         ("dropout_offset", c_uint64),
+        ("probs_heads_begin", c_int32),
+        ("probs_heads_end", c_int32),
+        ("probs_rows_begin", c_int32),
+        ("probs_rows_end", c_int32),
     ]
 
 
