@@ -37,6 +37,7 @@ typedef struct bench_options {
     int first_forward; /* time a new context's first forward, kernel cache off/empty/warm */
     int overhead; /* --overhead: the per-call host cost table instead of the sweep */
     int kvcache;  /* --kvcache: decoding steps over a KV cache (bench_kvcache.c) */
+    int backward; /* --backward: the backward against the forward (bench_backward.c) */
 } bench_options;
 
 /* Parses argv into `opt`. Returns 0, or 2 after printing what is wrong to
