@@ -44,6 +44,10 @@ static const char *const cases[] = {
     ("B3 Hq4 Hkv2 Sq9 Sk13 D16 br padded f16 alibi bias=3x1 keep=1x4 pad varlen win=4,1 "
      "softcap=8 quick"),
     "B2 Hq4 Hkv2 Sq25 Sk31 D24 Dv40 tl bshd bf16 softcap=10 bias=2x1 win=6,-1",
+    /* Head dims to 512: 8- and 4-lane blocks. */
+    "B1 Hq2 Hkv1 Sq21 Sk19 D200 Dv160 br bhsd",
+    "B1 Hq2 Hkv2 Sq13 Sk17 D512 none bshd f16",
+    "B1 Hq1 Hkv1 Sq9 Sk11 D320 Dv512 tl bhsd bias=1x1",
 };
 
 static int failures;
