@@ -676,6 +676,144 @@ static void bad_inputs(attn_context_t ctx) {
     case_free(&c);
 }
 
+#ifdef BACKWARD_FAULT_WALK
+/* ---- The fault walk (test_backward_faults: this file on the library's
+ * fault-injection build, lib/fault_injection.h) -----------------------------
+ *
+ * Each failure point of a backward, one at a time: the N-th call of each
+ * OpenCL function or host allocation fails, for every N an unarmed run
+ * makes (on a warm context: kernel builds are the forward walk's). Each
+ * failing run must return the injected code (ATTN_ERR_HOST_OUT_OF_MEMORY for
+ * a host allocation) with a message, or absorb the fault and be right; leave
+ * every gradient untouched (on the device call, an enqueue failing after
+ * the first kernel may have let that kernel write: the header says so); and
+ * leave the context usable: the same backward, unarmed, then gives the
+ * same bits. Calls: the host one-call, the device one-call, and a plan
+ * (create, host execute, device execute). */
+#include "fault_injection.h"
+
+typedef struct walk_buffers {
+    cl_mem m[12]; /* as run_device's */
+} walk_buffers;
+
+static cl_int injected(attn_fault_kind kind) {
+    return kind == ATTN_FAULT_BUILD_PROGRAM ? CL_BUILD_PROGRAM_FAILURE : CL_OUT_OF_RESOURCES;
+}
+
+/* mode 0 host one-call, 1 device one-call, 2 plan (create + host + device).
+ * *device_phase says whether a failure came from the device call (or the
+ * plan's device execute, after its host execute succeeded). */
+static attn_status walk_run(attn_context_t ctx, const bwd_case *c, int mode, device_grads *host,
+                            device_grads *dev, int *device_phase) {
+    char why[512];
+    *device_phase = mode == 1;
+    if (mode == 0)
+        return run_call(ctx, NULL, c, 0, host, why, sizeof why);
+    if (mode == 1)
+        return run_call(ctx, NULL, c, 1, dev, why, sizeof why);
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create(ctx, &c->t.p, ATTN_PLAN_LSE | ATTN_PLAN_BACKWARD, &plan);
+    if (st == ATTN_SUCCESS)
+        st = run_call(ctx, plan, c, 0, host, why, sizeof why);
+    else
+        device_grads_alloc(c, host);
+    if (st == ATTN_SUCCESS) {
+        *device_phase = 1;
+        st = run_call(ctx, plan, c, 1, dev, why, sizeof why);
+    } else {
+        device_grads_alloc(c, dev);
+    }
+    attn_plan_destroy(plan);
+    return st;
+}
+
+static int grads_untouched(const bwd_case *c, const device_grads *d) {
+    const size_t es = test_dtype_size(c->t.p.dtype);
+    return test_is_sentinel(d->dq, c->t.q_elems * es) &&
+           test_is_sentinel(d->dk, c->t.k_elems * es) &&
+           test_is_sentinel(d->dv, c->t.v_elems * es) &&
+           (!d->dbias || test_is_sentinel(d->dbias, c->bias_elems * 4));
+}
+
+static int walk(attn_context_t ctx) {
+    bwd_case c;
+    int quick;
+    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi quick", 950,
+                  &quick) != 0) {
+        printf("fault walk: FAIL (setup)\n");
+        return 1;
+    }
+    const char *modes[3] = {"host call", "device call", "plan"};
+    for (int mode = 0; mode < 3; mode++) {
+        device_grads base_h = {0}, base_d = {0};
+        attn_fault_reset();
+        int phase;
+        attn_status st = walk_run(ctx, &c, mode, &base_h, &base_d, &phase);
+        long counts[ATTN_FAULT_KIND_COUNT];
+        for (int k = 0; k < ATTN_FAULT_KIND_COUNT; k++)
+            counts[k] = attn_fault_count((attn_fault_kind)k);
+        if (st != ATTN_SUCCESS) {
+            printf("%s: unarmed run fails: %s  FAIL\n", modes[mode], attn_status_name(st));
+            failures++;
+        }
+        long points = 0, bad = 0;
+        for (int k = 0; k < ATTN_FAULT_KIND_COUNT && st == ATTN_SUCCESS; k++) {
+            for (long nth = 1; nth <= counts[k]; nth++) {
+                const attn_fault_kind kind = (attn_fault_kind)k;
+                device_grads h = {0}, d = {0}, again_h = {0}, again_d = {0};
+                attn_fault_reset();
+                attn_fault_arm(kind, nth, injected(kind));
+                int device_phase;
+                const attn_status got = walk_run(ctx, &c, mode, &h, &d, &device_phase);
+                const int fired = attn_fault_fired();
+                attn_fault_reset();
+                const attn_status want = kind == ATTN_FAULT_HOST_ALLOC
+                                             ? ATTN_ERR_HOST_OUT_OF_MEMORY
+                                             : (attn_status)injected(kind);
+                int ok = 1;
+                if (got != ATTN_SUCCESS) {
+                    ok = fired && got == want && attn_last_error(ctx)[0] != 0;
+                    /* Host gradients: untouched, or (the plan's device execute
+                     * failed) its host execute's. Device ones: untouched, except
+                     * when an enqueue fails (the kernels before it may have
+                     * written theirs: the header says so). */
+                    if (mode != 1)
+                        ok &= device_phase ? device_grads_equal(&c, &base_h, &h)
+                                           : grads_untouched(&c, &h);
+                    if (device_phase && kind != ATTN_FAULT_ENQUEUE_KERNEL)
+                        ok &= grads_untouched(&c, &d);
+                } else {
+                    ok = (mode == 1 || device_grads_equal(&c, &base_h, &h)) &&
+                         (mode == 0 || device_grads_equal(&c, &base_d, &d));
+                }
+                const attn_status st2 = walk_run(ctx, &c, mode, &again_h, &again_d, &device_phase);
+                ok &= st2 == ATTN_SUCCESS &&
+                      (mode == 1 || device_grads_equal(&c, &base_h, &again_h)) &&
+                      (mode == 0 || device_grads_equal(&c, &base_d, &again_d));
+                if (!ok) {
+                    printf("  %s: %s #%ld: %s (%s)  FAIL\n", modes[mode],
+                           attn_fault_call_name(kind), nth, attn_status_name(got),
+                           attn_last_error(ctx));
+                    bad++;
+                }
+                points++;
+                device_grads_free(&h);
+                device_grads_free(&d);
+                device_grads_free(&again_h);
+                device_grads_free(&again_d);
+            }
+        }
+        printf("%s: %ld failure point(s), %ld wrong  %s\n", modes[mode], points, bad,
+               bad ? "FAIL" : "PASS");
+        failures += bad != 0;
+        device_grads_free(&base_h);
+        device_grads_free(&base_d);
+    }
+    case_free(&c);
+    return failures ? 1 : 0;
+}
+#endif
+
 /* Tiny requests for oclgrind (tests/oclgrind_check.sh): each through the
  * host call (run 2n) and the device call (run 2n + 1), one backward a
  * process (test_kernels_checked.c says why). */
@@ -721,6 +859,15 @@ int main(int argc, char **argv) {
     }
     if (argc == 3 && strcmp(argv[1], "--run") == 0)
         return run_checked(atoi(argv[2]));
+#ifdef BACKWARD_FAULT_WALK
+    {
+        attn_context_t walk_ctx = test_context_create();
+        const int rc = walk(walk_ctx);
+        attn_context_destroy(walk_ctx);
+        printf("%s\n", rc ? "FAIL" : "PASS");
+        return rc;
+    }
+#endif
     attn_context_t ctx = test_context_create();
     attn_context_t ctx2 = test_context_create();
     const double start = test_seconds();
