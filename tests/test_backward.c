@@ -180,7 +180,8 @@ static float *sentinel_floats(size_t n) {
     return test_alloc_sentinel((n ? n : 1) * sizeof(float));
 }
 
-static int case_init(bwd_case *c, const char *text, uint64_t seed, int *quick_out) {
+static int case_init(bwd_case *c, const char *text, uint64_t seed, int poison_hidden_keys,
+                     int *quick_out) {
     memset(c, 0, sizeof *c);
     attn_params p;
     test_layout layout;
@@ -198,6 +199,23 @@ static int case_init(bwd_case *c, const char *text, uint64_t seed, int *quick_ou
     if (test_problem_init(&c->t, &p, seed, qk, 1, 0) != 0)
         return -1;
     test_problem *t = &c->t;
+    if (poison_hidden_keys) {
+        /* NaN and infinity in K and V rows of keys no query sees (top-left
+         * causal, seq_k > seq_q: keys seq_q.. of every head): like the
+         * forward's O, no gradient may see them. */
+        for (int64_t b = 0; b < t->k_shape.batch; b++)
+            for (int64_t h = 0; h < t->k_shape.heads; h++)
+                for (int64_t j = t->r.seq_q; j < t->k_shape.seq; j++) {
+                    t->k[test_element_at(&t->k_shape, b, h, j, 0)] = NAN;
+                    t->v[test_element_at(&t->v_shape, b, h, j, 0)] = INFINITY;
+                }
+        free(t->k_store);
+        free(t->v_store);
+        t->k_store = test_to_storage(t->p.dtype, t->k, t->k_elems);
+        t->v_store = test_to_storage(t->p.dtype, t->v, t->v_elems);
+        if (test_problem_compute_outputs(t) != 0)
+            return -1;
+    }
     const attn_dtype dtype = t->p.dtype;
     c->bias_shape = test_tensor_shape(&t->r, TEST_BIAS);
     c->bias_elems = t->x.bias ? t->x.bias_elems : 0;
@@ -448,10 +466,11 @@ static int stored_gaps_intact(const bwd_case *c, const device_grads *d) {
     return 1;
 }
 
-static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, uint64_t seed) {
+static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, uint64_t seed,
+                     int poison) {
     bwd_case c;
     int quick = 0;
-    const int init = case_init(&c, text, seed, &quick);
+    const int init = case_init(&c, text, seed, poison, &quick);
     if (init == 1)
         return;
     if (init != 0) {
@@ -537,7 +556,7 @@ static void expect(attn_context_t ctx, const char *what, const attn_params *p,
 static void bad_inputs(attn_context_t ctx) {
     bwd_case c;
     int quick;
-    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br bhsd bias=1x4 quick", 900, &quick) != 0) {
+    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br bhsd bias=1x4 quick", 900, 0, &quick) != 0) {
         printf("bad inputs: FAIL (setup)\n");
         failures++;
         return;
@@ -738,7 +757,7 @@ static int grads_untouched(const bwd_case *c, const device_grads *d) {
 static int walk(attn_context_t ctx) {
     bwd_case c;
     int quick;
-    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi quick", 950,
+    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi quick", 950, 0,
                   &quick) != 0) {
         printf("fault walk: FAIL (setup)\n");
         return 1;
@@ -834,7 +853,7 @@ static int run_checked(int run) {
     bwd_case c;
     int quick;
     const char *text = checked_cases[run / 2];
-    int ok = case_init(&c, text, 700 + (uint64_t)run / 2, &quick) == 0;
+    int ok = case_init(&c, text, 700 + (uint64_t)run / 2, 0, &quick) == 0;
     if (ok) {
         device_grads d;
         char line[1024] = "", why[512] = "";
@@ -875,11 +894,14 @@ int main(int argc, char **argv) {
     printf("bound: max|out - ref| <= 2 max|naive_fp32 - ref| + 1e-6 max(1, max|ref|), "
            "NMSE <= 4 NMSE(naive) + 1e-10\n");
     for (size_t i = 0; i < count; i++)
-        run_case(ctx, ctx2, cases[i], 500 + i);
+        run_case(ctx, ctx2, cases[i], 500 + i, 0);
+    /* Non-finite K and V where no query looks. */
+    run_case(ctx, ctx2, "B2 Hq4 Hkv2 Sq9 Sk20 D16 tl bshd quick", 600, 1);
+    run_case(ctx, ctx2, "B1 Hq2 Hkv1 Sq17 Sk40 D8 tl padded f16 bias=1x2 keep=1x1", 601, 1);
     bad_inputs(ctx);
     attn_context_destroy(ctx2);
     attn_context_destroy(ctx);
     printf("%s: %zu case(s) x host and device calls, %d failure(s), %.1f s\n",
-           failures ? "FAIL" : "PASS", count, failures, test_seconds() - start);
+           failures ? "FAIL" : "PASS", count + 2, failures, test_seconds() - start);
     return failures ? 1 : 0;
 }
