@@ -2,6 +2,7 @@
  * one OpenCL device, against the library's CPU reference. See --help. */
 #include "attn_cl.h"
 #include "bench_args.h"
+#include "bench_backward.h"
 #include "bench_first_forward.h"
 #include "bench_kvcache.h"
 #include "bench_overhead.h"
@@ -297,6 +298,14 @@ int main(int argc, char **argv) {
         bench_note("attn_bench: libattn_cl %s on %s: host cost per call", attn_version_string(),
                    info.device_name);
         rc = bench_overhead_run(ctx, cl_ctx, stdout);
+        attn_context_destroy(ctx);
+        return rc;
+    }
+    if (opt.backward) {
+        bench_note("attn_bench: libattn_cl %s on %s: backward against forward, B=%d Hq=%d D=%d",
+                   attn_version_string(), info.device_name, (int)opt.batch, (int)opt.heads_q,
+                   (int)opt.head_dim);
+        rc = bench_backward_run(&opt, ctx, cl_ctx, stdout);
         attn_context_destroy(ctx);
         return rc;
     }

@@ -126,6 +126,11 @@ void bench_print_help(FILE *out, const char *program) {
         "                        and 1): ms, tokens/s and the K and V bytes read per second\n"
         "                        next to a kernel streaming as many bytes (the roof);\n"
         "                        --batch, --heads, --heads-kv, --head-dim, --dtype apply\n"
+        "  --backward            instead of the sweep, the backward (a plan made with\n"
+        "                        ATTN_PLAN_BACKWARD, fused forward) against the forward of\n"
+        "                        each --seq length (seq_q = seq_k): median ms, GFLOP/s (the\n"
+        "                        backward counted as 2.5 forwards) and their ratio; --batch,\n"
+        "                        --heads, --heads-kv, --head-dim, --causal, --dtype apply\n"
         "\n"
         "Repeats and reference:\n"
         "  --repeats N           timed forwards per point, reported as their median (default 5)\n"
@@ -595,6 +600,8 @@ int bench_parse_args(int argc, char **argv, bench_options *opt) {
             opt->host = 1;
         } else if (strcmp(flag, "--probs") == 0) {
             opt->probs = 1;
+        } else if (strcmp(flag, "--backward") == 0) {
+            opt->backward = 1;
         } else if (strcmp(flag, "--no-ref") == 0) {
             opt->reference = 0;
         } else if (strcmp(flag, "--alibi") == 0) {

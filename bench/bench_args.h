@@ -41,6 +41,7 @@ typedef struct bench_options {
     int host;          /* --host: time attn_plan_execute_host rather than the device call */
     int probs;         /* --probs (and --probs-*): host executes returning probabilities */
     int32_t probs_heads[2], probs_rows[2]; /* [A, B); negative: from the end */
+    int backward;      /* --backward: the backward against the forward (bench_backward.c) */
 } bench_options;
 
 /* Parses argv into `opt`. Returns 0, or 2 after printing what is wrong to

@@ -523,8 +523,12 @@ ATTN_API attn_status attn_backward_host(attn_context_t ctx, const attn_params *p
 
 /* Device memory (byte offsets), attn_forward_device's contract: enqueued
  * after `wait_list`, `event` (NULL after any failure) completes with the
- * last gradient written, the gradients are written only by commands that
- * follow every check, and a gradient may not share a byte with an input. */
+ * last gradient written, and a gradient may not share a byte with any other
+ * tensor of the call (ATTN_ERR_INVALID_VALUE). A call refused for its input,
+ * or failing before its kernels are enqueued, leaves every gradient
+ * untouched; when the enqueue of one of its kernels fails (an OpenCL
+ * error), the kernels before it may have written theirs (dK and dV, then
+ * dQ). */
 typedef struct attn_backward_device_tensors {
     cl_mem q, k, v, o, dout, lse, dq, dk, dv, dbias; /* dbias NULL: not wanted */
     size_t q_offset, k_offset, v_offset, o_offset, dout_offset, lse_offset;

@@ -44,6 +44,10 @@ static const char *const cases[] = {
     ("B3 Hq4 Hkv2 Sq9 Sk13 D16 br padded f16 alibi bias=3x1 keep=1x4 pad varlen win=4,1 "
      "softcap=8 quick"),
     "B2 Hq4 Hkv2 Sq25 Sk31 D24 Dv40 tl bshd bf16 softcap=10 bias=2x1 win=6,-1",
+    /* Head dims to 512: 8- and 4-lane blocks. */
+    "B1 Hq2 Hkv1 Sq21 Sk19 D200 Dv160 br bhsd",
+    "B1 Hq2 Hkv2 Sq13 Sk17 D512 none bshd f16",
+    "B1 Hq1 Hkv1 Sq9 Sk11 D320 Dv512 tl bhsd bias=1x1",
 };
 
 static int failures;
@@ -176,7 +180,8 @@ static float *sentinel_floats(size_t n) {
     return test_alloc_sentinel((n ? n : 1) * sizeof(float));
 }
 
-static int case_init(bwd_case *c, const char *text, uint64_t seed, int *quick_out) {
+static int case_init(bwd_case *c, const char *text, uint64_t seed, int poison_hidden_keys,
+                     int *quick_out) {
     memset(c, 0, sizeof *c);
     attn_params p;
     test_layout layout;
@@ -194,6 +199,23 @@ static int case_init(bwd_case *c, const char *text, uint64_t seed, int *quick_ou
     if (test_problem_init(&c->t, &p, seed, qk, 1, 0) != 0)
         return -1;
     test_problem *t = &c->t;
+    if (poison_hidden_keys) {
+        /* NaN and infinity in K and V rows of keys no query sees (top-left
+         * causal, seq_k > seq_q: keys seq_q.. of every head): like the
+         * forward's O, no gradient may see them. */
+        for (int64_t b = 0; b < t->k_shape.batch; b++)
+            for (int64_t h = 0; h < t->k_shape.heads; h++)
+                for (int64_t j = t->r.seq_q; j < t->k_shape.seq; j++) {
+                    t->k[test_element_at(&t->k_shape, b, h, j, 0)] = NAN;
+                    t->v[test_element_at(&t->v_shape, b, h, j, 0)] = INFINITY;
+                }
+        free(t->k_store);
+        free(t->v_store);
+        t->k_store = test_to_storage(t->p.dtype, t->k, t->k_elems);
+        t->v_store = test_to_storage(t->p.dtype, t->v, t->v_elems);
+        if (test_problem_compute_outputs(t) != 0)
+            return -1;
+    }
     const attn_dtype dtype = t->p.dtype;
     c->bias_shape = test_tensor_shape(&t->r, TEST_BIAS);
     c->bias_elems = t->x.bias ? t->x.bias_elems : 0;
@@ -444,10 +466,11 @@ static int stored_gaps_intact(const bwd_case *c, const device_grads *d) {
     return 1;
 }
 
-static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, uint64_t seed) {
+static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, uint64_t seed,
+                     int poison) {
     bwd_case c;
     int quick = 0;
-    const int init = case_init(&c, text, seed, &quick);
+    const int init = case_init(&c, text, seed, poison, &quick);
     if (init == 1)
         return;
     if (init != 0) {
@@ -533,7 +556,7 @@ static void expect(attn_context_t ctx, const char *what, const attn_params *p,
 static void bad_inputs(attn_context_t ctx) {
     bwd_case c;
     int quick;
-    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br bhsd bias=1x4 quick", 900, &quick) != 0) {
+    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br bhsd bias=1x4 quick", 900, 0, &quick) != 0) {
         printf("bad inputs: FAIL (setup)\n");
         failures++;
         return;
@@ -672,6 +695,144 @@ static void bad_inputs(attn_context_t ctx) {
     case_free(&c);
 }
 
+#ifdef BACKWARD_FAULT_WALK
+/* ---- The fault walk (test_backward_faults: this file on the library's
+ * fault-injection build, lib/fault_injection.h) -----------------------------
+ *
+ * Each failure point of a backward, one at a time: the N-th call of each
+ * OpenCL function or host allocation fails, for every N an unarmed run
+ * makes (on a warm context: kernel builds are the forward walk's). Each
+ * failing run must return the injected code (ATTN_ERR_HOST_OUT_OF_MEMORY for
+ * a host allocation) with a message, or absorb the fault and be right; leave
+ * every gradient untouched (on the device call, an enqueue failing after
+ * the first kernel may have let that kernel write: the header says so); and
+ * leave the context usable: the same backward, unarmed, then gives the
+ * same bits. Calls: the host one-call, the device one-call, and a plan
+ * (create, host execute, device execute). */
+#include "fault_injection.h"
+
+typedef struct walk_buffers {
+    cl_mem m[12]; /* as run_device's */
+} walk_buffers;
+
+static cl_int injected(attn_fault_kind kind) {
+    return kind == ATTN_FAULT_BUILD_PROGRAM ? CL_BUILD_PROGRAM_FAILURE : CL_OUT_OF_RESOURCES;
+}
+
+/* mode 0 host one-call, 1 device one-call, 2 plan (create + host + device).
+ * *device_phase says whether a failure came from the device call (or the
+ * plan's device execute, after its host execute succeeded). */
+static attn_status walk_run(attn_context_t ctx, const bwd_case *c, int mode, device_grads *host,
+                            device_grads *dev, int *device_phase) {
+    char why[512];
+    *device_phase = mode == 1;
+    if (mode == 0)
+        return run_call(ctx, NULL, c, 0, host, why, sizeof why);
+    if (mode == 1)
+        return run_call(ctx, NULL, c, 1, dev, why, sizeof why);
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create(ctx, &c->t.p, ATTN_PLAN_LSE | ATTN_PLAN_BACKWARD, &plan);
+    if (st == ATTN_SUCCESS)
+        st = run_call(ctx, plan, c, 0, host, why, sizeof why);
+    else
+        device_grads_alloc(c, host);
+    if (st == ATTN_SUCCESS) {
+        *device_phase = 1;
+        st = run_call(ctx, plan, c, 1, dev, why, sizeof why);
+    } else {
+        device_grads_alloc(c, dev);
+    }
+    attn_plan_destroy(plan);
+    return st;
+}
+
+static int grads_untouched(const bwd_case *c, const device_grads *d) {
+    const size_t es = test_dtype_size(c->t.p.dtype);
+    return test_is_sentinel(d->dq, c->t.q_elems * es) &&
+           test_is_sentinel(d->dk, c->t.k_elems * es) &&
+           test_is_sentinel(d->dv, c->t.v_elems * es) &&
+           (!d->dbias || test_is_sentinel(d->dbias, c->bias_elems * 4));
+}
+
+static int walk(attn_context_t ctx) {
+    bwd_case c;
+    int quick;
+    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi quick", 950, 0,
+                  &quick) != 0) {
+        printf("fault walk: FAIL (setup)\n");
+        return 1;
+    }
+    const char *modes[3] = {"host call", "device call", "plan"};
+    for (int mode = 0; mode < 3; mode++) {
+        device_grads base_h = {0}, base_d = {0};
+        attn_fault_reset();
+        int phase;
+        attn_status st = walk_run(ctx, &c, mode, &base_h, &base_d, &phase);
+        long counts[ATTN_FAULT_KIND_COUNT];
+        for (int k = 0; k < ATTN_FAULT_KIND_COUNT; k++)
+            counts[k] = attn_fault_count((attn_fault_kind)k);
+        if (st != ATTN_SUCCESS) {
+            printf("%s: unarmed run fails: %s  FAIL\n", modes[mode], attn_status_name(st));
+            failures++;
+        }
+        long points = 0, bad = 0;
+        for (int k = 0; k < ATTN_FAULT_KIND_COUNT && st == ATTN_SUCCESS; k++) {
+            for (long nth = 1; nth <= counts[k]; nth++) {
+                const attn_fault_kind kind = (attn_fault_kind)k;
+                device_grads h = {0}, d = {0}, again_h = {0}, again_d = {0};
+                attn_fault_reset();
+                attn_fault_arm(kind, nth, injected(kind));
+                int device_phase;
+                const attn_status got = walk_run(ctx, &c, mode, &h, &d, &device_phase);
+                const int fired = attn_fault_fired();
+                attn_fault_reset();
+                const attn_status want = kind == ATTN_FAULT_HOST_ALLOC
+                                             ? ATTN_ERR_HOST_OUT_OF_MEMORY
+                                             : (attn_status)injected(kind);
+                int ok = 1;
+                if (got != ATTN_SUCCESS) {
+                    ok = fired && got == want && attn_last_error(ctx)[0] != 0;
+                    /* Host gradients: untouched, or (the plan's device execute
+                     * failed) its host execute's. Device ones: untouched, except
+                     * when an enqueue fails (the kernels before it may have
+                     * written theirs: the header says so). */
+                    if (mode != 1)
+                        ok &= device_phase ? device_grads_equal(&c, &base_h, &h)
+                                           : grads_untouched(&c, &h);
+                    if (device_phase && kind != ATTN_FAULT_ENQUEUE_KERNEL)
+                        ok &= grads_untouched(&c, &d);
+                } else {
+                    ok = (mode == 1 || device_grads_equal(&c, &base_h, &h)) &&
+                         (mode == 0 || device_grads_equal(&c, &base_d, &d));
+                }
+                const attn_status st2 = walk_run(ctx, &c, mode, &again_h, &again_d, &device_phase);
+                ok &= st2 == ATTN_SUCCESS &&
+                      (mode == 1 || device_grads_equal(&c, &base_h, &again_h)) &&
+                      (mode == 0 || device_grads_equal(&c, &base_d, &again_d));
+                if (!ok) {
+                    printf("  %s: %s #%ld: %s (%s)  FAIL\n", modes[mode],
+                           attn_fault_call_name(kind), nth, attn_status_name(got),
+                           attn_last_error(ctx));
+                    bad++;
+                }
+                points++;
+                device_grads_free(&h);
+                device_grads_free(&d);
+                device_grads_free(&again_h);
+                device_grads_free(&again_d);
+            }
+        }
+        printf("%s: %ld failure point(s), %ld wrong  %s\n", modes[mode], points, bad,
+               bad ? "FAIL" : "PASS");
+        failures += bad != 0;
+        device_grads_free(&base_h);
+        device_grads_free(&base_d);
+    }
+    case_free(&c);
+    return failures ? 1 : 0;
+}
+#endif
+
 /* Tiny requests for oclgrind (tests/oclgrind_check.sh): each through the
  * host call (run 2n) and the device call (run 2n + 1), one backward a
  * process (test_kernels_checked.c says why). */
@@ -692,7 +853,7 @@ static int run_checked(int run) {
     bwd_case c;
     int quick;
     const char *text = checked_cases[run / 2];
-    int ok = case_init(&c, text, 700 + (uint64_t)run / 2, &quick) == 0;
+    int ok = case_init(&c, text, 700 + (uint64_t)run / 2, 0, &quick) == 0;
     if (ok) {
         device_grads d;
         char line[1024] = "", why[512] = "";
@@ -717,6 +878,15 @@ int main(int argc, char **argv) {
     }
     if (argc == 3 && strcmp(argv[1], "--run") == 0)
         return run_checked(atoi(argv[2]));
+#ifdef BACKWARD_FAULT_WALK
+    {
+        attn_context_t walk_ctx = test_context_create();
+        const int rc = walk(walk_ctx);
+        attn_context_destroy(walk_ctx);
+        printf("%s\n", rc ? "FAIL" : "PASS");
+        return rc;
+    }
+#endif
     attn_context_t ctx = test_context_create();
     attn_context_t ctx2 = test_context_create();
     const double start = test_seconds();
@@ -724,11 +894,14 @@ int main(int argc, char **argv) {
     printf("bound: max|out - ref| <= 2 max|naive_fp32 - ref| + 1e-6 max(1, max|ref|), "
            "NMSE <= 4 NMSE(naive) + 1e-10\n");
     for (size_t i = 0; i < count; i++)
-        run_case(ctx, ctx2, cases[i], 500 + i);
+        run_case(ctx, ctx2, cases[i], 500 + i, 0);
+    /* Non-finite K and V where no query looks. */
+    run_case(ctx, ctx2, "B2 Hq4 Hkv2 Sq9 Sk20 D16 tl bshd quick", 600, 1);
+    run_case(ctx, ctx2, "B1 Hq2 Hkv1 Sq17 Sk40 D8 tl padded f16 bias=1x2 keep=1x1", 601, 1);
     bad_inputs(ctx);
     attn_context_destroy(ctx2);
     attn_context_destroy(ctx);
     printf("%s: %zu case(s) x host and device calls, %d failure(s), %.1f s\n",
-           failures ? "FAIL" : "PASS", count, failures, test_seconds() - start);
+           failures ? "FAIL" : "PASS", count + 2, failures, test_seconds() - start);
     return failures ? 1 : 0;
 }
