@@ -11,6 +11,9 @@
  * broadcast-multiply-add per key. Both inner loops reuse each loaded vector
  * ROWS times, which is what keeps the FMA units busy.
  *
+ * With dropout, flash_cpu_pack also notes per tile whether its V is finite
+ * (vf), so that tiles with dropped keys may multiply them by 0 unguarded.
+ *
  * K is read from a float copy made by flash_cpu_pack: tile t of a head is
  * HEAD_DIM x TILE_K floats (key fastest), zero past the sequence, so that one
  * head_dim element of a whole tile is one aligned vector load. With 16-bit
@@ -175,7 +178,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_cpu_pack(TENSOR(__global const elem_t, k, k),
                TENSOR(__global const elem_t, v, v),
                __global float *kp, ulong kp_off, __global float *vp, ulong vp_off,
-               int total_tiles, FEATURE_PARAMS) {
+               __global int *vf, ulong vf_off, int total_tiles, FEATURE_PARAMS) {
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     const int k0 = t * TILE_K;
@@ -191,6 +194,19 @@ flash_cpu_pack(TENSOR(__global const elem_t, k, k),
             col[j] = j < keys ? load_elem(src, j * k_ss + d) : 0.0f;
         vstoreK(vloadK(0, col), d, dst);
     }
+#if DROPOUT
+    {
+        /* Whether the V rows flash_cpu reads of this tile (before the
+         * padding) are finite: 0 * x is NaN exactly for a non-finite x. */
+        const int vkeys = min(TILE_K, sq.kept_k - k0);
+        const __global elem_t *vrows = v + AT(v, b, hk, sq.k0 + k0);
+        float check = 0.0f;
+        for (int j = 0; j < vkeys; j++)
+            for (int c = 0; c < HEAD_DIM_V; c++)
+                check = fma(load_elem(vrows, j * v_ss + c), 0.0f, check);
+        vf[vf_off + slot] = !isnan(check);
+    }
+#endif
 #if PACK_V
     const __global elem_t *vsrc = v + AT(v, b, hk, sq.k0 + k0);
     __global float *vdst = vp + vp_off + slot * (TILE_K * HEAD_DIM_V);
@@ -289,22 +305,6 @@ inline float hsumK(floatK v) {
 #define PV_TAIL1(GUARD)
 #endif
 
-#if DROPOUT
-/* Whether rows 0 .. keys - 1 of the V tile at vt are finite: 0 * x is NaN
- * exactly for a NaN or infinite x (IEEE arithmetic: no fast-math folds it). */
-inline int v_tile_finite(const __global float *vt, long v_row, int keys) {
-    floatV check = 0.0f;
-    float check1 = 0.0f;
-    for (int j = 0; j < keys; j++) {
-        for (int c = 0; c < DV_FULL; c++)
-            check = fma(vloadV(c, vt + j * v_row), (floatV)0.0f, check);
-        for (int d = DV_FULL * VEC_V; d < HEAD_DIM_V; d++)
-            check1 = fma(vt[j * v_row + d], 0.0f, check1);
-    }
-    return !any(isnan(check)) && !isnan(check1);
-}
-#endif
-
 #define STORE_PIECE(W, OFF, acc) STORE_VEC(W, acc[r] * inv, orow + (OFF))
 
 /* TILE_K values of a row from `row + k0`, 0 past `valid` of them (the
@@ -324,7 +324,8 @@ inline int v_tile_finite(const __global float *vt, long v_row, int keys) {
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_cpu(TENSOR(__global const elem_t, q, q),
           __global const float *kp, ulong kp_off, TENSOR(__global const elem_t, v, v),
-          __global const float *vp, ulong vp_off, TENSOR(__global elem_t, o, o),
+          __global const float *vp, ulong vp_off, __global const int *vf, ulong vf_off,
+          TENSOR(__global elem_t, o, o),
           TENSOR(__global float, lse, l),
           int group, int total_tiles, float scale, float exp_hi, float exp_lo, FEATURE_PARAMS) {
     const int i0 = get_global_id(0) * ROWS, h = get_global_id(1), b = get_global_id(2);
@@ -538,11 +539,11 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         if (any(zero)) {
 #if DROPOUT
             /* Nearly every tile drops a key. Its weight 0 times its V adds
-             * nothing unless V holds a NaN or infinity there: one pass over
-             * the tile's V (a sixth of P.V's work at 6 rows) says whether
-             * the unguarded loop is safe, which the guarded one is not
-             * worth (it costs as much as the rest of the kernel). */
-            if (v_tile_finite(vt, v_row, keys)) {
+             * nothing unless V holds a NaN or infinity there, which
+             * flash_cpu_pack noted per tile: then the unguarded loop is
+             * safe, and the guarded one is not worth it (its branch per row
+             * and key costs as much as the rest of the kernel). */
+            if (vf[vf_off + first_tile + k0 / TILE_K]) {
                 PV_TILE(1)
             } else
 #endif
