@@ -119,12 +119,12 @@ __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 1
 #define DROP_CHUNKS ((DROP_LANES + 7) / 8)
 __constant uint lane8[8] = {0, 1, 2, 3, 4, 5, 6, 7};
 
-/* keep[r]: the keep mask of keys k0 .. k0 + TILE_K - 1 (k0 a multiple of
- * TILE_K) of row i0 + r of `stream`, as intK lanes (-1 keep, 0 drop). */
-inline void dropout_keep_block(ulong seed, ulong offset, uint stream, int i0, int k0,
-                               uint threshold, intK keep[ROWS]) {
+/* w[0..3][l]: the words of the block's evaluation l (row l / NB, keys
+ * k0 - k0 % (8 * NB) + 8 * (l % NB) ..), for keys k0 .. k0 + TILE_K - 1
+ * (k0 a multiple of TILE_K) of rows i0 .. i0 + ROWS - 1 of `stream`. */
+inline void dropout_block_words(ulong seed, ulong offset, uint stream, int i0, int k0,
+                                uint w[4][DROP_CHUNKS * 8]) {
     const uint2 key = dropout_key(seed, offset);
-    uint w[4][DROP_CHUNKS * 8];
     for (int ch = 0; ch < DROP_CHUNKS; ch++) {
         const uint8 lane = (uint8)(ch * 8) + vload8(0, lane8);
         uint8 c0 = (uint8)((uint)k0 >> 3) + lane % NB, c1 = (uint8)(uint)i0 + lane / NB;
@@ -135,26 +135,26 @@ inline void dropout_keep_block(ulong seed, ulong offset, uint stream, int i0, in
         vstore8(c2, ch, w[2]);
         vstore8(c3, ch, w[3]);
     }
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        const int l = r * NB;
-        /* The keys' words; each holds two keys' draws, low half first. */
+}
+
+/* Row r's keep mask of the tile from its words, as intK lanes (-1 keep, 0
+ * drop); each word holds two keys' 16-bit draws, low half first. */
+inline intK dropout_row_keep(uint w[4][DROP_CHUNKS * 8], int r, int k0, uint threshold) {
+    const int l = r * NB;
 #if TILE_K == 4
-        const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
-        const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
-        const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
+    const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
+    const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
+    const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
 #elif TILE_K == 8
-        const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
-        const uint8 draws =
-            shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
+    const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
+    const uint8 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
 #else
-        const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
-                                    w[2][l + 1], w[3][l + 1]);
-        const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
-                                      (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+    const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
+                                w[2][l + 1], w[3][l + 1]);
+    const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
+                                  (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
 #endif
-        keep[r] = draws >= (CAT(uint, TILE_K))threshold;
-    }
+    return draws >= (CAT(uint, TILE_K))threshold;
 }
 #endif
 
@@ -512,8 +512,8 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         }
         intK zero = (intK)0;
 #if DROPOUT
-        intK keep[ROWS];
-        dropout_keep_block(dropout_seed, dropout_offset, stream, i0, k0, dropout_threshold, keep);
+        uint words[4][DROP_CHUNKS * 8];
+        dropout_block_words(dropout_seed, dropout_offset, stream, i0, k0, words);
 #endif
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
@@ -524,7 +524,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
 #if DROPOUT
             /* Dropped keys stay in the sum (the softmax is the un-dropped
              * one) and leave P.V like masked ones. */
-            pr = select((floatK)0.0f, pr, keep[r]);
+            pr = select((floatK)0.0f, pr, dropout_row_keep(words, r, k0, dropout_threshold));
 #endif
             zero |= pr == (floatK)0.0f;
             vstoreK(pr, 0, p[r]);
