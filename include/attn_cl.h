@@ -379,18 +379,16 @@ typedef struct attn_device_tensors {
  * `wait_list`, without blocking. When `event` is not NULL it receives an event
  * that completes when O (and LSE) are written; release it with
  * clReleaseEvent. The call sets *event to NULL before anything else, so a
- * call that fails, for any reason, leaves it NULL (nothing to release). Temporary device buffers are released by the library once
- * the work completes. The caller's O and LSE are written only by the last
- * command the call enqueues: a call that fails leaves them untouched.
- * Memory: an output (O, LSE) may not share a byte with an input (Q, K, V,
- * the bias, the keep-mask): the kernels read the inputs while they write the
- * outputs. The call refuses such tensors with ATTN_ERR_INVALID_VALUE when
- * their byte ranges meet in one buffer, a sub-buffer counting as the bytes
- * of its parent it covers (CL_MEM_ASSOCIATED_MEMOBJECT, CL_MEM_OFFSET). O
- * and LSE may interleave in one buffer (a packed [O | LSE] record) but not
- * share an element (ATTN_ERR_INVALID_VALUE). Overlap through memory the
- * runtime cannot see (two buffers over one host pointer, say) is not
- * detected and races. */
+ * call that fails, for any reason, leaves it NULL (nothing to release). Temporary device buffers
+ * are released by the library once the work completes. The caller's O and LSE are written only by
+ * the last command the call enqueues: a call that fails leaves them untouched. Memory: an output
+ * (O, LSE) may not share a byte with an input (Q, K, V, the bias, the keep-mask): the kernels read
+ * the inputs while they write the outputs. The call refuses such tensors with
+ * ATTN_ERR_INVALID_VALUE when their byte ranges meet in one buffer, a sub-buffer counting as the
+ * bytes of its parent it covers (CL_MEM_ASSOCIATED_MEMOBJECT, CL_MEM_OFFSET). O and LSE may
+ * interleave in one buffer (a packed [O | LSE] record) but not share an element
+ * (ATTN_ERR_INVALID_VALUE). Overlap through memory the runtime cannot see (two buffers over one
+ * host pointer, say) is not detected and races. */
 ATTN_API attn_status attn_forward_device(attn_context_t ctx, const attn_params *params,
                                          const attn_device_tensors *tensors,
                                          cl_uint num_wait_events, const cl_event *wait_list,
@@ -485,16 +483,16 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
  * Served by the decode kernels (K and V read in place, one pass over a kv
  * head's keys for all its query rows, split over key ranges when the batch
  * cannot fill the device, merged in a fixed order). Supported with it:
- * GQA/MQA, every mask, sliding window, softcap, ALiBi, LSE, f32/f16/bf16.
- * Refused (ATTN_ERR_UNSUPPORTED): varlen, key padding, a bias, a keep-mask,
+ * GQA/MQA, every mask, sliding window, softcap, ALiBi, LSE, f32/f16/bf16,
+ * rotary embedding. Refused (ATTN_ERR_UNSUPPORTED): varlen, key padding, a bias, a keep-mask,
  * ATTN_ALGO_THREE_KERNEL.
  *
- * Bad input in host arrays (a cache length below 0 or past the capacity
- * with the new rows, a block-table entry outside 0..num_pages-1 where the
- * sequence reads or writes, a slot outside 0..cache_slots-1, two sequences
- * of one call where one appends into a page or slot the other uses) gives a
- * status and leaves the outputs and the cache untouched, byte for byte: one
- * command, the last the call enqueues, writes O, LSE and the appended rows. */
+ * Bad input in host arrays (a rotary table entry that is not finite, a cache length below 0 or past
+ * the capacity with the new rows, a block-table entry outside 0..num_pages-1 where the sequence
+ * reads or writes, a slot outside 0..cache_slots-1, two sequences of one call where one appends
+ * into a page or slot the other uses) gives a status and leaves the outputs and the cache
+ * untouched, byte for byte: one command, the last the call enqueues, writes O, LSE and the appended
+ * rows. */
 typedef struct attn_kvcache_params {
     uint32_t struct_size; /* set by attn_kvcache_params_init */
     /* batch (sequences), heads_q, heads_kv, seq_q (new query rows), head_dim,
@@ -511,6 +509,22 @@ typedef struct attn_kvcache_params {
     /* Of K_cache and V_cache; all zero: packed [slots|pages, heads_kv,
      * capacity|page_size, D]. */
     attn_strides k_cache_strides, v_cache_strides;
+    /* Rotary position embedding, applied in the call to Q and (with append)
+     * to k_new before it is stored; 0: none. The first rotary_dim elements
+     * of each row (even, 2..head_dim) turn by the angles of the row's
+     * position: rotary_cos / rotary_sin [rotary_positions, rotary_dim / 2]
+     * hold cos and sin of them. Pairs are (x[c], x[c + rotary_dim/2])
+     * (halves, GPT-NeoX style) or, with rotary_interleaved, (x[2c],
+     * x[2c + 1]) (GPT-J style); a pair (x, y) becomes (x cos - y sin,
+     * y cos + x sin), each product and sum rounded to float, then the
+     * storage type, on the device and in the reference alike. A row's
+     * position is the key it is aligned with under the bottom-right causal
+     * mask: new row i of sequence b is at cache_seqlens[b] + i with append,
+     * cache_seqlens[b] - seq_q + i without (its keys are cached already),
+     * clamped into 0..rotary_positions - 1. */
+    int32_t rotary_dim;
+    int32_t rotary_interleaved;
+    int32_t rotary_positions;
 } attn_kvcache_params;
 
 /* attn_params_init's defaults for `attn` (seq_q = seq_new), a contiguous
@@ -525,11 +539,12 @@ typedef struct attn_kvcache_host_tensors {
     void *o;
     float *lse; /* given exactly when the plan has ATTN_PLAN_LSE */
     void *k_cache, *v_cache;
-    const void *k_new, *v_new;      /* with append */
-    const int32_t *cache_seqlens;   /* [batch] */
-    const int32_t *cache_batch_idx; /* [batch], with batch_idx */
-    const int32_t *block_table;     /* [batch, max_pages], paged */
-    const float *alibi_slopes;      /* [heads_q], attn.alibi */
+    const void *k_new, *v_new;            /* with append */
+    const int32_t *cache_seqlens;         /* [batch] */
+    const int32_t *cache_batch_idx;       /* [batch], with batch_idx */
+    const int32_t *block_table;           /* [batch, max_pages], paged */
+    const float *alibi_slopes;            /* [heads_q], attn.alibi */
+    const float *rotary_cos, *rotary_sin; /* [rotary_positions, rotary_dim / 2], with rotary */
 } attn_kvcache_host_tensors;
 
 /* Device memory. Each small array is given one way: in host memory, read
@@ -543,11 +558,15 @@ typedef struct attn_kvcache_host_tensors {
 typedef struct attn_kvcache_device_tensors {
     cl_mem q, o, lse, k_cache, v_cache, k_new, v_new;
     size_t q_offset, o_offset, lse_offset, k_cache_offset, v_cache_offset, k_new_offset,
-        v_new_offset; /* bytes */
+        v_new_offset;                                             /* bytes */
     const int32_t *cache_seqlens, *cache_batch_idx, *block_table; /* host memory */
     const float *alibi_slopes;
     cl_mem cache_seqlens_mem, cache_batch_idx_mem, block_table_mem; /* or device memory */
     cl_mem alibi_slopes_mem;
+    /* The rotary tables, one way each like the arrays above. A decode loop
+     * gives them as device buffers: host tables are copied every call. */
+    const float *rotary_cos, *rotary_sin;
+    cl_mem rotary_cos_mem, rotary_sin_mem;
 } attn_kvcache_device_tensors;
 
 /* A plan for decoding steps over a cache: attn_plan_create's contract

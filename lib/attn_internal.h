@@ -43,6 +43,8 @@ typedef struct attn_kvcache_layout {
     int32_t max_pages; /* paged: block-table columns */
     attn_strides k_new_strides, v_new_strides;
     size_t k_new_extent, v_new_extent; /* elements */
+    /* Rotary embedding of Q and k_new (lib/rotary.c); rotary_dim 0: none. */
+    int32_t rotary_dim, rotary_interleaved, rotary_positions;
 } attn_kvcache_layout;
 
 typedef struct attn_problem {
@@ -135,6 +137,7 @@ typedef struct attn_device_args {
     cl_mem k_new, v_new;
     size_t k_new_offset, v_new_offset;
     cl_mem kv_lengths, kv_slots, kv_pages;
+    cl_mem rotary_cos, rotary_sin; /* [rotary_positions, rotary_dim / 2], with rotary */
     /* The probabilities, in host memory (NULL: not wanted). */
     float *probs_host;
     /* O and LSE are the caller's (the device call): they may be written
@@ -228,6 +231,18 @@ attn_status attn_kvcache_validate(const attn_kvcache_params *params,
                                   const attn_kvcache_host_tensors *t, attn_problem *pb);
 /* k_new / v_new copied into the host cache at each sequence's length. */
 void attn_kvcache_append_host(const attn_problem *pb, const attn_kvcache_host_tensors *t);
+
+/* ---- Rotary embedding (rotary.c) -------------------------------------------- */
+
+/* The position of new row i of a sequence with `cached` keys in the cache
+ * (include/attn_cl.h's rule, clamped into the tables). */
+int64_t attn_rotary_position(const attn_problem *pb, int64_t cached, int64_t i);
+
+/* Rows [batch, heads, seq_q, inner] of `src` (laid out by `s`, in the
+ * storage type) rotated at their positions into `dst`, packed, in the
+ * storage type: the arithmetic of kernels/rotary.cl, bit for bit. */
+void attn_rotary_rows_host(const attn_problem *pb, const attn_kvcache_host_tensors *t,
+                           const void *src, const attn_strides *s, int64_t heads, void *dst);
 
 /* ---- Kernel arguments and launches (launch.c) ------------------------------ */
 

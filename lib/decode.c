@@ -28,8 +28,13 @@ struct attn_algo_state {
     int blocks; /* work-items of rows per kv head */
     int splits; /* key ranges per block */
     size_t workspace;
+    /* With rotary embedding: the rotated Q and k_new, packed
+     * [batch, heads, seq_q, head_dim] in the storage type, at these byte
+     * offsets into the workspace (after the partials). */
+    size_t rotated_q_at, rotated_k_at;
     char options[512];
     cl_kernel main, merge; /* merge NULL with one split */
+    cl_kernel rotary;      /* NULL without rotary embedding */
 };
 typedef struct attn_algo_state decode_config;
 
@@ -103,6 +108,18 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
                              bytes, (unsigned long long)ctx->info.max_alloc_bytes);
         }
     }
+    if (pb->kv.rotary_dim) {
+        /* Fits: Q's and k_new's extents do, in elements of this size. */
+        const size_t q_bytes = (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q *
+                               (size_t)p->head_dim * pb->element_size;
+        const size_t k_bytes = pb->kv.append
+                                   ? (size_t)p->batch * (size_t)p->heads_kv * (size_t)p->seq_q *
+                                         (size_t)p->head_dim * pb->element_size
+                                   : 0;
+        cfg->rotated_q_at = attn_round_up(cfg->workspace, ATTN_WORKSPACE_ALIGN);
+        cfg->rotated_k_at = attn_round_up(cfg->rotated_q_at + q_bytes, ATTN_WORKSPACE_ALIGN);
+        cfg->workspace = cfg->rotated_k_at + k_bytes;
+    }
     char features[256];
     attn_feature_options(pb, features, sizeof features);
     snprintf(cfg->options, sizeof cfg->options,
@@ -122,19 +139,102 @@ static attn_status decode_build(attn_context_t ctx, attn_algo_state *cfg) {
     if (status == ATTN_SUCCESS && cfg->splits > 1)
         status = attn_create_kernel(ctx, "flash_decode", "flash_decode_merge", cfg->options,
                                     &cfg->merge);
+    if (status == ATTN_SUCCESS && cfg->pb.kv.rotary_dim) {
+        char options[600];
+        snprintf(options, sizeof options, "%s -DROTARY_DIM=%d -DROTARY_INTERLEAVED=%d",
+                 cfg->options, cfg->pb.kv.rotary_dim, cfg->pb.kv.rotary_interleaved != 0);
+        status = attn_create_kernel(ctx, "rotary", "rotary_rows", options, &cfg->rotary);
+    }
     return status;
+}
+
+/* Enqueues the rotation of Q and k_new into the workspace (rotary.cl) and
+ * points `r` (a copy of the run's arguments) and `pb` (of its problem) at
+ * the rotated rows. */
+static attn_status rotate_new_rows(attn_context_t ctx, const decode_config *cfg,
+                                   attn_device_args *r, attn_problem *pb, cl_uint num_wait,
+                                   const cl_event *wait_list, cl_event *rotated) {
+    const attn_params *p = &pb->p;
+    const size_t es = pb->element_size;
+    const size_t q_at = r->workspace_offset + cfg->rotated_q_at;
+    const size_t k_at = r->workspace_offset + cfg->rotated_k_at;
+    const int heads_kv = pb->kv.append ? p->heads_kv : 0;
+    attn_args a;
+    attn_args_begin(&a, ctx, cfg->rotary, "rotary_rows");
+    attn_arg_tensor(&a, r->q, r->q_offset, &p->q_strides);
+    attn_arg_buffer(&a, r->workspace, q_at / es);
+    attn_arg_tensor(&a, r->k_new ? r->k_new : r->q, r->k_new_offset, &pb->kv.k_new_strides);
+    attn_arg_buffer(&a, r->workspace, k_at / es);
+    attn_arg_mem(&a, r->rotary_cos);
+    attn_arg_mem(&a, r->rotary_sin);
+    attn_arg_mem(&a, r->kv_lengths);
+    attn_arg_int(&a, p->seq_q);
+    attn_arg_int(&a, p->seq_k);
+    attn_arg_int(&a, p->heads_q);
+    attn_arg_int(&a, heads_kv);
+    attn_arg_int(&a, pb->kv.rotary_positions);
+    attn_status status = attn_args_end(&a);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const size_t rows[3] = {(size_t)p->seq_q, (size_t)p->heads_q + (size_t)heads_kv,
+                            (size_t)p->batch};
+    status = attn_enqueue_kernel(ctx, cfg->rotary, "rotary_rows", rows, NULL, num_wait, wait_list,
+                                 rotated);
+    if (status != ATTN_SUCCESS)
+        return status;
+    /* From here on Q and k_new are the rotated, packed copies. */
+    const int64_t dim = p->head_dim;
+    r->q = r->workspace;
+    r->q_offset = q_at / es;
+    pb->p.q_strides = (attn_strides){p->heads_q * p->seq_q * dim, p->seq_q * dim, dim};
+    if (pb->kv.append) {
+        r->k_new = r->workspace;
+        r->k_new_offset = k_at / es;
+        pb->kv.k_new_strides = (attn_strides){p->heads_kv * p->seq_q * dim, p->seq_q * dim, dim};
+    }
+    return ATTN_SUCCESS;
 }
 
 static size_t decode_workspace_bytes(const attn_algo_state *cfg) {
     return cfg->workspace;
 }
 
+static attn_status decode_enqueue(attn_context_t ctx, const decode_config *cfg,
+                                  const attn_problem *pb, const attn_device_args *a,
+                                  cl_uint num_wait, const cl_event *wait_list, cl_event *done);
+
 static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
-                              const attn_device_args *a, cl_uint num_wait,
+                              const attn_device_args *args, cl_uint num_wait,
                               const cl_event *wait_list, cl_event *done) {
     if (done)
         *done = NULL;
-    const attn_problem *pb = &cfg->pb;
+    attn_problem rotated_pb = cfg->pb;
+    attn_device_args rotated_args;
+    cl_event rotated = NULL;
+    if (cfg->rotary) {
+        rotated_args = *args;
+        attn_status status =
+            rotate_new_rows(ctx, cfg, &rotated_args, &rotated_pb, num_wait, wait_list, &rotated);
+        if (status != ATTN_SUCCESS)
+            return status;
+        args = &rotated_args;
+        num_wait = 1;
+        wait_list = &rotated;
+    }
+    attn_status status = decode_enqueue(ctx, cfg, &rotated_pb, args, num_wait, wait_list, done);
+    if (rotated) {
+        if (status != ATTN_SUCCESS)
+            clFinish(ctx->queue); /* the rotation still writes the workspace */
+        clReleaseEvent(rotated);
+    }
+    return status;
+}
+
+/* The decode kernels after `wait_list`, on `pb` (the plan's problem, or with
+ * rotary embedding its copy pointing at the rotated rows). */
+static attn_status decode_enqueue(attn_context_t ctx, const decode_config *cfg,
+                                  const attn_problem *pb, const attn_device_args *a,
+                                  cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
     const attn_params *p = &pb->p;
     /* Buffers the kernel is built not to touch still need one. */
     const cl_mem lse = a->lse ? a->lse : a->o;
@@ -230,6 +330,8 @@ static void decode_destroy(attn_algo_state *cfg) {
         clReleaseKernel(cfg->main);
     if (cfg->merge)
         clReleaseKernel(cfg->merge);
+    if (cfg->rotary)
+        clReleaseKernel(cfg->rotary);
     free(cfg);
 }
 

@@ -55,16 +55,17 @@ attn_status attn_problem_check_arrays(attn_context_t ctx, const attn_problem *pb
                                       const attn_input_arrays *m, unsigned on_device) {
     const attn_params *p = &pb->p;
     attn_status status = ATTN_SUCCESS;
+    /* Every missing array first, then the values: a NULL array is reported
+     * as such whatever the arrays before it hold. */
+#define NULL_ROW(name, type, count, enabled)                                                       \
+    if (status == ATTN_SUCCESS && (enabled) && !(on_device & (1u << ATTN_INPUT_##name)) &&         \
+        !m->name)                                                                                  \
+        status = attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params ask for %s, which is NULL", #name);
+    ATTN_INPUT_ARRAYS(NULL_ROW)
+#undef NULL_ROW
 #define CHECK_ROW(name, type, count, enabled)                                                      \
-    if (status == ATTN_SUCCESS && (enabled)) {                                                     \
-        if (on_device & (1u << ATTN_INPUT_##name))                                                 \
-            ;                                                                                      \
-        else if (!m->name)                                                                         \
-            status =                                                                               \
-                attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "params ask for %s, which is NULL", #name); \
-        else                                                                                       \
-            status = check_##name(ctx, p, m->name);                                                \
-    }
+    if (status == ATTN_SUCCESS && (enabled) && !(on_device & (1u << ATTN_INPUT_##name)))           \
+        status = check_##name(ctx, p, m->name);
     ATTN_INPUT_ARRAYS(CHECK_ROW)
 #undef CHECK_ROW
     return status;

@@ -8,6 +8,7 @@
  * so a call that fails anywhere leaves both untouched. */
 #include "attn_internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +104,20 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
             return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
                              "cache_slots %d < batch %d without batch_idx", slots, a->batch);
     }
+    if (kp->rotary_dim != 0) {
+        if (kp->rotary_dim < 0 || kp->rotary_dim % 2 != 0 || kp->rotary_dim > a->head_dim)
+            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                             "rotary_dim %d: even and 2..head_dim (%d), or 0 for none",
+                             kp->rotary_dim, a->head_dim);
+        if (kp->rotary_positions <= 0)
+            return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
+                             "rotary_positions %d: the rotary tables need a row or more",
+                             kp->rotary_positions);
+        if ((int64_t)kp->rotary_positions * (kp->rotary_dim / 2) > INT32_MAX)
+            return attn_fail(ctx, ATTN_ERR_INVALID_SIZE,
+                             "rotary tables of %d x %d entries exceed INT32_MAX",
+                             kp->rotary_positions, kp->rotary_dim / 2);
+    }
     if (kp->append && a->seq_q > capacity)
         return attn_fail(ctx, ATTN_ERR_INVALID_SIZE, "%d new rows cannot fit a cache of %d tokens",
                          a->seq_q, capacity);
@@ -128,6 +143,9 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
     kv->v_new_strides = out.p.v_strides;
     kv->k_new_extent = kv->append ? out.k_extent : 0;
     kv->v_new_extent = kv->append ? out.v_extent : 0;
+    kv->rotary_dim = kp->rotary_dim;
+    kv->rotary_interleaved = kp->rotary_dim && kp->rotary_interleaved != 0;
+    kv->rotary_positions = kp->rotary_dim ? kp->rotary_positions : 0;
     out.p.seq_k = capacity;
     out.p.k_strides = kp->k_cache_strides;
     out.p.v_strides = kp->v_cache_strides;
@@ -146,9 +164,14 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
 
 /* The small arrays, each in host memory or (dev[i], the device call) in a
  * device buffer: lengths, slots, block table, ALiBi slopes. */
-enum { KV_LENGTHS, KV_SLOTS, KV_PAGES, KV_SLOPES, KV_ARRAYS };
-static const char *const kv_array_names[KV_ARRAYS] = {"cache_seqlens", "cache_batch_idx",
-                                                      "block_table", "alibi_slopes"};
+enum { KV_LENGTHS, KV_SLOTS, KV_PAGES, KV_SLOPES, KV_COS, KV_SIN, KV_ARRAYS };
+static const char *const kv_array_names[KV_ARRAYS] = {
+    "cache_seqlens", "cache_batch_idx", "block_table", "alibi_slopes", "rotary_cos", "rotary_sin"};
+
+/* Entries of each rotary table. */
+static size_t rotary_entries(const attn_problem *pb) {
+    return (size_t)pb->kv.rotary_positions * (size_t)(pb->kv.rotary_dim / 2);
+}
 
 /* Each array the problem uses given one way, not both; device buffers large
  * enough. */
@@ -156,10 +179,11 @@ static attn_status check_array_presence(attn_context_t ctx, const attn_problem *
                                         const void *const host[KV_ARRAYS],
                                         const cl_mem dev[KV_ARRAYS]) {
     const attn_params *p = &pb->p;
-    const int used[KV_ARRAYS] = {1, pb->kv.batch_idx, pb->kv.paged, p->alibi};
-    const size_t count[KV_ARRAYS] = {(size_t)p->batch, (size_t)p->batch,
-                                     (size_t)p->batch * (size_t)pb->kv.max_pages,
-                                     (size_t)p->heads_q};
+    const int rotary = pb->kv.rotary_dim != 0;
+    const int used[KV_ARRAYS] = {1, pb->kv.batch_idx, pb->kv.paged, p->alibi, rotary, rotary};
+    const size_t count[KV_ARRAYS] = {
+        (size_t)p->batch,   (size_t)p->batch,   (size_t)p->batch * (size_t)pb->kv.max_pages,
+        (size_t)p->heads_q, rotary_entries(pb), rotary_entries(pb)};
     for (int i = 0; i < KV_ARRAYS; i++) {
         const int on_device = dev && dev[i];
         if (used[i] && !host[i] && !on_device)
@@ -186,15 +210,23 @@ static attn_status check_array_presence(attn_context_t ctx, const attn_problem *
  * table in host memory (device arrays are the caller's to get right: the
  * kernels clamp every index, so they never reach outside the cache). */
 static attn_status check_kvcache_arrays(attn_context_t ctx, const attn_problem *pb,
-                                        const int32_t *lengths, const int32_t *slot_idx,
-                                        const int32_t *table, const float *slopes,
+                                        const void *const host[KV_ARRAYS],
                                         const cl_mem dev[KV_ARRAYS], unsigned char *marks) {
     const attn_params *p = &pb->p;
     const attn_kvcache_layout *kv = &pb->kv;
-    const void *const host[KV_ARRAYS] = {lengths, slot_idx, table, slopes};
+    const int32_t *lengths = host[KV_LENGTHS], *slot_idx = host[KV_SLOTS], *table = host[KV_PAGES];
+    const float *slopes = host[KV_SLOPES];
     attn_status presence = check_array_presence(ctx, pb, host, dev);
     if (presence != ATTN_SUCCESS)
         return presence;
+    for (int i = KV_COS; i <= KV_SIN && kv->rotary_dim; i++) {
+        const float *table_values = host[i];
+        for (size_t e = 0; table_values && e < rotary_entries(pb); e++)
+            if (!isfinite(table_values[e]))
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "%s[%zu] is not finite",
+                                 kv_array_names[i], e);
+    }
+
     if (p->alibi && slopes) {
         attn_input_arrays m = {.alibi_slopes = slopes};
         attn_status status = attn_problem_check_arrays(ctx, pb, &m, 0);
@@ -256,14 +288,15 @@ static attn_status check_kvcache_arrays(attn_context_t ctx, const attn_problem *
 /* What a KV-cache plan keeps beside the plan's own (plan.c): the small
  * arrays' device copies and staging, the host call's device copies. */
 typedef struct kvcache_ext {
-    unsigned char *marks; /* check_kvcache_arrays' */
-    cl_mem lengths, slots, pages, slopes;
-    size_t lengths_bytes, slots_bytes, pages_bytes, slopes_bytes;
-    unsigned char *staging; /* the four arrays, written without blocking from here */
-    cl_event staged;        /* the last write from staging */
+    unsigned char *marks;          /* check_kvcache_arrays' */
+    cl_mem arrays[KV_ARRAYS];      /* device copies of the host arrays */
+    size_t array_bytes[KV_ARRAYS]; /* 0: the problem does not use it */
+    unsigned char *staging;        /* the arrays, written without blocking from here */
+    cl_event staged;               /* the last write from staging */
     cl_mem q, o, lse, k_cache, v_cache, k_new, v_new;
     void *o_host;
     float *lse_host;
+    void *rotated_k; /* the host call's rotated k_new, with rotary embedding and append */
 } kvcache_ext;
 
 static void free_staging(cl_event event, cl_int status, void *host) {
@@ -284,14 +317,17 @@ static void kvcache_ext_free(void *p) {
         clReleaseEvent(x->staged);
     }
     free(x->staging);
-    cl_mem mems[11] = {x->lengths, x->slots,   x->pages,   x->slopes, x->q,    x->o,
-                       x->lse,     x->k_cache, x->v_cache, x->k_new,  x->v_new};
-    for (int i = 0; i < 11; i++)
+    cl_mem mems[7] = {x->q, x->o, x->lse, x->k_cache, x->v_cache, x->k_new, x->v_new};
+    for (int i = 0; i < 7; i++)
         if (mems[i])
             clReleaseMemObject(mems[i]);
+    for (int i = 0; i < KV_ARRAYS; i++)
+        if (x->arrays[i])
+            clReleaseMemObject(x->arrays[i]);
     free(x->marks);
     free(x->o_host);
     free(x->lse_host);
+    free(x->rotated_k);
     free(x);
 }
 
@@ -319,10 +355,12 @@ attn_status attn_plan_create_kvcache(attn_context_t ctx, const attn_kvcache_para
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate a KV-cache plan");
     }
     const attn_params *p = &pb.p;
-    x->lengths_bytes = (size_t)p->batch * sizeof(int32_t);
-    x->slots_bytes = pb.kv.batch_idx ? (size_t)p->batch * sizeof(int32_t) : 0;
-    x->pages_bytes = pb.kv.paged ? (size_t)p->batch * (size_t)pb.kv.max_pages * sizeof(int32_t) : 0;
-    x->slopes_bytes = p->alibi ? (size_t)p->heads_q * sizeof(float) : 0;
+    x->array_bytes[KV_LENGTHS] = (size_t)p->batch * sizeof(int32_t);
+    x->array_bytes[KV_SLOTS] = pb.kv.batch_idx ? (size_t)p->batch * sizeof(int32_t) : 0;
+    x->array_bytes[KV_PAGES] =
+        pb.kv.paged ? (size_t)p->batch * (size_t)pb.kv.max_pages * sizeof(int32_t) : 0;
+    x->array_bytes[KV_SLOPES] = p->alibi ? (size_t)p->heads_q * sizeof(float) : 0;
+    x->array_bytes[KV_COS] = x->array_bytes[KV_SIN] = rotary_entries(&pb) * sizeof(float);
     attn_plan_t plan = NULL;
     status = attn_plan_create_problem(ctx, &pb, outputs, &plan);
     if (status != ATTN_SUCCESS) {
@@ -346,25 +384,21 @@ static kvcache_ext *kvcache_of(attn_plan_t plan, const char *call) {
 
 /* The arrays into the plan's device copies (made on first use), without
  * blocking; points `d` at them. The caller holds the plan's lock. */
-static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const int32_t *lengths,
-                                        const int32_t *slot_idx, const int32_t *table,
-                                        const float *slopes, const cl_mem dev[KV_ARRAYS],
-                                        attn_device_args *d) {
+static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x,
+                                        const void *const host[KV_ARRAYS],
+                                        const cl_mem dev[KV_ARRAYS], attn_device_args *d) {
     attn_context_t ctx = attn_plan_context(plan);
-    const size_t bytes[4] = {x->lengths_bytes, x->slots_bytes, x->pages_bytes, x->slopes_bytes};
-    const void *host[4] = {lengths, slot_idx, table, slopes};
-    cl_mem *mems[4] = {&x->lengths, &x->slots, &x->pages, &x->slopes};
-    const char *const *names = kv_array_names;
-    size_t at[4], total = 0;
-    for (int i = 0; i < 4; i++) {
+    const size_t *bytes = x->array_bytes;
+    size_t at[KV_ARRAYS], total = 0;
+    for (int i = 0; i < KV_ARRAYS; i++) {
         at[i] = total;
         total += attn_round_up(bytes[i], 8);
     }
     attn_status status = ATTN_SUCCESS;
     if (!x->staging) {
-        for (int i = 0; i < 4 && status == ATTN_SUCCESS; i++)
+        for (int i = 0; i < KV_ARRAYS && status == ATTN_SUCCESS; i++)
             if (bytes[i])
-                status = attn_create_buffer(ctx, names[i], bytes[i], mems[i]);
+                status = attn_create_buffer(ctx, kv_array_names[i], bytes[i], &x->arrays[i]);
         if (status == ATTN_SUCCESS) {
             x->staging = malloc(total);
             if (!x->staging)
@@ -372,10 +406,10 @@ static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const 
                                    "cannot allocate %zu bytes of staging", total);
         }
         if (status != ATTN_SUCCESS) {
-            for (int i = 0; i < 4; i++)
-                if (*mems[i]) {
-                    clReleaseMemObject(*mems[i]);
-                    *mems[i] = NULL;
+            for (int i = 0; i < KV_ARRAYS; i++)
+                if (x->arrays[i]) {
+                    clReleaseMemObject(x->arrays[i]);
+                    x->arrays[i] = NULL;
                 }
             return status;
         }
@@ -388,19 +422,18 @@ static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const 
         if (err != CL_SUCCESS)
             return attn_fail_cl(ctx, err, "clWaitForEvents (KV-cache arrays)");
     }
-    cl_mem use[4] = {x->lengths, x->slots, x->pages, x->slopes};
-    for (int i = 0; i < 4; i++) {
-        if (dev && dev[i] && bytes[i])
-            use[i] = dev[i];
+    cl_mem use[KV_ARRAYS];
+    for (int i = 0; i < KV_ARRAYS; i++) {
+        use[i] = dev && dev[i] && bytes[i] ? dev[i] : x->arrays[i];
         if (!bytes[i] || !host[i])
             continue;
         memcpy(x->staging + at[i], host[i], bytes[i]);
         cl_event written = NULL;
-        cl_int err = clEnqueueWriteBuffer(ctx->queue, *mems[i], CL_FALSE, 0, bytes[i],
+        cl_int err = clEnqueueWriteBuffer(ctx->queue, x->arrays[i], CL_FALSE, 0, bytes[i],
                                           x->staging + at[i], 0, NULL, &written);
         if (err != CL_SUCCESS)
             return attn_fail(ctx, (attn_status)err, "clEnqueueWriteBuffer for %s failed: %s (%d)",
-                             names[i], attn_cl_error_name(err), (int)err);
+                             kv_array_names[i], attn_cl_error_name(err), (int)err);
         if (x->staged)
             clReleaseEvent(x->staged);
         x->staged = written;
@@ -409,6 +442,8 @@ static attn_status write_kvcache_arrays(attn_plan_t plan, kvcache_ext *x, const 
     d->kv_slots = use[KV_SLOTS];
     d->kv_pages = use[KV_PAGES];
     d->arrays[ATTN_INPUT_alibi_slopes] = use[KV_SLOPES];
+    d->rotary_cos = use[KV_COS];
+    d->rotary_sin = use[KV_SIN];
     return ATTN_SUCCESS;
 }
 
@@ -505,13 +540,13 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
         return status;
 
     attn_plan_lock(plan);
+    const void *const host[KV_ARRAYS] = {t->cache_seqlens, t->cache_batch_idx, t->block_table,
+                                         t->alibi_slopes,  t->rotary_cos,      t->rotary_sin};
     const cl_mem dev[KV_ARRAYS] = {t->cache_seqlens_mem, t->cache_batch_idx_mem, t->block_table_mem,
-                                   t->alibi_slopes_mem};
-    status = check_kvcache_arrays(ctx, pb, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                  t->alibi_slopes, dev, x->marks);
+                                   t->alibi_slopes_mem,  t->rotary_cos_mem,      t->rotary_sin_mem};
+    status = check_kvcache_arrays(ctx, pb, host, dev, x->marks);
     if (status == ATTN_SUCCESS)
-        status = write_kvcache_arrays(plan, x, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                      t->alibi_slopes, dev, &d);
+        status = write_kvcache_arrays(plan, x, host, dev, &d);
     if (status == ATTN_SUCCESS)
         status =
             attn_plan_run_locked(plan, &d, workspace, workspace_offset, num_wait, wait_list, event);
@@ -528,7 +563,24 @@ static size_t row_at(const attn_strides *s, int64_t b, int64_t h, int64_t row) {
 }
 
 /* The new rows into the caller's cache: the bytes the device wrote into its
- * copy (the same storage elements, converted nowhere). */
+ * copy (the same storage elements, converted nowhere); with rotary
+ * embedding, k_new rotated (into `rotated_k`, k_new's packed size) first. */
+static void append_host(const attn_problem *pb, const attn_kvcache_host_tensors *t,
+                        void *rotated_k) {
+    if (!pb->kv.rotary_dim) {
+        attn_kvcache_append_host(pb, t);
+        return;
+    }
+    attn_problem packed = *pb;
+    const int64_t dim = pb->p.head_dim;
+    attn_rotary_rows_host(pb, t, t->k_new, &pb->kv.k_new_strides, pb->p.heads_kv, rotated_k);
+    packed.kv.k_new_strides =
+        (attn_strides){pb->p.heads_kv * pb->p.seq_q * dim, pb->p.seq_q * dim, dim};
+    attn_kvcache_host_tensors rotated = *t;
+    rotated.k_new = rotated_k;
+    attn_kvcache_append_host(&packed, &rotated);
+}
+
 void attn_kvcache_append_host(const attn_problem *pb, const attn_kvcache_host_tensors *t) {
     const attn_params *p = &pb->p;
     const attn_kvcache_layout *kv = &pb->kv;
@@ -611,8 +663,16 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
     const attn_problem *pb = attn_plan_problem(plan);
     const attn_params *p = &pb->p;
     const size_t es = pb->element_size;
-    attn_status status = check_kvcache_arrays(ctx, pb, t->cache_seqlens, t->cache_batch_idx,
-                                              t->block_table, t->alibi_slopes, NULL, x->marks);
+    const void *const host[KV_ARRAYS] = {t->cache_seqlens, t->cache_batch_idx, t->block_table,
+                                         t->alibi_slopes,  t->rotary_cos,      t->rotary_sin};
+    attn_status status = check_kvcache_arrays(ctx, pb, host, NULL, x->marks);
+    if (status == ATTN_SUCCESS && pb->kv.rotary_dim && pb->kv.append && !x->rotated_k) {
+        x->rotated_k = malloc((size_t)p->batch * (size_t)p->heads_kv * (size_t)p->seq_q *
+                              (size_t)p->head_dim * es);
+        if (!x->rotated_k)
+            status =
+                attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate the rotated k_new");
+    }
     if (status == ATTN_SUCCESS)
         status = own_host_buffers(ctx, pb, x);
     if (status != ATTN_SUCCESS)
@@ -634,8 +694,7 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
     if (status == ATTN_SUCCESS && pb->kv.append)
         status = attn_write_buffer(ctx, "v_new", x->v_new, pb->kv.v_new_extent * es, t->v_new);
     if (status == ATTN_SUCCESS)
-        status = write_kvcache_arrays(plan, x, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                      t->alibi_slopes, NULL, &d);
+        status = write_kvcache_arrays(plan, x, host, NULL, &d);
     if (status == ATTN_SUCCESS)
         status = attn_plan_run_locked(plan, &d, NULL, 0, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
@@ -652,7 +711,7 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
         copy_rows(t->lse, x->lse_host, &p->lse_strides, p->batch, p->heads_q, p->seq_q,
                   sizeof(float), sizeof(float));
     if (pb->kv.append)
-        attn_kvcache_append_host(pb, t);
+        append_host(pb, t, x->rotated_k);
     return ATTN_SUCCESS;
 }
 
@@ -692,8 +751,9 @@ attn_status attn_kvcache_validate(const attn_kvcache_params *params,
     if (!marks)
         return attn_fail(NULL, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate %d marks",
                          (int)pb->kv.slots);
-    status = check_kvcache_arrays(NULL, pb, t->cache_seqlens, t->cache_batch_idx, t->block_table,
-                                  t->alibi_slopes, NULL, marks);
+    const void *const host[KV_ARRAYS] = {t->cache_seqlens, t->cache_batch_idx, t->block_table,
+                                         t->alibi_slopes,  t->rotary_cos,      t->rotary_sin};
+    status = check_kvcache_arrays(NULL, pb, host, NULL, marks);
     free(marks);
     return status;
 }

@@ -23,6 +23,9 @@ static size_t cache_row(const attn_problem *pb, const attn_kvcache_host_tensors 
     return row_at(s, kv->batch_idx ? t->cache_batch_idx[b] : b, h, key);
 }
 
+static attn_status reference_gathered(const attn_kvcache_params *params,
+                                      const attn_kvcache_host_tensors *t, attn_problem *pb);
+
 attn_status attn_reference_kvcache(const attn_kvcache_params *params,
                                    const attn_kvcache_host_tensors *t) {
     if (!params || !t || !t->q || !t->o || !t->k_cache || !t->v_cache)
@@ -33,6 +36,46 @@ attn_status attn_reference_kvcache(const attn_kvcache_params *params,
     attn_status status = attn_kvcache_validate(params, t, &pb);
     if (status != ATTN_SUCCESS)
         return status;
+    /* Rotary embedding: Q and k_new rotated first (lib/rotary.c), packed. */
+    void *rotated_q = NULL, *rotated_k = NULL;
+    attn_kvcache_host_tensors rt = *t;
+    attn_kvcache_params rp = *params;
+    if (pb.kv.rotary_dim) {
+        const attn_params *p = &pb.p;
+        const int64_t dim = p->head_dim;
+        const size_t rows_q = (size_t)p->batch * (size_t)p->heads_q * (size_t)p->seq_q;
+        const size_t rows_k = (size_t)p->batch * (size_t)p->heads_kv * (size_t)p->seq_q;
+        rotated_q = malloc(rows_q * (size_t)dim * pb.element_size);
+        rotated_k = malloc(rows_k * (size_t)dim * pb.element_size);
+        if (!rotated_q || !rotated_k) {
+            free(rotated_q);
+            free(rotated_k);
+            return attn_fail(NULL, ATTN_ERR_HOST_OUT_OF_MEMORY,
+                             "attn_reference_kvcache: cannot rotate the new rows");
+        }
+        attn_rotary_rows_host(&pb, t, t->q, &p->q_strides, p->heads_q, rotated_q);
+        rt.q = rotated_q;
+        pb.p.q_strides = rp.attn.q_strides =
+            (attn_strides){p->heads_q * p->seq_q * dim, p->seq_q * dim, dim};
+        if (pb.kv.append) {
+            attn_rotary_rows_host(&pb, t, t->k_new, &pb.kv.k_new_strides, p->heads_kv, rotated_k);
+            rt.k_new = rotated_k;
+            pb.kv.k_new_strides = (attn_strides){p->heads_kv * p->seq_q * dim, p->seq_q * dim, dim};
+        }
+        t = &rt;
+        params = &rp;
+    }
+    status = reference_gathered(params, t, &pb);
+    free(rotated_q);
+    free(rotated_k);
+    return status;
+}
+
+/* The reference on `pb` (validated; Q and k_new already rotated). */
+static attn_status reference_gathered(const attn_kvcache_params *params,
+                                      const attn_kvcache_host_tensors *t, attn_problem *pbp) {
+    attn_problem pb = *pbp;
+    attn_status status = ATTN_SUCCESS;
     const attn_params *p = &pb.p;
     const attn_kvcache_layout *kv = &pb.kv;
     const size_t es = pb.element_size;

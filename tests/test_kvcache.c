@@ -35,6 +35,8 @@ typedef struct kv_case {
     float softcap;
     int alibi;
     int quick;
+    int rotary_dim; /* 0: none */
+    int interleaved;
 } kv_case;
 
 /* One call's inputs, in float (rounded to the storage type) and stored. */
@@ -43,6 +45,7 @@ typedef struct kv_data {
     attn_params r; /* kp.attn resolved, seq_k unused */
     size_t q_elems, o_elems, lse_elems, kc_elems, vc_elems, kn_elems, vn_elems;
     float *q, *kc, *vc, *kn, *vn, *slopes;
+    float *cos, *sin; /* rotary tables [positions, rotary_dim / 2] */
     void *q_s, *kc_s, *vc_s, *kn_s, *vn_s;
     int32_t *lengths, *slots, *table;
 } kv_data;
@@ -66,8 +69,8 @@ static float *random_floats(test_rng *rng, size_t n, float lo, float hi, attn_dt
 }
 
 static void kv_data_free(kv_data *d) {
-    void *all[] = {d->q,    d->kc,   d->vc,   d->kn,   d->vn,      d->slopes, d->q_s,
-                   d->kc_s, d->vc_s, d->kn_s, d->vn_s, d->lengths, d->slots,  d->table};
+    void *all[] = {d->q,    d->kc,   d->vc,   d->kn,      d->vn,    d->slopes, d->q_s, d->kc_s,
+                   d->vc_s, d->kn_s, d->vn_s, d->lengths, d->slots, d->table,  d->cos, d->sin};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         free(all[i]);
     memset(d, 0, sizeof *d);
@@ -103,6 +106,22 @@ static void kv_data_init(kv_data *d, const kv_case *c, uint64_t seed) {
     }
     kp->append = c->append;
     kp->batch_idx = c->batch_idx;
+    if (c->rotary_dim) {
+        /* Positions past the cache, so that the clamp is not exercised by
+         * the valid cases; angles of a real model's frequencies. */
+        kp->rotary_dim = c->rotary_dim;
+        kp->rotary_interleaved = c->interleaved;
+        kp->rotary_positions = capacity + 2;
+        const int half = c->rotary_dim / 2;
+        d->cos = malloc((size_t)kp->rotary_positions * (size_t)half * sizeof(float));
+        d->sin = malloc((size_t)kp->rotary_positions * (size_t)half * sizeof(float));
+        for (int pos = 0; pos < kp->rotary_positions; pos++)
+            for (int f = 0; f < half; f++) {
+                const double angle = pos * pow(10000.0, -2.0 * f / c->rotary_dim);
+                d->cos[pos * half + f] = (float)cos(angle);
+                d->sin[pos * half + f] = (float)sin(angle);
+            }
+    }
     kp->page_size = c->page_size;
     kp->max_pages = max_pages;
     /* Extra slots / pages nobody uses, so that indices are not the identity. */
@@ -184,7 +203,43 @@ static attn_kvcache_host_tensors host_tensors(const kv_data *d, int stored, cons
         .cache_batch_idx = d->kp.batch_idx ? d->slots : NULL,
         .block_table = d->kp.page_size ? d->table : NULL,
         .alibi_slopes = d->kp.attn.alibi ? d->slopes : NULL,
+        .rotary_cos = d->cos,
+        .rotary_sin = d->sin,
     };
+}
+
+/* Rows [batch, heads, seq_q, D] (packed, float) rotated at their positions
+ * and rounded to the storage type: include/attn_cl.h's rule, written from
+ * it (the same float operations, so the same bits as the library's). */
+static float *rotated_rows(const kv_data *d, const float *x, int heads) {
+    const attn_kvcache_params *kp = &d->kp;
+    const attn_params *r = &d->r;
+    const int D = r->head_dim, rd = kp->rotary_dim, half = rd / 2, sq = r->seq_q;
+    const size_t n = (size_t)r->batch * (size_t)heads * (size_t)sq * (size_t)D;
+    float *y = malloc(n * sizeof *y);
+    memcpy(y, x, n * sizeof *y);
+    for (int b = 0; b < r->batch; b++)
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < sq; i++) {
+                long pos = (long)d->lengths[b] + i - (kp->append ? 0 : sq);
+                pos = pos < 0 ? 0 : pos >= kp->rotary_positions ? kp->rotary_positions - 1 : pos;
+                const float *row = x + (((size_t)b * heads + h) * sq + i) * D;
+                float *out = y + (((size_t)b * heads + h) * sq + i) * D;
+                for (int c = 0; c < rd; c++) {
+                    int partner = c < half ? c + half : c - half, f = c < half ? c : c - half;
+                    float sign = c < half ? -1.0f : 1.0f;
+                    if (kp->rotary_interleaved) {
+                        partner = c ^ 1;
+                        f = c / 2;
+                        sign = (c & 1) ? 1.0f : -1.0f;
+                    }
+                    const float turned = row[c] * d->cos[pos * half + f];
+                    const float mixed = sign * (row[partner] * d->sin[pos * half + f]);
+                    out[c] = turned + mixed;
+                }
+            }
+    test_round_to_storage(r->dtype, y, n);
+    return y;
 }
 
 static void *dup_bytes(const void *x, size_t n) {
@@ -198,8 +253,9 @@ static void naive_outputs(const kv_data *d, float *o, float *lse) {
     const attn_kvcache_params *kp = &d->kp;
     const attn_params *r = &d->r;
     const int64_t hk = r->heads_kv, D = r->head_dim, Dv = r->head_dim_v;
-    const int rows_per_block = kp->page_size ? kp->page_size : kp->capacity;
-    (void)rows_per_block;
+    /* Q and k_new as the library attends to them (the test's Q is packed). */
+    float *q = kp->rotary_dim ? rotated_rows(d, d->q, r->heads_q) : d->q;
+    float *kn = kp->rotary_dim && kp->append ? rotated_rows(d, d->kn, (int)hk) : d->kn;
     for (int b = 0; b < r->batch; b++) {
         const int cached = d->lengths[b], keys = cached + (kp->append ? r->seq_q : 0);
         attn_params one = *r;
@@ -223,7 +279,7 @@ static void naive_outputs(const kv_data *d, float *o, float *lse) {
                     vr = d->vc + blk * vs->batch + h * vs->head + row * vs->seq;
                 } else {
                     const int64_t i = j - cached;
-                    kr = d->kn + ((b * hk + h) * r->seq_q + i) * D;
+                    kr = kn + ((b * hk + h) * r->seq_q + i) * D;
                     vr = d->vn + ((b * hk + h) * r->seq_q + i) * Dv;
                 }
                 memcpy(k + (h * one.seq_k + j) * D, kr, (size_t)D * sizeof(float));
@@ -235,11 +291,15 @@ static void naive_outputs(const kv_data *d, float *o, float *lse) {
             one.key_padding = 1;
             x.key_lengths = (int32_t *)&none;
         }
-        test_naive_fp32(&one, d->q + b * r->q_strides.batch, k, v, &x, o + b * r->o_strides.batch,
+        test_naive_fp32(&one, q + b * r->q_strides.batch, k, v, &x, o + b * r->o_strides.batch,
                         lse ? lse + b * r->lse_strides.batch : NULL, NULL);
         free(k);
         free(v);
     }
+    if (q != d->q)
+        free(q);
+    if (kn != d->kn)
+        free(kn);
 }
 
 static void describe(char *buf, size_t n, const kv_case *c) {
@@ -252,6 +312,11 @@ static void describe(char *buf, size_t n, const kv_case *c) {
              c->batch_idx ? " batch_idx" : "", test_mask_name(c->mask), test_dtype_name(c->dtype),
              c->append ? " append" : "", win, c->softcap > 0 ? " softcap" : "",
              c->alibi ? " alibi" : "");
+    if (c->rotary_dim) {
+        const size_t len = strlen(buf);
+        snprintf(buf + len, n - len, " rotary%d%s", c->rotary_dim,
+                 c->interleaved ? " interleaved" : "");
+    }
 }
 
 static int check_result(const char *what, const char *name, const test_shape *s, const float *out,
@@ -363,17 +428,23 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
             .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
             .block_table = d.kp.page_size ? d.table : NULL,
             .alibi_slopes = c->alibi ? d.slopes : NULL,
+            .rotary_cos = d.cos,
+            .rotary_sin = d.sin,
         };
         /* The second time, the small arrays from device buffers. */
-        cl_mem arrays[4] = {NULL, NULL, NULL, NULL};
+        cl_mem arrays[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
         if (rep == 1) {
-            const void *host[4] = {dt_.cache_seqlens, dt_.cache_batch_idx, dt_.block_table,
-                                   dt_.alibi_slopes};
-            const size_t bytes[4] = {(size_t)c->batch * 4, (size_t)c->batch * 4,
+            const void *host[6] = {dt_.cache_seqlens, dt_.cache_batch_idx, dt_.block_table,
+                                   dt_.alibi_slopes,  dt_.rotary_cos,      dt_.rotary_sin};
+            const size_t table = (size_t)d.kp.rotary_positions * (size_t)(d.kp.rotary_dim / 2) * 4;
+            const size_t bytes[6] = {(size_t)c->batch * 4,
+                                     (size_t)c->batch * 4,
                                      (size_t)c->batch *
                                          (size_t)(d.kp.max_pages ? d.kp.max_pages : 1) * 4,
-                                     (size_t)c->heads_q * 4};
-            for (int i = 0; i < 4; i++)
+                                     (size_t)c->heads_q * 4,
+                                     table,
+                                     table};
+            for (int i = 0; i < 6; i++)
                 if (host[i])
                     arrays[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
                                                bytes[i], (void *)host[i], &err);
@@ -381,10 +452,13 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
             dt_.cache_batch_idx = NULL;
             dt_.block_table = NULL;
             dt_.alibi_slopes = NULL;
+            dt_.rotary_cos = dt_.rotary_sin = NULL;
             dt_.cache_seqlens_mem = arrays[0];
             dt_.cache_batch_idx_mem = arrays[1];
             dt_.block_table_mem = arrays[2];
             dt_.alibi_slopes_mem = arrays[3];
+            dt_.rotary_cos_mem = arrays[4];
+            dt_.rotary_sin_mem = arrays[5];
         }
         cl_event ev = NULL;
         st = attn_plan_execute_kvcache_device(plan, &dt_, NULL, 0, 0, NULL, &ev);
@@ -413,7 +487,7 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
         }
         for (int i = 0; i < 7; i++)
             clReleaseMemObject(m[i]);
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 6; i++)
             if (arrays[i])
                 clReleaseMemObject(arrays[i]);
     }
@@ -501,6 +575,8 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
             .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
             .block_table = d.kp.page_size ? d.table : NULL,
             .alibi_slopes = c->alibi ? d.slopes : NULL,
+            .rotary_cos = d.cos,
+            .rotary_sin = d.sin,
             .cache_seqlens_mem = lengths_both_ways ? m[0] : NULL,
         };
         cl_event ev = (cl_event)&ok; /* must come back NULL */
@@ -611,6 +687,22 @@ static void no_edit(kv_data *d) {
 static void with_varlen(kv_data *d) {
     d->kp.attn.varlen = 1;
 }
+static void rotary_odd(kv_data *d) {
+    d->kp.rotary_dim = 3;
+}
+static void rotary_over(kv_data *d) {
+    d->kp.rotary_dim = d->kp.attn.head_dim + 2;
+}
+static void rotary_no_positions(kv_data *d) {
+    d->kp.rotary_positions = 0;
+}
+static void rotary_nan(kv_data *d) {
+    d->sin[3] = NAN;
+}
+static void rotary_no_table(kv_data *d) {
+    free(d->cos);
+    d->cos = NULL;
+}
 
 #ifdef KV_FAULT_WALK
 /* Every failure point of a plan's creation and its device and host
@@ -669,6 +761,8 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
                         .cache_seqlens = d.lengths,
                         .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
                         .block_table = d.kp.page_size ? d.table : NULL,
+                        .rotary_cos = d.cos,
+                        .rotary_sin = d.sin,
                     };
                     st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
                 } else if (st == ATTN_SUCCESS) {
@@ -746,19 +840,25 @@ int main(int argc, char **argv) {
     const attn_dtype f32 = ATTN_DTYPE_F32, f16 = ATTN_DTYPE_F16, bf16 = ATTN_DTYPE_BF16;
     /* B Hq Hkv snew D Dv page cap append idx hmajor mask dtype win softcap alibi quick */
     const kv_case cases[] = {
-        {6, 4, 4, 1, 16, 16, 0, 40, 1, 0, 1, br, f32, -2, none, 0, 1},
-        {6, 8, 2, 1, 32, 32, 0, 300, 1, 0, 0, br, f32, -2, none, 0, 0},
-        {3, 8, 1, 4, 24, 24, 0, 64, 1, 1, 1, br, f32, -2, none, 0, 0},
-        {6, 4, 1, 1, 16, 16, 1, 20, 1, 0, 0, br, f32, -2, none, 0, 1},
-        {6, 4, 1, 4, 16, 16, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0},
-        {6, 8, 2, 1, 64, 64, 16, 96, 1, 0, 0, br, f32, -2, none, 0, 0},
-        {6, 8, 1, 33, 20, 12, 16, 120, 1, 0, 1, br, f32, -2, none, 0, 0},
-        {2, 8, 2, 4, 32, 32, 256, 600, 1, 0, 0, br, bf16, -2, none, 0, 0},
-        {6, 4, 4, 1, 16, 16, 16, 64, 0, 0, 0, nm, f32, -2, none, 0, 1},
-        {6, 8, 2, 4, 16, 16, 3, 48, 1, 0, 0, br, f32, 5, 30.0f, 1, 0},
-        {6, 8, 2, 4, 33, 33, 0, 70, 1, 1, 0, br, f16, 9, none, 1, 0},
-        {6, 4, 1, 33, 16, 16, 0, 80, 1, 0, 0, nm, f32, -2, none, 0, 0},
-        {6, 8, 8, 1, 128, 128, 16, 64, 1, 0, 0, br, f16, -2, none, 0, 0},
+        {6, 4, 4, 1, 16, 16, 0, 40, 1, 0, 1, br, f32, -2, none, 0, 1, 0, 0},
+        {6, 8, 2, 1, 32, 32, 0, 300, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0},
+        {3, 8, 1, 4, 24, 24, 0, 64, 1, 1, 1, br, f32, -2, none, 0, 0, 0, 0},
+        {6, 4, 1, 1, 16, 16, 1, 20, 1, 0, 0, br, f32, -2, none, 0, 1, 0, 0},
+        {6, 4, 1, 4, 16, 16, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0, 0, 0},
+        {6, 8, 2, 1, 64, 64, 16, 96, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0},
+        {6, 8, 1, 33, 20, 12, 16, 120, 1, 0, 1, br, f32, -2, none, 0, 0, 0, 0},
+        {2, 8, 2, 4, 32, 32, 256, 600, 1, 0, 0, br, bf16, -2, none, 0, 0, 0, 0},
+        {6, 4, 4, 1, 16, 16, 16, 64, 0, 0, 0, nm, f32, -2, none, 0, 1, 0, 0},
+        {6, 8, 2, 4, 16, 16, 3, 48, 1, 0, 0, br, f32, 5, 30.0f, 1, 0, 0, 0},
+        {6, 8, 2, 4, 33, 33, 0, 70, 1, 1, 0, br, f16, 9, none, 1, 0, 0, 0},
+        {6, 4, 1, 33, 16, 16, 0, 80, 1, 0, 0, nm, f32, -2, none, 0, 0, 0, 0},
+        {6, 8, 8, 1, 128, 128, 16, 64, 1, 0, 0, br, f16, -2, none, 0, 0, 0, 0},
+        /* rotary: halves and interleaved, rotary_dim < D, every storage
+         * type, paged and contiguous, with and without append */
+        {6, 8, 2, 1, 32, 32, 16, 64, 1, 0, 0, br, f32, -2, none, 0, 1, 16, 0},
+        {6, 8, 2, 4, 32, 32, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0, 24, 1},
+        {3, 4, 4, 33, 16, 16, 0, 70, 1, 1, 0, br, bf16, -2, none, 1, 0, 16, 0},
+        {6, 4, 1, 4, 16, 16, 0, 40, 0, 0, 0, br, f32, 5, none, 0, 0, 8, 1},
     };
     const size_t n_cases = sizeof cases / sizeof cases[0];
     if (only == -2) {
@@ -777,8 +877,9 @@ int main(int argc, char **argv) {
         return failures ? 1 : 0;
     }
 #ifdef KV_FAULT_WALK
-    /* Paged by 3 with append and ALiBi-free GQA: both kernels with splits. */
-    const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1};
+    /* Paged by 3 with append, ALiBi-free GQA and rotary embedding: every
+     * kernel with splits. */
+    const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0};
     fault_walk(ctx, &walk);
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
@@ -790,8 +891,8 @@ int main(int argc, char **argv) {
             run_case(ctx, &cases[i], 1000 + i);
 
     /* Bad input: paged (page 4, append 2) and contiguous with batch_idx. */
-    const kv_case paged = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1};
-    const kv_case slots = {3, 4, 2, 2, 8, 8, 0, 16, 1, 1, 0, br, f32, -2, none, 0, 1};
+    const kv_case paged = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1, 0, 0};
+    const kv_case slots = {3, 4, 2, 2, 8, 8, 0, 16, 1, 1, 0, br, f32, -2, none, 0, 1, 0, 0};
     bad_case(ctx, "cache_seqlens negative", &paged, len_negative, ATTN_ERR_INVALID_VALUE);
     bad_case(ctx, "cache_seqlens + s_new over capacity", &paged, len_over, ATTN_ERR_INVALID_VALUE);
     bad_case(ctx, "block_table entry negative", &paged, table_negative, ATTN_ERR_INVALID_VALUE);
@@ -802,6 +903,12 @@ int main(int argc, char **argv) {
     bad_case(ctx, "page_size negative", &paged, page_size_negative, ATTN_ERR_INVALID_SIZE);
     bad_case(ctx, "paged without block-table columns", &paged, no_table, ATTN_ERR_INVALID_SIZE);
     bad_case(ctx, "varlen", &paged, with_varlen, ATTN_ERR_UNSUPPORTED);
+    const kv_case rotary = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0};
+    bad_case(ctx, "rotary_dim odd", &rotary, rotary_odd, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "rotary_dim above head_dim", &rotary, rotary_over, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "rotary tables of no rows", &rotary, rotary_no_positions, ATTN_ERR_INVALID_SIZE);
+    bad_case(ctx, "rotary_sin holding NaN", &rotary, rotary_nan, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "rotary_cos missing", &rotary, rotary_no_table, ATTN_ERR_NULL_ARGUMENT);
     lengths_both_ways = 1;
     bad_case(ctx, "cache_seqlens in host and device memory", &paged, no_edit,
              ATTN_ERR_INVALID_VALUE);

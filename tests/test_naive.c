@@ -116,18 +116,23 @@ void test_naive_fp32(const attn_params *r, const float *q, const float *k, const
                         acc[d] += s[j] * vr[d];
                     }
                 }
+                /* A NaN sum (scores past FLT_MAX: inf - inf) is this
+                 * implementation failing, and says so: NaN, not the 0 of a
+                 * row with no visible key. */
+                const float empty = isnan(sum) ? NAN : 0.0f;
                 float *orow = o + test_element_at(&os, tb, h, sq.q0 + i, 0);
                 for (int64_t d = 0; d < r->head_dim_v; d++) {
-                    orow[d] = sum > 0.0f ? acc[d] / sum : 0.0f;
+                    orow[d] = sum > 0.0f ? acc[d] / sum : empty;
                 }
                 if (lse) {
-                    lse[test_element_at(&ls, tb, h, sq.q0 + i, 0)] =
-                        sum > 0.0f ? max + logf(sum) : -INFINITY;
+                    lse[test_element_at(&ls, tb, h, sq.q0 + i, 0)] = sum > 0.0f   ? max + logf(sum)
+                                                                     : isnan(sum) ? NAN
+                                                                                  : -INFINITY;
                 }
                 if (probs) {
                     float *prow = probs + test_element_at(&ps, b, h, i, 0);
                     for (int64_t j = 0; j < sq.len_k; j++) {
-                        prow[j] = sum > 0.0f ? s[j] / sum : 0.0f;
+                        prow[j] = sum > 0.0f ? s[j] / sum : empty;
                     }
                 }
             }
