@@ -11,6 +11,9 @@
  * broadcast-multiply-add per key. Both inner loops reuse each loaded vector
  * ROWS times, which is what keeps the FMA units busy.
  *
+ * With dropout, flash_cpu_pack also notes per tile whether its V is finite
+ * (vf), so that tiles with dropped keys may multiply them by 0 unguarded.
+ *
  * K is read from a float copy made by flash_cpu_pack: tile t of a head is
  * HEAD_DIM x TILE_K floats (key fastest), zero past the sequence, so that one
  * head_dim element of a whole tile is one aligned vector load. With 16-bit
@@ -130,12 +133,12 @@ __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 1
 #define DROP_CHUNKS ((DROP_LANES + 7) / 8)
 __constant uint lane8[8] = {0, 1, 2, 3, 4, 5, 6, 7};
 
-/* keep[r]: the keep mask of keys k0 .. k0 + TILE_K - 1 (k0 a multiple of
- * TILE_K) of row i0 + r of `stream`, as intK lanes (-1 keep, 0 drop). */
-inline void dropout_keep_block(ulong seed, ulong offset, uint stream, int i0, int k0,
-                               uint threshold, intK keep[ROWS]) {
+/* w[0..3][l]: the words of the block's evaluation l (row l / NB, keys
+ * k0 - k0 % (8 * NB) + 8 * (l % NB) ..), for keys k0 .. k0 + TILE_K - 1
+ * (k0 a multiple of TILE_K) of rows i0 .. i0 + ROWS - 1 of `stream`. */
+inline void dropout_block_words(ulong seed, ulong offset, uint stream, int i0, int k0,
+                                uint w[4][DROP_CHUNKS * 8]) {
     const uint2 key = dropout_key(seed, offset);
-    uint w[4][DROP_CHUNKS * 8];
     for (int ch = 0; ch < DROP_CHUNKS; ch++) {
         const uint8 lane = (uint8)(ch * 8) + vload8(0, lane8);
         uint8 c0 = (uint8)((uint)k0 >> 3) + lane % NB, c1 = (uint8)(uint)i0 + lane / NB;
@@ -146,26 +149,26 @@ inline void dropout_keep_block(ulong seed, ulong offset, uint stream, int i0, in
         vstore8(c2, ch, w[2]);
         vstore8(c3, ch, w[3]);
     }
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        const int l = r * NB;
-        /* The keys' words; each holds two keys' draws, low half first. */
+}
+
+/* Row r's keep mask of the tile from its words, as intK lanes (-1 keep, 0
+ * drop); each word holds two keys' 16-bit draws, low half first. */
+inline intK dropout_row_keep(uint w[4][DROP_CHUNKS * 8], int r, int k0, uint threshold) {
+    const int l = r * NB;
 #if TILE_K == 4
-        const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
-        const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
-        const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
+    const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
+    const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
+    const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
 #elif TILE_K == 8
-        const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
-        const uint8 draws =
-            shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
+    const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
+    const uint8 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
 #else
-        const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
-                                    w[2][l + 1], w[3][l + 1]);
-        const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
-                                      (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+    const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
+                                w[2][l + 1], w[3][l + 1]);
+    const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
+                                  (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
 #endif
-        keep[r] = draws >= (CAT(uint, TILE_K))threshold;
-    }
+    return draws >= (CAT(uint, TILE_K))threshold;
 }
 #endif
 
@@ -189,7 +192,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_cpu_pack(TENSOR(__global const elem_t, k, k),
                TENSOR(__global const elem_t, v, v),
                __global float *kp, ulong kp_off, __global float *vp, ulong vp_off,
-               int total_tiles, FEATURE_PARAMS) {
+               __global int *vf, ulong vf_off, int total_tiles, FEATURE_PARAMS) {
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
     const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
     const int k0 = t * TILE_K;
@@ -205,6 +208,19 @@ flash_cpu_pack(TENSOR(__global const elem_t, k, k),
             col[j] = j < keys ? load_elem(src, j * k_ss + d) : 0.0f;
         vstoreK(vloadK(0, col), d, dst);
     }
+#if DROPOUT
+    {
+        /* Whether the V rows flash_cpu reads of this tile (before the
+         * padding) are finite: 0 * x is NaN exactly for a non-finite x. */
+        const int vkeys = min(TILE_K, sq.kept_k - k0);
+        const __global elem_t *vrows = v + AT(v, b, hk, sq.k0 + k0);
+        float check = 0.0f;
+        for (int j = 0; j < vkeys; j++)
+            for (int c = 0; c < HEAD_DIM_V; c++)
+                check = fma(load_elem(vrows, j * v_ss + c), 0.0f, check);
+        vf[vf_off + slot] = !isnan(check);
+    }
+#endif
 #if PACK_V
     const __global elem_t *vsrc = v + AT(v, b, hk, sq.k0 + k0);
     __global float *vdst = vp + vp_off + slot * (TILE_K * HEAD_DIM_V);
@@ -303,22 +319,6 @@ inline float hsumK(floatK v) {
 #define PV_TAIL1(GUARD)
 #endif
 
-#if DROPOUT
-/* Whether rows 0 .. keys - 1 of the V tile at vt are finite: 0 * x is NaN
- * exactly for a NaN or infinite x (IEEE arithmetic: no fast-math folds it). */
-inline int v_tile_finite(const __global float *vt, long v_row, int keys) {
-    floatV check = 0.0f;
-    float check1 = 0.0f;
-    for (int j = 0; j < keys; j++) {
-        for (int c = 0; c < DV_FULL; c++)
-            check = fma(vloadV(c, vt + j * v_row), (floatV)0.0f, check);
-        for (int d = DV_FULL * VEC_V; d < HEAD_DIM_V; d++)
-            check1 = fma(vt[j * v_row + d], 0.0f, check1);
-    }
-    return !any(isnan(check)) && !isnan(check1);
-}
-#endif
-
 #define STORE_PIECE(W, OFF, acc) STORE_VEC(W, acc[r] * inv, orow + (OFF))
 
 /* TILE_K values of a row from `row + k0`, 0 past `valid` of them (the
@@ -338,7 +338,8 @@ inline int v_tile_finite(const __global float *vt, long v_row, int keys) {
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_cpu(TENSOR(__global const elem_t, q, q),
           __global const float *kp, ulong kp_off, TENSOR(__global const elem_t, v, v),
-          __global const float *vp, ulong vp_off, TENSOR(__global elem_t, o, o),
+          __global const float *vp, ulong vp_off, __global const int *vf, ulong vf_off,
+          TENSOR(__global elem_t, o, o),
           TENSOR(__global float, lse, l),
 #if HAS_ROW_STATS
           __global float *row_stats, ulong rs_off,
@@ -528,8 +529,8 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         }
         intK zero = (intK)0;
 #if DROPOUT
-        intK keep[ROWS];
-        dropout_keep_block(dropout_seed, dropout_offset, stream, i0, k0, dropout_threshold, keep);
+        uint words[4][DROP_CHUNKS * 8];
+        dropout_block_words(dropout_seed, dropout_offset, stream, i0, k0, words);
 #endif
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
@@ -540,7 +541,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
 #if DROPOUT
             /* Dropped keys stay in the sum (the softmax is the un-dropped
              * one) and leave P.V like masked ones. */
-            pr = select((floatK)0.0f, pr, keep[r]);
+            pr = select((floatK)0.0f, pr, dropout_row_keep(words, r, k0, dropout_threshold));
 #endif
             zero |= pr == (floatK)0.0f;
             vstoreK(pr, 0, p[r]);
@@ -555,11 +556,11 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         if (any(zero)) {
 #if DROPOUT
             /* Nearly every tile drops a key. Its weight 0 times its V adds
-             * nothing unless V holds a NaN or infinity there: one pass over
-             * the tile's V (a sixth of P.V's work at 6 rows) says whether
-             * the unguarded loop is safe, which the guarded one is not
-             * worth (it costs as much as the rest of the kernel). */
-            if (v_tile_finite(vt, v_row, keys)) {
+             * nothing unless V holds a NaN or infinity there, which
+             * flash_cpu_pack noted per tile: then the unguarded loop is
+             * safe, and the guarded one is not worth it (its branch per row
+             * and key costs as much as the rest of the kernel). */
+            if (vf[vf_off + first_tile + k0 / TILE_K]) {
                 PV_TILE(1)
             } else
 #endif

@@ -24,6 +24,7 @@ struct attn_algo_state {
      * one partial tile a sequence), and their sizes in the workspace. */
     size_t total_tiles;
     size_t packed_k_bytes, packed_v_bytes; /* packed_v_bytes 0: V is read in place */
+    size_t v_finite_bytes; /* with dropout: an int a tile, whether its V is finite */
     cl_kernel pack, main;                  /* pack NULL for the gpu variant */
 };
 typedef struct attn_algo_state fused_config;
@@ -87,7 +88,10 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
                                  tile * (size_t)p->head_dim_v, &cfg->packed_v_bytes);
         if (status != ATTN_SUCCESS)
             return status;
-        /* Both copies share one workspace buffer. */
+        /* Fits: the packed K's floats, at least one a tile, do. */
+        cfg->v_finite_bytes =
+            p->dropout_p > 0.0f ? (size_t)p->heads_kv * cfg->total_tiles * sizeof(cl_int) : 0;
+        /* Both copies (and the flags) share one workspace buffer. */
         const size_t workspace = fused_workspace_bytes(cfg);
         if (ctx->info.max_alloc_bytes && workspace > ctx->info.max_alloc_bytes)
             return attn_fail(ctx, ATTN_ERR_DEVICE_OUT_OF_MEMORY,
@@ -209,6 +213,11 @@ static size_t packed_v_at(const fused_config *cfg) {
     return attn_round_up(cfg->packed_k_bytes, ATTN_WORKSPACE_ALIGN);
 }
 
+/* Where the V-finite flags start (after both packed copies). */
+static size_t v_finite_at(const fused_config *cfg) {
+    return attn_round_up(packed_v_at(cfg) + cfg->packed_v_bytes, ATTN_WORKSPACE_ALIGN);
+}
+
 static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const attn_device_args *a,
                            cl_uint num_wait, const cl_event *wait_list, cl_event *done) {
     const attn_problem *pb = &cfg->pb;
@@ -219,6 +228,11 @@ static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const at
         cfg->packed_v_bytes ? (a->workspace_offset + packed_v_at(cfg)) / sizeof(float) : kp_off;
     const cl_mem lse = a->lse ? a->lse : a->o;
     const cl_int total_tiles = (cl_int)cfg->total_tiles;
+    /* Without dropout the kernels never read the flags (in ints); K's
+     * copy stands in. */
+    const size_t vf_off = cfg->v_finite_bytes
+                              ? (a->workspace_offset + v_finite_at(cfg)) / sizeof(cl_int)
+                              : kp_off;
 
     attn_args pack;
     attn_args_begin(&pack, ctx, cfg->pack, "flash_cpu_pack");
@@ -226,6 +240,7 @@ static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const at
     attn_arg_tensor(&pack, a->v, a->v_offset, &p->v_strides);
     attn_arg_buffer(&pack, a->workspace, kp_off);
     attn_arg_buffer(&pack, a->workspace, vp_off);
+    attn_arg_buffer(&pack, a->workspace, vf_off);
     attn_arg_int(&pack, total_tiles);
     attn_arg_features(&pack, pb, a);
     attn_status status = attn_args_end(&pack);
@@ -236,6 +251,7 @@ static attn_status run_cpu(attn_context_t ctx, const fused_config *cfg, const at
     attn_arg_buffer(&main, a->workspace, kp_off);
     attn_arg_tensor(&main, a->v, a->v_offset, &p->v_strides);
     attn_arg_buffer(&main, a->workspace, vp_off);
+    attn_arg_buffer(&main, a->workspace, vf_off);
     attn_arg_tensor(&main, a->o, a->o_offset, &p->o_strides);
     attn_arg_tensor(&main, lse, a->lse_offset, &p->lse_strides);
     if (pb->want_row_stats)
@@ -303,6 +319,8 @@ static attn_status fused_build(attn_context_t ctx, attn_algo_state *state) {
 static size_t fused_workspace_bytes(const attn_algo_state *state) {
     if (state->t.variant != ATTN_FUSED_CPU)
         return 0;
+    if (state->v_finite_bytes)
+        return v_finite_at(state) + state->v_finite_bytes;
     return state->packed_v_bytes ? packed_v_at(state) + state->packed_v_bytes
                                  : state->packed_k_bytes;
 }

@@ -69,6 +69,11 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
                          "a KV cache takes no varlen, key padding, bias or keep-mask: the cache "
                          "lengths say which keys each sequence has");
+    if (!(a->dropout_p == 0.0f)) /* NaN included */
+        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
+                         "a KV cache takes no dropout (dropout_p %g): the decode kernels have "
+                         "none",
+                         (double)a->dropout_p);
     const int paged = kp->page_size != 0;
     if (kp->page_size < 0)
         return attn_fail(ctx, ATTN_ERR_INVALID_SIZE, "page_size %d: 0 (contiguous) or >= 1",

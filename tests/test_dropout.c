@@ -565,6 +565,12 @@ static void test_refusals(attn_context_t ctx) {
     const attn_status s = attn_plan_create_kvcache(ctx, &kv, 0, &plan);
     check(s == ATTN_ERR_UNSUPPORTED && plan == NULL, "KV-cache plan with dropout: unsupported");
     attn_plan_destroy(plan);
+    /* The KV-cache reference refuses it too, before reading any tensor. */
+    float dummy[4] = {0};
+    const attn_kvcache_host_tensors none = {
+        .q = dummy, .o = dummy, .k_cache = dummy, .v_cache = dummy};
+    check(attn_reference_kvcache(&kv, &none) == ATTN_ERR_UNSUPPORTED,
+          "KV-cache reference with dropout: unsupported");
     attn_context_set_tuning(ctx, "variant=decode");
     p.dropout_p = 0.1f;
     check(attn_check(ctx, &p, 1, 0, NULL) == ATTN_ERR_UNSUPPORTED,

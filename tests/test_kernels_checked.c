@@ -18,10 +18,9 @@
  * The cases cover each mask, lengths 1, 7, 33 and 40 with Sq != Sk both
  * ways, head dims 1, 8, 31 and 64 (and head_dim_v != head_dim), GQA, the
  * strided layouts, LSE on and off, and every variant (16-bit storage,
- * windows, ALiBi, softcap, bias, keep-mask, key padding, varlen). Each case runs twice, through the
- * host call and through the device-memory call, and each run is compared
- * with attn_reference under test_util.h's bound (gaps between strided rows
- * must keep their bytes).
+ * windows, ALiBi, softcap, bias, keep-mask, key padding, varlen, dropout). Each case runs twice,
+ * through the host call and through the device-memory call, and each run is compared with
+ * attn_reference under test_util.h's bound (gaps between strided rows must keep their bytes).
  *
  * Usage: test_kernels_checked PATH [--count | --run N]. Without an option
  * every run goes in this process; --count prints the number of runs and
@@ -72,6 +71,9 @@ static const checked_case cases[] = {
     {"B3 Hq2 Hkv1 Sq7 Sk9 D8 none bhsd varlen pad", 1},
     {"B3 Hq2 Hkv2 Sq9 Sk7 D31 Dv8 br bshd varlen bias=1x2 win=2,-1", 0},
     {"B2 Hq1 Hkv1 Sq5 Sk40 D8 none bhsd f16 keep=2x1 pad", 1},
+    /* Dropout (refused by the decode kernels: see do_run). */
+    {"B2 Hq2 Hkv1 Sq9 Sk13 D8 br bshd f16 drop=0.3,5,7", 1},
+    {"B3 Hq2 Hkv2 Sq7 Sk9 D8 none padded varlen pad drop=0.5", 0},
 };
 
 static attn_algo algo;
@@ -153,9 +155,20 @@ static int do_run(attn_context_t ctx, const checked_run *run, uint64_t seed) {
     }
     test_outputs out;
     char detail[600] = "";
-    int ok = test_run_forward(ctx, &t, run->call == CALL_HOST ? TEST_CALL_HOST : TEST_CALL_DEVICE,
-                              c->lse, want_probs, &out, detail, sizeof detail) == ATTN_SUCCESS;
-    if (ok) {
+    const attn_status status =
+        test_run_forward(ctx, &t, run->call == CALL_HOST ? TEST_CALL_HOST : TEST_CALL_DEVICE,
+                         c->lse, want_probs, &out, detail, sizeof detail);
+    int ok = status == ATTN_SUCCESS;
+    const char *tune = getenv("ATTN_CL_TUNE");
+    if (p.dropout_p > 0.0f && tune && strstr(tune, "variant=decode")) {
+        /* The decode kernels have no dropout and must say so. */
+        if (ok) {
+            test_outputs_free(&out);
+        }
+        ok = status == ATTN_ERR_UNSUPPORTED;
+        snprintf(detail, sizeof detail, "dropout refused by variant=decode: %s",
+                 attn_status_name(status));
+    } else if (ok) {
         ok = test_outputs_check(&t, &out, detail, sizeof detail);
         test_outputs_free(&out);
     }
