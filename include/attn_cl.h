@@ -491,7 +491,8 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
  *   and the masks none (a masked key has P = 0, so dS = 0)
  *   dQ = scale * dS K,   dK[g] = scale * sum over the group of dS^T Q
  *
- * Every feature of the forward is supported. Layouts: dO like O (o_strides),
+ * Every feature of the forward is supported but dropout (dropout_p > 0:
+ * ATTN_ERR_UNSUPPORTED, for now). Layouts: dO like O (o_strides),
  * LSE by lse_strides, dQ like Q, dK like K, dV like V (storage params.dtype,
  * accumulation fp32 on the device, double in the reference), dBias like the
  * bias (float, bias.strides, its broadcast shape). A query row whose keys

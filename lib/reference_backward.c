@@ -180,6 +180,10 @@ attn_status attn_reference_backward(const attn_params *params,
     request.algo = ATTN_ALGO_AUTO;
     attn_problem pb;
     attn_status status = attn_problem_make(NULL, &request, 1, 0, &pb);
+    if (status == ATTN_SUCCESS && pb.p.dropout_p > 0.0f)
+        status = attn_fail(NULL, ATTN_ERR_UNSUPPORTED,
+                           "attn_reference_backward: no dropout yet (dropout_p must be 0), as "
+                           "attn_backward_*");
     const attn_input_arrays meta = attn_input_arrays_of_backward_host(t);
     if (status == ATTN_SUCCESS)
         status = attn_problem_check_arrays(NULL, &pb, &meta, 0);

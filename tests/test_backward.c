@@ -596,6 +596,10 @@ static void bad_inputs(attn_context_t ctx) {
     bad = p;
     bad.struct_size = 4;
     expect(ctx, "struct_size", &bad, &good, ATTN_ERR_INVALID_VALUE, &c, &d);
+    bad = p;
+    bad.dropout_p = 0.25f;
+    expect(ctx, "dropout (not drawn by the backward yet)", &bad, &good, ATTN_ERR_UNSUPPORTED, &c,
+           &d);
     expect(ctx, "NULL params", NULL, &good, ATTN_ERR_NULL_ARGUMENT, &c, &d);
     expect(ctx, "NULL tensors", &p, NULL, ATTN_ERR_NULL_ARGUMENT, &c, &d);
     {
