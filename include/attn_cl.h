@@ -221,8 +221,8 @@ typedef struct attn_params {
     /* Dropout on the attention weights (training), after the softmax:
      *     O[i] = sum_j P[i,j] * keep(b, h, i, j) / (1 - dropout_p) * V[j]
      * where P is the softmax above. LSE stays the log-sum-exp of the
-     * un-dropped softmax (what a backward pass needs), and the three-kernel
-     * path's probabilities are the dropped and scaled weights
+     * un-dropped softmax (what a backward pass needs), and the probabilities
+     * (either path) are the dropped and scaled weights
      * P * keep / (1 - p), exactly what multiplies V. keep is a pure
      * function of (dropout_seed, dropout_offset, b, h, i, j), i and j in the
      * sequence's own coordinates (varlen included), h the query head: the

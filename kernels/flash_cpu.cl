@@ -735,6 +735,19 @@ flash_cpu_probs(TENSOR(__global const elem_t, q, q), __global const float *kp, u
         }
         for (int r = 0; r < live; r++) {
             __global float *o = out + r * (long)seq_k + k0;
+#if DROPOUT
+            /* The dropped and scaled weights, softmax.cl's rule: a key of
+             * probability 0 needs no draw, a NaN row stays NaN. */
+            float dropped[TILE_K];
+            vstoreK(s[r], 0, dropped);
+            for (int z = 0; z < stored; z++) {
+                const float x = dropped[z];
+                const int kept = x != 0.0f && dropout_keep(dropout_seed, dropout_offset,
+                                                           (uint)(b * heads_q + h), i0 + r,
+                                                           k0 + z, dropout_threshold);
+                o[z] = isnan(x) ? x : kept ? x * dropout_scale : 0.0f;
+            }
+#else
             if (stored == TILE_K) {
                 vstoreK(s[r], 0, o);
             } else {
@@ -743,6 +756,7 @@ flash_cpu_probs(TENSOR(__global const elem_t, q, q), __global const float *kp, u
                 for (int z = 0; z < stored; z++)
                     o[z] = tmp[z];
             }
+#endif
         }
     }
 }

@@ -41,9 +41,7 @@ static attn_status resolve_auto(attn_context_t ctx, const attn_problem *pb, attn
         ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
-    /* Dropped probabilities (what multiplies V) come from the three-kernel
-     * path only: the fused probabilities kernel draws no dropout mask. */
-    if (ctx->info.is_gpu || t.variant != ATTN_FUSED_CPU || p->dropout_p > 0.0f)
+    if (ctx->info.is_gpu || t.variant != ATTN_FUSED_CPU)
         *id = ATTN_ALGO_THREE_KERNEL;
     return ATTN_SUCCESS;
 }

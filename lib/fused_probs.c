@@ -69,11 +69,6 @@ static attn_status probs_configure(attn_context_t ctx, const attn_problem *pb,
     if (!pb->want_probs)
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
                          "the fused probabilities path serves requests for probabilities");
-    if (pb->p.dropout_p > 0.0f)
-        return attn_fail(
-            ctx, ATTN_ERR_UNSUPPORTED,
-            "the fused probabilities path does not apply dropout to the "
-            "probabilities; ATTN_ALGO_THREE_KERNEL (or AUTO) returns the dropped ones");
     if (pb->probs_elems == 0)
         return attn_fail(ctx, ATTN_ERR_SIZE_OVERFLOW,
                          "batch*heads*rows*seq_k probabilities need more bytes than size_t counts");
