@@ -5,6 +5,7 @@
 #include "attn_internal.h"
 #include "half.h"
 #include "philox.h"
+#include "reference_rows.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -20,44 +21,10 @@ typedef struct ref_tensors {
     attn_input_arrays meta;
 } ref_tensors;
 
-/* Where one sequence's rows are and how many keys its queries may see. */
-typedef struct sequence {
-    int64_t q0, k0;       /* first row in the (packed) tensors */
-    int64_t len_q, len_k; /* its queries and keys */
-    int64_t kept_k;       /* keys before the padding: min(len_k, key_lengths[b]) */
-} sequence;
-
-static sequence sequence_of(const attn_params *p, const attn_input_arrays *m, int64_t b) {
-    sequence s = {0, 0, p->seq_q, p->seq_k, p->seq_k};
-    if (p->varlen) {
-        s.q0 = m->cu_seqlens_q[b];
-        s.k0 = m->cu_seqlens_k[b];
-        s.len_q = m->cu_seqlens_q[b + 1] - s.q0;
-        s.len_k = m->cu_seqlens_k[b + 1] - s.k0;
-        s.kept_k = s.len_k;
-    }
-    if (p->key_padding && m->key_lengths[b] < s.kept_k)
-        s.kept_k = m->key_lengths[b];
-    return s;
-}
-
-/* The key query i is aligned with. */
-static int64_t diagonal(const attn_params *p, const sequence *s, int64_t i) {
-    return p->mask == ATTN_MASK_CAUSAL_TOP_LEFT ? i : i + s->len_k - s->len_q;
-}
-
-/* Element offset of row (b, h, s) in a tensor laid out by `st`. The plan has
- * checked that every such offset fits the tensor's extent. */
-static size_t row_offset(const attn_strides *st, int64_t b, int64_t h, int64_t s) {
-    return (size_t)b * (size_t)st->batch + (size_t)h * (size_t)st->head +
-           (size_t)s * (size_t)st->seq;
-}
-
-/* Whether the masks let query i (of head h in sequence b) see key j. */
-static int key_visible(const attn_problem *pb, const ref_tensors *t, const sequence *s, int64_t b,
-                       int64_t h, int64_t i, int64_t j) {
+static int key_visible(const attn_problem *pb, const ref_tensors *t, const attn_ref_sequence *s,
+                       int64_t b, int64_t h, int64_t i, int64_t j) {
     const attn_params *p = &pb->p;
-    const int64_t d = diagonal(p, s, i);
+    const int64_t d = attn_ref_diagonal(p, s, i);
     if (j >= s->kept_k)
         return 0;
     if (p->mask != ATTN_MASK_NONE && j > d)
@@ -67,13 +34,13 @@ static int key_visible(const attn_problem *pb, const ref_tensors *t, const seque
     if (p->window.right >= 0 && j > d + p->window.right)
         return 0;
     if (p->keep_mask.present)
-        return t->keep_mask[row_offset(&p->keep_mask.strides, b, h, i) + (size_t)j] != 0;
+        return t->keep_mask[attn_ref_row(&p->keep_mask.strides, b, h, i) + (size_t)j] != 0;
     return 1;
 }
 
 /* scale * q.k, then softcap, ALiBi and bias, in that order. */
-static double score(const attn_problem *pb, const ref_tensors *t, const sequence *s, int64_t b,
-                    int64_t h, int64_t i, int64_t j, size_t q_row, size_t k_row) {
+static double score(const attn_problem *pb, const ref_tensors *t, const attn_ref_sequence *s,
+                    int64_t b, int64_t h, int64_t i, int64_t j, size_t q_row, size_t k_row) {
     const attn_params *p = &pb->p;
     double dot = 0.0;
     for (int32_t d = 0; d < p->head_dim; d++)
@@ -83,28 +50,29 @@ static double score(const attn_problem *pb, const ref_tensors *t, const sequence
     if (p->softcap > 0.0f)
         x = (double)p->softcap * tanh(x / (double)p->softcap);
     if (p->alibi)
-        x -= (double)t->meta.alibi_slopes[h] * fabs((double)(j - diagonal(p, s, i)));
+        x -= (double)t->meta.alibi_slopes[h] * fabs((double)(j - attn_ref_diagonal(p, s, i)));
     if (p->bias.present)
-        x += (double)t->bias[row_offset(&p->bias.strides, b, h, i) + (size_t)j];
+        x += (double)t->bias[attn_ref_row(&p->bias.strides, b, h, i) + (size_t)j];
     return x;
 }
 
 /* One query row i of head h in sequence b: writes its O row and, when
  * wanted, its LSE and its probabilities (probs_row, seq_k entries).
  * `scores` and `acc` are scratch of seq_k and head_dim_v doubles. */
-static void reference_row(const attn_problem *pb, const ref_tensors *t, const sequence *s,
+static void reference_row(const attn_problem *pb, const ref_tensors *t, const attn_ref_sequence *s,
                           int64_t b, int64_t h, int64_t i, double *scores, double *acc,
                           float *probs_row) {
     const attn_params *p = &pb->p;
     const int64_t g = h / pb->group;
-    const size_t q_row = row_offset(&p->q_strides, b, h, s->q0 + i);
+    const size_t q_row = attn_ref_row(&p->q_strides, b, h, s->q0 + i);
     double max = -INFINITY;
     int nan = 0;
     for (int64_t j = 0; j < s->len_k; j++) {
         scores[j] = -INFINITY;
         if (!key_visible(pb, t, s, b, h, i, j))
             continue;
-        scores[j] = score(pb, t, s, b, h, i, j, q_row, row_offset(&p->k_strides, b, g, s->k0 + j));
+        scores[j] =
+            score(pb, t, s, b, h, i, j, q_row, attn_ref_row(&p->k_strides, b, g, s->k0 + j));
         if (isnan(scores[j]))
             nan = 1;
         else if (scores[j] > max)
@@ -135,17 +103,17 @@ static void reference_row(const attn_problem *pb, const ref_tensors *t, const se
                             : e * keep_scale;
             if (scores[j] == 0.0)
                 continue;
-            const size_t v_row = row_offset(&p->v_strides, b, g, s->k0 + j);
+            const size_t v_row = attn_ref_row(&p->v_strides, b, g, s->k0 + j);
             for (int32_t d = 0; d < p->head_dim_v; d++)
                 acc[d] += scores[j] * attn_load_element(t->v, v_row + (size_t)d, p->dtype);
         }
     }
 
-    const size_t o_row = row_offset(&p->o_strides, b, h, s->q0 + i);
+    const size_t o_row = attn_ref_row(&p->o_strides, b, h, s->q0 + i);
     for (int32_t d = 0; d < p->head_dim_v; d++)
         attn_store_element(t->o, o_row + (size_t)d, p->dtype, sum == 0.0 ? 0.0 : acc[d] / sum);
     if (t->lse)
-        t->lse[row_offset(&p->lse_strides, b, h, s->q0 + i)] =
+        t->lse[attn_ref_row(&p->lse_strides, b, h, s->q0 + i)] =
             (float)(sum == 0.0 ? -INFINITY : max + log(sum));
     if (probs_row)
         for (int64_t j = 0; j < s->len_k; j++)
@@ -190,7 +158,7 @@ static attn_status reference(const attn_params *params, const ref_tensors *t) {
     if (t->probs)
         memset(t->probs, 0, pb.probs_elems * sizeof(float));
     for (int64_t b = 0; b < p->batch; b++) {
-        const sequence s = sequence_of(p, &t->meta, b);
+        const attn_ref_sequence s = attn_ref_sequence_of(p, &t->meta, b);
         for (int64_t h = 0; h < p->heads_q; h++) {
             for (int64_t i = 0; i < s.len_q; i++) {
                 /* Only the subset params->probs_* asks for, packed. */

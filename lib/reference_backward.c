@@ -10,42 +10,16 @@
 #include "attn_internal.h"
 #include "half.h"
 #include "host_copy.h"
+#include "reference_rows.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct seq_rows {
-    int64_t q0, k0, len_q, len_k, kept_k;
-} seq_rows;
-
-static seq_rows seq_rows_of(const attn_params *p, const attn_input_arrays *m, int64_t b) {
-    seq_rows s = {0, 0, p->seq_q, p->seq_k, p->seq_k};
-    if (p->varlen) {
-        s.q0 = m->cu_seqlens_q[b];
-        s.k0 = m->cu_seqlens_k[b];
-        s.len_q = m->cu_seqlens_q[b + 1] - s.q0;
-        s.len_k = m->cu_seqlens_k[b + 1] - s.k0;
-        s.kept_k = s.len_k;
-    }
-    if (p->key_padding && m->key_lengths[b] < s.kept_k)
-        s.kept_k = m->key_lengths[b];
-    return s;
-}
-
-static int64_t diag_of(const attn_params *p, const seq_rows *s, int64_t i) {
-    return p->mask == ATTN_MASK_CAUSAL_TOP_LEFT ? i : i + s->len_k - s->len_q;
-}
-
-static size_t row_at(const attn_strides *st, int64_t b, int64_t h, int64_t r) {
-    return (size_t)b * (size_t)st->batch + (size_t)h * (size_t)st->head +
-           (size_t)r * (size_t)st->seq;
-}
-
-static int visible(const attn_params *p, const attn_backward_host_tensors *t, const seq_rows *s,
-                   int64_t b, int64_t h, int64_t i, int64_t j) {
-    const int64_t d = diag_of(p, s, i);
+static int visible(const attn_params *p, const attn_backward_host_tensors *t,
+                   const attn_ref_sequence *s, int64_t b, int64_t h, int64_t i, int64_t j) {
+    const int64_t d = attn_ref_diagonal(p, s, i);
     if (j >= s->kept_k)
         return 0;
     if (p->mask != ATTN_MASK_NONE && j > d)
@@ -55,15 +29,15 @@ static int visible(const attn_params *p, const attn_backward_host_tensors *t, co
     if (p->window.right >= 0 && j > d + p->window.right)
         return 0;
     if (p->keep_mask.present)
-        return t->keep_mask[row_at(&p->keep_mask.strides, b, h, i) + (size_t)j] != 0;
+        return t->keep_mask[attn_ref_row(&p->keep_mask.strides, b, h, i) + (size_t)j] != 0;
     return 1;
 }
 
 /* The modified score of key j, and in *dmod its derivative with respect
  * to scale * q.k (softcap's 1 - tanh^2; 1 without softcap). */
-static double modified(const attn_params *p, const attn_backward_host_tensors *t, const seq_rows *s,
-                       int64_t b, int64_t h, int64_t i, int64_t j, size_t q_row, size_t k_row,
-                       double *dmod) {
+static double modified(const attn_params *p, const attn_backward_host_tensors *t,
+                       const attn_ref_sequence *s, int64_t b, int64_t h, int64_t i, int64_t j,
+                       size_t q_row, size_t k_row, double *dmod) {
     double dot = 0.0;
     for (int32_t d = 0; d < p->head_dim; d++)
         dot += attn_load_element(t->q, q_row + (size_t)d, p->dtype) *
@@ -76,9 +50,9 @@ static double modified(const attn_params *p, const attn_backward_host_tensors *t
         *dmod = 1.0 - th * th;
     }
     if (p->alibi)
-        x -= (double)t->alibi_slopes[h] * fabs((double)(j - diag_of(p, s, i)));
+        x -= (double)t->alibi_slopes[h] * fabs((double)(j - attn_ref_diagonal(p, s, i)));
     if (p->bias.present)
-        x += (double)t->bias[row_at(&p->bias.strides, b, h, i) + (size_t)j];
+        x += (double)t->bias[attn_ref_row(&p->bias.strides, b, h, i) + (size_t)j];
     return x;
 }
 
@@ -91,12 +65,12 @@ typedef struct grads {
  * contributions to every gradient. `p_row`, `ds` and `dmod` are scratch
  * of seq_k doubles. */
 static void backward_row(const attn_problem *pb, const attn_backward_host_tensors *t,
-                         const seq_rows *s, int64_t b, int64_t h, int64_t i, double *p_row,
+                         const attn_ref_sequence *s, int64_t b, int64_t h, int64_t i, double *p_row,
                          double *ds, double *dmod, grads *g) {
     const attn_params *p = &pb->p;
     const int64_t kv = h / pb->group;
-    const size_t q_row = row_at(&p->q_strides, b, h, s->q0 + i);
-    const size_t do_row = row_at(&p->o_strides, b, h, s->q0 + i);
+    const size_t q_row = attn_ref_row(&p->q_strides, b, h, s->q0 + i);
+    const size_t do_row = attn_ref_row(&p->o_strides, b, h, s->q0 + i);
     double max = -INFINITY;
     int nan = 0;
     for (int64_t j = 0; j < s->len_k; j++) {
@@ -104,8 +78,8 @@ static void backward_row(const attn_problem *pb, const attn_backward_host_tensor
         dmod[j] = 0.0;
         if (!visible(p, t, s, b, h, i, j))
             continue;
-        p_row[j] =
-            modified(p, t, s, b, h, i, j, q_row, row_at(&p->k_strides, b, kv, s->k0 + j), &dmod[j]);
+        p_row[j] = modified(p, t, s, b, h, i, j, q_row,
+                            attn_ref_row(&p->k_strides, b, kv, s->k0 + j), &dmod[j]);
         if (isnan(p_row[j]))
             nan = 1;
         else if (p_row[j] > max)
@@ -129,7 +103,7 @@ static void backward_row(const attn_problem *pb, const attn_backward_host_tensor
         ds[j] = 0.0;
         if (p_row[j] == 0.0)
             continue;
-        const size_t v_row = row_at(&p->v_strides, b, kv, s->k0 + j);
+        const size_t v_row = attn_ref_row(&p->v_strides, b, kv, s->k0 + j);
         double dp = 0.0;
         for (int32_t d = 0; d < p->head_dim_v; d++)
             dp += attn_load_element(t->dout, do_row + (size_t)d, p->dtype) *
@@ -141,13 +115,13 @@ static void backward_row(const attn_problem *pb, const attn_backward_host_tensor
         if (p_row[j] == 0.0)
             continue;
         ds[j] = p_row[j] * (ds[j] - dsum);
-        const size_t k_row = row_at(&p->k_strides, b, kv, s->k0 + j);
-        const size_t v_row = row_at(&p->v_strides, b, kv, s->k0 + j);
+        const size_t k_row = attn_ref_row(&p->k_strides, b, kv, s->k0 + j);
+        const size_t v_row = attn_ref_row(&p->v_strides, b, kv, s->k0 + j);
         for (int32_t d = 0; d < p->head_dim_v; d++)
             g->dv[v_row + (size_t)d] +=
                 p_row[j] * attn_load_element(t->dout, do_row + (size_t)d, p->dtype);
         if (g->dbias)
-            g->dbias[row_at(&p->bias.strides, b, h, i) + (size_t)j] += ds[j];
+            g->dbias[attn_ref_row(&p->bias.strides, b, h, i) + (size_t)j] += ds[j];
         const double dx = ds[j] * dmod[j] * (double)p->scale;
         for (int32_t d = 0; d < p->head_dim; d++) {
             g->dq[q_row + (size_t)d] += dx * attn_load_element(t->k, k_row + (size_t)d, p->dtype);
@@ -221,7 +195,7 @@ attn_status attn_reference_backward(const attn_params *params,
                          "attn_reference_backward: cannot allocate the accumulators");
     }
     for (int64_t b = 0; b < p->batch; b++) {
-        const seq_rows s = seq_rows_of(p, &meta, b);
+        const attn_ref_sequence s = attn_ref_sequence_of(p, &meta, b);
         for (int64_t h = 0; h < p->heads_q; h++)
             for (int64_t i = 0; i < s.len_q; i++)
                 backward_row(&pb, t, &s, b, h, i, scratch, scratch + n, scratch + 2 * n, &g);

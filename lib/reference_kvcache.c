@@ -4,23 +4,19 @@
  * double; then the new rows appended into the cache. Written from the
  * header's description, not from the kernels. */
 #include "attn_internal.h"
+#include "reference_rows.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static size_t row_at(const attn_strides *s, int64_t b, int64_t h, int64_t row) {
-    return (size_t)b * (size_t)s->batch + (size_t)h * (size_t)s->head +
-           (size_t)row * (size_t)s->seq;
-}
 
 /* Key `key` of kv head h of sequence b: its element offset in the cache. */
 static size_t cache_row(const attn_problem *pb, const attn_kvcache_host_tensors *t,
                         const attn_strides *s, int64_t b, int64_t h, int64_t key) {
     const attn_kvcache_layout *kv = &pb->kv;
     if (kv->paged)
-        return row_at(s, t->block_table[b * kv->max_pages + key / kv->page_size], h,
-                      key % kv->page_size);
-    return row_at(s, kv->batch_idx ? t->cache_batch_idx[b] : b, h, key);
+        return attn_ref_row(s, t->block_table[b * kv->max_pages + key / kv->page_size], h,
+                            key % kv->page_size);
+    return attn_ref_row(s, kv->batch_idx ? t->cache_batch_idx[b] : b, h, key);
 }
 
 static attn_status reference_gathered(const attn_kvcache_params *params,
@@ -107,8 +103,10 @@ static attn_status reference_gathered(const attn_kvcache_params *params,
                     kr = (const char *)t->k_cache + cache_row(&pb, t, &p->k_strides, b, h, j) * es;
                     vr = (const char *)t->v_cache + cache_row(&pb, t, &p->v_strides, b, h, j) * es;
                 } else {
-                    kr = (const char *)t->k_new + row_at(&kv->k_new_strides, b, h, j - cached) * es;
-                    vr = (const char *)t->v_new + row_at(&kv->v_new_strides, b, h, j - cached) * es;
+                    kr = (const char *)t->k_new +
+                         attn_ref_row(&kv->k_new_strides, b, h, j - cached) * es;
+                    vr = (const char *)t->v_new +
+                         attn_ref_row(&kv->v_new_strides, b, h, j - cached) * es;
                 }
                 memcpy(k + at * dk, kr, dk);
                 memcpy(v + at * dv, vr, dv);
