@@ -381,15 +381,34 @@ class _Request:
 
 
 _STATIC_OPTIONS = ("causal", "scale", "window", "softcap", "dropout_p", "dropout_seed",
-                   "dropout_offset", "return_lse",
-                   "return_probs", "layout", "algo", "max_seqlen_q", "max_seqlen_k")
+                   "dropout_offset", "return_lse", "return_probs", "probs_heads", "probs_rows",
+                   "layout", "algo", "max_seqlen_q", "max_seqlen_k")
+
+
+def _probs_range(value, name, count):
+    """A (begin, end) pair of Python slice bounds (negative from the end, None
+    open) as the absolute [begin, end) the library takes, or a ValueError."""
+    if value is None:
+        return 0, count
+    try:
+        begin, end = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (begin, end), not {value!r}") from None
+    for bound in (begin, end):
+        if bound is not None and not isinstance(bound, (int, np.integer)):
+            raise ValueError(f"{name} bounds must be integers or None, not {value!r}")
+    begin, end, _ = slice(begin, end).indices(count)
+    if begin >= end:
+        raise ValueError(f"{name}={value!r} selects nothing of {count}")
+    return begin, end
 
 
 def _request(q, k, v, *, causal=None, scale=None, window=None, softcap=None, alibi_slopes=None,
              bias=None, mask=None, key_lengths=None, cu_seqlens_q=None, cu_seqlens_k=None,
              max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0, dropout_seed=0,
-             dropout_offset=0, return_lse=False, return_probs=False, layout="bhsd", algo="auto",
-             out=None, storage=None, allocate=None):
+             dropout_offset=0, return_lse=False, return_probs=False, probs_heads=None,
+             probs_rows=None, layout="bhsd", algo="auto", out=None, storage=None,
+             allocate=None):
     """Checks the arrays and options and lays them out for the library.
 
     `storage` overrides the dtype code (for 16-bit data viewed as integers);
@@ -565,8 +584,14 @@ def _request(q, k, v, *, causal=None, scale=None, window=None, softcap=None, ali
             _set_strides(params.lse_strides, 0, total_q, 1)
         outputs |= N.PLAN_LSE
     if return_probs:
-        probs = np.empty((batch, heads_q, seq_q, seq_k), np.float32)
+        h0, h1 = _probs_range(probs_heads, "probs_heads", heads_q)
+        r0, r1 = _probs_range(probs_rows, "probs_rows", seq_q)
+        params.probs_heads_begin, params.probs_heads_end = h0, h1
+        params.probs_rows_begin, params.probs_rows_end = r0, r1
+        probs = np.empty((batch, h1 - h0, r1 - r0, seq_k), np.float32)
         outputs |= N.PLAN_PROBS
+    elif probs_heads is not None or probs_rows is not None:
+        raise ValueError("probs_heads and probs_rows need return_probs=True")
     tensors.o = _pointer(out)
     tensors.lse = _pointer(lse)
     tensors.probs = _pointer(probs)
@@ -667,8 +692,8 @@ def _untouched(request, q, k, v):
 def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, alibi_slopes=None,
               bias=None, mask=None, key_lengths=None, cu_seqlens_q=None, cu_seqlens_k=None,
               max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0, dropout_seed=0,
-              dropout_offset=0, return_lse=False, return_probs=False, layout="bhsd", algo="auto",
-              out=None, context=None):
+              dropout_offset=0, return_lse=False, return_probs=False, probs_heads=None,
+              probs_rows=None, layout="bhsd", algo="auto", out=None, context=None):
     """softmax(scale · q·kᵀ, modified and masked) · v on an OpenCL device.
 
     q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv] (layout "bhsd";
@@ -692,7 +717,13 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
 
     Returns O, or a tuple (O, lse?, probs?) with return_lse (float32
     [B, Hq, Sq], natural log; [Hq, total_q] with varlen) and return_probs
-    (float32 [B, Hq, Sq, Sk]). Library failures raise AttnError.
+    (float32 [B, Hq, Sq, Sk]). probs_heads and probs_rows ask for a subset
+    of the probabilities, (begin, end) query heads and query rows (within
+    each sequence) as Python slice bounds (negative from the end, None
+    open): probs is then [B, heads, rows, Sk] of those, and only they are
+    computed and written (e.g. one head's last 16 rows:
+    probs_heads=(3, 4), probs_rows=(-16, None)). Library failures raise
+    AttnError.
     """
     context = context or _default or default_context()
     # A call with only q, k, v and scalar options whose signature was seen
@@ -703,7 +734,9 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
             type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray):
         signature = (_signature(q, k, v), causal, scale,
                      None if window is None else tuple(window), softcap, dropout_p, dropout_seed,
-                     dropout_offset, return_lse, return_probs, layout, algo)
+                     dropout_offset, return_lse, return_probs,
+                     None if probs_heads is None else tuple(probs_heads),
+                     None if probs_rows is None else tuple(probs_rows), layout, algo)
         entry = context._fast.get(signature)
         if entry is not None:
             out = np.empty(entry.o_shape, entry.o_dtype)
@@ -717,7 +750,8 @@ def attention(q, k, v, *, causal=None, scale=None, window=None, softcap=None, al
                        cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p,
                        dropout_seed=dropout_seed, dropout_offset=dropout_offset,
-                       return_lse=return_lse, return_probs=return_probs, layout=layout,
+                       return_lse=return_lse, return_probs=return_probs,
+                       probs_heads=probs_heads, probs_rows=probs_rows, layout=layout,
                        algo=algo, out=out)
     idle = context._idle_plans(request.key)
     _execute(context, idle, request.params, request.outputs, request.tensors)

@@ -42,7 +42,8 @@ def _empty(shape, code):
 # Options that are not tensors: a call that gives only these (and tensors
 # laid out as a previous call's) takes the repeated-call path.
 _SCALAR_OPTIONS = frozenset(("causal", "scale", "window", "softcap", "dropout_p", "return_lse",
-                             "return_probs", "layout", "algo"))
+                             "return_probs", "probs_heads", "probs_rows", "layout",
+                             "algo"))
 
 
 def attention(query, key, value, *, context=None, **options):

@@ -307,6 +307,43 @@ def test_dropout(context, algo):
         np.testing.assert_allclose(probs[kept], plain_probs[kept] / 0.7, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("algo", ["fused", "three-kernel"])
+def test_probability_subsets(context, algo):
+    """probs_heads / probs_rows: exactly the wanted slice of every probability."""
+    rng = np.random.default_rng(7)
+    q = random(rng, (2, 4, 23, 16), np.float32)
+    k = random(rng, (2, 2, 31, 16), np.float32)
+    v = random(rng, (2, 2, 31, 16), np.float32)
+    o, full = attn_cl.attention(q, k, v, causal="bottom-right", return_probs=True, algo=algo,
+                                context=context)
+    _, ref = attn_cl.reference(q, k, v, causal="bottom-right", return_probs=True)
+    assert_close(full, ref)
+    for heads, rows in (((1, 3), (-5, None)), ((-1, None), (0, 1)), (None, (4, 9)),
+                        ((2, 3), None)):
+        o_sub, sub = attn_cl.attention(q, k, v, causal="bottom-right", return_probs=True,
+                                       probs_heads=heads, probs_rows=rows, algo=algo,
+                                       context=context)
+        h = slice(*heads) if heads else slice(None)
+        r = slice(*rows) if rows else slice(None)
+        assert sub.shape == full[:, h, r].shape
+        np.testing.assert_array_equal(sub, full[:, h, r])
+        np.testing.assert_array_equal(o_sub, o)
+        # The remembered call keeps the subset.
+        _, again = attn_cl.attention(q, k, v, causal="bottom-right", return_probs=True,
+                                     probs_heads=heads, probs_rows=rows, algo=algo,
+                                     context=context)
+        np.testing.assert_array_equal(again, sub)
+    _, ref_sub = attn_cl.reference(q, k, v, causal="bottom-right", return_probs=True,
+                                   probs_heads=(1, 2), probs_rows=(-3, None))
+    np.testing.assert_array_equal(ref_sub, ref[:, 1:2, -3:])
+    for bad in (dict(probs_heads=(3, 3)), dict(probs_heads=(0, 9, 1)),
+                dict(probs_rows=(30, 40)), dict(probs_rows=("a", None)),
+                dict(probs_heads=(0, 1), return_probs=False)):
+        options = dict(dict(return_probs=True), **bad)
+        with pytest.raises(ValueError):
+            attn_cl.attention(q, k, v, context=context, algo=algo, **options)
+
+
 def test_bad_dtypes():
     q, k, v = qkv()
     with pytest.raises(TypeError, match="dtype float64"):
