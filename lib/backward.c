@@ -19,6 +19,7 @@ typedef struct backward_state {
     int want_dbias;
     char options[640];
     int block;                      /* rows a work-item of attn_bwd_dkdv / attn_bwd_dq holds */
+    int tile;                       /* rows / keys a step of those kernels takes */
     cl_kernel dot, dkdv, dq, dbias; /* dbias NULL unless wanted */
 } backward_state;
 
@@ -28,6 +29,13 @@ static int block_rows(const attn_params *p) {
     const int width = p->head_dim + p->head_dim_v;
     return width <= 256 ? 16 : width <= 512 ? 8 : 4;
 }
+
+/* Query rows (dK/dV) or keys (dQ) a kernel step takes together: each of the
+ * work-item's K/V or Q/dO vectors is loaded once per TILE products, and the
+ * TILE score vectors stay in registers. */
+#ifndef BACKWARD_TILE
+#define BACKWARD_TILE 4
+#endif
 
 /* The caller's tensors as the kernels see them (offsets in elements); the
  * forward's tensors and input arrays in `f`. */
@@ -63,9 +71,10 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     char features[256];
     attn_feature_options(pb, features, sizeof features);
     st->block = block_rows(&pb->p);
+    st->tile = BACKWARD_TILE;
     snprintf(st->options, sizeof st->options,
-             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d -DBLOCK=%d", features, pb->p.head_dim,
-             pb->p.head_dim_v, pb->group, st->block);
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d -DBLOCK=%d -DTILE=%d", features,
+             pb->p.head_dim, pb->p.head_dim_v, pb->group, st->block, st->tile);
     pthread_mutex_lock(&ctx->lock);
     attn_status status = attn_create_kernel(ctx, "backward", "attn_bwd_dot", st->options, &st->dot);
     if (status == ATTN_SUCCESS)
