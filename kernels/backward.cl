@@ -34,30 +34,6 @@
 #error "TILE (query rows / keys a step of attn_bwd_dkdv / attn_bwd_dq takes) must be 1..8"
 #endif
 
-/* Whether query i (of head h, batch b) sees key j: common.cl's key range
- * and the keep-mask. */
-inline bool sees(int i, int j, sequence_info s, int win_left, int win_right,
-                 __global const uchar *keep_row) {
-    if (j < first_key(i, s, win_left) || j > last_key(i, s, win_right))
-        return false;
-#if HAS_KEEP_MASK
-    if (keep_row[j] == 0)
-        return false;
-#endif
-    return true;
-}
-
-/* ds/d(scale * q.k) of the modified score: softcap's tanh' (ALiBi and the
- * bias add constants). */
-inline float modifier_slope(float raw, float scale, float softcap) {
-#if SOFTCAP
-    const float t = tanh(raw * scale / softcap);
-    return 1.0f - t * t;
-#else
-    return 1.0f;
-#endif
-}
-
 /* ---- D = rowsum(dO * O) -------------------------------------------------- */
 
 /* global (seq_q, heads_q, batch). delta[(b * heads_q + h) * rows + r],
