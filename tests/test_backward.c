@@ -526,8 +526,8 @@ static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, 
             }
             have[call] = 1;
         }
-        printf("  %-6s %7.1f ms  %s  %s\n", call ? "device" : "host", ms, ok ? line : why,
-               ok ? "PASS" : "FAIL");
+        printf("  %-6s %7.1f ms  %s  %s\n", call ? "device" : "host", ms,
+               st == ATTN_SUCCESS ? line : why, ok ? "PASS" : "FAIL");
         failures += !ok;
     }
     /* Bits: host vs device call, a second run, another context. */
