@@ -905,8 +905,8 @@ static int grads_untouched(const bwd_case *c, const device_grads *d) {
 static int walk(attn_context_t ctx) {
     bwd_case c;
     int quick;
-    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi quick", 950, 0,
-                  &quick) != 0) {
+    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi drop=0.2 quick",
+                  950, 0, &quick) != 0) {
         printf("fault walk: FAIL (setup)\n");
         return 1;
     }
@@ -989,6 +989,7 @@ static const char *const checked_cases[] = {
     "B1 Hq2 Hkv1 Sq7 Sk9 D8 Dv5 br bshd bias=1x2",
     "B2 Hq2 Hkv2 Sq5 Sk7 D4 tl hbsd bf16 bias=2x2 win=2,-1 keep=2x1",
     "B3 Hq4 Hkv2 Sq9 Sk13 D16 br padded f16 alibi bias=3x1 keep=1x4 pad varlen win=4,1 softcap=8",
+    "B2 Hq2 Hkv1 Sq7 Sk11 D8 tl bhsd bias=1x2 drop=0.3,3,4",
 };
 
 static int run_checked(int run) {
