@@ -1361,9 +1361,17 @@ static void backward_call(attn_context_t ctx, const request *q, const tensors *t
                   rst ? attn_last_error(NULL) : message);
     }
     if (st == ATTN_SUCCESS && rst == ATTN_SUCCESS) {
-        /* Finite where the inputs are modest (Q, K, V and dO, drawn alike,
-         * finite and small), O and LSE from a forward that held them. */
-        const int want_finite = t->modest && all_finite(dout_f, t->elems[3]);
+        /* Finite where the inputs are: modest ones (Q, K, V and dO, drawn
+         * alike, finite and small), or wide ones whose forward kept every
+         * LSE finite (or -inf, a row that sees no key). Where scale * q.k
+         * overflows, LSE is +inf and P = exp(s - LSE) cannot be
+         * recovered from it: not held. */
+        int want_finite = (t->modest || t->wide) && all_finite(dout_f, t->elems[3]);
+        for (size_t e = 0; want_finite && !t->modest && e < t->elems[4]; e++) {
+            const float l = out->lse[e];
+            want_finite =
+                test_is_sentinel(&out->lse[e], sizeof(float)) || isfinite(l) || l == -INFINITY;
+        }
         for (int i = 0; i < 3; i++) {
             if (!gradient_elements_ok(g.g[i], ref.g[i], t->elems[i], t->es, t->dtype,
                                       want_finite)) {
