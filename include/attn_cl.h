@@ -479,7 +479,8 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
 
 /* ---- Backward ------------------------------------------------------------ */
 
-/* The gradients of the forward with the same parameters: given its inputs,
+/* The gradients of the forward with the same parameters (the same dropout
+ * seed and offset included): given its inputs,
  * its output O, the log-sum-exp LSE it returned and dO (the gradient of the
  * loss with respect to O), compute dQ, dK, dV and, when asked, dBias:
  *
@@ -491,8 +492,10 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
  *   and the masks none (a masked key has P = 0, so dS = 0)
  *   dQ = scale * dS K,   dK[g] = scale * sum over the group of dS^T Q
  *
- * Every feature of the forward is supported but dropout (dropout_p > 0:
- * ATTN_ERR_UNSUPPORTED, for now). Layouts: dO like O (o_strides),
+ * Every feature of the forward is supported. With dropout the backward
+ * redraws the forward's mask keep (a pure function of seed, offset, b, h,
+ * i, j): dV takes the weights P * keep / (1 - p), dP = keep * dO V^T / (1 - p)
+ * and D = dO . O of the dropped O; dS keeps the un-dropped P. Layouts: dO like O (o_strides),
  * LSE by lse_strides, dQ like Q, dK like K, dV like V (storage params.dtype,
  * accumulation fp32 on the device, double in the reference), dBias like the
  * bias (float, bias.strides, its broadcast shape). A query row whose keys

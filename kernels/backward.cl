@@ -16,9 +16,12 @@
  *
  * with P = exp(s - LSE), dP = dO . V, dS = P (dP - D) the gradient of the
  * modified score s, and dS' = scale * dS * ds/d(scale q.k) (softcap's
- * 1 - tanh^2). Work-groups are of one work-item (any local size works: no
- * work-item shares anything). The masks and modifiers are common.cl's, so
- * they mean here what they mean in the forward. Accumulation is fp32. */
+ * 1 - tanh^2). With dropout, dP = Z (dO . V) / (1 - p) and dV's weights are
+ * Z P / (1 - p), Z the forward's mask redrawn by common.cl's Philox; D is
+ * dO . O of the dropped O and dS keeps the un-dropped P. Work-groups are of
+ * one work-item (any local size works: no work-item shares anything). The
+ * masks and modifiers are common.cl's, so they mean here what they mean in
+ * the forward. Accumulation is fp32. */
 
 #if !defined(HEAD_DIM) || !defined(HEAD_DIM_V)
 #error "HEAD_DIM and HEAD_DIM_V must be defined"
@@ -123,6 +126,50 @@ inline mask_t lane_index(void) {
     return VCAT(vload, BLOCK)(0, idx);
 }
 
+#if DROPOUT
+/* The dropout keep mask of the lanes, drawn as the forward draws it
+ * (common.cl: stream b * heads_q + h, a Philox evaluation per 8 keys of a
+ * row). dK/dV: keys j0 .. j0 + BLOCK - 1 of row i (j0 a multiple of BLOCK:
+ * one evaluation, or two at BLOCK 16, half of one at 4). */
+inline mask_t dropout_key_lanes(ulong seed, ulong offset, uint stream, int i, int j0,
+                                uint threshold) {
+    int keep_[BLOCK];
+    uint4 w = (uint4)(0u);
+    for (int l = 0; l < BLOCK; l++) {
+        const int j = j0 + l;
+        if (l == 0 || (j & 7) == 0)
+            w = dropout_words(seed, offset, stream, i, j >> 3);
+        const int m = (j & 7) >> 1;
+        const uint word = m == 0 ? w.s0 : m == 1 ? w.s1 : m == 2 ? w.s2 : w.s3;
+        keep_[l] = ((word >> (16 * (j & 1))) & 0xFFFFu) >= threshold ? -1 : 0;
+    }
+    return VCAT(vload, BLOCK)(0, keep_);
+}
+
+typedef VCAT(uint, BLOCK) words_t;
+
+/* dQ: the words of keys 8 * jb .. 8 * jb + 7 for rows i0 .. i0 + BLOCK - 1,
+ * one Philox evaluation a lane. */
+inline void dropout_row_words(ulong seed, ulong offset, uint stream, int i0, int jb, words_t w[4]) {
+    const uint2 key = dropout_key(seed, offset);
+    words_t c0 = (words_t)((uint)jb),
+            c1 = (words_t)((uint)i0) + VCAT(convert_uint, BLOCK)(lane_index()),
+            c2 = (words_t)(stream), c3 = (words_t)((uint)offset);
+    PHILOX4X32_10(words_t, c0, c1, c2, c3, key.s0, key.s1);
+    w[0] = c0;
+    w[1] = c1;
+    w[2] = c2;
+    w[3] = c3;
+}
+
+/* Key j's keep lanes from its rows' words. */
+inline mask_t dropout_row_lanes(const words_t w[4], int j, uint threshold) {
+    const int m = (j & 7) >> 1;
+    const words_t word = m == 0 ? w[0] : m == 1 ? w[1] : m == 2 ? w[2] : w[3];
+    return ((word >> (words_t)(16u * (uint)(j & 1))) & (words_t)(0xFFFFu)) >= (words_t)(threshold);
+}
+#endif
+
 /* Lanes where `sees` holds for lane l's query i_base + i_step * l and key
  * j_base + j_step * l, among `candidates`. */
 inline mask_t seeing_lanes(mask_t candidates, int i_base, int i_step, int j_base, int j_step,
@@ -212,7 +259,7 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
             if (!any_on)
                 continue;
             lanes_t sc_t[TILE], dp_t[TILE], pv_t[TILE], dxv_t[TILE];
-            mask_t zero_t[TILE];
+            mask_t zero_t[TILE], zero_v_t[TILE];
 #pragma unroll
             for (int t = 0; t < TILE; t++)
                 sc_t[t] = dp_t[t] = 0.0f;
@@ -232,7 +279,8 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
 #pragma unroll
             for (int t = 0; t < TILE; t++) {
                 const int i = i0 + t;
-                const lanes_t sc = sc_t[t], dp = dp_t[t];
+                const lanes_t sc = sc_t[t];
+                lanes_t dp = dp_t[t];
                 lanes_t pv, dxv;
                 mask_t zero;
                 /* Row i sees the whole block unless it sits at the edge of
@@ -243,7 +291,23 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
                     live = seeing_lanes(keys_live, i, 0, j0, 1, s, win_left, win_right, keep_mask,
                                         keep_off, keep_sb, keep_sh, keep_ss, b, h);
                 any_live |= any(live);
+#if DROPOUT
+                /* dP of a dropped key is 0 (not 0 times a NaN V), a kept
+                 * one's scaled as its weight in O. */
+                const mask_t keep = dropout_key_lanes(dropout_seed, dropout_offset,
+                                                      (uint)(b * heads_q + h), i, j0,
+                                                      dropout_threshold);
+                dp = select((lanes_t)(0.0f), dp * dropout_scale, keep);
+#endif
                 LANE_STEP(row_lse[t], row_delta[t], i, 0, j0, 1);
+#if DROPOUT
+                /* dV's weights are O's: the dropped, scaled P; dK's dS
+                 * keeps the un-dropped P (the softmax is the un-dropped one). */
+                pv = select((lanes_t)(0.0f), pv * dropout_scale, keep);
+                zero_v_t[t] = pv == (lanes_t)(0.0f);
+#else
+                zero_v_t[t] = zero;
+#endif
                 pv_t[t] = pv;
                 dxv_t[t] = dxv;
                 zero_t[t] = zero;
@@ -270,7 +334,7 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
                 /* A key of weight 0 adds nothing, not 0 times a NaN. */
                 for (int d = 0; d < HEAD_DIM_V; d++)
                     for (int t = 0; t < TILE; t++)
-                        acc_v[d] = select(acc_v[d] + pv_t[t] * di[t][d], acc_v[d], zero_t[t]);
+                        acc_v[d] = select(acc_v[d] + pv_t[t] * di[t][d], acc_v[d], zero_v_t[t]);
                 for (int d = 0; d < HEAD_DIM; d++)
                     for (int t = 0; t < TILE; t++)
                         acc_k[d] = select(acc_k[d] + dxv_t[t] * qi[t][d], acc_k[d], zero_t[t]);
@@ -340,6 +404,9 @@ __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global c
     const mask_t rows_live = lane_index() < (mask_t)(nq) && lse_v != (lanes_t)(-INFINITY);
     /* Key t of the tile: its K and V rows (0 past the last key). */
     float kj[TILE][HEAD_DIM], vj[TILE][HEAD_DIM_V];
+#if DROPOUT
+    words_t words[4];
+#endif
     for (int j0 = first; j0 <= last; j0 += TILE) {
         bool key_on[TILE], finite = true;
 #pragma unroll
@@ -376,7 +443,8 @@ __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global c
 #pragma unroll
         for (int t = 0; t < TILE; t++) {
             const int j = j0 + t;
-            const lanes_t sc = sc_t[t], dp = dp_t[t];
+            const lanes_t sc = sc_t[t];
+            lanes_t dp = dp_t[t];
             lanes_t pv, dxv;
             mask_t zero;
             /* Every row of the block sees key j unless j is at the edge of
@@ -386,6 +454,15 @@ __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global c
                 live = seeing_lanes(rows_live, i0, 1, j, 0, s, win_left, win_right, keep_mask,
                                     keep_off, keep_sb, keep_sh, keep_ss, b, h);
             any_live |= any(live);
+#if DROPOUT
+            /* The rows' draws of keys 8 * (j / 8) .. + 7, one evaluation a
+             * row, redrawn as the keys (in order) reach a new 8. */
+            if (j == first || (j & 7) == 0)
+                dropout_row_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0,
+                                  j >> 3, words);
+            dp = select((lanes_t)(0.0f), dp * dropout_scale,
+                        dropout_row_lanes(words, j, dropout_threshold));
+#endif
             LANE_STEP(lse_v, delta_v, i0, 1, j, 0);
             dxv_t[t] = dxv;
             zero_t[t] = zero;
@@ -451,6 +528,12 @@ attn_bwd_dbias(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t
                 raw += load_elem(qrow, d) * load_elem(krow, d);
             for (int d = 0; d < HEAD_DIM_V; d++)
                 dp += load_elem(drow, d) * load_elem(vrow, d);
+#if DROPOUT
+            dp = dropout_keep(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i, j,
+                              dropout_threshold)
+                     ? dp * dropout_scale
+                     : 0.0f;
+#endif
             const float x =
                 modified_score(raw, scale, softcap, SLOPE(h), i, j, s, BIAS_ROW(b, h, i));
             const float p = exp(x - row_lse);

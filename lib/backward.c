@@ -108,10 +108,6 @@ static void backward_state_free(backward_state *st) {
 static attn_status backward_state_make(attn_context_t ctx, const attn_problem *pb, int want_dbias,
                                        backward_state **out) {
     *out = NULL;
-    if (pb->p.dropout_p > 0.0f)
-        return attn_fail(ctx, ATTN_ERR_UNSUPPORTED,
-                         "the backward does not draw the dropout mask yet: dropout_p must be 0 "
-                         "for a backward (the forward alone takes it)");
     backward_state *st = calloc(1, sizeof *st);
     if (!st)
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate the backward's state");

@@ -10,6 +10,7 @@
 #include "attn_internal.h"
 #include "half.h"
 #include "host_copy.h"
+#include "philox.h"
 #include "reference_rows.h"
 
 #include <math.h>
@@ -96,18 +97,31 @@ static void backward_row(const attn_problem *pb, const attn_backward_host_tensor
                                            : exp(p_row[j] - max);
         sum += p_row[j];
     }
-    /* dP_j = dO . V_j; D = sum_j P_j dP_j (= dO . O); dS_j = P_j (dP_j - D). */
+    /* dP_j = dO . V_j; D = sum_j P_j dP_j (= dO . O); dS_j = P_j (dP_j - D).
+     * Dropout: O weighs V_j by W_j = Z_j P_j / (1 - p), Z_j lib/reference.c's
+     * mask, so dV_j = W_j dO and dP_j = Z_j (dO . V_j) / (1 - p); the softmax
+     * (and so dS's P) is the un-dropped one. The mask is a pure function of
+     * (seed, offset, b, h, i, j): drawn again where needed. */
+    const int dropout = p->dropout_p > 0.0f;
+    const uint32_t threshold = attn_dropout_threshold(p->dropout_p);
+    const uint32_t stream = (uint32_t)(b * p->heads_q + h);
+    const double keep_scale = 1.0 / (1.0 - (double)p->dropout_p);
     double dsum = 0.0;
     for (int64_t j = 0; j < s->len_k; j++) {
         p_row[j] /= sum;
         ds[j] = 0.0;
         if (p_row[j] == 0.0)
             continue;
+        if (dropout && !attn_dropout_keep(p->dropout_seed, p->dropout_offset, stream, (uint32_t)i,
+                                          (uint32_t)j, threshold))
+            continue; /* dP_j = 0, whatever V_j holds */
         const size_t v_row = attn_ref_row(&p->v_strides, b, kv, s->k0 + j);
         double dp = 0.0;
         for (int32_t d = 0; d < p->head_dim_v; d++)
             dp += attn_load_element(t->dout, do_row + (size_t)d, p->dtype) *
                   attn_load_element(t->v, v_row + (size_t)d, p->dtype);
+        if (dropout)
+            dp *= keep_scale;
         ds[j] = dp;
         dsum += p_row[j] * dp;
     }
@@ -117,9 +131,15 @@ static void backward_row(const attn_problem *pb, const attn_backward_host_tensor
         ds[j] = p_row[j] * (ds[j] - dsum);
         const size_t k_row = attn_ref_row(&p->k_strides, b, kv, s->k0 + j);
         const size_t v_row = attn_ref_row(&p->v_strides, b, kv, s->k0 + j);
-        for (int32_t d = 0; d < p->head_dim_v; d++)
-            g->dv[v_row + (size_t)d] +=
-                p_row[j] * attn_load_element(t->dout, do_row + (size_t)d, p->dtype);
+        const double w = !dropout ? p_row[j]
+                         : attn_dropout_keep(p->dropout_seed, p->dropout_offset, stream,
+                                             (uint32_t)i, (uint32_t)j, threshold)
+                             ? p_row[j] * keep_scale
+                             : 0.0;
+        if (w != 0.0) /* a dropped key's V_j gets nothing (not 0 times dO) */
+            for (int32_t d = 0; d < p->head_dim_v; d++)
+                g->dv[v_row + (size_t)d] +=
+                    w * attn_load_element(t->dout, do_row + (size_t)d, p->dtype);
         if (g->dbias)
             g->dbias[attn_ref_row(&p->bias.strides, b, h, i) + (size_t)j] += ds[j];
         const double dx = ds[j] * dmod[j] * (double)p->scale;
@@ -154,10 +174,6 @@ attn_status attn_reference_backward(const attn_params *params,
     request.algo = ATTN_ALGO_AUTO;
     attn_problem pb;
     attn_status status = attn_problem_make(NULL, &request, 1, 0, &pb);
-    if (status == ATTN_SUCCESS && pb.p.dropout_p > 0.0f)
-        status = attn_fail(NULL, ATTN_ERR_UNSUPPORTED,
-                           "attn_reference_backward: no dropout yet (dropout_p must be 0), as "
-                           "attn_backward_*");
     const attn_input_arrays meta = attn_input_arrays_of_backward_host(t);
     if (status == ATTN_SUCCESS)
         status = attn_problem_check_arrays(NULL, &pb, &meta, 0);

@@ -685,6 +685,13 @@ static void describe(char *buf, size_t size, const request *q) {
     if (q->drop != DROP_NONE) {
         APPEND(" drop %d", q->drop);
     }
+    if (p->dropout_p != 0.0f) {
+        APPEND(" dropout %a seed %llu offset %llu", (double)p->dropout_p,
+               (unsigned long long)p->dropout_seed, (unsigned long long)p->dropout_offset);
+    }
+    if (q->backward) {
+        APPEND(" backward 0x%02x", q->backward);
+    }
     if (q->device_extra) {
         APPEND(" extra 0x%02x", q->device_extra);
     }
@@ -1206,6 +1213,188 @@ static void device_call(attn_context_t ctx, const request *q, const tensors *t, 
     free_outputs(&out);
 }
 
+/* ---- The backward ------------------------------------------------------------- */
+
+/* Gradients in the storage type (dBias float), sentinel-filled. */
+typedef struct gradients {
+    void *g[3];
+    float *dbias;
+    size_t bytes[3], dbias_bytes;
+} gradients;
+
+static void alloc_gradients(const tensors *t, int want_dbias, gradients *g) {
+    memset(g, 0, sizeof *g);
+    for (int i = 0; i < 3; i++) {
+        g->bytes[i] = (t->elems[i] ? t->elems[i] : DUMMY_ELEMS) * t->es;
+        g->g[i] = alloc_bytes(g->bytes[i]);
+    }
+    if (want_dbias) {
+        g->dbias_bytes = (t->bias_alloc ? t->bias_alloc : DUMMY_ELEMS) * sizeof(float);
+        g->dbias = alloc_bytes(g->dbias_bytes);
+    }
+}
+
+static void free_gradients(gradients *g) {
+    for (int i = 0; i < 3; i++) {
+        free(g->g[i]);
+    }
+    free(g->dbias);
+}
+
+static int gradients_untouched(const gradients *g) {
+    for (int i = 0; i < 3; i++) {
+        if (!test_is_sentinel(g->g[i], g->bytes[i])) {
+            return 0;
+        }
+    }
+    return !g->dbias || test_is_sentinel(g->dbias, g->dbias_bytes);
+}
+
+/* Whether every element the reference wrote (not the sentinel) is finite
+ * in `got` and every one it left is left in `got` too. */
+static int gradient_elements_ok(const void *got, const void *ref, size_t elems, size_t es,
+                                attn_dtype dtype, int want_finite) {
+    for (size_t e = 0; e < elems; e++) {
+        const unsigned char *a = (const unsigned char *)got + e * es;
+        const unsigned char *b = (const unsigned char *)ref + e * es;
+        const int left = test_is_sentinel(b, es);
+        if (left != test_is_sentinel(a, es)) {
+            return 0;
+        }
+        if (!left && want_finite) {
+            float x;
+            test_from_storage(dtype, a, &x, 1);
+            if (!isfinite(x)) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* attn_backward_host after the host call's forward (status `fwd`, outputs
+ * `out`): dO drawn from the seed, the forward's O and LSE, the request's
+ * extra inputs, and the fault the backward byte asks for. After a failed
+ * forward (without probabilities, which the backward does not take) the
+ * backward must fail too; after a successful one it succeeds unless a
+ * fault was put in (ATTN_ERR_NULL_ARGUMENT), or dBias is asked without a
+ * bias (ATTN_ERR_INVALID_VALUE). A failure leaves a message and every
+ * gradient untouched; attn_reference_backward (which reads no LSE) agrees
+ * on success or failure, and
+ * on success the same elements written, all finite with modest inputs. */
+static void backward_call(attn_context_t ctx, const request *q, const tensors *t, attn_status fwd,
+                          const outputs *out) {
+    const attn_params *p = &q->p;
+    const int fault = (q->backward >> BWD_FAULT_SHIFT) & 3;
+    const int want_dbias = (q->backward & BACKWARD_DBIAS) != 0;
+    float *dout_f = alloc_floats(t->elems[3]);
+    fill_values(q, dout_f, t->elems[3] ? t->elems[3] : DUMMY_ELEMS, 9);
+    void *dout = to_storage(t->dtype, dout_f, t->elems[3] ? t->elems[3] : DUMMY_ELEMS);
+    gradients g, ref;
+    alloc_gradients(t, want_dbias, &g);
+    alloc_gradients(t, want_dbias, &ref);
+    attn_backward_host_tensors bt = {.q = q->drop == DROP_Q ? NULL : t->q_store,
+                                     .k = t->k_store,
+                                     .v = t->v_store,
+                                     .o = out->o,
+                                     .dout = fault == BWD_FAULT_NO_DOUT ? NULL : dout,
+                                     .lse = fault == BWD_FAULT_NO_LSE ? NULL : out->lse,
+                                     .dq = fault == BWD_FAULT_NO_DQ ? NULL : g.g[0],
+                                     .dk = g.g[1],
+                                     .dv = g.g[2],
+                                     .dbias = g.dbias,
+                                     .bias = t->bias,
+                                     .keep_mask = t->keep,
+                                     .key_lengths = t->key_lengths,
+                                     .alibi_slopes = t->slopes,
+                                     .cu_seqlens_q = t->cu_q,
+                                     .cu_seqlens_k = t->cu_k};
+    if (q->flags & PLAIN_CALLS) {
+        /* The forward had no extra inputs: neither has its backward. */
+        bt.bias = NULL;
+        bt.keep_mask = NULL;
+        bt.key_lengths = NULL;
+        bt.alibi_slopes = NULL;
+        bt.cu_seqlens_q = bt.cu_seqlens_k = NULL;
+    }
+    const attn_status st = attn_backward_host(ctx, p, &bt);
+    trace(" %s %s", "backward", st);
+    const char *message = st == ATTN_SUCCESS ? "" : attn_last_error(ctx);
+    if (!documented(st)) {
+        violation("attn_backward_host returned an undocumented or OpenCL status", q, st, message);
+    }
+    if (st != ATTN_SUCCESS && (!*message || !gradients_untouched(&g))) {
+        violation("attn_backward_host failed without a message or wrote its gradients", q, st,
+                  message);
+    }
+    const int missing = fault != BWD_FAULT_NONE || !out->lse;
+    if (fwd != ATTN_SUCCESS && !(q->flags & WANT_PROBS) && st == ATTN_SUCCESS) {
+        violation("attn_backward_host succeeded where the forward failed", q, st, "");
+    }
+    if (fwd == ATTN_SUCCESS) {
+        const attn_status want = missing                          ? ATTN_ERR_NULL_ARGUMENT
+                                 : want_dbias && !p->bias.present ? ATTN_ERR_INVALID_VALUE
+                                                                  : ATTN_SUCCESS;
+        if (st != want) {
+            char what[160];
+            snprintf(what, sizeof what, "attn_backward_host gave %s where %s was due",
+                     attn_status_name(st), attn_status_name(want));
+            violation(what, q, st, message);
+        }
+    }
+    /* The reference: the same answer, the same elements written. */
+    attn_backward_host_tensors rt = bt;
+    rt.dq = fault == BWD_FAULT_NO_DQ ? NULL : ref.g[0];
+    rt.dk = ref.g[1];
+    rt.dv = ref.g[2];
+    rt.dbias = ref.dbias;
+    const attn_status rst = attn_reference_backward(p, &rt);
+    trace(" %s %s", "reference backward", rst);
+    if (rst != ATTN_SUCCESS && (!*attn_last_error(NULL) || !gradients_untouched(&ref))) {
+        violation("attn_reference_backward failed without a message or wrote its gradients", q, rst,
+                  attn_last_error(NULL));
+    }
+    /* The reference recomputes O and LSE: a missing LSE is no fault to it. */
+    const int lse_missing = !bt.lse;
+    if (!lse_missing && (rst == ATTN_SUCCESS) != (st == ATTN_SUCCESS)) {
+        violation("attn_backward_host and attn_reference_backward disagree", q, st,
+                  rst ? attn_last_error(NULL) : message);
+    }
+    if (st == ATTN_SUCCESS && rst == ATTN_SUCCESS) {
+        /* Finite where the inputs are: modest ones (Q, K, V and dO, drawn
+         * alike, finite and small), or wide ones whose forward kept every
+         * LSE finite (or -inf, a row that sees no key). Where scale * q.k
+         * overflows, LSE is +inf and P = exp(s - LSE) cannot be
+         * recovered from it: not held. */
+        int want_finite = (t->modest || t->wide) && all_finite(dout_f, t->elems[3]);
+        for (size_t e = 0; want_finite && !t->modest && e < t->elems[4]; e++) {
+            const float l = out->lse[e];
+            want_finite =
+                test_is_sentinel(&out->lse[e], sizeof(float)) || isfinite(l) || l == -INFINITY;
+        }
+        for (int i = 0; i < 3; i++) {
+            if (!gradient_elements_ok(g.g[i], ref.g[i], t->elems[i], t->es, t->dtype,
+                                      want_finite)) {
+                violation(want_finite ? "a gradient is not finite, or written where the "
+                                        "reference leaves it"
+                                      : "a gradient is written where the reference leaves it",
+                          q, st,
+                          i == 0   ? "dQ"
+                          : i == 1 ? "dK"
+                                   : "dV");
+            }
+        }
+        if (g.dbias && !gradient_elements_ok(g.dbias, ref.dbias, t->bias_alloc, sizeof(float),
+                                             ATTN_DTYPE_F32, want_finite)) {
+            violation("dBias is not finite, or written where the reference leaves it", q, st, "");
+        }
+    }
+    free_gradients(&g);
+    free_gradients(&ref);
+    free(dout);
+    free(dout_f);
+}
+
 /* ---- Merging ------------------------------------------------------------------ */
 
 /* A merged O and LSE against the header, row by row, for a part `r`
@@ -1625,6 +1814,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (q.flags & DEVICE_CALL) {
             device_call(ctx, &q, &t, fault, st, chosen, &out);
+        }
+        if (q.backward & BACKWARD) {
+            backward_call(ctx, &q, &t, st, &out);
         }
         if ((q.flags & MERGE) && st == ATTN_SUCCESS && out.lse) {
             const int64_t rows = q.p.varlen ? q.p.total_q : q.p.seq_q;

@@ -129,6 +129,35 @@ static float softcap_field(reader *r) {
     }
 }
 
+/* Dropout's probability: 0 off (class 0); classes 1-3 a valid one in
+ * [0, 0.95]; 4 special (NaN, -0 (off), 1, negative, a tiny one (threshold
+ * 0: every key kept), just below 1 (threshold capped), the smallest
+ * denormal, infinity); 5 any bits; 6, 7 one half. */
+static float dropout_field(reader *r) {
+    const uint8_t cls = u8(r);
+    const uint32_t raw = u32(r);
+    const float specials[8] = {NAN, -0.0f, 1.0f, -0.25f, 1e-30f, 0.99999f, 1.4e-45f, INFINITY};
+    switch (cls & 7) {
+    case 0:
+        return 0.0f;
+    case 1:
+    case 2:
+    case 3:
+        return 0.95f * (float)(raw & 0xffff) / 65535.0f;
+    case 4:
+        return specials[raw & 7];
+    case 5:
+        return bits_to_float(raw);
+    default:
+        return 0.5f;
+    }
+}
+
+static uint64_t u64(reader *r) {
+    const uint64_t lo = u32(r);
+    return lo | (uint64_t)u32(r) << 32;
+}
+
 /* A flag field: 0 off; otherwise nonzero, sometimes a value other than 1
  * (the header says nonzero). */
 static int32_t flag_value(uint8_t cls) {
@@ -426,7 +455,9 @@ static void force_combo(request *q, int c) {
  *   keep-mask (the same); key padding (class); varlen (class, fault: see
  *   make_varlen); drop (one pointer made NULL); device_extra (the device
  *   call's buffers, GARBAGE_EXTRAS, and in its top three bits force_combo);
- *   with force_combo, the fused kernel's shape (kernel_shapes).
+ *   with force_combo, the fused kernel's shape (kernel_shapes); dropout
+ *   (dropout_field: class, 4 bytes; seed, offset: 8 bytes each, low
+ *   first); the backward byte (BACKWARD...).
  * tests/make_fuzz_seeds.py writes this layout from keyword arguments. */
 void decode(reader *r, request *q) {
     memset(q, 0, sizeof *q);
@@ -477,6 +508,10 @@ void decode(reader *r, request *q) {
             force_combo(q, (q->device_extra >> COMBO_SHIFT) - 1);
             q->shape = shape % 3;
         }
+        p->dropout_p = dropout_field(r);
+        p->dropout_seed = u64(r);
+        p->dropout_offset = u64(r);
+        q->backward = u8(r);
     }
     make_varlen(q);
     apply_layout(q);
@@ -531,6 +566,7 @@ int valid_params(const request *q) {
            (unsigned)p->algo <= ATTN_ALGO_FUSED && dtype_ok(p->dtype) && isfinite(p->scale) &&
            isfinite(p->softcap) && p->softcap >= 0.0f && operand_ok(&p->bias, p) &&
            operand_ok(&p->keep_mask, p) && (!p->varlen || (p->total_q > 0 && p->total_k > 0)) &&
+           p->dropout_p >= 0.0f && p->dropout_p < 1.0f &&
            !((q->flags & WANT_PROBS) && p->algo == ATTN_ALGO_FUSED);
 }
 

@@ -77,6 +77,21 @@ enum {
 
 #define MAX_BATCH 3 /* size_field(r, 3) */
 
+/* The backward byte: bit 0 runs attn_backward_host after a forward with
+ * LSE (or after a failed one: it must fail too); bit 1 asks for dBias;
+ * bits 2-3 a fault (BWD_FAULT_*). */
+enum {
+    BACKWARD = 1,
+    BACKWARD_DBIAS = 2,
+};
+enum {
+    BWD_FAULT_NONE,
+    BWD_FAULT_NO_DOUT,
+    BWD_FAULT_NO_LSE,
+    BWD_FAULT_NO_DQ,
+};
+#define BWD_FAULT_SHIFT 2
+
 typedef struct request {
     uint8_t flags;
     attn_params p;
@@ -90,7 +105,8 @@ typedef struct request {
     uint8_t bias_strides, keep_strides; /* selectors (applied with the layout) */
     uint8_t varlen_mode, varlen_fault;
     uint8_t drop, device_extra;
-    uint8_t shape; /* kernel_shapes[shape]: the fused kernel's shape (with force_combo) */
+    uint8_t shape;    /* kernel_shapes[shape]: the fused kernel's shape (with force_combo) */
+    uint8_t backward; /* BACKWARD, BACKWARD_DBIAS, the fault above BWD_FAULT_SHIFT */
     int32_t cu_q[MAX_BATCH + 1], cu_k[MAX_BATCH + 1]; /* varlen with a batch in 1..3 */
 } request;
 

@@ -140,10 +140,13 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
             dtype_bad=False, scl=None, layout="bhsd", raw_strides=None, value_mode=0,
             specials=0, seed=1, tuning=None, dtype="f32", cap=None, win=None, alibi=None,
             bias=None, keep=None, pad=None, varlen=None, drop=None, extra=0, combo=None,
-            kernel=None):
+            kernel=None, dropout=None, backward=0):
     """combo: an index into fuzz_forward.c's device_combos, whose storage, mask, head
     dims and features force_combo then imposes over the fields given here; kernel
-    (with combo): an index into its kernel_shapes (1 gpu odd, 2 cpu narrow)."""
+    (with combo): an index into its kernel_shapes (1 gpu odd, 2 cpu narrow).
+    dropout: (p, seed, offset) with p a probability in [0, 0.95], ("special", i)
+    or ("bits", float) (see dropout_field); backward: the backward byte
+    (BACKWARD | BACKWARD_DBIAS | fault << 2)."""
     if combo is not None:
         extra |= (combo + 1) << 5
     b = [flags, size(batch, 3), size(heads, 3), heads_kv(hkv), size(sq, 40), size(sk, 40)]
@@ -163,7 +166,17 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
     features += [0 if drop is None else 0xC0 | DROP[drop], extra]
     if kernel:
         assert combo is not None, "a kernel shape needs a combination"
-        features += [kernel]
+    if kernel or dropout or backward:
+        features += [kernel or 0]
+    if dropout or backward:
+        p, dseed, offset = dropout or (0.0, 0, 0)
+        if isinstance(p, tuple):
+            kind, value = p
+            cls, raw = (4, value) if kind == "special" else (
+                5, struct.unpack("<I", struct.pack("<f", value))[0])
+        else:
+            cls, raw = (1, round(p / 0.95 * 65535)) if p else (0, 0)
+        features += [cls] + list(struct.pack("<IQQ", raw, dseed, offset)) + [backward]
     assert tuning is None or not any(features), "a tuning string leaves no room for features"
     if any(features):
         b += features
@@ -407,6 +420,54 @@ SEEDS.update({
     "scale-subnormal-wide": request(LSE_DEVICE, sq=7, sk=9, d=1, value_mode=0x30,
                                     scl=scale("bits", 1e-40)),
     "scale-huge": request(LSE_DEVICE, sq=7, sk=9, d=8, scl=scale("bits", 3e38)),
+})
+
+# Dropout, and the backward after the forward (tests/fuzz_forward.c's
+# backward_call): on each path and call, with features, and its faults.
+BACKWARD, BACKWARD_DBIAS = 1, 2
+NO_DOUT, NO_LSE, NO_DQ = 1 << 2, 2 << 2, 3 << 2
+SEEDS.update({
+    "dropout-fused-device": request(LSE_DEVICE, heads=2, sq=17, sk=9, d=8,
+                                    dropout=(0.3, 7, 3)),
+    "dropout-three-probs": request(WANT_LSE | WANT_PROBS, heads=2, sq=9, sk=11, d=8,
+                                   algo=THREE_KERNEL, dropout=(0.5, 2**64 - 1, 5)),
+    "dropout-backward": request(LSE_DEVICE, heads=2, sq=17, sk=9, d=8, mask=TOP_LEFT,
+                                dropout=(0.2, 11, 2**64 - 1), backward=BACKWARD),
+    "dropout-backward-all-bf16": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21,
+                                         combo=5, dropout=(0.25, 3, 4),
+                                         backward=BACKWARD | BACKWARD_DBIAS, **ALL),
+    "dropout-backward-all-f32": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21,
+                                        combo=6, dropout=(0.6, 1, 2),
+                                        backward=BACKWARD | BACKWARD_DBIAS, **ALL),
+    "backward-plain": request(WANT_LSE, heads=2, sq=7, sk=7, d=8, backward=BACKWARD),
+    "backward-gqa-bias-pad": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21, combo=3,
+                                     bias=("full", 1, "packed", 0), pad=3,
+                                     backward=BACKWARD | BACKWARD_DBIAS),
+    "backward-no-dout": request(WANT_LSE, sq=7, sk=7, d=8, backward=BACKWARD | NO_DOUT),
+    "backward-no-lse": request(WANT_LSE, sq=7, sk=7, d=8, dropout=(0.1, 1, 1),
+                               backward=BACKWARD | NO_LSE),
+    "backward-no-dq": request(WANT_LSE, sq=7, sk=7, d=8, backward=BACKWARD | NO_DQ),
+    "backward-without-lse": request(0, sq=7, sk=7, d=8, backward=BACKWARD),
+    "backward-dbias-without-bias": request(WANT_LSE, sq=7, sk=7, d=8,
+                                           backward=BACKWARD | BACKWARD_DBIAS),
+    "backward-refused": request(WANT_LSE, heads=3, hkv=2, backward=BACKWARD),
+    "backward-wide-scores": request(WANT_LSE, sq=7, sk=9, d=1, value_mode=0x30,
+                                    backward=BACKWARD),
+    "backward-wide-bias-flt-max": request(LSE_DEVICE, batch=2, heads=2, sq=9, sk=21,
+                                          value_mode=0x80, combo=3,
+                                          backward=BACKWARD | BACKWARD_DBIAS),
+    "backward-scale-subnormal-wide": request(WANT_LSE, sq=7, sk=9, d=1, value_mode=0x30,
+                                             scl=scale("bits", 1e-40), backward=BACKWARD),
+    # scale * q.k past FLT_MAX: LSE +inf, gradients not held to be finite.
+    "backward-scale-huge": request(WANT_LSE, sq=7, sk=9, d=8, scl=scale("bits", 3e38),
+                                   backward=BACKWARD),
+    "dropout-bad-nan": request(WANT_LSE, dropout=(("special", 0), 1, 1), backward=BACKWARD),
+    "dropout-bad-one": request(WANT_LSE, dropout=(("special", 2), 1, 1), backward=BACKWARD),
+    "dropout-bad-negative": request(WANT_LSE, dropout=(("special", 3), 1, 1)),
+    "dropout-tiny": request(LSE_DEVICE, sq=7, sk=7, d=8, dropout=(("special", 4), 5, 6),
+                            backward=BACKWARD),
+    "dropout-near-one": request(LSE_DEVICE, sq=7, sk=7, d=8, dropout=(("special", 5), 5, 6),
+                                backward=BACKWARD),
 })
 
 

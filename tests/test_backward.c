@@ -10,10 +10,18 @@
  * D = dO . O, dS = P (dP - D), dQ = scale dS' K, dK = scale dS'^T Q), its
  * gradients rounded to the storage type like the library's.
  *
+ * With dropout the naive backward takes the dropped, scaled weights W of
+ * test_naive_fp32 for dV (W^T dO) and the mask (W != 0) for dP (scaled by
+ * 1 / (1 - p)), and the un-dropped P for dS. mask_identity checks that the
+ * backward's mask is the forward's: dV against W^T dO from the device
+ * forward's own probabilities, and those against lib/philox.c's mask.
+ *
  * The inputs O and LSE are the reference forward's (O rounded to storage).
  * Determinism: two runs, two contexts and the host and device calls give
  * the same bits for every gradient. */
 #include "test_util.h"
+
+#include "philox.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -48,6 +56,15 @@ static const char *const cases[] = {
     "B1 Hq2 Hkv1 Sq21 Sk19 D200 Dv160 br bhsd",
     "B1 Hq2 Hkv2 Sq13 Sk17 D512 none bshd f16",
     "B1 Hq1 Hkv1 Sq9 Sk11 D320 Dv512 tl bhsd bias=1x1",
+    /* Dropout, with the features and each block width (16, 8, 4 lanes). */
+    "B2 Hq2 Hkv1 Sq9 Sk13 D8 br bhsd drop=0.3,7,3 quick",
+    "B2 Hq4 Hkv2 Sq65 Sk33 D16 tl bshd drop=0.5,7,3",
+    "B2 Hq4 Hkv2 Sq33 Sk65 D31 none bhsd bias=2x1 drop=0.2,9,18446744073709551615",
+    "B3 Hq4 Hkv2 Sq30 Sk40 D16 br bshd varlen f16 drop=0.1,123,456",
+    "B1 Hq2 Hkv1 Sq33 Sk50 D32 br padded bf16 keep=1x2 softcap=5 alibi win=20,5 drop=0.9",
+    "B4 Hq2 Hkv2 Sq17 Sk40 D31 none bhsd pad drop=0.4,1,2",
+    "B1 Hq2 Hkv1 Sq21 Sk19 D200 Dv160 br bhsd drop=0.3",
+    "B1 Hq2 Hkv2 Sq13 Sk17 D512 none bshd f16 drop=0.25,5,5",
 };
 
 static int failures;
@@ -58,9 +75,12 @@ typedef struct grads {
     float *dq, *dk, *dv, *dbias;
 } grads;
 
+/* probs: the un-dropped P; kept: the forward's weights (with dropout the
+ * dropped, scaled ones; else probs). */
 static void naive_backward(const test_problem *t, const float *o, const float *dout,
-                           const float *probs, grads *g) {
+                           const float *probs, const float *kept, grads *g) {
     const attn_params *r = &t->r;
+    const float keep_scale = 1.0f / (1.0f - r->dropout_p);
     const test_shape bias_shape = test_tensor_shape(r, TEST_BIAS);
     const int group = r->heads_q / r->heads_kv;
     for (int64_t b = 0; b < r->batch; b++) {
@@ -75,9 +95,10 @@ static void naive_backward(const test_problem *t, const float *o, const float *d
         for (int64_t h = 0; h < r->heads_q; h++) {
             const int64_t kv = h / group;
             for (int64_t i = 0; i < len_q; i++) {
-                const float *prow =
-                    probs + ((size_t)(b * r->heads_q + h) * (size_t)r->seq_q + (size_t)i) *
-                                (size_t)r->seq_k;
+                const size_t row_at =
+                    ((size_t)(b * r->heads_q + h) * (size_t)r->seq_q + (size_t)i) *
+                    (size_t)r->seq_k;
+                const float *prow = probs + row_at, *wrow = kept + row_at;
                 const float *qi = t->q + test_element_at(&t->q_shape, bt, h, q0 + i, 0);
                 const float *di = dout + test_element_at(&t->o_shape, bt, h, q0 + i, 0);
                 const float *oi = o + test_element_at(&t->o_shape, bt, h, q0 + i, 0);
@@ -98,6 +119,8 @@ static void naive_backward(const test_problem *t, const float *o, const float *d
                         dp += di[d] * vj[d];
                     for (int d = 0; d < r->head_dim; d++)
                         raw += qi[d] * kj[d];
+                    if (r->dropout_p > 0.0f)
+                        dp = wrow[j] != 0.0f ? dp * keep_scale : 0.0f;
                     const float ds = p * (dp - delta);
                     float slope = 1.0f;
                     if (r->softcap > 0.0f) {
@@ -105,8 +128,8 @@ static void naive_backward(const test_problem *t, const float *o, const float *d
                         slope = 1.0f - th * th;
                     }
                     const float dx = ds * slope * r->scale;
-                    for (int d = 0; d < r->head_dim_v; d++)
-                        dvj[d] += p * di[d];
+                    for (int d = 0; d < r->head_dim_v && wrow[j] != 0.0f; d++)
+                        dvj[d] += wrow[j] * di[d];
                     for (int d = 0; d < r->head_dim; d++) {
                         dqi[d] += dx * kj[d];
                         dkj[d] += dx * qi[d];
@@ -260,8 +283,12 @@ static int case_init(bwd_case *c, const char *text, uint64_t seed, int poison_hi
     const size_t probs_elems =
         (size_t)t->r.batch * (size_t)t->r.heads_q * (size_t)t->r.seq_q * (size_t)t->r.seq_k;
     float *probs = calloc(probs_elems, sizeof(float));
+    float *kept = calloc(probs_elems, sizeof(float));
     float *o = malloc(t->o_elems * sizeof(float));
-    test_naive_fp32(&t->r, t->q, t->k, t->v, &t->x, o, NULL, probs);
+    attn_params undropped = t->r;
+    undropped.dropout_p = 0.0f;
+    test_naive_fp32(&undropped, t->q, t->k, t->v, &t->x, o, NULL, probs);
+    test_naive_fp32(&t->r, t->q, t->k, t->v, &t->x, o, NULL, kept);
     c->naive =
         (grads){sentinel_floats(t->q_elems), sentinel_floats(t->k_elems),
                 sentinel_floats(t->v_elems), t->x.bias ? sentinel_floats(c->bias_elems) : NULL};
@@ -270,7 +297,7 @@ static int case_init(bwd_case *c, const char *text, uint64_t seed, int poison_hi
     zero_rows(c->naive.dv, &t->v_shape);
     if (c->naive.dbias)
         zero_rows(c->naive.dbias, &c->bias_shape);
-    naive_backward(t, c->o_stored, c->dout, probs, &c->naive);
+    naive_backward(t, c->o_stored, c->dout, probs, kept, &c->naive);
     restore_outside_rows(c->naive.dq, c->ref.dq, t, &t->q_shape, t->x.cu_seqlens_q);
     restore_outside_rows(c->naive.dk, c->ref.dk, t, &t->k_shape, t->x.cu_seqlens_k);
     restore_outside_rows(c->naive.dv, c->ref.dv, t, &t->v_shape, t->x.cu_seqlens_k);
@@ -278,6 +305,7 @@ static int case_init(bwd_case *c, const char *text, uint64_t seed, int poison_hi
     test_round_to_storage(dtype, c->naive.dk, t->k_elems);
     test_round_to_storage(dtype, c->naive.dv, t->v_elems);
     free(probs);
+    free(kept);
     free(o);
     return 0;
 }
@@ -498,8 +526,8 @@ static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, 
             }
             have[call] = 1;
         }
-        printf("  %-6s %7.1f ms  %s  %s\n", call ? "device" : "host", ms, ok ? line : why,
-               ok ? "PASS" : "FAIL");
+        printf("  %-6s %7.1f ms  %s  %s\n", call ? "device" : "host", ms,
+               st == ATTN_SUCCESS ? line : why, ok ? "PASS" : "FAIL");
         failures += !ok;
     }
     /* Bits: host vs device call, a second run, another context. */
@@ -532,6 +560,118 @@ static void run_case(attn_context_t ctx, attn_context_t ctx2, const char *text, 
         if (have[call] || runs[call].dq)
             device_grads_free(&runs[call]);
     fflush(stdout);
+    case_free(&c);
+}
+
+/* ---- Dropout: one mask for the forward, the backward and the reference ---- */
+
+/* max|a - b| <= 1e-4 max(1, max|b|) over `n` floats, b in double. */
+static int close_to(const float *a, const double *b, size_t n, double *err) {
+    double worst = 0.0, most = 1.0;
+    for (size_t e = 0; e < n; e++) {
+        worst = fmax(worst, fabs((double)a[e] - b[e]));
+        most = fmax(most, fabs(b[e]));
+    }
+    *err = worst / most;
+    return worst <= 1e-4 * most;
+}
+
+/* The device forward's probabilities W (the dropped, scaled weights) give
+ * its mask (W != 0 where the un-dropped P is not): it must be lib/philox.c's,
+ * with a kept fraction within 4 sigma of 1 - p, and the device and the
+ * reference backward's dV must be W^T dO summed over each group. */
+static void mask_identity(attn_context_t ctx) {
+    const char *text = "B2 Hq4 Hkv2 Sq37 Sk70 D16 br bhsd drop=0.3,11,22";
+    bwd_case c;
+    int quick;
+    const int init = case_init(&c, text, 810, 0, &quick);
+    if (init == 1)
+        return;
+    if (init != 0) {
+        printf("mask identity: FAIL (setup)\n");
+        failures++;
+        return;
+    }
+    const test_problem *t = &c.t;
+    const attn_params *r = &t->r;
+    printf("mask identity: %s\n", text);
+    const size_t probs_elems =
+        (size_t)r->batch * (size_t)r->heads_q * (size_t)r->seq_q * (size_t)r->seq_k;
+    float *w = calloc(probs_elems, sizeof(float)), *p0 = calloc(probs_elems, sizeof(float));
+    float *o_naive = malloc(t->o_elems * sizeof(float));
+    void *o = test_alloc_output(t);
+    attn_host_tensors ht = test_host_tensors(t, o, NULL, w);
+    attn_status st = attn_forward_host(ctx, &t->p, &ht);
+    attn_params undropped = *r;
+    undropped.dropout_p = 0.0f;
+    test_naive_fp32(&undropped, t->q, t->k, t->v, &t->x, o_naive, NULL, p0);
+
+    const uint32_t threshold = attn_dropout_threshold(r->dropout_p);
+    long visible = 0, kept = 0, mismatched = 0;
+    const int group = r->heads_q / r->heads_kv;
+    double *dv_w = calloc(t->v_elems, sizeof(double));
+    for (int64_t b = 0; b < r->batch && st == ATTN_SUCCESS; b++)
+        for (int64_t h = 0; h < r->heads_q; h++)
+            for (int64_t i = 0; i < r->seq_q; i++)
+                for (int64_t j = 0; j < r->seq_k; j++) {
+                    const size_t at =
+                        (((size_t)b * (size_t)r->heads_q + (size_t)h) * (size_t)r->seq_q +
+                         (size_t)i) *
+                            (size_t)r->seq_k +
+                        (size_t)j;
+                    if (p0[at] == 0.0f)
+                        continue;
+                    visible++;
+                    const int drawn = attn_dropout_keep(r->dropout_seed, r->dropout_offset,
+                                                        (uint32_t)(b * r->heads_q + h), (uint32_t)i,
+                                                        (uint32_t)j, threshold);
+                    kept += w[at] != 0.0f;
+                    mismatched += drawn != (w[at] != 0.0f);
+                    const float *di = c.dout + test_element_at(&t->o_shape, b, h, i, 0);
+                    for (int d = 0; d < r->head_dim_v; d++)
+                        dv_w[test_element_at(&t->v_shape, b, h / group, j, d)] +=
+                            (double)w[at] * di[d];
+                }
+    const double q = 1.0 - (double)r->dropout_p;
+    const double sigma = sqrt((double)visible * q * (1.0 - q));
+    const int fraction_ok = visible > 0 && fabs((double)kept - q * (double)visible) <= 4.0 * sigma;
+    printf("  forward: %s; %ld of %ld visible weights kept (expected %.0f +- %.0f), "
+           "%ld unlike lib/philox.c's mask  %s\n",
+           attn_status_name(st), kept, visible, q * (double)visible, 4.0 * sigma, mismatched,
+           st == ATTN_SUCCESS && fraction_ok && mismatched == 0 ? "PASS" : "FAIL");
+    failures += !(st == ATTN_SUCCESS && fraction_ok && mismatched == 0);
+
+    device_grads d;
+    char why[512] = "";
+    st = run_call(ctx, NULL, &c, 1, &d, why, sizeof why);
+    double err_dev = INFINITY, err_ref = INFINITY;
+    int ok = st == ATTN_SUCCESS && close_to((const float *)d.dv, dv_w, t->v_elems, &err_dev);
+    ok &= close_to(c.ref.dv, dv_w, t->v_elems, &err_ref);
+    printf("  dV = (W)^T dO from the forward's W: device %.2e, reference %.2e (of max|dV|)  "
+           "%s%s\n",
+           err_dev, err_ref, ok ? "PASS" : "FAIL", st == ATTN_SUCCESS ? "" : why);
+    failures += !ok;
+    device_grads_free(&d);
+
+    /* p = 0 is no dropout, whatever the seed and offset: the same bits. */
+    device_grads off, off_seeded;
+    c.t.p.dropout_p = 0.0f;
+    c.t.p.dropout_seed = c.t.p.dropout_offset = 0;
+    attn_status st0 = run_call(ctx, NULL, &c, 0, &off, why, sizeof why);
+    c.t.p.dropout_seed = 99;
+    c.t.p.dropout_offset = 5;
+    attn_status st1 = run_call(ctx, NULL, &c, 0, &off_seeded, why, sizeof why);
+    const int same =
+        st0 == ATTN_SUCCESS && st1 == ATTN_SUCCESS && device_grads_equal(&c, &off, &off_seeded);
+    printf("  p = 0 with seed 99, offset 5: the bits of no dropout  %s\n", same ? "PASS" : "FAIL");
+    failures += !same;
+    device_grads_free(&off);
+    device_grads_free(&off_seeded);
+    free(dv_w);
+    free(o);
+    free(o_naive);
+    free(w);
+    free(p0);
     case_free(&c);
 }
 
@@ -596,10 +736,14 @@ static void bad_inputs(attn_context_t ctx) {
     bad = p;
     bad.struct_size = 4;
     expect(ctx, "struct_size", &bad, &good, ATTN_ERR_INVALID_VALUE, &c, &d);
-    bad = p;
-    bad.dropout_p = 0.25f;
-    expect(ctx, "dropout (not drawn by the backward yet)", &bad, &good, ATTN_ERR_UNSUPPORTED, &c,
-           &d);
+    const float bad_p[3] = {-0.1f, 1.0f, NAN};
+    for (int i = 0; i < 3; i++) {
+        bad = p;
+        bad.dropout_p = bad_p[i];
+        char what[64];
+        snprintf(what, sizeof what, "dropout_p %g", (double)bad_p[i]);
+        expect(ctx, what, &bad, &good, ATTN_ERR_INVALID_VALUE, &c, &d);
+    }
     expect(ctx, "NULL params", NULL, &good, ATTN_ERR_NULL_ARGUMENT, &c, &d);
     expect(ctx, "NULL tensors", &p, NULL, ATTN_ERR_NULL_ARGUMENT, &c, &d);
     {
@@ -761,8 +905,8 @@ static int grads_untouched(const bwd_case *c, const device_grads *d) {
 static int walk(attn_context_t ctx) {
     bwd_case c;
     int quick;
-    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi quick", 950, 0,
-                  &quick) != 0) {
+    if (case_init(&c, "B2 Hq4 Hkv2 Sq9 Sk13 D8 br padded bias=2x1 pad varlen alibi drop=0.2 quick",
+                  950, 0, &quick) != 0) {
         printf("fault walk: FAIL (setup)\n");
         return 1;
     }
@@ -845,6 +989,7 @@ static const char *const checked_cases[] = {
     "B1 Hq2 Hkv1 Sq7 Sk9 D8 Dv5 br bshd bias=1x2",
     "B2 Hq2 Hkv2 Sq5 Sk7 D4 tl hbsd bf16 bias=2x2 win=2,-1 keep=2x1",
     "B3 Hq4 Hkv2 Sq9 Sk13 D16 br padded f16 alibi bias=3x1 keep=1x4 pad varlen win=4,1 softcap=8",
+    "B2 Hq2 Hkv1 Sq7 Sk11 D8 tl bhsd bias=1x2 drop=0.3,3,4",
 };
 
 static int run_checked(int run) {
@@ -902,6 +1047,7 @@ int main(int argc, char **argv) {
     /* Non-finite K and V where no query looks. */
     run_case(ctx, ctx2, "B2 Hq4 Hkv2 Sq9 Sk20 D16 tl bshd quick", 600, 1);
     run_case(ctx, ctx2, "B1 Hq2 Hkv1 Sq17 Sk40 D8 tl padded f16 bias=1x2 keep=1x1", 601, 1);
+    mask_identity(ctx);
     bad_inputs(ctx);
     attn_context_destroy(ctx2);
     attn_context_destroy(ctx);

@@ -45,6 +45,15 @@ static const char *const cases[] = {
     "B3 Hq2 Hkv1 Sq6 Sk7 D3 none bhsd varlen",
     "B3 Hq2 Hkv2 Sq6 Sk7 D3 br bshd varlen pad",
     "B2 Hq4 Hkv2 Sq5 Sk6 D3 Dv2 tl padded alibi bias=2x1 keep=1x4 pad win=3,1 softcap=3 qk=2",
+    /* Dropout: the forward's loss with the same seed and offset (its mask
+     * does not depend on the inputs, so the loss stays differentiable). */
+    "B2 Hq2 Hkv2 Sq5 Sk7 D3 none bhsd drop=0.3,5,7",
+    "B1 Hq2 Hkv2 Sq6 Sk8 D3 tl bhsd drop=0.5",
+    "B1 Hq4 Hkv2 Sq5 Sk6 D3 br bshd drop=0.25,3,18446744073709551615",
+    "B2 Hq2 Hkv2 Sq5 Sk7 D3 none bhsd bias=2x1 drop=0.4,9,1",
+    "B3 Hq2 Hkv1 Sq6 Sk7 D3 br bshd varlen pad drop=0.35,11,2",
+    ("B2 Hq4 Hkv2 Sq5 Sk6 D3 Dv2 tl padded alibi bias=2x1 keep=1x4 pad win=3,1 softcap=3 qk=2 "
+     "drop=0.2,8,9"),
 };
 
 /* 16-bit storage: the reference on stored halves against the reference on
@@ -53,6 +62,7 @@ static const char *const storage_cases[] = {
     "B2 Hq4 Hkv2 Sq9 Sk13 D8 br bshd f16 bias=2x1 pad",
     "B2 Hq2 Hkv1 Sq13 Sk9 D8 Dv5 tl padded bf16 softcap=3 alibi",
     "B3 Hq2 Hkv2 Sq9 Sk11 D4 none bhsd f16 varlen keep=1x2",
+    "B2 Hq4 Hkv2 Sq9 Sk13 D8 br bshd bf16 bias=2x1 drop=0.3,4,4",
 };
 
 static int failures;

@@ -141,9 +141,6 @@ def attention_differentiable(query, key, value, *, bias=None, context=None, **op
     for name in ("return_lse", "return_probs", "out"):
         if options.get(name):
             raise TypeError(f"{name}= is not available with autograd")
-    if options.get("dropout_p"):
-        raise NotImplementedError("dropout_p: the library's backward does not draw the dropout "
-                                  "mask yet")
     for name in ("mask", "alibi_slopes", "key_lengths", "cu_seqlens_q", "cu_seqlens_k"):
         if isinstance(options.get(name), torch.Tensor):
             options[name] = options[name].detach().cpu().numpy()

@@ -27,6 +27,9 @@ FEATURES = {
     "key-lengths": {"key_lengths": [17, 5]},
     "bias": {"bias": "per-head"},
     "mask": {"mask": "random"},
+    "dropout": {"dropout_p": 0.3, "dropout_seed": 7, "dropout_offset": 3},
+    "dropout-causal-bias": {"causal": "bottom-right", "bias": "per-head", "dropout_p": 0.2,
+                            "dropout_seed": 2**64 - 1, "dropout_offset": 9},
 }
 
 
@@ -142,6 +145,30 @@ def test_gradcheck(context, is_causal):
                                                        is_causal=is_causal, context=context)
 
     # The library computes in float32: finite differences with a float32 step.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.autograd.gradcheck(attention, inputs, eps=1e-2, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("causal", [None, "top-left"])
+def test_gradcheck_dropout(context, causal):
+    """Autograd through the library's backward with dropout: the fixed seed and
+    offset draw the same mask in every forward gradcheck makes and in the
+    backward, so the dropped forward is a differentiable function of q, k, v
+    and the bias."""
+    torch.manual_seed(3)
+    shapes = ((1, 2, 5, 4), (1, 2, 9, 4), (1, 2, 9, 3), (1, 2, 5, 9))
+    inputs = tuple(torch.randn(*shape, requires_grad=True) for shape in shapes)
+
+    def attention(q, k, v, bias):
+        return attn_torch.attention_differentiable(q, k, v, bias=bias, causal=causal,
+                                                   dropout_p=0.4, dropout_seed=11,
+                                                   dropout_offset=4, context=context)
+
+    out = attention(*inputs)
+    undropped = attn_torch.attention_differentiable(*inputs[:3], bias=inputs[3], causal=causal,
+                                                    context=context)
+    assert not torch.allclose(out, undropped)  # the mask is drawn
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert torch.autograd.gradcheck(attention, inputs, eps=1e-2, atol=2e-2, rtol=2e-2)
