@@ -284,8 +284,7 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "device: %s (%s), %s path, head_dim %d/%d, %s, %d x %d heads x %d\n",
             info.device_name, info.vendor, three ? "three-kernel" : "fused", o.head_dim,
-            o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.batch, o.heads,
-            o.seq);
+            o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.batch, o.heads, o.seq);
 
     candidate best = {0}, c;
     char spec[128];

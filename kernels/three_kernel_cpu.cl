@@ -68,8 +68,7 @@
 #elif DTYPE == 1
 #define LOAD_V(p) CAT(vload_half, VEC_V)(0, (p))
 #else
-#define LOAD_V(p)                                                                                  \
-    CAT(as_float, VEC_V)(CAT(convert_uint, VEC_V)(CAT(vload, VEC_V)(0, (p))) << 16)
+#define LOAD_V(p) CAT(as_float, VEC_V)(CAT(convert_uint, VEC_V)(CAT(vload, VEC_V)(0, (p))) << 16)
 #endif
 
 /* The first packed tile of sequence b (flash_cpu.cl's tile_base_of): with
@@ -133,8 +132,8 @@ qk_scores_cpu(TENSOR(__global const elem_t, q, q), __global const float *kp, ulo
             qb[r][d] = load_elem(qh, i * q_ss + d);
     }
     const __global float *kh =
-        kp + kp_off + ((long)(h / group) * total_tiles + three_tile_base(b, seq_k, sq)) *
-                          (HEAD_DIM * TILE_K);
+        kp + kp_off +
+        ((long)(h / group) * total_tiles + three_tile_base(b, seq_k, sq)) * (HEAD_DIM * TILE_K);
     __global float *srow = s + s_off + ((long)chunk_head * seq_q + i0) * seq_k;
 
     for (int t = first / TILE_K; t <= last / TILE_K; t++) {

@@ -53,8 +53,8 @@ static attn_status choose_shape(attn_context_t ctx, const attn_problem *pb,
         ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
-    shape->cpu = t.variant == ATTN_FUSED_CPU ||
-                 (t.variant == ATTN_FUSED_DECODE && !ctx->info.is_gpu);
+    shape->cpu =
+        t.variant == ATTN_FUSED_CPU || (t.variant == ATTN_FUSED_DECODE && !ctx->info.is_gpu);
     if (shape->cpu) {
         const unsigned bad =
             (t.rows > 8 ? ATTN_TUNE_ROWS : 0u) |
@@ -184,8 +184,8 @@ static workspace_layout layout_of(const attn_problem *pb, size_t chunk, size_t p
  * of a plan fits), within global memory beside the tensors, and within
  * ATTN_CL_SCRATCH_LIMIT when set (a cap for testing the chunked path on
  * small shapes). */
-static attn_status heads_per_chunk(attn_context_t ctx, const attn_problem *pb,
-                                   size_t packed_bytes, size_t *out) {
+static attn_status heads_per_chunk(attn_context_t ctx, const attn_problem *pb, size_t packed_bytes,
+                                   size_t *out) {
     const attn_params *p = &pb->p;
     const size_t total_heads = (size_t)p->batch * (size_t)p->heads_q;
     const size_t seq_q = (size_t)p->seq_q, seq_k = (size_t)p->seq_k;
@@ -298,8 +298,7 @@ static attn_status run_chunk(attn_context_t ctx, const attn_algo_state *st,
     const size_t sm_global[3] = {shape->cpu ? rows : shape->softmax_wg, shape->cpu ? 1 : rows, 1};
     const size_t sm_local[3] = {shape->cpu ? 1 : shape->softmax_wg, 1, 1};
     if (status == ATTN_SUCCESS)
-        status =
-            attn_enqueue_kernel(ctx, st->softmax, sm_name, sm_global, sm_local, 0, NULL, NULL);
+        status = attn_enqueue_kernel(ctx, st->softmax, sm_name, sm_global, sm_local, 0, NULL, NULL);
 
     attn_args pv;
     attn_args_begin(&pv, ctx, st->pv, pv_name);
@@ -452,9 +451,9 @@ static attn_status three_kernel_run(attn_context_t ctx, const attn_algo_state *s
     for (size_t base = 0; base < total && status == ATTN_SUCCESS; base += st->chunk) {
         const size_t heads = total - base < st->chunk ? total - base : st->chunk;
         const int last = base + heads == total && !staged;
-        status = run_chunk(ctx, st, args, &target, &w, (int)base, (int)heads,
-                           base == 0 ? num_wait : 0, base == 0 ? wait_list : NULL,
-                           last ? done : NULL);
+        status =
+            run_chunk(ctx, st, args, &target, &w, (int)base, (int)heads, base == 0 ? num_wait : 0,
+                      base == 0 ? wait_list : NULL, last ? done : NULL);
         enqueued = 1;
         if (status == ATTN_SUCCESS && args->probs_host)
             status = read_probs(ctx, pb, args, base, heads);
