@@ -1,6 +1,8 @@
-/* attn_tune: searches the fused path's kernel parameters (lib/tuning.h) for
- * one device, head_dim and mask, and prints the winner as an entry of the
- * table in lib/tuning.c and as an ATTN_CL_TUNE spec.
+/* attn_tune: searches the kernel parameters (lib/tuning.h) of the fused path
+ * or (--algo three-kernel) of the three-kernel path for one device, head_dim
+ * and mask, and prints the winner as an entry of the table in lib/tuning.c
+ * and as an ATTN_CL_TUNE spec. The table's entry serves both paths (the
+ * three-kernel path's cpu shape reads its rows, tile_k and vec).
  *
  * Every candidate is first checked against attn_reference on a small problem
  * of the same head dims and mask (lengths that break tiling); a candidate
@@ -24,6 +26,7 @@ typedef struct options {
     int batch, heads, seq, head_dim, head_dim_v, repeats;
     attn_mask mask;
     const char *variant; /* "cpu", "gpu" or NULL: the device type's */
+    attn_algo algo;      /* ATTN_ALGO_FUSED or ATTN_ALGO_THREE_KERNEL */
 } options;
 
 typedef struct candidate {
@@ -69,11 +72,11 @@ static attn_params make_params(const options *o, int seq_q, int seq_k) {
     attn_params_init(&p, o->batch, o->heads, seq_q, seq_k, o->head_dim);
     p.head_dim_v = o->head_dim_v;
     p.mask = o->mask;
-    p.algo = ATTN_ALGO_FUSED;
+    p.algo = o->algo;
     return p;
 }
 
-/* Whether the fused forward under the current ATTN_CL_TUNE matches the
+/* Whether the forward under the current ATTN_CL_TUNE matches the
  * reference on lengths that break every tiling. */
 static int check(attn_context_t ctx, const options *o, char *why, size_t why_size) {
     static const int lengths[][2] = {{1, 1}, {7, 100}, {100, 7}, {257, 257}};
@@ -117,7 +120,7 @@ static int check(attn_context_t ctx, const options *o, char *why, size_t why_siz
     return 1;
 }
 
-/* Median milliseconds of the fused forward on the benchmark shape. */
+/* Median milliseconds of the forward on the benchmark shape. */
 static int time_forward(attn_context_t ctx, const options *o, double *ms, char *why,
                         size_t why_size) {
     attn_params p = make_params(o, o->seq, o->seq);
@@ -208,8 +211,11 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: attn_tune [options]\n\n"
-               "Searches the fused path's kernel parameters for this device and prints the\n"
-               "best as an entry of lib/tuning.c's table and as an ATTN_CL_TUNE spec.\n\n"
+               "Searches the kernel parameters of the fused (or the three-kernel) path for\n"
+               "this device and prints the best as an entry of lib/tuning.c's table and as\n"
+               "an ATTN_CL_TUNE spec.\n\n"
+               "  --algo A          fused (default) or three-kernel; the three-kernel path\n"
+               "                    has no gpu parameters to search (its gpu shape is fixed)\n"
                "  --head-dim N      head dimension of Q and K (default 64)\n"
                "  --head-dim-v N    of V and O (default: --head-dim)\n"
                "  --causal          causal mask (bottom-right); default none\n"
@@ -223,7 +229,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    options o = {1, 8, 2048, 64, 0, 3, ATTN_MASK_NONE, NULL};
+    options o = {1, 8, 2048, 64, 0, 3, ATTN_MASK_NONE, NULL, ATTN_ALGO_FUSED};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         int ok = 1;
@@ -244,6 +250,8 @@ int main(int argc, char **argv) {
             ok = parse_int(v, 1, 1024, &o.batch), i++;
         } else if (!strcmp(a, "--repeats")) {
             ok = parse_int(v, 1, 1000, &o.repeats), i++;
+        } else if (!strcmp(a, "--algo") && (!strcmp(v, "fused") || !strcmp(v, "three-kernel"))) {
+            o.algo = !strcmp(v, "fused") ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL, i++;
         } else if (!strcmp(a, "--variant") && (!strcmp(v, "cpu") || !strcmp(v, "gpu"))) {
             o.variant = v, i++;
         } else {
@@ -267,9 +275,16 @@ int main(int argc, char **argv) {
     attn_context_device_info(ctx, &info);
     if (!o.variant)
         o.variant = info.is_gpu ? "gpu" : "cpu";
-    fprintf(stderr, "device: %s (%s), head_dim %d/%d, %s, %d x %d heads x %d\n", info.device_name,
-            info.vendor, o.head_dim, o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal",
-            o.batch, o.heads, o.seq);
+    const int three = o.algo == ATTN_ALGO_THREE_KERNEL;
+    if (three && strcmp(o.variant, "cpu") != 0) {
+        fprintf(stderr, "attn_tune: the three-kernel path's gpu shape has no parameters to "
+                        "search; --variant cpu searches its cpu shape\n");
+        attn_context_destroy(ctx);
+        return 2;
+    }
+    fprintf(stderr, "device: %s (%s), %s path, head_dim %d/%d, %s, %d x %d heads x %d\n",
+            info.device_name, info.vendor, three ? "three-kernel" : "fused", o.head_dim,
+            o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.batch, o.heads, o.seq);
 
     candidate best = {0}, c;
     char spec[128];
@@ -294,7 +309,7 @@ int main(int argc, char **argv) {
             }
             int vec = 16;
             sscanf(best.spec, "variant=cpu,rows=%*d,tile_k=%*d,wg=1,vec=%d", &vec);
-            for (int i = 0; i < 3; i++) {
+            for (int i = 0; i < (three ? 0 : 3); i++) { /* three-kernel: no unroll */
                 snprintf(spec, sizeof spec, "variant=cpu,rows=%d,tile_k=%d,wg=1,vec=%d,unroll=%d",
                          rows, tile, vec, unrolls[i]);
                 if (try_spec(ctx, &o, spec, &c))
@@ -330,8 +345,9 @@ int main(int argc, char **argv) {
     else
         sscanf(best.spec, "variant=gpu,rows=%d,tile_k=%d,wg=%d", &rows, &tile, &wg);
     const int dim = o.head_dim > o.head_dim_v ? o.head_dim : o.head_dim_v;
-    printf("/* %s, head_dim %d, %s, n=%d: %.1f GFLOP/s */\n", info.device_name, dim,
-           o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.seq, best.gflops);
+    printf("/* %s, head_dim %d, %s, n=%d: %.1f GFLOP/s (%s path) */\n", info.device_name, dim,
+           o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.seq, best.gflops,
+           three ? "three-kernel" : "fused");
     printf("{%s, \"%s\", \"%s\", %d, {%s, %d, %d, %d, %d, %d}},\n",
            info.is_gpu ? "CL_DEVICE_TYPE_GPU" : "CL_DEVICE_TYPE_CPU", info.vendor, info.device_name,
            dim, !strcmp(o.variant, "cpu") ? "ATTN_FUSED_CPU" : "ATTN_FUSED_GPU", rows, tile, wg,

@@ -1,4 +1,6 @@
-/* Kernel parameters of the fused path, per device: a small table keyed by
+/* Kernel parameters of the fused path, per device (the three-kernel path
+ * reads them too: the variant picks its shape, its cpu shape takes rows,
+ * tile_k and vec; lib/three_kernel.c): a small table keyed by
  * device type, vendor and device name (first match wins, defaults last),
  * then overrides.
  *

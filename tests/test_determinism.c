@@ -42,11 +42,12 @@ static const shape shapes[] = {
 typedef struct path {
     const char *name;
     attn_algo algo;
-    const char *tuning; /* fused: attn_context_set_tuning spec ("" = the table's) */
+    const char *tuning; /* attn_context_set_tuning spec ("" = the table's) */
 } path;
 
 static const path paths[] = {
     {"three-kernel", ATTN_ALGO_THREE_KERNEL, ""},
+    {"three-kernel gpu", ATTN_ALGO_THREE_KERNEL, "variant=gpu,rows=16,tile_k=32,wg=128"},
     {"fused (table entry)", ATTN_ALGO_FUSED, ""},
     {"fused cpu narrow", ATTN_ALGO_FUSED, "variant=cpu,rows=1,tile_k=4,wg=1,vec=4,unroll=4"},
     {"fused gpu", ATTN_ALGO_FUSED, "variant=gpu,rows=16,tile_k=32,wg=128"},

@@ -225,6 +225,8 @@ typedef struct path {
 
 static const path paths[] = {
     {"three-kernel", ATTN_ALGO_THREE_KERNEL, ""},
+    {"three-kernel gpu", ATTN_ALGO_THREE_KERNEL, "variant=gpu,rows=16,tile_k=32,wg=128"},
+    {"three-kernel cpu odd", ATTN_ALGO_THREE_KERNEL, "variant=cpu,rows=5,tile_k=4,vec=4"},
     {"fused (table entry)", ATTN_ALGO_FUSED, ""},
     {"fused cpu narrow", ATTN_ALGO_FUSED, "variant=cpu,rows=1,tile_k=4,wg=1,vec=4,unroll=4"},
     {"fused cpu 8-wide", ATTN_ALGO_FUSED, "variant=cpu,rows=5,tile_k=8,wg=1,vec=8,unroll=2"},

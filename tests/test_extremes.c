@@ -203,6 +203,16 @@ static void nan_inputs(attn_context_t ctx) {
     recompute(&t);
     check_nan_rows(ctx, "NaN in K row 5 (causal): rows >= 5 NaN", &clean, &t, sees_key_five, 0);
     test_problem_free(&t);
+
+    /* V row 5: rows 0..4 hold it with probability 0 (masked), so it must
+     * add nothing to them, though blocks of rows that read it include them. */
+    test_problem_init(&t, &p, 4, 1.0f, 1, 0);
+    for (int64_t h = 0; h < 2; h++) {
+        t.v[(size_t)(h * t.r.v_strides.head + 5 * t.r.v_strides.seq + 7)] = NAN;
+    }
+    recompute(&t);
+    check_nan_rows(ctx, "NaN in V row 5 (causal): rows >= 5 NaN", &clean, &t, sees_key_five, 1);
+    test_problem_free(&t);
     test_problem_free(&clean);
 }
 

@@ -4,7 +4,9 @@
  * API misuse), one meson test per path and fused kernel variant.
  *
  * argv[1] names the path:
- *   three-kernel  qk_scores, softmax_rows and pv through the host call, and
+ *   three-kernel  qk_scores, softmax_rows and pv (or their cpu shape,
+ *                 three_cpu_pack + qk_scores_cpu, softmax_rows_cpu, pv_cpu:
+ *                 whichever ATTN_CL_TUNE selects) through the host call, and
  *                 commit_outputs through the device-memory call (with LSE,
  *                 and in head chunks under ATTN_CL_SCRATCH_LIMIT);
  *   fused         flash_cpu_pack_k + flash_cpu, or flash_gpu: whichever
