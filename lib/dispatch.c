@@ -22,14 +22,26 @@ static const attn_algorithm *find_algorithm(attn_algo id) {
     return NULL;
 }
 
+/* The fraction of a call's probabilities it asks for (its heads and query
+ * rows subset; an end of 0 is the last). */
+static double probs_fraction(const attn_params *p) {
+    const int heads_end = p->probs_heads_end ? p->probs_heads_end : p->heads_q;
+    const int rows_end = p->probs_rows_end ? p->probs_rows_end : p->seq_q;
+    return (double)(heads_end - p->probs_heads_begin) * (double)(rows_end - p->probs_rows_begin) /
+           ((double)p->heads_q * (double)p->seq_q);
+}
+
 /* AUTO: the fused path is faster on every device measured and needs O(seq)
- * memory. With probabilities too, where it can serve them (lib/fused_probs.c
- * runs the fused cpu variant): on PoCL (2 cores, fp32, B=1 H=8 D=64, host
- * call with every probability) 9.7 / 24.7 / 96 / 352 ms at n = 256 / 512 /
- * 1024 / 2048 against the three-kernel path's 221 / 830 / 4697 / 12837 ms,
- * 23-49x faster, and a subset costs only its share. GPUs (and the fused
- * gpu or decode variants) keep the three-kernel path: not measured there.
- * The caller holds ctx->lock. */
+ * memory. With probabilities on a CPU device (the fused cpu variant, the
+ * table's): the three-kernel path's cpu shape writes every probability
+ * faster than the fused path recomputes them, and the fused path pays only
+ * for a subset's share (PoCL, 2 cores, fp32, B=1 H=8 D=64, host call,
+ * attn_bench --algo all --host: every probability 19.7 / 25.9 ms at n = 512
+ * and 255 / 360 ms at 2048, three-kernel / fused; half the heads at 2048
+ * 196 / 207; one head's last 16 rows 18.8 / 9.2 at 512): more than half of
+ * them go to the three-kernel path, fewer to the fused one. GPUs (and the
+ * fused gpu or decode variants) keep the three-kernel path: not measured
+ * there. The caller holds ctx->lock. */
 static attn_status resolve_auto(attn_context_t ctx, const attn_problem *pb, attn_algo *id) {
     *id = ATTN_ALGO_FUSED;
     if (!pb->want_probs)
@@ -41,7 +53,7 @@ static attn_status resolve_auto(attn_context_t ctx, const attn_problem *pb, attn
         ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
-    if (ctx->info.is_gpu || t.variant != ATTN_FUSED_CPU)
+    if (ctx->info.is_gpu || t.variant != ATTN_FUSED_CPU || probs_fraction(p) > 0.5)
         *id = ATTN_ALGO_THREE_KERNEL;
     return ATTN_SUCCESS;
 }

@@ -176,7 +176,8 @@ static void create_default(const attn_device_info *first) {
     report("attn_context_queue is not NULL", attn_context_queue(ctx) != NULL, NULL);
     forward_works(ctx, "default context: forward vs reference");
 
-    /* attn_check: probabilities go to the fused path on a CPU device (its
+    /* attn_check: all the probabilities go to the three-kernel path; a
+     * subset of at most half of them to the fused path on a CPU device (its
      * cpu variant, the table's), to the three-kernel path on a GPU
      * (documented); any other answer must be an algorithm the forward then
      * runs. */
@@ -185,13 +186,21 @@ static void create_default(const attn_device_info *first) {
     p.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
     attn_algo algo = ATTN_ALGO_AUTO;
     st = attn_check(ctx, &p, 1, 1, &algo);
+    report("attn_check(AUTO, every probability): three-kernel",
+           st == ATTN_SUCCESS && algo == ATTN_ALGO_THREE_KERNEL, attn_status_name(st));
     const char *tune = getenv("ATTN_CL_TUNE");
-    const attn_algo for_probs = info.is_gpu || (tune && strstr(tune, "variant=") &&
-                                                !strstr(tune, "variant=cpu"))
-                                    ? ATTN_ALGO_THREE_KERNEL
-                                    : ATTN_ALGO_FUSED;
-    report("attn_check(AUTO, probs): fused on a CPU, three-kernel on a GPU",
-           st == ATTN_SUCCESS && algo == for_probs, attn_status_name(st));
+    const attn_algo for_subset = info.is_gpu || (tune && strstr(tune, "variant=") &&
+                                                 !strstr(tune, "variant=cpu"))
+                                     ? ATTN_ALGO_THREE_KERNEL
+                                     : ATTN_ALGO_FUSED;
+    p.probs_heads_begin = 1; /* one head of two, its last 32 rows: 1/4 */
+    p.probs_rows_begin = 32;
+    algo = ATTN_ALGO_AUTO;
+    st = attn_check(ctx, &p, 1, 1, &algo);
+    report("attn_check(AUTO, a quarter of the probabilities): fused on a CPU, three-kernel on "
+           "a GPU",
+           st == ATTN_SUCCESS && algo == for_subset, attn_status_name(st));
+    p.probs_heads_begin = p.probs_rows_begin = 0;
     p.algo = ATTN_ALGO_THREE_KERNEL;
     algo = ATTN_ALGO_AUTO;
     st = attn_check(ctx, &p, 0, 0, &algo);
