@@ -26,7 +26,9 @@ int attn_kv_as_dtype(attn_kv_dtype kv) {
 }
 
 size_t attn_kv_element_size(attn_kv_dtype kv) {
-    return kv == ATTN_KV_DTYPE_F32 ? sizeof(float) : kv == ATTN_KV_DTYPE_INT8 ? 1 : sizeof(uint16_t);
+    return kv == ATTN_KV_DTYPE_F32    ? sizeof(float)
+           : kv == ATTN_KV_DTYPE_INT8 ? 1
+                                      : sizeof(uint16_t);
 }
 
 void attn_kv_store_row(const void *src, size_t src_at, attn_dtype from, int n, void *dst,
@@ -108,7 +110,8 @@ attn_status attn_kv_check_int8_host(attn_context_t ctx, const attn_problem *pb,
             for (int64_t h = 0; h < p->heads_kv; h++)
                 for (int64_t i = 0; i < p->seq_q; i++)
                     for (int d = 0; d < n; d++) {
-                        const double v = attn_load_element(x, row_at(s, b, h, i) + (size_t)d, p->dtype);
+                        const double v =
+                            attn_load_element(x, row_at(s, b, h, i) + (size_t)d, p->dtype);
                         if (!isfinite(v))
                             return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                                              "%s[%lld, %lld, %lld, %d] is %g: an int8 cache "
