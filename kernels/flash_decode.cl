@@ -35,6 +35,9 @@
  *   KVCACHE   1: K and V are a cache (KV_PARAMS); then PAGED, BATCH_IDX
  *             (a slot per sequence from kv_slots) and APPEND, each 0 or 1,
  *             and with PAGED the page size KV_PAGE_SIZE
+ *   KV_DTYPE  the cache's storage (common.cl; Q's without KVCACHE). int8
+ *             rows are dequantized by folding their scales into the score
+ *             ((q.k) * scale_k) and the weight ((p * scale_v) * v).
  */
 #ifndef ROWS
 #define ROWS 4
