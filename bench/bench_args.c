@@ -126,6 +126,8 @@ void bench_print_help(FILE *out, const char *program) {
         "                        and 1): ms, tokens/s and the K and V bytes read per second\n"
         "                        next to a kernel streaming as many bytes (the roof);\n"
         "                        --batch, --heads, --heads-kv, --head-dim, --dtype apply\n"
+        "  --kv-dtype T          --kvcache's cache storage: f32, f16, bf16 or int8 (with a\n"
+        "                        scale per token and head); default: --dtype's\n"
         "  --backward            instead of the sweep, the backward (a plan made with\n"
         "                        ATTN_PLAN_BACKWARD, fused forward) against the forward of\n"
         "                        each --seq length (seq_q = seq_k): median ms, GFLOP/s (the\n"
@@ -364,6 +366,7 @@ static const char *const valued_flags[] = {
     "--algo",          "--device",      "--repeats",     "--warmup",     "--max-point-seconds",
     "--ref-max-gflop", "--ref-max-seq", "--seed",        "--dtype",      "--layout",
     "--window",        "--softcap",     "--probs-heads", "--probs-rows", "--dropout",
+    "--kv-dtype",
 };
 
 static int parse_window(const char *text, attn_window *window) {
@@ -450,6 +453,16 @@ static int apply_valued(const char *flag, const char *value, bench_options *opt,
             }
         }
         fprintf(stderr, "attn_bench: --dtype wants f32, f16 or bf16, not '%s'\n", value);
+        return 2;
+    } else if (strcmp(flag, "--kv-dtype") == 0) {
+        static const char *const kv_names[] = {"f32", "f16", "bf16", "int8"};
+        for (int d = 0; d < 4; d++) {
+            if (strcmp(value, kv_names[d]) == 0) {
+                opt->kv_dtype = (attn_kv_dtype)(ATTN_KV_DTYPE_F32 + d);
+                return 0;
+            }
+        }
+        fprintf(stderr, "attn_bench: --kv-dtype wants f32, f16, bf16 or int8, not '%s'\n", value);
         return 2;
     } else if (strcmp(flag, "--layout") == 0) {
         if (strcmp(value, "bhsd") != 0 && strcmp(value, "bshd") != 0) {

@@ -38,6 +38,7 @@ typedef struct bench_options {
     int first_forward; /* time a new context's first forward, kernel cache off/empty/warm */
     int overhead;      /* --overhead: the per-call host cost table instead of the sweep */
     int kvcache;       /* --kvcache: decoding steps over a KV cache (bench_kvcache.c) */
+    attn_kv_dtype kv_dtype; /* --kv-dtype: the cache's storage (default Q's) */
     int host;          /* --host: time attn_plan_execute_host rather than the device call */
     int probs;         /* --probs (and --probs-*): host executes returning probabilities */
     int32_t probs_heads[2], probs_rows[2]; /* [A, B); negative: from the end */

@@ -82,10 +82,11 @@ static double roof_ms(cl_command_queue queue, roof *r, cl_mem buf, size_t bytes,
 }
 
 /* One step's median ms over `len` cached tokens per sequence, page size
- * `page` (0: contiguous, `cap` tokens a slot); -1 on failure (noted). */
+ * `page` (0: contiguous, `cap` tokens a slot); -1 on failure (noted). ks,
+ * vs: an int8 cache's scales. */
 static double step_ms(const bench_options *opt, attn_context_t ctx, int32_t len, int32_t cap,
-                      int32_t page, cl_mem kc, cl_mem vc, cl_mem q, cl_mem o, int32_t *table,
-                      int32_t *lengths) {
+                      int32_t page, cl_mem kc, cl_mem vc, cl_mem ks, cl_mem vs, cl_mem q, cl_mem o,
+                      int32_t *table, int32_t *lengths) {
     const int32_t b = opt->batch;
     attn_kvcache_params kp;
     attn_kvcache_params_init(&kp, b, opt->heads_q, 1, cap, opt->head_dim);
@@ -93,6 +94,7 @@ static double step_ms(const bench_options *opt, attn_context_t ctx, int32_t len,
     kp.attn.head_dim_v = opt->head_dim_v;
     kp.attn.dtype = opt->dtype;
     kp.attn.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    kp.kv_dtype = opt->kv_dtype;
     if (page > 0) {
         kp.page_size = page;
         kp.max_pages = (len + page - 1) / page;
@@ -114,7 +116,9 @@ static double step_ms(const bench_options *opt, attn_context_t ctx, int32_t len,
                                            .k_cache = kc,
                                            .v_cache = vc,
                                            .cache_seqlens = lengths,
-                                           .block_table = page > 0 ? table : NULL};
+                                           .block_table = page > 0 ? table : NULL,
+                                           .k_scale = ks,
+                                           .v_scale = vs};
     double times[1000];
     const int repeats = opt->repeats > 1000 ? 1000 : opt->repeats;
     double ms = -1.0;
@@ -151,19 +155,29 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
         return 1;
     }
     const size_t es = opt->dtype == ATTN_DTYPE_F32 ? 4 : 2;
+    /* The cache's storage: Q's, or --kv-dtype's; int8 adds a float scale
+     * per token and head to K and to V. */
+    static const char *const kv_names[5] = {"", "f32", "f16", "bf16", "int8"};
+    const attn_kv_dtype kvt =
+        opt->kv_dtype ? opt->kv_dtype : (attn_kv_dtype)(ATTN_KV_DTYPE_F32 + (int)opt->dtype);
+    const int int8 = kvt == ATTN_KV_DTYPE_INT8;
+    const size_t kes = int8 ? 1 : kvt == ATTN_KV_DTYPE_F32 ? 4 : 2;
     const int32_t pages[4] = {0, 16, 256, 1};
-    fprintf(out, "| batch | cache | page | ms | tokens/s | KV MB | GB/s | roof GB/s | of roof |\n"
-                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    fprintf(out, "| batch | cache | KV | page | ms | tokens/s | KV MB | GB/s | roof GB/s | of roof |\n"
+                 "| ---: | ---: | :-: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     int failed = 0;
     for (size_t s = 0; s < opt->num_seqs; s++) {
         const int32_t len = opt->seqs[s];
         /* Room for 256-token pages: the cache rounded up. */
         const size_t cap = ((size_t)len + 255) / 256 * 256;
         const size_t kv_rows = (size_t)opt->batch * (size_t)opt->heads_kv * cap;
-        const size_t kbytes = kv_rows * (size_t)opt->head_dim * es;
-        const size_t vbytes = kv_rows * (size_t)opt->head_dim_v * es;
+        const size_t kbytes = kv_rows * (size_t)opt->head_dim * kes;
+        const size_t vbytes = kv_rows * (size_t)opt->head_dim_v * kes;
+        const size_t sbytes = kv_rows * sizeof(float); /* int8: the scales of K, of V */
+        /* The bytes a step reads: K and V rows, and int8's two scales a row. */
         const size_t read = (size_t)opt->batch * (size_t)opt->heads_kv * (size_t)len *
-                            (size_t)(opt->head_dim + opt->head_dim_v) * es;
+                            ((size_t)(opt->head_dim + opt->head_dim_v) * kes +
+                             (int8 ? 2 * sizeof(float) : 0));
         const size_t qbytes =
             (size_t)opt->batch * (size_t)opt->heads_q *
             (size_t)(opt->head_dim > opt->head_dim_v ? opt->head_dim : opt->head_dim_v) * es;
@@ -175,6 +189,12 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
             err == CL_SUCCESS ? clCreateBuffer(cl, CL_MEM_READ_WRITE, qbytes, NULL, &err) : NULL;
         cl_mem o =
             err == CL_SUCCESS ? clCreateBuffer(cl, CL_MEM_READ_WRITE, qbytes, NULL, &err) : NULL;
+        cl_mem ks = err == CL_SUCCESS && int8
+                        ? clCreateBuffer(cl, CL_MEM_READ_WRITE, sbytes, NULL, &err)
+                        : NULL;
+        cl_mem vs = err == CL_SUCCESS && int8
+                        ? clCreateBuffer(cl, CL_MEM_READ_WRITE, sbytes, NULL, &err)
+                        : NULL;
         /* Small finite values everywhere: zero bytes are 0.0 in every type. */
         const cl_uchar zero = 0;
         if (err == CL_SUCCESS)
@@ -183,6 +203,10 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
             err = clEnqueueFillBuffer(queue, vc, &zero, 1, 0, vbytes, 0, NULL, NULL);
         if (err == CL_SUCCESS)
             err = clEnqueueFillBuffer(queue, q, &zero, 1, 0, qbytes, 0, NULL, NULL);
+        if (err == CL_SUCCESS && int8)
+            err = clEnqueueFillBuffer(queue, ks, &zero, 1, 0, sbytes, 0, NULL, NULL);
+        if (err == CL_SUCCESS && int8)
+            err = clEnqueueFillBuffer(queue, vs, &zero, 1, 0, sbytes, 0, NULL, NULL);
         if (err == CL_SUCCESS)
             err = clFinish(queue);
         int32_t *table = malloc(((size_t)opt->batch * cap + 1) * sizeof(int32_t));
@@ -198,8 +222,8 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
                 roof > 0 ? (double)(read < kbytes ? read : kbytes) / roof / 1e6 : 0.0;
             for (int p = 0; p < 4; p++) {
                 /* Contiguous over the rounded capacity; paged by the length. */
-                const double ms =
-                    step_ms(opt, ctx, len, (int32_t)cap, pages[p], kc, vc, q, o, table, lengths);
+                const double ms = step_ms(opt, ctx, len, (int32_t)cap, pages[p], kc, vc, ks, vs, q,
+                                          o, table, lengths);
                 if (ms < 0) {
                     failed++;
                     continue;
@@ -208,8 +232,8 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
                 char page[16] = "contig";
                 if (pages[p])
                     snprintf(page, sizeof page, "%d", (int)pages[p]);
-                fprintf(out, "| %d | %d | %s | %.2f | %.0f | %.1f | %.1f | %.1f | %.0f%% |\n",
-                        (int)opt->batch, (int)len, page, ms, (double)opt->batch * 1e3 / ms,
+                fprintf(out, "| %d | %d | %s | %s | %.2f | %.0f | %.1f | %.1f | %.1f | %.0f%% |\n",
+                        (int)opt->batch, (int)len, kv_names[kvt], page, ms, (double)opt->batch * 1e3 / ms,
                         (double)read / 1e6, gbs, roof_gbs,
                         roof_gbs > 0 ? 100.0 * gbs / roof_gbs : 0.0);
                 fflush(out);
@@ -217,8 +241,8 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
         }
         free(table);
         free(lengths);
-        cl_mem mems[4] = {kc, vc, q, o};
-        for (int i = 0; i < 4; i++)
+        cl_mem mems[6] = {kc, vc, q, o, ks, vs};
+        for (int i = 0; i < 6; i++)
             if (mems[i])
                 clReleaseMemObject(mems[i]);
     }

@@ -591,13 +591,35 @@ ATTN_API attn_status attn_reference_backward(const attn_params *params,
  *   (batch = the page stride, head, seq = the token stride within a page);
  *   key j of sequence b is token j % page_size of page
  *   block_table[b * max_pages + j / page_size]; capacity = max_pages * page_size.
- * The cache shares Q's storage type (attn.dtype).
+ * The cache's storage type is kv_dtype (attn_kv_dtype): Q's (attn.dtype) by
+ * default, or f32, f16, bf16 or int8 whatever Q's is. k_new / v_new are
+ * activations in Q's type; the call converts them to the cache's type
+ * (rounding to nearest even) or quantizes them (int8, below) before they
+ * are stored, and the queries attend to the new rows as stored, so a later
+ * step reads exactly what this one saw.
+ *
+ * int8: each row of K (and of V) is int8 values q with one float scale per
+ * (token, head), k_scale / v_scale, laid out like the cache without D:
+ * [cache_slots, heads_kv, capacity] or [num_pages, heads_kv, page_size]
+ * (all-zero strides), or any order k_scale_strides / v_scale_strides give.
+ * The value is q * scale. A new row x of D values is quantized
+ * symmetrically: amax = max |x[d]|, scale = amax / 127 (float division,
+ * correctly rounded), q[d] = x[d] / scale rounded to nearest even and
+ * clamped to -127..127 (0 when scale is 0), in float on the device and on
+ * the host alike, so the cache bytes and scales are the same bits either
+ * way. A scale must be finite and >= 0: the host call and the reference
+ * refuse (ATTN_ERR_INVALID_VALUE, nothing written) a NaN, infinite or
+ * negative scale of a cached row the call reads, and a non-finite k_new /
+ * v_new value; the device call reads neither on the host (it reads no
+ * device memory on the host): there a row with a non-finite value is
+ * stored with a NaN scale and zeros, and a bad scale makes the queries that
+ * see its key NaN, never an access outside the tensors.
  *
  * Served by the decode kernels (K and V read in place, one pass over a kv
  * head's keys for all its query rows, split over key ranges when the batch
  * cannot fill the device, merged in a fixed order). Supported with it:
- * GQA/MQA, every mask, sliding window, softcap, ALiBi, LSE, f32/f16/bf16,
- * rotary embedding. Refused (ATTN_ERR_UNSUPPORTED): varlen, key padding, a bias, a keep-mask,
+ * GQA/MQA, every mask, sliding window, softcap, ALiBi, LSE, f32/f16/bf16
+ * queries over an f32/f16/bf16/int8 cache, rotary embedding. Refused (ATTN_ERR_UNSUPPORTED): varlen, key padding, a bias, a keep-mask,
  * ATTN_ALGO_THREE_KERNEL.
  *
  * Bad input in host arrays (a rotary table entry that is not finite, a cache length below 0 or past
@@ -606,6 +628,15 @@ ATTN_API attn_status attn_reference_backward(const attn_params *params,
  * into a page or slot the other uses) gives a status and leaves the outputs and the cache
  * untouched, byte for byte: one command, the last the call enqueues, writes O, LSE and the appended
  * rows. */
+/* The storage type of a KV cache (attn_kvcache_params.kv_dtype). */
+typedef enum attn_kv_dtype {
+    ATTN_KV_DTYPE_SAME = 0, /* Q's (attn.dtype) */
+    ATTN_KV_DTYPE_F32 = 1,
+    ATTN_KV_DTYPE_F16 = 2,
+    ATTN_KV_DTYPE_BF16 = 3,
+    ATTN_KV_DTYPE_INT8 = 4, /* int8_t values and a float scale per (token, head) */
+} attn_kv_dtype;
+
 typedef struct attn_kvcache_params {
     uint32_t struct_size; /* set by attn_kvcache_params_init */
     /* batch (sequences), heads_q, heads_kv, seq_q (new query rows), head_dim,
@@ -638,6 +669,11 @@ typedef struct attn_kvcache_params {
     int32_t rotary_dim;
     int32_t rotary_interleaved;
     int32_t rotary_positions;
+    /* The cache's storage type (see above); ATTN_KV_DTYPE_SAME (0): Q's. */
+    attn_kv_dtype kv_dtype;
+    /* int8: of k_scale and v_scale; all zero: packed [slots|pages,
+     * heads_kv, capacity|page_size]. Unused for the other types. */
+    attn_strides k_scale_strides, v_scale_strides;
 } attn_kvcache_params;
 
 /* attn_params_init's defaults for `attn` (seq_q = seq_new), a contiguous
@@ -658,6 +694,7 @@ typedef struct attn_kvcache_host_tensors {
     const int32_t *block_table;           /* [batch, max_pages], paged */
     const float *alibi_slopes;            /* [heads_q], attn.alibi */
     const float *rotary_cos, *rotary_sin; /* [rotary_positions, rotary_dim / 2], with rotary */
+    float *k_scale, *v_scale;             /* int8 caches: the scales, appended to like the cache */
 } attn_kvcache_host_tensors;
 
 /* Device memory. Each small array is given one way: in host memory, read
@@ -680,6 +717,9 @@ typedef struct attn_kvcache_device_tensors {
      * gives them as device buffers: host tables are copied every call. */
     const float *rotary_cos, *rotary_sin;
     cl_mem rotary_cos_mem, rotary_sin_mem;
+    /* int8 caches: the scales (float), appended to like the cache. */
+    cl_mem k_scale, v_scale;
+    size_t k_scale_offset, v_scale_offset; /* bytes */
 } attn_kvcache_device_tensors;
 
 /* A plan for decoding steps over a cache: attn_plan_create's contract

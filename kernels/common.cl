@@ -111,6 +111,37 @@ typedef uint elem_bits_t;
 typedef ushort elem_bits_t;
 #endif
 
+/* A KV cache's storage (the decode kernels, lib/kv_storage.c): KV_DTYPE 0
+ * float, 1 half, 2 bfloat16 (as DTYPE), 3 int8 with a float scale per row
+ * (load_kv gives the int8 value, undequantized); Q's type when absent.
+ * kv_bits_t is its bits, for copies that convert nothing. */
+#ifndef KV_DTYPE
+#define KV_DTYPE DTYPE
+#endif
+#if KV_DTYPE < 0 || KV_DTYPE > 3
+#error "KV_DTYPE must be 0 (float), 1 (half), 2 (bfloat16) or 3 (int8)"
+#endif
+#if KV_DTYPE == 0
+typedef float kv_t;
+typedef uint kv_bits_t;
+#define load_kv(p, i) ((p)[i])
+#define store_kv(p, i, x) ((p)[i] = (x))
+#elif KV_DTYPE == 1
+typedef half kv_t;
+typedef ushort kv_bits_t;
+#define load_kv(p, i) vload_half((i), (p))
+#define store_kv(p, i, x) vstore_half_rte((x), (i), (p))
+#elif KV_DTYPE == 2
+typedef ushort kv_t;
+typedef ushort kv_bits_t;
+#define load_kv(p, i) as_float((uint)(p)[i] << 16)
+#define store_kv(p, i, x) ((p)[i] = float_to_bfloat(x))
+#else
+typedef char kv_t;
+typedef char kv_bits_t;
+#define load_kv(p, i) ((float)(p)[i])
+#endif
+
 inline ushort float_to_bfloat(float x) {
     const uint bits = as_uint(x);
     if (isnan(x))

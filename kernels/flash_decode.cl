@@ -35,6 +35,9 @@
  *   KVCACHE   1: K and V are a cache (KV_PARAMS); then PAGED, BATCH_IDX
  *             (a slot per sequence from kv_slots) and APPEND, each 0 or 1,
  *             and with PAGED the page size KV_PAGE_SIZE
+ *   KV_DTYPE  the cache's storage (common.cl; Q's without KVCACHE). int8
+ *             rows are dequantized by folding their scales into the score
+ *             ((q.k) * scale_k) and the weight ((p * scale_v) * v).
  */
 #ifndef ROWS
 #define ROWS 4
@@ -124,26 +127,31 @@ inline float hsum16(float16 x) {
 #define VEC8 float8
 #define VEC16 float16
 #define VEC(W) CAT(VEC, W)
-#if DTYPE == 0
-#define LOAD_1(c, p) ((p)[c])
-#define LOAD_W(W, c, p) CAT(vload, W)(c, p)
-#elif DTYPE == 1
-#define LOAD_1(c, p) vload_half(c, p)
-#define LOAD_W(W, c, p) CAT(vload_half, W)(c, p)
-#else
-#define LOAD_1(c, p) as_float((uint)(p)[c] << 16)
-#define LOAD_W(W, c, p) CAT(as_float, W)(CAT(convert_uint, W)(CAT(vload, W)(c, p)) << 16)
-#endif
+/* By storage type T (DTYPE or KV_DTYPE): 0 float, 1 half, 2 bfloat16, 3
+ * int8 (undequantized). */
+#define LOAD_1_0(c, p) ((p)[c])
+#define LOAD_W_0(W, c, p) CAT(vload, W)(c, p)
+#define LOAD_1_1(c, p) vload_half(c, p)
+#define LOAD_W_1(W, c, p) CAT(vload_half, W)(c, p)
+#define LOAD_1_2(c, p) as_float((uint)(p)[c] << 16)
+#define LOAD_W_2(W, c, p) CAT(as_float, W)(CAT(convert_uint, W)(CAT(vload, W)(c, p)) << 16)
+#define LOAD_1_3(c, p) ((float)(p)[c])
+#define LOAD_W_3(W, c, p) CAT(convert_float, W)(CAT(vload, W)(c, p))
+#define LOAD_1(T, c, p) CAT(LOAD_1_, T)(c, p)
+#define LOAD_W(T, W, c, p) CAT(LOAD_W_, T)(W, c, p)
+/* Q's rows (LOAD_D), K's (LOAD_KD) and V's (LOAD_V) as floats. */
 #if VD == 1
-#define LOAD_D(c, p) LOAD_1(c, p)
+#define LOAD_D(c, p) LOAD_1(DTYPE, c, p)
+#define LOAD_KD(c, p) LOAD_1(KV_DTYPE, c, p)
 #else
-#define LOAD_D(c, p) LOAD_W(VD, c, p)
+#define LOAD_D(c, p) LOAD_W(DTYPE, VD, c, p)
+#define LOAD_KD(c, p) LOAD_W(KV_DTYPE, VD, c, p)
 #endif
 #if VV == 1
-#define LOAD_V(c, p) LOAD_1(c, p)
+#define LOAD_V(c, p) LOAD_1(KV_DTYPE, c, p)
 #define STORE_ACC(x, c, p) ((p)[c] = (x))
 #else
-#define LOAD_V(c, p) LOAD_W(VV, c, p)
+#define LOAD_V(c, p) LOAD_W(KV_DTYPE, VV, c, p)
 #define STORE_ACC(x, c, p) CAT(vstore, VV)(x, c, p)
 #endif
 typedef VEC(VD) floatD;
@@ -173,15 +181,26 @@ inline float lse_of(float l, float m, float unit) {
 
 #if KVCACHE
 /* The cache is written (appended to); the lengths, slots and block table are
- * clamped into the cache whatever they hold (lib/kvcache.c checks host ones). */
+ * clamped into the cache whatever they hold (lib/kvcache.c checks host ones).
+ * The new rows kn, vn are in the cache's storage type (kernels/kv_convert.cl
+ * converted them when Q's differs); an int8 cache has a scale per row, ks
+ * and vs in the cache's layout, kns and vns packed [batch, heads_kv, seq_q]. */
 #define KV_MUT
+#if KV_DTYPE == 3
+#define KV_SCALE_PARAMS                                                                            \
+    , TENSOR(__global float, ks, ks), TENSOR(__global float, vs, vs),                              \
+        TENSOR(__global const float, kns, kns), TENSOR(__global const float, vns, vns)
+#else
+#define KV_SCALE_PARAMS
+#endif
 #define KV_PARAMS                                                                                  \
     , __global const int *kv_lengths, __global const int *kv_slots,                                \
         __global const int *kv_pages, int kv_slot_count, int kv_page_size, int kv_max_pages,       \
-        int kv_heads, TENSOR(__global const elem_t, kn, kn), TENSOR(__global const elem_t, vn, vn)
+        int kv_heads, TENSOR(__global const kv_t, kn, kn),                                         \
+        TENSOR(__global const kv_t, vn, vn) KV_SCALE_PARAMS
 /* The merge appends too: it gets the cache. */
 #define MERGE_KV_PARAMS                                                                            \
-    , TENSOR(__global elem_t, k, k), TENSOR(__global elem_t, v, v) KV_PARAMS
+    , TENSOR(__global kv_t, k, k), TENSOR(__global kv_t, v, v) KV_PARAMS
 
 /* Keys sequence b holds before this call's rows; with APPEND room is left
  * for them (seq_k is the capacity). */
@@ -206,9 +225,9 @@ inline int kv_cached(int b, int seq_q, int capacity, __global const int *kv_leng
 #define CACHE_ROW(x, p, b, hk, j) ((x) + AT(p, (long)KV_BLOCK(b, j), (long)(hk), KV_TOKEN(j)))
 
 /* The storage bits of one row, converted nowhere. */
-inline void kv_copy_row(__global elem_t *dst, __global const elem_t *src, int n) {
-    __global elem_bits_t *d = (__global elem_bits_t *)dst;
-    __global const elem_bits_t *s = (__global const elem_bits_t *)src;
+inline void kv_copy_row(__global kv_t *dst, __global const kv_t *src, int n) {
+    __global kv_bits_t *d = (__global kv_bits_t *)dst;
+    __global const kv_bits_t *s = (__global const kv_bits_t *)src;
     for (int x = 0; x < n; x++)
         d[x] = s[x];
 }
@@ -223,17 +242,35 @@ inline void kv_copy_row(__global elem_t *dst, __global const elem_t *src, int n)
         kv_copy_row(CACHE_ROW(v, v, b, hk, key_),                                                  \
                     vn + AT(vn, b, hk, i),                                                         \
                     HEAD_DIM_V);                                                                   \
+        KV_APPEND_SCALES(b, hk, i, key_);                                                          \
     } while (0)
+#if KV_DTYPE == 3
+/* Key j's scales, from the cache below `cached` and the new rows' after. */
+#define KEY_SCALE(j)                                                                               \
+    ((j) < cached ? *CACHE_ROW(ks, ks, b, hk, j) : kns[AT(kns, b, hk, (j) - cached)])
+#define VAL_SCALE(j)                                                                               \
+    ((j) < cached ? *CACHE_ROW(vs, vs, b, hk, j) : vns[AT(vns, b, hk, (j) - cached)])
+#define KV_APPEND_SCALES(b, hk, i, key)                                                            \
+    do {                                                                                           \
+        *CACHE_ROW(ks, ks, b, hk, key) = kns[AT(kns, b, hk, i)];                                   \
+        *CACHE_ROW(vs, vs, b, hk, key) = vns[AT(vns, b, hk, i)];                                   \
+    } while (0)
+#endif
 #else
 #define KV_MUT const
 #define KV_PARAMS
 #define MERGE_KV_PARAMS
 #endif
+#if !KVCACHE || KV_DTYPE != 3
+#define KEY_SCALE(j) 1.0f
+#define VAL_SCALE(j) 1.0f
+#define KV_APPEND_SCALES(b, hk, i, key) ((void)0)
+#endif
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_decode(TENSOR(__global const elem_t, q, q),
-             TENSOR(__global KV_MUT elem_t, k, k),
-             TENSOR(__global KV_MUT elem_t, v, v),
+             TENSOR(__global KV_MUT kv_t, k, k),
+             TENSOR(__global KV_MUT kv_t, v, v),
              TENSOR(__global elem_t, o, o),
              TENSOR(__global float, lse, l),
              __global float *part, ulong part_off, int group, int heads_q, int splits,
@@ -300,8 +337,8 @@ flash_decode(TENSOR(__global const elem_t, q, q),
     ((j) < cached ? CACHE_ROW(v, v, b, hk, j)                                                      \
                   : vn + AT(vn, b, hk, (j) - cached))
 #else
-    const __global elem_t *kh = k + AT(k, b, hk, sq.k0);
-    const __global elem_t *vh = v + AT(v, b, hk, sq.k0);
+    const __global kv_t *kh = k + AT(k, b, hk, sq.k0);
+    const __global kv_t *vh = v + AT(v, b, hk, sq.k0);
 #define KEY_ROW(j) (kh + (j) * k_ss)
 #define VAL_ROW(j) (vh + (j) * v_ss)
 #endif
@@ -310,15 +347,17 @@ flash_decode(TENSOR(__global const elem_t, q, q),
     for (long k0 = sb; k0 < se; k0 += TK) {
         const int nk = (int)min((long)TK, se - k0);
         for (int j = 0; j < nk; j++) {
-            const __global elem_t *krow = KEY_ROW(k0 + j);
+            const __global kv_t *krow = KEY_ROW(k0 + j);
             floatD kv[ND];
             for (int c = 0; c < ND; c++)
-                kv[c] = LOAD_D(c, krow);
+                kv[c] = LOAD_KD(c, krow);
+            /* int8: q.(k * scale) as (q.k) * scale, one multiply a key. */
+            const float kscale = KEY_SCALE(k0 + j);
             for (int r = 0; r < ROWS; r++) {
                 floatD a = qv[r][0] * kv[0];
                 for (int c = 1; c < ND; c++)
                     a = fma(qv[r][c], kv[c], a);
-                s[r][j] = HSUM_D(a);
+                s[r][j] = HSUM_D(a) * kscale;
             }
         }
         for (int j = 0; j < nk; j++)
@@ -368,16 +407,18 @@ flash_decode(TENSOR(__global const elem_t, q, q),
         for (int j = 0; j < nk; j++) {
             if (!seen[j])
                 continue; /* its V may hold anything, NaN included */
-            const __global elem_t *vrow = VAL_ROW(k0 + j);
+            const __global kv_t *vrow = VAL_ROW(k0 + j);
             floatVV vv[NV];
             for (int c = 0; c < NV; c++)
                 vv[c] = LOAD_V(c, vrow);
+            const float vscale = VAL_SCALE(k0 + j); /* int8: p * (v * scale) as (p * scale) * v */
             for (int r = 0; r < ROWS; r++) {
                 const float p = s[r][j];
                 if (p == 0.0f)
                     continue; /* hidden from this row (or underflowed) */
+                const float pv = p * vscale;
                 for (int c = 0; c < NV; c++)
-                    acc[r][c] = fma((floatVV)p, vv[c], acc[r][c]);
+                    acc[r][c] = fma((floatVV)pv, vv[c], acc[r][c]);
             }
         }
     }

@@ -45,6 +45,15 @@ typedef struct attn_kvcache_layout {
     size_t k_new_extent, v_new_extent; /* elements */
     /* Rotary embedding of Q and k_new (lib/rotary.c); rotary_dim 0: none. */
     int32_t rotary_dim, rotary_interleaved, rotary_positions;
+    /* The cache's storage (lib/kv_storage.c), never ATTN_KV_DTYPE_SAME here,
+     * and its element size; `convert` when it differs from Q's type (the
+     * new rows are converted or quantized before they are stored). */
+    attn_kv_dtype kv_dtype;
+    size_t kv_element_size;
+    int convert;
+    /* int8: the scales' strides (resolved) and extents, in floats. */
+    attn_strides k_scale_strides, v_scale_strides;
+    size_t k_scale_extent, v_scale_extent;
 } attn_kvcache_layout;
 
 typedef struct attn_problem {
@@ -146,6 +155,10 @@ typedef struct attn_device_args {
     size_t k_new_offset, v_new_offset;
     cl_mem kv_lengths, kv_slots, kv_pages;
     cl_mem rotary_cos, rotary_sin; /* [rotary_positions, rotary_dim / 2], with rotary */
+    /* int8 caches: the cache's scales, and the new rows' (packed [batch,
+     * heads_kv, seq_q], set by decode.c's conversion); offsets in floats. */
+    cl_mem k_scale, v_scale, kn_scale, vn_scale;
+    size_t k_scale_offset, v_scale_offset, kn_scale_offset, vn_scale_offset;
     /* The probabilities, in host memory (NULL: not wanted). */
     float *probs_host;
     /* With pb->want_row_stats: where the forward writes its rows' (shift,
@@ -278,6 +291,29 @@ attn_status attn_kvcache_validate(const attn_kvcache_params *params,
                                   const attn_kvcache_host_tensors *t, attn_problem *pb);
 /* k_new / v_new copied into the host cache at each sequence's length. */
 void attn_kvcache_append_host(const attn_problem *pb, const attn_kvcache_host_tensors *t);
+
+/* ---- KV-cache storage (kv_storage.c) -------------------------------------------- */
+
+/* The storage type a kv_dtype names as an attn_dtype (int8: -1). */
+int attn_kv_as_dtype(attn_kv_dtype kv);
+size_t attn_kv_element_size(attn_kv_dtype kv);
+/* One row of n values of `src` (Q's storage type `from`, from element
+ * src_at) into the cache's storage at dst (element dst_at), converted or, for
+ * int8, quantized with its scale into *scale: include/attn_cl.h's rule, the
+ * same float operations as kernels/kv_convert.cl. */
+void attn_kv_store_row(const void *src, size_t src_at, attn_dtype from, int n, void *dst,
+                       size_t dst_at, attn_kv_dtype kv, float *scale);
+/* Element `index` of a cache row in its storage, dequantized by `scale`
+ * (int8 only), in double. */
+double attn_kv_load(const void *base, size_t index, attn_kv_dtype kv, float scale);
+/* The host checks of an int8 cache (host call, reference): the scales of
+ * every cached row the call reads finite and >= 0, and with append every
+ * k_new / v_new value finite. The small arrays have been checked. */
+attn_status attn_kv_check_int8_host(attn_context_t ctx, const attn_problem *pb,
+                                    const attn_kvcache_host_tensors *t);
+
+/* The reference's attention with K and V given as doubles (reference.c). */
+attn_status attn_reference_host_f64_kv(const attn_params *params, const attn_host_tensors *tensors);
 
 /* ---- Rotary embedding (rotary.c) -------------------------------------------- */
 

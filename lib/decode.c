@@ -32,9 +32,14 @@ struct attn_algo_state {
      * [batch, heads, seq_q, head_dim] in the storage type, at these byte
      * offsets into the workspace (after the partials). */
     size_t rotated_q_at, rotated_k_at;
+    /* With a cache of another storage type than Q's and append: k_new and
+     * v_new in the cache's type, packed, and (int8) their scales, at these
+     * byte offsets into the workspace (kernels/kv_convert.cl). */
+    size_t converted_k_at, converted_v_at, new_scales_at;
     char options[512];
     cl_kernel main, merge; /* merge NULL with one split */
     cl_kernel rotary;      /* NULL without rotary embedding */
+    cl_kernel convert;     /* NULL unless the new rows change storage type */
 };
 typedef struct attn_algo_state decode_config;
 
@@ -120,15 +125,28 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
         cfg->rotated_k_at = attn_round_up(cfg->rotated_q_at + q_bytes, ATTN_WORKSPACE_ALIGN);
         cfg->workspace = cfg->rotated_k_at + k_bytes;
     }
+    if (pb->kv.append && pb->kv.convert) {
+        /* Fits: the cache's elements are at most Q's size times 2. */
+        const size_t rows = (size_t)p->batch * (size_t)p->heads_kv * (size_t)p->seq_q;
+        const size_t kes = pb->kv.kv_element_size;
+        cfg->converted_k_at = attn_round_up(cfg->workspace, ATTN_WORKSPACE_ALIGN);
+        cfg->converted_v_at =
+            attn_round_up(cfg->converted_k_at + rows * (size_t)p->head_dim * kes, ATTN_WORKSPACE_ALIGN);
+        cfg->new_scales_at =
+            attn_round_up(cfg->converted_v_at + rows * (size_t)p->head_dim_v * kes, ATTN_WORKSPACE_ALIGN);
+        cfg->workspace = cfg->new_scales_at + 2 * rows * sizeof(float);
+    }
     char features[256];
     attn_feature_options(pb, features, sizeof features);
     snprintf(cfg->options, sizeof cfg->options,
              "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d -DMAX_VEC=%d "
-             "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d -DKV_PAGE_SIZE=%d",
+             "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d -DKV_PAGE_SIZE=%d -DKV_DTYPE=%d",
              features, p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1,
              /* an override's vec caps the vector width; 16 otherwise */
              (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : 16, pb->kv.enabled,
-             pb->kv.paged, pb->kv.batch_idx, pb->kv.append, pb->kv.page_size);
+             pb->kv.paged, pb->kv.batch_idx, pb->kv.append, pb->kv.page_size,
+             /* attn_kv_dtype - 1 is kernels/common.cl's code */
+             pb->kv.enabled ? (int)pb->kv.kv_dtype - 1 : (int)p->dtype);
     *state = cfg;
     return ATTN_SUCCESS;
 }
@@ -144,6 +162,13 @@ static attn_status decode_build(attn_context_t ctx, attn_algo_state *cfg) {
         snprintf(options, sizeof options, "%s -DROTARY_DIM=%d -DROTARY_INTERLEAVED=%d",
                  cfg->options, cfg->pb.kv.rotary_dim, cfg->pb.kv.rotary_interleaved != 0);
         status = attn_create_kernel(ctx, "rotary", "rotary_rows", options, &cfg->rotary);
+    }
+    if (status == ATTN_SUCCESS && cfg->pb.kv.append && cfg->pb.kv.convert) {
+        /* The quantizer's division rounded as the host's. */
+        char options[600];
+        snprintf(options, sizeof options, "%s -cl-fp32-correctly-rounded-divide-sqrt",
+                 cfg->options);
+        status = attn_create_kernel(ctx, "kv_convert", "kv_convert_rows", options, &cfg->convert);
     }
     return status;
 }
@@ -195,6 +220,51 @@ static attn_status rotate_new_rows(attn_context_t ctx, const decode_config *cfg,
     return ATTN_SUCCESS;
 }
 
+/* Enqueues the conversion of k_new and v_new into the cache's storage type
+ * in the workspace (kv_convert.cl) and points `r` and `pb` at the
+ * converted rows and their scales. */
+static attn_status convert_new_rows(attn_context_t ctx, const decode_config *cfg,
+                                    attn_device_args *r, attn_problem *pb, cl_uint num_wait,
+                                    const cl_event *wait_list, cl_event *converted) {
+    const attn_params *p = &pb->p;
+    const size_t kes = pb->kv.kv_element_size;
+    const size_t k_at = r->workspace_offset + cfg->converted_k_at;
+    const size_t v_at = r->workspace_offset + cfg->converted_v_at;
+    const size_t scales_at = (r->workspace_offset + cfg->new_scales_at) / sizeof(float);
+    const size_t rows = (size_t)p->batch * (size_t)p->heads_kv * (size_t)p->seq_q;
+    attn_args a;
+    attn_args_begin(&a, ctx, cfg->convert, "kv_convert_rows");
+    attn_arg_tensor(&a, r->k_new, r->k_new_offset, &pb->kv.k_new_strides);
+    attn_arg_tensor(&a, r->v_new, r->v_new_offset, &pb->kv.v_new_strides);
+    attn_arg_buffer(&a, r->workspace, k_at / kes);
+    attn_arg_buffer(&a, r->workspace, v_at / kes);
+    attn_arg_mem(&a, r->workspace);
+    attn_arg_ulong(&a, scales_at);
+    attn_arg_ulong(&a, scales_at + rows);
+    attn_arg_int(&a, p->seq_q);
+    attn_arg_int(&a, p->heads_kv);
+    attn_status status = attn_args_end(&a);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const size_t global[3] = {(size_t)p->seq_q, 2 * (size_t)p->heads_kv, (size_t)p->batch};
+    status = attn_enqueue_kernel(ctx, cfg->convert, "kv_convert_rows", global, NULL, num_wait,
+                                 wait_list, converted);
+    if (status != ATTN_SUCCESS)
+        return status;
+    const int64_t hk = p->heads_kv, sq = p->seq_q, dk = p->head_dim, dv = p->head_dim_v;
+    r->k_new = r->v_new = r->workspace;
+    r->k_new_offset = k_at / kes;
+    r->v_new_offset = v_at / kes;
+    pb->kv.k_new_strides = (attn_strides){hk * sq * dk, sq * dk, dk};
+    pb->kv.v_new_strides = (attn_strides){hk * sq * dv, sq * dv, dv};
+    if (pb->kv.kv_dtype == ATTN_KV_DTYPE_INT8) {
+        r->kn_scale = r->vn_scale = r->workspace;
+        r->kn_scale_offset = scales_at;
+        r->vn_scale_offset = scales_at + rows;
+    }
+    return ATTN_SUCCESS;
+}
+
 static size_t decode_workspace_bytes(const attn_algo_state *cfg) {
     return cfg->workspace;
 }
@@ -209,24 +279,29 @@ static attn_status decode_run(attn_context_t ctx, const attn_algo_state *cfg,
     if (done)
         *done = NULL;
     attn_problem rotated_pb = cfg->pb;
-    attn_device_args rotated_args;
-    cl_event rotated = NULL;
+    attn_device_args rotated_args = *args;
+    cl_event rotated = NULL, converted = NULL;
+    attn_status status = ATTN_SUCCESS;
     if (cfg->rotary) {
-        rotated_args = *args;
-        attn_status status =
+        status =
             rotate_new_rows(ctx, cfg, &rotated_args, &rotated_pb, num_wait, wait_list, &rotated);
-        if (status != ATTN_SUCCESS)
-            return status;
-        args = &rotated_args;
         num_wait = 1;
         wait_list = &rotated;
     }
-    attn_status status = decode_enqueue(ctx, cfg, &rotated_pb, args, num_wait, wait_list, done);
-    if (rotated) {
-        if (status != ATTN_SUCCESS)
-            clFinish(ctx->queue); /* the rotation still writes the workspace */
-        clReleaseEvent(rotated);
+    if (status == ATTN_SUCCESS && cfg->convert) {
+        status = convert_new_rows(ctx, cfg, &rotated_args, &rotated_pb, num_wait, wait_list,
+                                  &converted);
+        num_wait = 1;
+        wait_list = &converted;
     }
+    if (status == ATTN_SUCCESS)
+        status = decode_enqueue(ctx, cfg, &rotated_pb, &rotated_args, num_wait, wait_list, done);
+    if (status != ATTN_SUCCESS && (rotated || converted))
+        clFinish(ctx->queue); /* the rotation or conversion still writes the workspace */
+    if (rotated)
+        clReleaseEvent(rotated);
+    if (converted)
+        clReleaseEvent(converted);
     return status;
 }
 
@@ -321,6 +396,14 @@ void attn_arg_kvcache(attn_args *a, const attn_problem *pb, const attn_device_ar
     attn_arg_int(a, pb->p.heads_kv);
     attn_arg_tensor(a, d->k_new ? d->k_new : d->q, d->k_new_offset, &kv->k_new_strides);
     attn_arg_tensor(a, d->v_new ? d->v_new : d->q, d->v_new_offset, &kv->v_new_strides);
+    if (kv->kv_dtype == ATTN_KV_DTYPE_INT8) {
+        /* Without append the new rows' scales are never read: any buffer. */
+        const attn_strides packed = {(int64_t)pb->p.heads_kv * pb->p.seq_q, pb->p.seq_q, 1};
+        attn_arg_tensor(a, d->k_scale, d->k_scale_offset, &kv->k_scale_strides);
+        attn_arg_tensor(a, d->v_scale, d->v_scale_offset, &kv->v_scale_strides);
+        attn_arg_tensor(a, d->kn_scale ? d->kn_scale : d->k_scale, d->kn_scale_offset, &packed);
+        attn_arg_tensor(a, d->vn_scale ? d->vn_scale : d->v_scale, d->vn_scale_offset, &packed);
+    }
 }
 
 static void decode_destroy(attn_algo_state *cfg) {
@@ -332,6 +415,8 @@ static void decode_destroy(attn_algo_state *cfg) {
         clReleaseKernel(cfg->merge);
     if (cfg->rotary)
         clReleaseKernel(cfg->rotary);
+    if (cfg->convert)
+        clReleaseKernel(cfg->convert);
     free(cfg);
 }
 

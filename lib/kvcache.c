@@ -118,6 +118,9 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
                              "rotary tables of %d x %d entries exceed INT32_MAX",
                              kp->rotary_positions, kp->rotary_dim / 2);
     }
+    if ((unsigned)kp->kv_dtype > ATTN_KV_DTYPE_INT8)
+        return attn_fail(ctx, ATTN_ERR_INVALID_VALUE, "kv_dtype %d is not an attn_kv_dtype",
+                         (int)kp->kv_dtype);
     if (kp->append && a->seq_q > capacity)
         return attn_fail(ctx, ATTN_ERR_INVALID_SIZE, "%d new rows cannot fit a cache of %d tokens",
                          a->seq_q, capacity);
@@ -146,6 +149,10 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
     kv->rotary_dim = kp->rotary_dim;
     kv->rotary_interleaved = kp->rotary_dim && kp->rotary_interleaved != 0;
     kv->rotary_positions = kp->rotary_dim ? kp->rotary_positions : 0;
+    /* Q's type as a kv_dtype is its attn_dtype + 1. */
+    kv->kv_dtype = kp->kv_dtype == ATTN_KV_DTYPE_SAME ? (attn_kv_dtype)(a->dtype + 1) : kp->kv_dtype;
+    kv->kv_element_size = attn_kv_element_size(kv->kv_dtype);
+    kv->convert = kv->kv_dtype != (attn_kv_dtype)(a->dtype + 1);
     out.p.seq_k = capacity;
     out.p.k_strides = kp->k_cache_strides;
     out.p.v_strides = kp->v_cache_strides;
@@ -155,6 +162,15 @@ static attn_status kvcache_problem_make(attn_context_t ctx, const attn_kvcache_p
     if (status == ATTN_SUCCESS)
         status = cache_extent(ctx, "V_cache", slots, out.p.heads_kv, rows, out.p.head_dim_v,
                               &out.p.v_strides, &out.v_extent);
+    if (status == ATTN_SUCCESS && kv->kv_dtype == ATTN_KV_DTYPE_INT8) {
+        kv->k_scale_strides = kp->k_scale_strides;
+        kv->v_scale_strides = kp->v_scale_strides;
+        status = cache_extent(ctx, "k_scale", slots, out.p.heads_kv, rows, 1, &kv->k_scale_strides,
+                              &kv->k_scale_extent);
+        if (status == ATTN_SUCCESS)
+            status = cache_extent(ctx, "v_scale", slots, out.p.heads_kv, rows, 1,
+                                  &kv->v_scale_strides, &kv->v_scale_extent);
+    }
     if (status != ATTN_SUCCESS)
         return status;
     out.probs_elems = 0;
@@ -294,6 +310,7 @@ typedef struct kvcache_ext {
     unsigned char *staging;        /* the arrays, written without blocking from here */
     cl_event staged;               /* the last write from staging */
     cl_mem q, o, lse, k_cache, v_cache, k_new, v_new;
+    cl_mem k_scale, v_scale; /* the host call's copies of an int8 cache's scales */
     void *o_host;
     float *lse_host;
     void *rotated_k; /* the host call's rotated k_new, with rotary embedding and append */
@@ -324,6 +341,10 @@ static void kvcache_ext_free(void *p) {
     for (int i = 0; i < KV_ARRAYS; i++)
         if (x->arrays[i])
             clReleaseMemObject(x->arrays[i]);
+    if (x->k_scale)
+        clReleaseMemObject(x->k_scale);
+    if (x->v_scale)
+        clReleaseMemObject(x->v_scale);
     free(x->marks);
     free(x->o_host);
     free(x->lse_host);
@@ -477,6 +498,10 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
                          "%s: tensors and their q, o, k_cache and v_cache are required", call);
     if (pb->kv.append && (!t->k_new || !t->v_new))
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: append needs k_new and v_new", call);
+    const int int8 = pb->kv.kv_dtype == ATTN_KV_DTYPE_INT8;
+    if (int8 && (!t->k_scale || !t->v_scale))
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: an int8 cache needs k_scale and v_scale",
+                         call);
     if ((num_wait > 0) != (wait_list != NULL))
         return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                          "wait_list must be NULL exactly when num_wait_events is 0");
@@ -491,23 +516,27 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
                           .lse = t->lse,
                           .k_new = pb->kv.append ? t->k_new : NULL,
                           .v_new = pb->kv.append ? t->v_new : NULL,
+                          .k_scale = int8 ? t->k_scale : NULL,
+                          .v_scale = int8 ? t->v_scale : NULL,
                           .callers_outputs = 1};
-    const size_t es = pb->element_size;
+    const size_t es = pb->element_size, kes = pb->kv.kv_element_size;
     const struct {
         const char *name;
         cl_mem mem;
         size_t offset, extent, element_size;
         size_t *element_offset;
-    } tensors[7] = {
+    } tensors[9] = {
         {"Q", t->q, t->q_offset, pb->q_extent, es, &d.q_offset},
-        {"K_cache", t->k_cache, t->k_cache_offset, pb->k_extent, es, &d.k_offset},
-        {"V_cache", t->v_cache, t->v_cache_offset, pb->v_extent, es, &d.v_offset},
+        {"K_cache", t->k_cache, t->k_cache_offset, pb->k_extent, kes, &d.k_offset},
+        {"V_cache", t->v_cache, t->v_cache_offset, pb->v_extent, kes, &d.v_offset},
+        {"k_scale", d.k_scale, t->k_scale_offset, pb->kv.k_scale_extent, 4, &d.k_scale_offset},
+        {"v_scale", d.v_scale, t->v_scale_offset, pb->kv.v_scale_extent, 4, &d.v_scale_offset},
         {"O", t->o, t->o_offset, pb->o_extent, es, &d.o_offset},
         {"LSE", t->lse, t->lse_offset, pb->lse_extent, sizeof(float), &d.lse_offset},
         {"k_new", d.k_new, t->k_new_offset, pb->kv.k_new_extent, es, &d.k_new_offset},
         {"v_new", d.v_new, t->v_new_offset, pb->kv.v_new_extent, es, &d.v_new_offset},
     };
-    for (int i = 0; i < 7 && status == ATTN_SUCCESS; i++)
+    for (int i = 0; i < 9 && status == ATTN_SUCCESS; i++)
         if (tensors[i].mem)
             status = attn_check_device_tensor(ctx, tensors[i].name, tensors[i].mem,
                                               tensors[i].offset, tensors[i].extent,
@@ -523,7 +552,12 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
                                               attn_plan_workspace_size(plan), 1, &unused);
     }
     if (status == ATTN_SUCCESS) {
-        /* O and LSE against Q and the cache, as a forward's against Q, K, V. */
+        /* O and LSE against Q and the cache, as a forward's against Q, K, V
+         * (a cache of another element size as the elements of Q's size
+         * that cover its bytes). */
+        attn_problem as_q = *pb;
+        as_q.k_extent = (pb->k_extent * kes + es - 1) / es;
+        as_q.v_extent = (pb->v_extent * kes + es - 1) / es;
         const attn_device_tensors as_forward = {.q = t->q,
                                                 .k = t->k_cache,
                                                 .v = t->v_cache,
@@ -534,7 +568,7 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
                                                 .v_offset = t->v_cache_offset,
                                                 .o_offset = t->o_offset,
                                                 .lse_offset = t->lse_offset};
-        status = attn_check_device_overlap(ctx, pb, &as_forward);
+        status = attn_check_device_overlap(ctx, &as_q, &as_forward);
     }
     if (status != ATTN_SUCCESS)
         return status;
@@ -585,6 +619,7 @@ void attn_kvcache_append_host(const attn_problem *pb, const attn_kvcache_host_te
     const attn_params *p = &pb->p;
     const attn_kvcache_layout *kv = &pb->kv;
     const size_t es = pb->element_size;
+    const int int8 = kv->kv_dtype == ATTN_KV_DTYPE_INT8;
     for (int64_t b = 0; b < p->batch; b++)
         for (int64_t h = 0; h < p->heads_kv; h++)
             for (int64_t i = 0; i < p->seq_q; i++) {
@@ -593,6 +628,20 @@ void attn_kvcache_append_host(const attn_problem *pb, const attn_kvcache_host_te
                 if (kv->paged) {
                     block = t->block_table[b * kv->max_pages + key / kv->page_size];
                     row = key % kv->page_size;
+                }
+                if (kv->convert) { /* lib/kv_storage.c, kernels/kv_convert.cl's bits */
+                    float ks = 0.0f, vs = 0.0f;
+                    attn_kv_store_row(t->k_new, row_at(&kv->k_new_strides, b, h, i), p->dtype,
+                                      p->head_dim, t->k_cache, row_at(&p->k_strides, block, h, row),
+                                      kv->kv_dtype, &ks);
+                    attn_kv_store_row(t->v_new, row_at(&kv->v_new_strides, b, h, i), p->dtype,
+                                      p->head_dim_v, t->v_cache,
+                                      row_at(&p->v_strides, block, h, row), kv->kv_dtype, &vs);
+                    if (int8) {
+                        t->k_scale[row_at(&kv->k_scale_strides, block, h, row)] = ks;
+                        t->v_scale[row_at(&kv->v_scale_strides, block, h, row)] = vs;
+                    }
+                    continue;
                 }
                 memcpy((char *)t->k_cache + row_at(&p->k_strides, block, h, row) * es,
                        (const char *)t->k_new + row_at(&kv->k_new_strides, b, h, i) * es,
@@ -607,13 +656,17 @@ void attn_kvcache_append_host(const attn_problem *pb, const attn_kvcache_host_te
 static attn_status own_host_buffers(attn_context_t ctx, const attn_problem *pb, kvcache_ext *x) {
     if (x->q)
         return ATTN_SUCCESS;
-    const size_t es = pb->element_size;
+    const size_t es = pb->element_size, kes = pb->kv.kv_element_size;
     const size_t o_bytes = pb->o_extent * es, lse_bytes = pb->lse_extent * sizeof(float);
     attn_status status = attn_create_buffer(ctx, "Q", pb->q_extent * es, &x->q);
     if (status == ATTN_SUCCESS)
-        status = attn_create_buffer(ctx, "K_cache", pb->k_extent * es, &x->k_cache);
+        status = attn_create_buffer(ctx, "K_cache", pb->k_extent * kes, &x->k_cache);
     if (status == ATTN_SUCCESS)
-        status = attn_create_buffer(ctx, "V_cache", pb->v_extent * es, &x->v_cache);
+        status = attn_create_buffer(ctx, "V_cache", pb->v_extent * kes, &x->v_cache);
+    if (status == ATTN_SUCCESS && pb->kv.kv_dtype == ATTN_KV_DTYPE_INT8)
+        status = attn_create_buffer(ctx, "k_scale", pb->kv.k_scale_extent * 4, &x->k_scale);
+    if (status == ATTN_SUCCESS && pb->kv.kv_dtype == ATTN_KV_DTYPE_INT8)
+        status = attn_create_buffer(ctx, "v_scale", pb->kv.v_scale_extent * 4, &x->v_scale);
     if (status == ATTN_SUCCESS)
         status = attn_create_buffer(ctx, "O", o_bytes, &x->o);
     if (status == ATTN_SUCCESS && pb->want_lse)
@@ -631,8 +684,9 @@ static attn_status own_host_buffers(attn_context_t ctx, const attn_problem *pb, 
                                "cannot allocate host staging for the outputs");
     }
     if (status != ATTN_SUCCESS) {
-        cl_mem *mems[7] = {&x->q, &x->k_cache, &x->v_cache, &x->o, &x->lse, &x->k_new, &x->v_new};
-        for (int i = 0; i < 7; i++) {
+        cl_mem *mems[9] = {&x->q,   &x->k_cache, &x->v_cache, &x->o,      &x->lse,
+                           &x->k_new, &x->v_new, &x->k_scale, &x->v_scale};
+        for (int i = 0; i < 9; i++) {
             if (*mems[i])
                 clReleaseMemObject(*mems[i]);
             *mems[i] = NULL;
@@ -666,6 +720,8 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
     const void *const host[KV_ARRAYS] = {t->cache_seqlens, t->cache_batch_idx, t->block_table,
                                          t->alibi_slopes,  t->rotary_cos,      t->rotary_sin};
     attn_status status = check_kvcache_arrays(ctx, pb, host, NULL, x->marks);
+    if (status == ATTN_SUCCESS)
+        status = attn_kv_check_int8_host(ctx, pb, t);
     if (status == ATTN_SUCCESS && pb->kv.rotary_dim && pb->kv.append && !x->rotated_k) {
         x->rotated_k = malloc((size_t)p->batch * (size_t)p->heads_kv * (size_t)p->seq_q *
                               (size_t)p->head_dim * es);
@@ -683,12 +739,19 @@ static attn_status execute_host_locked(attn_plan_t plan, kvcache_ext *x,
                           .o = x->o,
                           .lse = t->lse ? x->lse : NULL,
                           .k_new = x->k_new,
-                          .v_new = x->v_new};
+                          .v_new = x->v_new,
+                          .k_scale = x->k_scale,
+                          .v_scale = x->v_scale};
+    const size_t kes = pb->kv.kv_element_size;
     status = attn_write_buffer(ctx, "Q", x->q, pb->q_extent * es, t->q);
     if (status == ATTN_SUCCESS)
-        status = attn_write_buffer(ctx, "K_cache", x->k_cache, pb->k_extent * es, t->k_cache);
+        status = attn_write_buffer(ctx, "K_cache", x->k_cache, pb->k_extent * kes, t->k_cache);
     if (status == ATTN_SUCCESS)
-        status = attn_write_buffer(ctx, "V_cache", x->v_cache, pb->v_extent * es, t->v_cache);
+        status = attn_write_buffer(ctx, "V_cache", x->v_cache, pb->v_extent * kes, t->v_cache);
+    if (status == ATTN_SUCCESS && x->k_scale)
+        status = attn_write_buffer(ctx, "k_scale", x->k_scale, pb->kv.k_scale_extent * 4, t->k_scale);
+    if (status == ATTN_SUCCESS && x->v_scale)
+        status = attn_write_buffer(ctx, "v_scale", x->v_scale, pb->kv.v_scale_extent * 4, t->v_scale);
     if (status == ATTN_SUCCESS && pb->kv.append)
         status = attn_write_buffer(ctx, "k_new", x->k_new, pb->kv.k_new_extent * es, t->k_new);
     if (status == ATTN_SUCCESS && pb->kv.append)
@@ -729,6 +792,9 @@ attn_status attn_plan_execute_kvcache_host(attn_plan_t plan, const attn_kvcache_
                          "%s: tensors and their q, o, k_cache and v_cache are required", call);
     if (pb->kv.append && (!t->k_new || !t->v_new))
         return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: append needs k_new and v_new", call);
+    if (pb->kv.kv_dtype == ATTN_KV_DTYPE_INT8 && (!t->k_scale || !t->v_scale))
+        return attn_fail(ctx, ATTN_ERR_NULL_ARGUMENT, "%s: an int8 cache needs k_scale and v_scale",
+                         call);
     attn_status status = check_plan_lse(plan, call, t->lse != NULL);
     if (status != ATTN_SUCCESS)
         return status;
@@ -747,6 +813,8 @@ attn_status attn_kvcache_validate(const attn_kvcache_params *params,
         return status;
     if (pb->kv.append && (!t->k_new || !t->v_new))
         return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "append needs k_new and v_new");
+    if (pb->kv.kv_dtype == ATTN_KV_DTYPE_INT8 && (!t->k_scale || !t->v_scale))
+        return attn_fail(NULL, ATTN_ERR_NULL_ARGUMENT, "an int8 cache needs k_scale and v_scale");
     unsigned char *marks = malloc((size_t)pb->kv.slots);
     if (!marks)
         return attn_fail(NULL, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot allocate %d marks",
@@ -755,5 +823,7 @@ attn_status attn_kvcache_validate(const attn_kvcache_params *params,
                                          t->alibi_slopes,  t->rotary_cos,      t->rotary_sin};
     status = check_kvcache_arrays(NULL, pb, host, NULL, marks);
     free(marks);
+    if (status == ATTN_SUCCESS)
+        status = attn_kv_check_int8_host(NULL, pb, t);
     return status;
 }

@@ -19,7 +19,13 @@ typedef struct ref_tensors {
     const float *bias;
     const uint8_t *keep_mask;
     attn_input_arrays meta;
+    int kv_f64; /* K and V are double (a KV cache's rows, dequantized) */
 } ref_tensors;
+
+/* Element `index` of K or V. */
+static double load_kv(const ref_tensors *t, const void *base, size_t index, attn_dtype dtype) {
+    return t->kv_f64 ? ((const double *)base)[index] : attn_load_element(base, index, dtype);
+}
 
 static int key_visible(const attn_problem *pb, const ref_tensors *t, const attn_ref_sequence *s,
                        int64_t b, int64_t h, int64_t i, int64_t j) {
@@ -45,7 +51,7 @@ static double score(const attn_problem *pb, const ref_tensors *t, const attn_ref
     double dot = 0.0;
     for (int32_t d = 0; d < p->head_dim; d++)
         dot += attn_load_element(t->q, q_row + (size_t)d, p->dtype) *
-               attn_load_element(t->k, k_row + (size_t)d, p->dtype);
+               load_kv(t, t->k, k_row + (size_t)d, p->dtype);
     double x = (double)p->scale * dot;
     if (p->softcap > 0.0f)
         x = (double)p->softcap * tanh(x / (double)p->softcap);
@@ -105,7 +111,7 @@ static void reference_row(const attn_problem *pb, const ref_tensors *t, const at
                 continue;
             const size_t v_row = attn_ref_row(&p->v_strides, b, g, s->k0 + j);
             for (int32_t d = 0; d < p->head_dim_v; d++)
-                acc[d] += scores[j] * attn_load_element(t->v, v_row + (size_t)d, p->dtype);
+                acc[d] += scores[j] * load_kv(t, t->v, v_row + (size_t)d, p->dtype);
         }
     }
 
@@ -191,6 +197,17 @@ attn_status attn_reference(const attn_params *params, const void *q, const void 
                                  : "o");
     }
     const ref_tensors t = {.q = q, .k = k, .v = v, .o = o, .lse = lse, .probs = probs};
+    return reference(params, &t);
+}
+
+attn_status attn_reference_host_f64_kv(const attn_params *params, const attn_host_tensors *tensors) {
+    ref_tensors t = {.q = tensors->q,
+                     .k = tensors->k,
+                     .v = tensors->v,
+                     .o = tensors->o,
+                     .lse = tensors->lse,
+                     .meta = attn_input_arrays_of_host(tensors),
+                     .kv_f64 = 1};
     return reference(params, &t);
 }
 

@@ -1,10 +1,14 @@
 /* The CPU reference over a KV cache: each sequence's keys and values
  * gathered from the cache (through the slot or the block table) and the new
- * rows into one dense K and V, and lib/reference.c's attention over them in
- * double; then the new rows appended into the cache. Written from the
- * header's description, not from the kernels. */
+ * rows (as the cache stores them: converted or quantized, lib/kv_storage.c)
+ * into one dense K and V of doubles, dequantized, and lib/reference.c's
+ * attention over them; then the new rows appended into the cache. Written
+ * from the header's description, not from the kernels. */
 #include "attn_internal.h"
+#include "half.h"
 #include "reference_rows.h"
+
+#include <stdint.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +79,11 @@ static attn_status reference_gathered(const attn_kvcache_params *params,
     const attn_params *p = &pb.p;
     const attn_kvcache_layout *kv = &pb.kv;
     const size_t es = pb.element_size;
-    const size_t dk = (size_t)p->head_dim * es, dv = (size_t)p->head_dim_v * es;
+    const attn_kv_dtype kt = kv->kv_dtype;
+    const int int8 = kt == ATTN_KV_DTYPE_INT8;
+    const size_t dk = (size_t)p->head_dim * sizeof(double), dv = (size_t)p->head_dim_v * sizeof(double);
+    /* A new row as the cache stores it: at most ATTN_MAX_HEAD_DIM floats. */
+    float stored[ATTN_MAX_HEAD_DIM];
 
     /* One sequence at a time: dense [1, heads_kv, keys, D] K and V. */
     int32_t longest = 1;
@@ -84,7 +92,7 @@ static attn_status reference_gathered(const attn_kvcache_params *params,
         longest = keys > longest ? keys : longest;
     }
     const size_t rows = (size_t)p->heads_kv * (size_t)longest;
-    char *k = malloc(rows * dk), *v = malloc(rows * dv);
+    double *k = malloc(rows * dk), *v = malloc(rows * dv);
     if (!k || !v) {
         free(k);
         free(v);
@@ -98,18 +106,36 @@ static attn_status reference_gathered(const attn_kvcache_params *params,
         for (int64_t h = 0; h < p->heads_kv; h++)
             for (int64_t j = 0; j < keys; j++) {
                 const size_t at = (size_t)h * (size_t)seq_k + (size_t)j;
-                const char *kr, *vr;
-                if (j < cached) {
-                    kr = (const char *)t->k_cache + cache_row(&pb, t, &p->k_strides, b, h, j) * es;
-                    vr = (const char *)t->v_cache + cache_row(&pb, t, &p->v_strides, b, h, j) * es;
-                } else {
-                    kr = (const char *)t->k_new +
-                         attn_ref_row(&kv->k_new_strides, b, h, j - cached) * es;
-                    vr = (const char *)t->v_new +
-                         attn_ref_row(&kv->v_new_strides, b, h, j - cached) * es;
+                for (int tensor = 0; tensor < 2; tensor++) {
+                    const int n = tensor == 0 ? p->head_dim : p->head_dim_v;
+                    double *dst = (tensor == 0 ? k : v) + at * (size_t)n;
+                    float scale = 0.0f;
+                    if (j < cached) {
+                        const attn_strides *cs = tensor == 0 ? &p->k_strides : &p->v_strides;
+                        const void *cache = tensor == 0 ? t->k_cache : t->v_cache;
+                        const size_t row = cache_row(&pb, t, cs, b, h, j);
+                        if (int8)
+                            scale = tensor == 0 ? t->k_scale[cache_row(&pb, t, &kv->k_scale_strides,
+                                                                       b, h, j)]
+                                                : t->v_scale[cache_row(&pb, t, &kv->v_scale_strides,
+                                                                       b, h, j)];
+                        for (int d = 0; d < n; d++)
+                            dst[d] = attn_kv_load(cache, row + (size_t)d, kt, scale);
+                        continue;
+                    }
+                    const attn_strides *ns = tensor == 0 ? &kv->k_new_strides : &kv->v_new_strides;
+                    const void *x = tensor == 0 ? t->k_new : t->v_new;
+                    const size_t row = attn_ref_row(ns, b, h, j - cached);
+                    if (!kv->convert) {
+                        for (int d = 0; d < n; d++)
+                            dst[d] = attn_load_element(x, row + (size_t)d, p->dtype);
+                        continue;
+                    }
+                    /* As the append will store it. */
+                    attn_kv_store_row(x, row, p->dtype, n, stored, 0, kt, &scale);
+                    for (int d = 0; d < n; d++)
+                        dst[d] = attn_kv_load(stored, (size_t)d, kt, scale);
                 }
-                memcpy(k + at * dk, kr, dk);
-                memcpy(v + at * dv, vr, dv);
             }
         if (keys == 0) {
             memset(k, 0, (size_t)p->heads_kv * dk);
@@ -135,7 +161,7 @@ static attn_status reference_gathered(const attn_kvcache_params *params,
             .key_lengths = &no_keys,
             .alibi_slopes = t->alibi_slopes,
         };
-        status = attn_reference_host(&one, &dense);
+        status = attn_reference_host_f64_kv(&one, &dense);
     }
     free(k);
     free(v);

@@ -37,6 +37,7 @@ typedef struct kv_case {
     int quick;
     int rotary_dim; /* 0: none */
     int interleaved;
+    attn_kv_dtype kv; /* the cache's storage; ATTN_KV_DTYPE_SAME (0): Q's */
 } kv_case;
 
 /* One call's inputs, in float (rounded to the storage type) and stored. */
@@ -45,9 +46,13 @@ typedef struct kv_data {
     attn_params r; /* kp.attn resolved, seq_k unused */
     size_t q_elems, o_elems, lse_elems, kc_elems, vc_elems, kn_elems, vn_elems;
     float *q, *kc, *vc, *kn, *vn, *slopes;
-    float *cos, *sin; /* rotary tables [positions, rotary_dim / 2] */
-    void *q_s, *kc_s, *vc_s, *kn_s, *vn_s;
+    float *cos, *sin;                      /* rotary tables [positions, rotary_dim / 2] */
+    void *q_s, *kc_s, *vc_s, *kn_s, *vn_s; /* kc_s, vc_s in the cache's storage */
     int32_t *lengths, *slots, *table;
+    attn_kv_dtype kvt; /* the cache's storage, resolved */
+    size_t kes;        /* its element size */
+    float *ks, *vs;    /* int8: the scales, ks_elems and vs_elems of them */
+    size_t ks_elems, vs_elems;
 } kv_data;
 
 static int failures;
@@ -69,11 +74,66 @@ static float *random_floats(test_rng *rng, size_t n, float lo, float hi, attn_dt
 }
 
 static void kv_data_free(kv_data *d) {
-    void *all[] = {d->q,    d->kc,   d->vc,   d->kn,      d->vn,    d->slopes, d->q_s, d->kc_s,
-                   d->vc_s, d->kn_s, d->vn_s, d->lengths, d->slots, d->table,  d->cos, d->sin};
+    void *all[] = {d->q,     d->kc,    d->vc,   d->kn,   d->vn,   d->slopes,
+                   d->q_s,   d->kc_s,  d->vc_s, d->kn_s, d->vn_s, d->lengths,
+                   d->slots, d->table, d->cos,  d->sin,  d->ks,   d->vs};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         free(all[i]);
     memset(d, 0, sizeof *d);
+}
+
+/* int8 quantization of one row, written from include/attn_cl.h: scale =
+ * max|x| / 127, q = x / scale rounded to nearest even, in -127..127. */
+static float quantize_row(const float *x, int n, int8_t *q) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    const float scale = amax / 127.0f;
+    for (int i = 0; i < n; i++) {
+        float r = scale == 0.0f ? 0.0f : rintf(x[i] / scale);
+        q[i] = (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+    }
+    return scale;
+}
+
+/* Packed rows [rows, n] of floats as the cache stores them, in float. */
+static void as_stored(const kv_data *d, float *x, size_t rows, int n) {
+    if (d->kvt != ATTN_KV_DTYPE_INT8) {
+        test_round_to_storage((attn_dtype)(d->kvt - 1), x, rows * (size_t)n);
+        return;
+    }
+    int8_t q[1024];
+    for (size_t r = 0; r < rows; r++) {
+        const float scale = quantize_row(x + r * (size_t)n, n, q);
+        for (int i = 0; i < n; i++)
+            x[r * (size_t)n + (size_t)i] = (float)q[i] * scale;
+    }
+}
+
+/* The cache's float values `x` (rounded to Q's type) into its storage:
+ * rounded to it, or quantized (int8, the scales laid out by `ss`), and
+ * x then holds the stored values (int8: q * scale in float). */
+static void *cache_to_storage(kv_data *d, float *x, size_t elems, int64_t blocks, int64_t heads,
+                              int64_t rows, int n, const attn_strides *cs, const attn_strides *ss,
+                              float **scales, size_t *scale_elems) {
+    if (d->kvt != ATTN_KV_DTYPE_INT8) {
+        const attn_dtype t = (attn_dtype)(d->kvt - 1);
+        test_round_to_storage(t, x, elems);
+        return test_to_storage(t, x, elems);
+    }
+    int8_t *q = calloc(elems, 1);
+    *scale_elems = extent_of(blocks, heads, rows, 1, ss);
+    *scales = calloc(*scale_elems, sizeof(float));
+    for (int64_t b = 0; b < blocks; b++)
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t r = 0; r < rows; r++) {
+                const size_t at = (size_t)(b * cs->batch + h * cs->head + r * cs->seq);
+                const float scale = quantize_row(x + at, n, q + at);
+                (*scales)[b * ss->batch + h * ss->head + r * ss->seq] = scale;
+                for (int i = 0; i < n; i++)
+                    x[at + (size_t)i] = (float)q[at + (size_t)i] * scale;
+            }
+    return q;
 }
 
 /* Lengths that break tiling: 0, 1, a page boundary -1, +0, +1, full. */
@@ -156,8 +216,18 @@ static void kv_data_init(kv_data *d, const kv_case *c, uint64_t seed) {
     d->kn = random_floats(&rng, d->kn_elems, -1, 1, c->dtype);
     d->vn = random_floats(&rng, d->vn_elems, -1, 1, c->dtype);
     d->q_s = test_to_storage(c->dtype, d->q, d->q_elems);
-    d->kc_s = test_to_storage(c->dtype, d->kc, d->kc_elems);
-    d->vc_s = test_to_storage(c->dtype, d->vc, d->vc_elems);
+    kp->kv_dtype = c->kv;
+    d->kvt = c->kv ? c->kv : (attn_kv_dtype)(c->dtype + 1);
+    d->kes = d->kvt == ATTN_KV_DTYPE_INT8 ? 1 : d->kvt == ATTN_KV_DTYPE_F32 ? 4 : 2;
+    if (d->kvt == ATTN_KV_DTYPE_INT8) /* scales in the cache's order */
+        for (int t = 0; t < 2; t++)
+            *(t == 0 ? &kp->k_scale_strides : &kp->v_scale_strides) =
+                c->head_major ? (attn_strides){hk * rows, rows, 1}
+                              : (attn_strides){hk * rows, 1, hk};
+    d->kc_s = cache_to_storage(d, d->kc, d->kc_elems, blocks, hk, rows, c->head_dim,
+                               &kp->k_cache_strides, &kp->k_scale_strides, &d->ks, &d->ks_elems);
+    d->vc_s = cache_to_storage(d, d->vc, d->vc_elems, blocks, hk, rows, c->head_dim_v,
+                               &kp->v_cache_strides, &kp->v_scale_strides, &d->vs, &d->vs_elems);
     d->kn_s = test_to_storage(c->dtype, d->kn, d->kn_elems);
     d->vn_s = test_to_storage(c->dtype, d->vn, d->vn_elems);
     d->slopes = malloc((size_t)c->heads_q * sizeof(float));
@@ -205,6 +275,8 @@ static attn_kvcache_host_tensors host_tensors(const kv_data *d, int stored, cons
         .alibi_slopes = d->kp.attn.alibi ? d->slopes : NULL,
         .rotary_cos = d->cos,
         .rotary_sin = d->sin,
+        .k_scale = d->ks,
+        .v_scale = d->vs,
     };
 }
 
@@ -256,6 +328,18 @@ static void naive_outputs(const kv_data *d, float *o, float *lse) {
     /* Q and k_new as the library attends to them (the test's Q is packed). */
     float *q = kp->rotary_dim ? rotated_rows(d, d->q, r->heads_q) : d->q;
     float *kn = kp->rotary_dim && kp->append ? rotated_rows(d, d->kn, (int)hk) : d->kn;
+    float *vn = d->vn;
+    if (kp->append && d->kvt != (attn_kv_dtype)(r->dtype + 1)) {
+        /* The new rows as the cache stores them, which the queries see. */
+        const size_t rows = (size_t)r->batch * (size_t)hk * (size_t)r->seq_q;
+        float *stored = dup_bytes(kn, rows * (size_t)D * sizeof(float));
+        if (kn != d->kn)
+            free(kn);
+        kn = stored;
+        vn = dup_bytes(d->vn, rows * (size_t)Dv * sizeof(float));
+        as_stored(d, kn, rows, (int)D);
+        as_stored(d, vn, rows, (int)Dv);
+    }
     for (int b = 0; b < r->batch; b++) {
         const int cached = d->lengths[b], keys = cached + (kp->append ? r->seq_q : 0);
         attn_params one = *r;
@@ -280,7 +364,7 @@ static void naive_outputs(const kv_data *d, float *o, float *lse) {
                 } else {
                     const int64_t i = j - cached;
                     kr = kn + ((b * hk + h) * r->seq_q + i) * D;
-                    vr = d->vn + ((b * hk + h) * r->seq_q + i) * Dv;
+                    vr = vn + ((b * hk + h) * r->seq_q + i) * Dv;
                 }
                 memcpy(k + (h * one.seq_k + j) * D, kr, (size_t)D * sizeof(float));
                 memcpy(v + (h * one.seq_k + j) * Dv, vr, (size_t)Dv * sizeof(float));
@@ -300,6 +384,8 @@ static void naive_outputs(const kv_data *d, float *o, float *lse) {
         free(q);
     if (kn != d->kn)
         free(kn);
+    if (vn != d->vn)
+        free(vn);
 }
 
 static void describe(char *buf, size_t n, const kv_case *c) {
@@ -312,6 +398,11 @@ static void describe(char *buf, size_t n, const kv_case *c) {
              c->batch_idx ? " batch_idx" : "", test_mask_name(c->mask), test_dtype_name(c->dtype),
              c->append ? " append" : "", win, c->softcap > 0 ? " softcap" : "",
              c->alibi ? " alibi" : "");
+    if (c->kv) {
+        static const char *const kv_names[5] = {"", "f32", "f16", "bf16", "int8"};
+        const size_t len = strlen(buf);
+        snprintf(buf + len, n - len, " kv=%s", kv_names[c->kv]);
+    }
     if (c->rotary_dim) {
         const size_t len = strlen(buf);
         snprintf(buf + len, n - len, " rotary%d%s", c->rotary_dim,
@@ -363,18 +454,54 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
 
     /* Reference in double on the float copies (O unrounded), and in the
      * storage type on the stored ones for the cache's expected bytes. */
+    const size_t kes = d.kes;
+    const size_t ss[2] = {d.ks_elems * 4, d.vs_elems * 4}; /* int8: the scales' bytes */
     float *ref_o = calloc(d.o_elems, sizeof(float)), *ref_lse = calloc(d.lse_elems, sizeof(float));
     float *kc_ref = dup_bytes(d.kc, d.kc_elems * 4), *vc_ref = dup_bytes(d.vc, d.vc_elems * 4);
+    float *ks_ref = d.ks ? dup_bytes(d.ks, ss[0]) : NULL,
+          *vs_ref = d.vs ? dup_bytes(d.vs, ss[1]) : NULL;
+    float *q_rot = NULL, *kn_rot = NULL;
     attn_kvcache_params kp32 = d.kp;
     kp32.attn.dtype = ATTN_DTYPE_F32;
     attn_kvcache_host_tensors ht = host_tensors(&d, 0, d.q, ref_o, ref_lse, kc_ref, vc_ref);
+    if (c->kv) {
+        /* A cache of its own type: Q and the new rows in float, the cache as
+         * stored; with rotary embedding Q and k_new rotated in Q's type
+         * first (the library's rounding), so that k_new quantizes alike. */
+        free(kc_ref);
+        free(vc_ref);
+        ht.k_cache = kc_ref = dup_bytes(d.kc_s, d.kc_elems * kes);
+        ht.v_cache = vc_ref = dup_bytes(d.vc_s, d.vc_elems * kes);
+        ht.k_scale = ks_ref;
+        ht.v_scale = vs_ref;
+        if (c->rotary_dim) {
+            q_rot = rotated_rows(&d, d.q, c->heads_q);
+            kn_rot = rotated_rows(&d, d.kn, c->heads_kv);
+            ht.q = q_rot;
+            ht.k_new = c->append ? kn_rot : NULL;
+            kp32.rotary_dim = 0;
+        }
+    }
     attn_status st = attn_reference_kvcache(&kp32, &ht);
-    void *kc_exp = dup_bytes(d.kc_s, d.kc_elems * es), *vc_exp = dup_bytes(d.vc_s, d.vc_elems * es);
+    void *kc_exp = dup_bytes(d.kc_s, d.kc_elems * kes),
+         *vc_exp = dup_bytes(d.vc_s, d.vc_elems * kes);
+    float *ks_exp = d.ks ? dup_bytes(d.ks, ss[0]) : NULL,
+          *vs_exp = d.vs ? dup_bytes(d.vs, ss[1]) : NULL;
     void *o_scratch = malloc(d.o_elems * es);
     float *lse_scratch = malloc(d.lse_elems * sizeof(float));
     if (st == ATTN_SUCCESS) {
         ht = host_tensors(&d, 1, d.q_s, o_scratch, lse_scratch, kc_exp, vc_exp);
+        ht.k_scale = ks_exp;
+        ht.v_scale = vs_exp;
         st = attn_reference_kvcache(&d.kp, &ht);
+    }
+    /* Both references append the same bits. */
+    if (st == ATTN_SUCCESS && c->kv &&
+        (memcmp(kc_ref, kc_exp, d.kc_elems * kes) != 0 ||
+         memcmp(vc_ref, vc_exp, d.vc_elems * kes) ||
+         (ks_ref && (memcmp(ks_ref, ks_exp, ss[0]) != 0 || memcmp(vs_ref, vs_exp, ss[1]) != 0)))) {
+        printf("FAIL %s: the reference appends other bits from float and stored new rows\n", name);
+        failures++;
     }
     if (st != ATTN_SUCCESS) {
         printf("FAIL %s: reference: %s %s\n", name, attn_status_name(st), attn_last_error(NULL));
@@ -402,12 +529,13 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
         cl_context cl = NULL;
         clGetCommandQueueInfo(attn_context_queue(ctx), CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
         cl_command_queue queue = attn_context_queue(ctx);
-        const size_t sizes[7] = {d.q_elems * es,  d.o_elems * es,  d.lse_elems * 4, d.kc_elems * es,
-                                 d.vc_elems * es, d.kn_elems * es, d.vn_elems * es};
+        const size_t sizes[9] = {d.q_elems * es,   d.o_elems * es,    d.lse_elems * 4,
+                                 d.kc_elems * kes, d.vc_elems * kes,  d.kn_elems * es,
+                                 d.vn_elems * es,  ss[0] ? ss[0] : 4, ss[1] ? ss[1] : 4};
         void *o_init = test_alloc_sentinel(d.o_elems * es);
-        const void *init[7] = {d.q_s, o_init, NULL, d.kc_s, d.vc_s, d.kn_s, d.vn_s};
-        cl_mem m[7];
-        for (int i = 0; i < 7; i++) {
+        const void *init[9] = {d.q_s, o_init, NULL, d.kc_s, d.vc_s, d.kn_s, d.vn_s, d.ks, d.vs};
+        cl_mem m[9];
+        for (int i = 0; i < 9; i++) {
             m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | (init[i] ? CL_MEM_COPY_HOST_PTR : 0),
                                   sizes[i], (void *)init[i], &err);
             if (err != CL_SUCCESS) {
@@ -430,6 +558,8 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
             .alibi_slopes = c->alibi ? d.slopes : NULL,
             .rotary_cos = d.cos,
             .rotary_sin = d.sin,
+            .k_scale = d.ks ? m[7] : NULL,
+            .v_scale = d.vs ? m[8] : NULL,
         };
         /* The second time, the small arrays from device buffers. */
         cl_mem arrays[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
@@ -480,12 +610,23 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
                 failures++;
                 ok = 0;
             }
+            for (int i = 7; i < 9 && d.ks; i++) {
+                float *back = malloc(sizes[i]);
+                clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, sizes[i], back, 0, NULL, NULL);
+                if (memcmp(back, i == 7 ? ks_exp : vs_exp, sizes[i]) != 0) {
+                    printf("FAIL %s: the device's %s differs from the reference's append\n", name,
+                           i == 7 ? "k_scale" : "v_scale");
+                    failures++;
+                    ok = 0;
+                }
+                free(back);
+            }
             free(o_s);
             free(kc);
             free(vc);
             free(lse);
         }
-        for (int i = 0; i < 7; i++)
+        for (int i = 0; i < 9; i++)
             clReleaseMemObject(m[i]);
         for (int i = 0; i < 6; i++)
             if (arrays[i])
@@ -495,16 +636,21 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
     if (ok) {
         void *o_s = test_alloc_sentinel(d.o_elems * es);
         float *lse = test_alloc_sentinel(d.lse_elems * 4);
-        void *kc = dup_bytes(d.kc_s, d.kc_elems * es), *vc = dup_bytes(d.vc_s, d.vc_elems * es);
+        void *kc = dup_bytes(d.kc_s, d.kc_elems * kes), *vc = dup_bytes(d.vc_s, d.vc_elems * kes);
+        float *ks = d.ks ? dup_bytes(d.ks, ss[0]) : NULL,
+              *vs = d.vs ? dup_bytes(d.vs, ss[1]) : NULL;
         ht = host_tensors(&d, 1, d.q_s, o_s, lse, kc, vc);
+        ht.k_scale = ks;
+        ht.v_scale = vs;
         st = attn_plan_execute_kvcache_host(plan, &ht);
         if (!test_ok(ctx, st, name)) {
             ok = 0;
         } else {
             ok &= check_o("host O", name, &d, &os, o_s, ref_o, naive_o);
             ok &= check_result("host LSE", name, &ls, lse, ref_lse, naive_lse);
-            if (memcmp(kc, kc_exp, d.kc_elems * es) != 0 ||
-                memcmp(vc, vc_exp, d.vc_elems * es) != 0) {
+            if (memcmp(kc, kc_exp, d.kc_elems * kes) != 0 ||
+                memcmp(vc, vc_exp, d.vc_elems * kes) != 0 ||
+                (ks && (memcmp(ks, ks_exp, ss[0]) != 0 || memcmp(vs, vs_exp, ss[1]) != 0))) {
                 printf("FAIL %s: the host cache differs from the reference's append\n", name);
                 failures++;
                 ok = 0;
@@ -514,6 +660,8 @@ static void run_case(attn_context_t ctx, const kv_case *c, uint64_t seed) {
         free(lse);
         free(kc);
         free(vc);
+        free(ks);
+        free(vs);
     }
     if (ok)
         printf("ok   %s\n", name);
@@ -529,6 +677,12 @@ done:
     free(vc_ref);
     free(kc_exp);
     free(vc_exp);
+    free(ks_ref);
+    free(vs_ref);
+    free(ks_exp);
+    free(vs_exp);
+    free(q_rot);
+    free(kn_rot);
     free(o_scratch);
     free(lse_scratch);
     kv_data_free(&d);
@@ -539,6 +693,9 @@ done:
 /* Set by the bad input that gives cache_seqlens both ways (the device call
  * only: the host call has no device arrays). */
 static int lengths_both_ways;
+/* Set by the bad inputs only host calls see: values in host memory that the
+ * device call does not read (include/attn_cl.h). */
+static int host_only;
 
 /* One device call on d's data with its arrays changed by `edit`: must fail
  * with `want`, leaving O, LSE and the cache as they were. */
@@ -547,7 +704,7 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
     kv_data d;
     kv_data_init(&d, c, 99);
     edit(&d);
-    const size_t es = es_of(c->dtype);
+    const size_t es = es_of(c->dtype), kes = d.kes;
     cl_context cl = NULL;
     cl_command_queue queue = attn_context_queue(ctx);
     clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
@@ -555,12 +712,23 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
     attn_status st = attn_plan_create_kvcache(ctx, &d.kp, ATTN_PLAN_LSE, &plan);
     int ok = 1;
     if (st == ATTN_SUCCESS) {
-        const size_t sizes[7] = {d.q_elems * es,  d.o_elems * es,  d.lse_elems * 4, d.kc_elems * es,
-                                 d.vc_elems * es, d.kn_elems * es, d.vn_elems * es};
+        const size_t sizes[9] = {
+            d.q_elems * es,           d.o_elems * es,  d.lse_elems * 4, d.kc_elems * kes,
+            d.vc_elems * kes,         d.kn_elems * es, d.vn_elems * es, d.ks ? d.ks_elems * 4 : 4,
+            d.vs ? d.vs_elems * 4 : 4};
         void *o0 = test_alloc_sentinel(sizes[1]), *l0 = test_alloc_sentinel(sizes[2]);
-        const void *init[7] = {d.q_s, o0, l0, d.kc_s, d.vc_s, d.kn_s, d.vn_s};
-        cl_mem m[7];
-        for (int i = 0; i < 7; i++)
+        float one = 0.0f; /* a buffer for absent scales */
+        const void *init[9] = {d.q_s,
+                               o0,
+                               l0,
+                               d.kc_s,
+                               d.vc_s,
+                               d.kn_s,
+                               d.vn_s,
+                               d.ks ? (void *)d.ks : &one,
+                               d.vs ? (void *)d.vs : &one};
+        cl_mem m[9];
+        for (int i = 0; i < 9; i++)
             m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizes[i],
                                   (void *)init[i], NULL);
         const attn_kvcache_device_tensors t = {
@@ -578,12 +746,16 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
             .rotary_cos = d.cos,
             .rotary_sin = d.sin,
             .cache_seqlens_mem = lengths_both_ways ? m[0] : NULL,
+            .k_scale = d.ks ? m[7] : NULL,
+            .v_scale = d.vs ? m[8] : NULL,
         };
         cl_event ev = (cl_event)&ok; /* must come back NULL */
-        st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
-        ok &= ev == NULL;
+        st = host_only ? want : attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
+        ok &= host_only || ev == NULL;
         clFinish(queue);
-        for (int i = 1; i < 5; i++) {
+        for (int i = 1; i < 9; i++) {
+            if (i == 5 || i == 6)
+                continue; /* inputs */
             void *back = malloc(sizes[i]);
             clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, sizes[i], back, 0, NULL, NULL);
             if (memcmp(back, init[i], sizes[i]) != 0) {
@@ -591,7 +763,9 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
                        i == 1   ? "O"
                        : i == 2 ? "LSE"
                        : i == 3 ? "K_cache"
-                                : "V_cache");
+                       : i == 4 ? "V_cache"
+                       : i == 7 ? "k_scale"
+                                : "v_scale");
                 ok = 0;
             }
             free(back);
@@ -599,12 +773,16 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
         /* The host call: the caller's cache untouched too. */
         if (st == want && !lengths_both_ways) {
             void *kc = dup_bytes(d.kc_s, sizes[3]), *vc = dup_bytes(d.vc_s, sizes[4]);
+            float *ks = dup_bytes(init[7], sizes[7]), *vs = dup_bytes(init[8], sizes[8]);
             attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o0, l0, kc, vc);
             ht.k_new = d.kn_s;
             ht.v_new = d.vn_s;
+            ht.k_scale = d.ks ? ks : NULL;
+            ht.v_scale = d.vs ? vs : NULL;
             attn_status hs = attn_plan_execute_kvcache_host(plan, &ht);
             if (hs != want || memcmp(kc, d.kc_s, sizes[3]) != 0 ||
-                memcmp(vc, d.vc_s, sizes[4]) != 0 || !test_is_sentinel(o0, sizes[1]) ||
+                memcmp(vc, d.vc_s, sizes[4]) != 0 || memcmp(ks, init[7], sizes[7]) != 0 ||
+                memcmp(vs, init[8], sizes[8]) != 0 || !test_is_sentinel(o0, sizes[1]) ||
                 !test_is_sentinel(l0, sizes[2])) {
                 printf("FAIL bad input %s: host call gave %s or wrote\n", what,
                        attn_status_name(hs));
@@ -612,8 +790,10 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
             }
             free(kc);
             free(vc);
+            free(ks);
+            free(vs);
         }
-        for (int i = 0; i < 7; i++)
+        for (int i = 0; i < 9; i++)
             clReleaseMemObject(m[i]);
         free(o0);
         free(l0);
@@ -627,7 +807,7 @@ static void bad_case(attn_context_t ctx, const char *what, const kv_case *c,
     if (ok && !lengths_both_ways) {
         void *o = malloc(d.o_elems * es);
         float *lse = malloc(d.lse_elems * 4);
-        void *kc = dup_bytes(d.kc_s, d.kc_elems * es), *vc = dup_bytes(d.vc_s, d.vc_elems * es);
+        void *kc = dup_bytes(d.kc_s, d.kc_elems * kes), *vc = dup_bytes(d.vc_s, d.vc_elems * kes);
         attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o, lse, kc, vc);
         ht.k_new = d.kn_s;
         ht.v_new = d.vn_s;
@@ -681,6 +861,33 @@ static void no_table(kv_data *d) {
     d->kp.page_size = 4;
     d->kp.max_pages = 0;
 }
+/* Sequence 0's first cached key (kv head 0): its scales' index. */
+static size_t first_scale(const kv_data *d, const attn_strides *s) {
+    const int64_t block = d->kp.page_size ? d->table[0] : d->kp.batch_idx ? d->slots[0] : 0;
+    return (size_t)(block * s->batch);
+}
+static void k_scale_nan(kv_data *d) {
+    d->ks[first_scale(d, &d->kp.k_scale_strides)] = NAN;
+}
+static void v_scale_inf(kv_data *d) {
+    d->vs[first_scale(d, &d->kp.v_scale_strides)] = INFINITY;
+}
+static void k_scale_negative(kv_data *d) {
+    d->ks[first_scale(d, &d->kp.k_scale_strides)] = -0.5f;
+}
+static void k_new_inf(kv_data *d) {
+    ((float *)d->kn_s)[3] = INFINITY;
+}
+static void v_new_nan(kv_data *d) {
+    ((float *)d->vn_s)[d->vn_elems - 1] = NAN;
+}
+static void no_scales(kv_data *d) {
+    free(d->vs);
+    d->vs = NULL;
+}
+static void kv_dtype_unknown(kv_data *d) {
+    d->kp.kv_dtype = (attn_kv_dtype)7;
+}
 static void no_edit(kv_data *d) {
     (void)d;
 }
@@ -712,11 +919,19 @@ static void rotary_no_table(kv_data *d) {
 static void fault_walk(attn_context_t ctx, const kv_case *c) {
     kv_data d;
     kv_data_init(&d, c, 7);
-    const size_t es = es_of(c->dtype);
-    void *kc_exp = dup_bytes(d.kc_s, d.kc_elems * es), *vc_exp = dup_bytes(d.vc_s, d.vc_elems * es);
+    const size_t es = es_of(c->dtype), kes = d.kes;
+    void *kc_exp = dup_bytes(d.kc_s, d.kc_elems * kes),
+         *vc_exp = dup_bytes(d.vc_s, d.vc_elems * kes);
+    /* int8: the scales, walked and compared like the cache (4 bytes if none) */
+    float none_scale = 0.0f;
+    const void *ks0 = d.ks ? (void *)d.ks : &none_scale, *vs0 = d.vs ? (void *)d.vs : &none_scale;
+    const size_t ksz = d.ks ? d.ks_elems * 4 : 4, vsz = d.vs ? d.vs_elems * 4 : 4;
+    float *ks_exp = dup_bytes(ks0, ksz), *vs_exp = dup_bytes(vs0, vsz);
     void *o_ref = malloc(d.o_elems * es);
     float *lse_ref = malloc(d.lse_elems * 4);
     attn_kvcache_host_tensors ht = host_tensors(&d, 1, d.q_s, o_ref, lse_ref, kc_exp, vc_exp);
+    ht.k_scale = d.ks ? ks_exp : NULL;
+    ht.v_scale = d.vs ? vs_exp : NULL;
     if (attn_reference_kvcache(&d.kp, &ht) != ATTN_SUCCESS) {
         printf("FAIL fault walk: reference\n");
         failures++;
@@ -725,10 +940,17 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
     cl_context cl = NULL;
     cl_command_queue queue = attn_context_queue(ctx);
     clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
-    const size_t sizes[7] = {d.q_elems * es,  d.o_elems * es,  d.lse_elems * 4, d.kc_elems * es,
-                             d.vc_elems * es, d.kn_elems * es, d.vn_elems * es};
+    const size_t sizes[9] = {d.q_elems * es,
+                             d.o_elems * es,
+                             d.lse_elems * 4,
+                             d.kc_elems * kes,
+                             d.vc_elems * kes,
+                             d.kn_elems * es,
+                             d.vn_elems * es,
+                             ksz,
+                             vsz};
     void *o0 = test_alloc_sentinel(sizes[1]), *l0 = test_alloc_sentinel(sizes[2]);
-    const void *init[7] = {d.q_s, o0, l0, d.kc_s, d.vc_s, d.kn_s, d.vn_s};
+    const void *init[9] = {d.q_s, o0, l0, d.kc_s, d.vc_s, d.kn_s, d.vn_s, ks0, vs0};
     long points = 0, failed_calls = 0;
     for (int kind = 0; kind < ATTN_FAULT_KIND_COUNT; kind++) {
         const cl_int err =
@@ -737,11 +959,12 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
             kind == ATTN_FAULT_HOST_ALLOC ? ATTN_ERR_HOST_OUT_OF_MEMORY : (attn_status)err;
         for (long n = 1; n < 400; n++) {
             for (int host = 0; host < 2; host++) {
-                cl_mem m[7];
-                for (int i = 0; i < 7; i++)
+                cl_mem m[9];
+                for (int i = 0; i < 9; i++)
                     m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizes[i],
                                           (void *)init[i], NULL);
                 void *kc = dup_bytes(d.kc_s, sizes[3]), *vc = dup_bytes(d.vc_s, sizes[4]);
+                float *ks = dup_bytes(ks0, ksz), *vs = dup_bytes(vs0, vsz);
                 void *o = dup_bytes(o0, sizes[1]);
                 float *lse = dup_bytes(l0, sizes[2]);
                 attn_fault_reset();
@@ -763,10 +986,14 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
                         .block_table = d.kp.page_size ? d.table : NULL,
                         .rotary_cos = d.cos,
                         .rotary_sin = d.sin,
+                        .k_scale = d.ks ? m[7] : NULL,
+                        .v_scale = d.vs ? m[8] : NULL,
                     };
                     st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &ev);
                 } else if (st == ATTN_SUCCESS) {
                     attn_kvcache_host_tensors h = host_tensors(&d, 1, d.q_s, o, lse, kc, vc);
+                    h.k_scale = d.ks ? ks : NULL;
+                    h.v_scale = d.vs ? vs : NULL;
                     st = attn_plan_execute_kvcache_host(plan, &h);
                 }
                 const int fired = attn_fault_fired();
@@ -777,8 +1004,10 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
                 }
                 clFinish(queue);
                 attn_plan_destroy(plan);
-                void *back[5] = {NULL, o, lse, kc, vc};
-                for (int i = 1; i < 5 && !host; i++) {
+                void *back[9] = {NULL, o, lse, kc, vc, NULL, NULL, ks, vs};
+                for (int i = 1; i < 9 && !host; i++) {
+                    if (i == 5 || i == 6)
+                        continue;
                     back[i] = malloc(sizes[i]);
                     clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, sizes[i], back[i], 0, NULL, NULL);
                 }
@@ -786,11 +1015,13 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
                 if (st != ATTN_SUCCESS) {
                     failed_calls++;
                     bad = st != want || ev != NULL;
-                    for (int i = 1; i < 5; i++)
-                        bad |= memcmp(back[i], init[i], sizes[i]) != 0;
+                    for (int i = 1; i < 9; i++)
+                        bad |= i != 5 && i != 6 && memcmp(back[i], init[i], sizes[i]) != 0;
                 } else {
                     bad = memcmp(back[3], kc_exp, sizes[3]) != 0 ||
-                          memcmp(back[4], vc_exp, sizes[4]) != 0;
+                          memcmp(back[4], vc_exp, sizes[4]) != 0 ||
+                          memcmp(back[7], ks_exp, sizes[7]) != 0 ||
+                          memcmp(back[8], vs_exp, sizes[8]) != 0;
                 }
                 if (bad) {
                     printf("FAIL fault walk %s call %ld of %s: %s (%s)\n", host ? "host" : "device",
@@ -798,12 +1029,15 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
                            attn_last_error(ctx));
                     failures++;
                 }
-                for (int i = 1; i < 5 && !host; i++)
-                    free(back[i]);
-                for (int i = 0; i < 7; i++)
+                for (int i = 1; i < 9 && !host; i++)
+                    if (i != 5 && i != 6)
+                        free(back[i]);
+                for (int i = 0; i < 9; i++)
                     clReleaseMemObject(m[i]);
                 free(kc);
                 free(vc);
+                free(ks);
+                free(vs);
                 free(o);
                 free(lse);
                 points += fired;
@@ -817,6 +1051,8 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
     free(l0);
     free(kc_exp);
     free(vc_exp);
+    free(ks_exp);
+    free(vs_exp);
     free(o_ref);
     free(lse_ref);
     kv_data_free(&d);
@@ -838,27 +1074,55 @@ int main(int argc, char **argv) {
     const float none = 0.0f;
     const attn_mask br = ATTN_MASK_CAUSAL_BOTTOM_RIGHT, nm = ATTN_MASK_NONE;
     const attn_dtype f32 = ATTN_DTYPE_F32, f16 = ATTN_DTYPE_F16, bf16 = ATTN_DTYPE_BF16;
-    /* B Hq Hkv snew D Dv page cap append idx hmajor mask dtype win softcap alibi quick */
+    const attn_kv_dtype i8 = ATTN_KV_DTYPE_INT8, k16 = ATTN_KV_DTYPE_F16, kb = ATTN_KV_DTYPE_BF16,
+                        k32 = ATTN_KV_DTYPE_F32;
+    /* B Hq Hkv snew D Dv page cap append idx hmajor mask dtype win softcap alibi quick
+     * rotary_dim interleaved kv */
     const kv_case cases[] = {
-        {6, 4, 4, 1, 16, 16, 0, 40, 1, 0, 1, br, f32, -2, none, 0, 1, 0, 0},
-        {6, 8, 2, 1, 32, 32, 0, 300, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0},
-        {3, 8, 1, 4, 24, 24, 0, 64, 1, 1, 1, br, f32, -2, none, 0, 0, 0, 0},
-        {6, 4, 1, 1, 16, 16, 1, 20, 1, 0, 0, br, f32, -2, none, 0, 1, 0, 0},
-        {6, 4, 1, 4, 16, 16, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0, 0, 0},
-        {6, 8, 2, 1, 64, 64, 16, 96, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0},
-        {6, 8, 1, 33, 20, 12, 16, 120, 1, 0, 1, br, f32, -2, none, 0, 0, 0, 0},
-        {2, 8, 2, 4, 32, 32, 256, 600, 1, 0, 0, br, bf16, -2, none, 0, 0, 0, 0},
-        {6, 4, 4, 1, 16, 16, 16, 64, 0, 0, 0, nm, f32, -2, none, 0, 1, 0, 0},
-        {6, 8, 2, 4, 16, 16, 3, 48, 1, 0, 0, br, f32, 5, 30.0f, 1, 0, 0, 0},
-        {6, 8, 2, 4, 33, 33, 0, 70, 1, 1, 0, br, f16, 9, none, 1, 0, 0, 0},
-        {6, 4, 1, 33, 16, 16, 0, 80, 1, 0, 0, nm, f32, -2, none, 0, 0, 0, 0},
-        {6, 8, 8, 1, 128, 128, 16, 64, 1, 0, 0, br, f16, -2, none, 0, 0, 0, 0},
+        {6, 4, 4, 1, 16, 16, 0, 40, 1, 0, 1, br, f32, -2, none, 0, 1, 0, 0, 0},
+        {6, 8, 2, 1, 32, 32, 0, 300, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0, 0},
+        {3, 8, 1, 4, 24, 24, 0, 64, 1, 1, 1, br, f32, -2, none, 0, 0, 0, 0, 0},
+        {6, 4, 1, 1, 16, 16, 1, 20, 1, 0, 0, br, f32, -2, none, 0, 1, 0, 0, 0},
+        {6, 4, 1, 4, 16, 16, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0, 0, 0, 0},
+        {6, 8, 2, 1, 64, 64, 16, 96, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0, 0},
+        {6, 8, 1, 33, 20, 12, 16, 120, 1, 0, 1, br, f32, -2, none, 0, 0, 0, 0, 0},
+        {2, 8, 2, 4, 32, 32, 256, 600, 1, 0, 0, br, bf16, -2, none, 0, 0, 0, 0, 0},
+        {6, 4, 4, 1, 16, 16, 16, 64, 0, 0, 0, nm, f32, -2, none, 0, 1, 0, 0, 0},
+        {6, 8, 2, 4, 16, 16, 3, 48, 1, 0, 0, br, f32, 5, 30.0f, 1, 0, 0, 0, 0},
+        {6, 8, 2, 4, 33, 33, 0, 70, 1, 1, 0, br, f16, 9, none, 1, 0, 0, 0, 0},
+        {6, 4, 1, 33, 16, 16, 0, 80, 1, 0, 0, nm, f32, -2, none, 0, 0, 0, 0, 0},
+        {6, 8, 8, 1, 128, 128, 16, 64, 1, 0, 0, br, f16, -2, none, 0, 0, 0, 0, 0},
         /* rotary: halves and interleaved, rotary_dim < D, every storage
          * type, paged and contiguous, with and without append */
-        {6, 8, 2, 1, 32, 32, 16, 64, 1, 0, 0, br, f32, -2, none, 0, 1, 16, 0},
-        {6, 8, 2, 4, 32, 32, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0, 24, 1},
-        {3, 4, 4, 33, 16, 16, 0, 70, 1, 1, 0, br, bf16, -2, none, 1, 0, 16, 0},
-        {6, 4, 1, 4, 16, 16, 0, 40, 0, 0, 0, br, f32, 5, none, 0, 0, 8, 1},
+        {6, 8, 2, 1, 32, 32, 16, 64, 1, 0, 0, br, f32, -2, none, 0, 1, 16, 0, 0},
+        {6, 8, 2, 4, 32, 32, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0, 24, 1, 0},
+        {3, 4, 4, 33, 16, 16, 0, 70, 1, 1, 0, br, bf16, -2, none, 1, 0, 16, 0, 0},
+        {6, 4, 1, 4, 16, 16, 0, 40, 0, 0, 0, br, f32, 5, none, 0, 0, 8, 1, 0},
+        /* A cache of its own storage type, with Q f32 and f16: each type
+         * meets every page size, s_new, GQA group, rotary pairing */
+        {6, 4, 4, 1, 16, 16, 0, 40, 1, 0, 1, br, f32, -2, none, 0, 1, 0, 0, i8},
+        {6, 8, 2, 4, 32, 32, 3, 40, 1, 0, 1, br, f16, -2, none, 0, 0, 24, 1, i8},
+        {6, 8, 1, 33, 20, 12, 16, 120, 1, 0, 0, br, f32, -2, none, 0, 0, 16, 0, i8},
+        {2, 8, 2, 1, 32, 32, 256, 600, 1, 0, 0, br, f16, 5, 30.0f, 1, 0, 0, 0, i8},
+        {6, 4, 1, 1, 16, 16, 1, 20, 1, 0, 0, br, f16, -2, none, 0, 0, 0, 0, i8},
+        {6, 4, 1, 4, 16, 16, 0, 40, 0, 1, 0, nm, f32, -2, none, 0, 0, 8, 1, i8},
+        {6, 8, 8, 1, 128, 128, 16, 64, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0, i8},
+        {6, 8, 2, 4, 32, 32, 16, 64, 1, 0, 0, br, f32, -2, none, 0, 0, 16, 0, k16},
+        {6, 4, 1, 33, 16, 16, 3, 80, 1, 0, 1, br, f32, -2, none, 0, 0, 0, 0, k16},
+        {3, 8, 1, 1, 24, 24, 1, 30, 1, 0, 0, br, f32, 5, 30.0f, 1, 0, 8, 1, k16},
+        {2, 8, 8, 4, 32, 32, 256, 600, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0, k16},
+        {6, 4, 4, 1, 16, 16, 0, 40, 1, 1, 0, br, f32, -2, none, 0, 0, 0, 0, k16},
+        {6, 8, 2, 1, 32, 32, 0, 64, 1, 0, 0, br, f16, -2, none, 0, 0, 0, 0, k16},
+        {6, 8, 2, 1, 32, 32, 0, 64, 1, 0, 1, br, f16, -2, none, 0, 0, 16, 1, kb},
+        {6, 4, 1, 4, 16, 16, 3, 40, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0, kb},
+        {6, 8, 8, 33, 16, 16, 16, 80, 1, 0, 1, br, f16, 9, none, 1, 0, 8, 0, kb},
+        {6, 8, 1, 1, 16, 16, 1, 20, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0, kb},
+        {2, 8, 2, 4, 32, 32, 256, 600, 1, 0, 0, br, f16, -2, none, 0, 0, 0, 0, kb},
+        {6, 8, 2, 4, 32, 32, 16, 64, 1, 0, 0, br, f16, -2, none, 0, 0, 16, 1, k32},
+        {6, 4, 1, 33, 16, 16, 1, 60, 1, 0, 1, br, f16, 5, 30.0f, 1, 0, 0, 0, k32},
+        {6, 8, 8, 1, 16, 16, 0, 40, 1, 1, 0, br, f16, -2, none, 0, 0, 0, 0, k32},
+        {6, 4, 4, 4, 16, 16, 3, 40, 0, 0, 0, nm, f16, -2, none, 0, 0, 8, 0, k32},
+        {2, 8, 1, 1, 32, 32, 256, 600, 1, 0, 0, br, f32, -2, none, 0, 0, 0, 0, k32},
     };
     const size_t n_cases = sizeof cases / sizeof cases[0];
     if (only == -2) {
@@ -877,9 +1141,9 @@ int main(int argc, char **argv) {
         return failures ? 1 : 0;
     }
 #ifdef KV_FAULT_WALK
-    /* Paged by 3 with append, ALiBi-free GQA and rotary embedding: every
-     * kernel with splits. */
-    const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0};
+    /* Paged by 3 with append, ALiBi-free GQA, rotary embedding and an int8
+     * cache (the new rows quantized): every kernel with splits. */
+    const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0, i8};
     fault_walk(ctx, &walk);
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
@@ -891,8 +1155,8 @@ int main(int argc, char **argv) {
             run_case(ctx, &cases[i], 1000 + i);
 
     /* Bad input: paged (page 4, append 2) and contiguous with batch_idx. */
-    const kv_case paged = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1, 0, 0};
-    const kv_case slots = {3, 4, 2, 2, 8, 8, 0, 16, 1, 1, 0, br, f32, -2, none, 0, 1, 0, 0};
+    const kv_case paged = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1, 0, 0, 0};
+    const kv_case slots = {3, 4, 2, 2, 8, 8, 0, 16, 1, 1, 0, br, f32, -2, none, 0, 1, 0, 0, 0};
     bad_case(ctx, "cache_seqlens negative", &paged, len_negative, ATTN_ERR_INVALID_VALUE);
     bad_case(ctx, "cache_seqlens + s_new over capacity", &paged, len_over, ATTN_ERR_INVALID_VALUE);
     bad_case(ctx, "block_table entry negative", &paged, table_negative, ATTN_ERR_INVALID_VALUE);
@@ -903,12 +1167,28 @@ int main(int argc, char **argv) {
     bad_case(ctx, "page_size negative", &paged, page_size_negative, ATTN_ERR_INVALID_SIZE);
     bad_case(ctx, "paged without block-table columns", &paged, no_table, ATTN_ERR_INVALID_SIZE);
     bad_case(ctx, "varlen", &paged, with_varlen, ATTN_ERR_UNSUPPORTED);
-    const kv_case rotary = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0};
+    const kv_case rotary = {3, 4, 2, 2, 8, 8, 4, 16, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0, 0};
     bad_case(ctx, "rotary_dim odd", &rotary, rotary_odd, ATTN_ERR_INVALID_VALUE);
     bad_case(ctx, "rotary_dim above head_dim", &rotary, rotary_over, ATTN_ERR_INVALID_VALUE);
     bad_case(ctx, "rotary tables of no rows", &rotary, rotary_no_positions, ATTN_ERR_INVALID_SIZE);
     bad_case(ctx, "rotary_sin holding NaN", &rotary, rotary_nan, ATTN_ERR_INVALID_VALUE);
     bad_case(ctx, "rotary_cos missing", &rotary, rotary_no_table, ATTN_ERR_NULL_ARGUMENT);
+    /* int8: scales of rows the call reads, new rows to quantize, a missing
+     * scale tensor, an unknown storage type (paged by 4 and contiguous). */
+    const kv_case paged8 = {3, 4,  2,   2,  8,    8, 4, 16, 1, 0,
+                            0, br, f32, -2, none, 0, 1, 0,  0, ATTN_KV_DTYPE_INT8};
+    const kv_case slots8 = {3, 4,  2,   2,  8,    8, 0, 16, 1, 1,
+                            1, br, f32, -2, none, 0, 1, 0,  0, ATTN_KV_DTYPE_INT8};
+    bad_case(ctx, "int8 scale tensor missing", &paged8, no_scales, ATTN_ERR_NULL_ARGUMENT);
+    bad_case(ctx, "kv_dtype unknown", &paged8, kv_dtype_unknown, ATTN_ERR_INVALID_VALUE);
+    host_only = 1;
+    bad_case(ctx, "int8 k_scale NaN (host)", &paged8, k_scale_nan, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "int8 v_scale infinite (host)", &slots8, v_scale_inf, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "int8 k_scale negative (host)", &slots8, k_scale_negative,
+             ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "int8 k_new infinite (host)", &paged8, k_new_inf, ATTN_ERR_INVALID_VALUE);
+    bad_case(ctx, "int8 v_new NaN (host)", &slots8, v_new_nan, ATTN_ERR_INVALID_VALUE);
+    host_only = 0;
     lengths_both_ways = 1;
     bad_case(ctx, "cache_seqlens in host and device memory", &paged, no_edit,
              ATTN_ERR_INVALID_VALUE);
