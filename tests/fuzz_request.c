@@ -574,6 +574,13 @@ attn_algo auto_algo_for_probs(attn_context_t ctx, const request *q, int want_lse
     attn_device_info info;
     if (attn_context_device_info(ctx, &info) != ATTN_SUCCESS || info.is_gpu)
         return ATTN_ALGO_THREE_KERNEL;
+    /* docs/api.md: more than half of the probabilities go to the three-kernel path. */
+    const attn_params *p = &q->p;
+    const int heads_end = p->probs_heads_end ? p->probs_heads_end : p->heads_q;
+    const int rows_end = p->probs_rows_end ? p->probs_rows_end : p->seq_q;
+    if (2.0 * (heads_end - p->probs_heads_begin) * (rows_end - p->probs_rows_begin) >
+        (double)p->heads_q * p->seq_q)
+        return ATTN_ALGO_THREE_KERNEL;
     attn_params fused = q->p;
     fused.algo = ATTN_ALGO_FUSED;
     return attn_check(ctx, &fused, want_lse, 1, NULL) == ATTN_SUCCESS ? ATTN_ALGO_FUSED

@@ -142,7 +142,8 @@ int operand_ok(const attn_score_operand *op, const attn_params *p);
 int valid_params(const request *q);
 
 /* ATTN_ALGO_AUTO's choice for a request with probabilities (lib/dispatch.c):
- * the fused path on a CPU device where it can serve them (its cpu variant,
+ * the three-kernel path for more than half of them or on a GPU; for fewer
+ * on a CPU device the fused path where it can serve them (its cpu variant,
  * asked of attn_check with ATTN_ALGO_FUSED), else the three-kernel path. */
 attn_algo auto_algo_for_probs(attn_context_t ctx, const request *q, int want_lse);
 
