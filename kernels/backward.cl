@@ -33,30 +33,9 @@
 #error                                                                                             \
     "BLOCK (rows a work-item of attn_bwd_dkdv / attn_bwd_dq holds, vector lanes) must be 4, 8 or 16"
 #endif
-
-/* Whether query i (of head h, batch b) sees key j: common.cl's key range
- * and the keep-mask. */
-inline bool sees(int i, int j, sequence_info s, int win_left, int win_right,
-                 __global const uchar *keep_row) {
-    if (j < first_key(i, s, win_left) || j > last_key(i, s, win_right))
-        return false;
-#if HAS_KEEP_MASK
-    if (keep_row[j] == 0)
-        return false;
+#if !defined(TILE) || TILE < 1 || TILE > 8
+#error "TILE (query rows / keys a step of attn_bwd_dkdv / attn_bwd_dq takes) must be 1..8"
 #endif
-    return true;
-}
-
-/* ds/d(scale * q.k) of the modified score: softcap's tanh' (ALiBi and the
- * bias add constants). */
-inline float modifier_slope(float raw, float scale, float softcap) {
-#if SOFTCAP
-    const float t = tanh(raw * scale / softcap);
-    return 1.0f - t * t;
-#else
-    return 1.0f;
-#endif
-}
 
 /* ---- D = rowsum(dO * O) -------------------------------------------------- */
 
@@ -211,8 +190,12 @@ inline mask_t seeing_lanes(mask_t candidates, int i_base, int i_step, int j_base
 /* global (ceil(seq_k / BLOCK), heads_kv, batch): BLOCK consecutive key rows
  * of one kv head a work-item, K, V and the dK, dV accumulators held
  * transposed (a vector of the block's keys per head dim), so that each
- * query row is read once for BLOCK keys. Key rows past a sequence's keys
- * (varlen) are not written; keys no query sees get 0. */
+ * query row is read once for BLOCK keys. Query rows come TILE at a time:
+ * each K, V and accumulator vector is loaded once for TILE rows' products
+ * (the private arrays live in memory, the TILE rows' scores in registers).
+ * Rows are added in order, one after the other, so tiling does not change
+ * the order of any sum. Key rows past a sequence's keys (varlen) are not
+ * written; keys no query sees get 0. */
 __kernel void
 attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k, k),
               TENSOR(__global const elem_t, v, v), TENSOR(__global const elem_t, dout, dout),
@@ -241,72 +224,120 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
             LANE(vt[d], kk) = load_elem(vrow, d);
     }
     const mask_t keys_live = lane_index() < (mask_t)(nk);
-    float qi[HEAD_DIM], di[HEAD_DIM_V];
+    /* Row t of the tile: its Q and dO rows (0 for a row out of the tile's
+     * use: past the rows, seeing none of the block, or fully masked). */
+    float qi[TILE][HEAD_DIM], di[TILE][HEAD_DIM_V];
     for (int m = 0; m < GROUP; m++) {
         const int h = g * GROUP + m;
-        for (int i = 0; i < s.len_q; i++) {
-            /* Key ranges grow with i: skip rows that see none of the block. */
-            if (last_key(i, s, win_right) < j0 || first_key(i, s, win_left) > j_last)
+        for (int i0 = 0; i0 < s.len_q; i0 += TILE) {
+            /* Key ranges grow with i: skip tiles that see none of the block. */
+            if (last_key(min(i0 + TILE, s.len_q) - 1, s, win_right) < j0 ||
+                first_key(i0, s, win_left) > j_last)
                 continue;
-            const int r = s.q0 + i;
-            const float row_lse = lse[AT(lse, bt, h, r)];
-            if (row_lse == -INFINITY)
+            float row_lse[TILE], row_delta[TILE];
+            bool row_on[TILE], finite = true, any_on = false;
+#pragma unroll
+            for (int t = 0; t < TILE; t++) {
+                const int i = i0 + t, r = s.q0 + i;
+                row_on[t] = i < s.len_q && last_key(i, s, win_right) >= j0 &&
+                            first_key(i, s, win_left) <= j_last;
+                row_lse[t] = row_on[t] ? lse[AT(lse, bt, h, r)] : -INFINITY;
+                row_on[t] = row_on[t] && row_lse[t] != -INFINITY;
+                any_on |= row_on[t];
+                row_delta[t] = row_on[t] ? delta[delta_off + (bt * heads_q + h) * rows + r] : 0.0f;
+                __global const elem_t *qrow = q + AT(q, bt, h, r);
+                __global const elem_t *drow = dout + AT(dout, bt, h, r);
+                for (int d = 0; d < HEAD_DIM; d++) {
+                    qi[t][d] = row_on[t] ? load_elem(qrow, d) : 0.0f;
+                    finite &= isfinite(qi[t][d]);
+                }
+                for (int d = 0; d < HEAD_DIM_V; d++) {
+                    di[t][d] = row_on[t] ? load_elem(drow, d) : 0.0f;
+                    finite &= isfinite(di[t][d]);
+                }
+            }
+            if (!any_on)
                 continue;
-            const float row_delta = delta[delta_off + (bt * heads_q + h) * rows + r];
-            __global const elem_t *qrow = q + AT(q, bt, h, r);
-            __global const elem_t *drow = dout + AT(dout, bt, h, r);
-            bool finite = true;
+            lanes_t sc_t[TILE], dp_t[TILE], pv_t[TILE], dxv_t[TILE];
+            mask_t zero_t[TILE], zero_v_t[TILE];
+#pragma unroll
+            for (int t = 0; t < TILE; t++)
+                sc_t[t] = dp_t[t] = 0.0f;
             for (int d = 0; d < HEAD_DIM; d++) {
-                qi[d] = load_elem(qrow, d);
-                finite &= isfinite(qi[d]);
+                const lanes_t kd = kt[d];
+#pragma unroll
+                for (int t = 0; t < TILE; t++)
+                    sc_t[t] += qi[t][d] * kd;
             }
             for (int d = 0; d < HEAD_DIM_V; d++) {
-                di[d] = load_elem(drow, d);
-                finite &= isfinite(di[d]);
+                const lanes_t vd = vt[d];
+#pragma unroll
+                for (int t = 0; t < TILE; t++)
+                    dp_t[t] += di[t][d] * vd;
             }
-            lanes_t sc = 0.0f, dp = 0.0f, pv, dxv;
-            mask_t zero;
-            for (int d = 0; d < HEAD_DIM; d++)
-                sc += qi[d] * kt[d];
-            for (int d = 0; d < HEAD_DIM_V; d++)
-                dp += di[d] * vt[d];
-            /* Row i sees the whole block unless it sits at the edge of its
-             * key range or a keep-mask hides keys. */
-            mask_t live = keys_live;
-            if (HAS_KEEP_MASK || first_key(i, s, win_left) > j0 ||
-                last_key(i, s, win_right) < j_last)
-                live = seeing_lanes(keys_live, i, 0, j0, 1, s, win_left, win_right, keep_mask,
-                                    keep_off, keep_sb, keep_sh, keep_ss, b, h);
-            if (!any(live))
-                continue;
+            bool any_live = false;
+#pragma unroll
+            for (int t = 0; t < TILE; t++) {
+                const int i = i0 + t;
+                const lanes_t sc = sc_t[t];
+                lanes_t dp = dp_t[t];
+                lanes_t pv, dxv;
+                mask_t zero;
+                /* Row i sees the whole block unless it sits at the edge of
+                 * its key range or a keep-mask hides keys. */
+                mask_t live = row_on[t] ? keys_live : (mask_t)(0);
+                if (row_on[t] && (HAS_KEEP_MASK || first_key(i, s, win_left) > j0 ||
+                                  last_key(i, s, win_right) < j_last))
+                    live = seeing_lanes(keys_live, i, 0, j0, 1, s, win_left, win_right, keep_mask,
+                                        keep_off, keep_sb, keep_sh, keep_ss, b, h);
+                any_live |= any(live);
 #if DROPOUT
-            /* dP of a dropped key is 0 (not 0 times a NaN V), a kept one's
-             * scaled as its weight in O. */
-            const mask_t keep = dropout_key_lanes(
-                dropout_seed, dropout_offset, (uint)(b * heads_q + h), i, j0, dropout_threshold);
-            dp = select((lanes_t)(0.0f), dp * dropout_scale, keep);
+                /* dP of a dropped key is 0 (not 0 times a NaN V), a kept
+                 * one's scaled as its weight in O. */
+                const mask_t keep = dropout_key_lanes(dropout_seed, dropout_offset,
+                                                      (uint)(b * heads_q + h), i, j0,
+                                                      dropout_threshold);
+                dp = select((lanes_t)(0.0f), dp * dropout_scale, keep);
 #endif
-            LANE_STEP(row_lse, row_delta, i, 0, j0, 1);
+                LANE_STEP(row_lse[t], row_delta[t], i, 0, j0, 1);
 #if DROPOUT
-            /* dV's weights are O's: the dropped, scaled P; dK's dS keeps
-             * the un-dropped P (the softmax is the un-dropped one). */
-            pv = select((lanes_t)(0.0f), pv * dropout_scale, keep);
-            const mask_t zero_v = pv == (lanes_t)(0.0f);
+                /* dV's weights are O's: the dropped, scaled P; dK's dS
+                 * keeps the un-dropped P (the softmax is the un-dropped one). */
+                pv = select((lanes_t)(0.0f), pv * dropout_scale, keep);
+                zero_v_t[t] = pv == (lanes_t)(0.0f);
 #else
-            const mask_t zero_v = zero;
+                zero_v_t[t] = zero;
 #endif
+                pv_t[t] = pv;
+                dxv_t[t] = dxv;
+                zero_t[t] = zero;
+            }
+            if (!any_live)
+                continue;
             if (finite) {
                 /* 0 * a finite value adds +0: the lanes of weight 0 keep their sums. */
-                for (int d = 0; d < HEAD_DIM_V; d++)
-                    acc_v[d] += pv * di[d];
-                for (int d = 0; d < HEAD_DIM; d++)
-                    acc_k[d] += dxv * qi[d];
+                for (int d = 0; d < HEAD_DIM_V; d++) {
+                    lanes_t a = acc_v[d];
+#pragma unroll
+                    for (int t = 0; t < TILE; t++)
+                        a += pv_t[t] * di[t][d];
+                    acc_v[d] = a;
+                }
+                for (int d = 0; d < HEAD_DIM; d++) {
+                    lanes_t a = acc_k[d];
+#pragma unroll
+                    for (int t = 0; t < TILE; t++)
+                        a += dxv_t[t] * qi[t][d];
+                    acc_k[d] = a;
+                }
             } else {
                 /* A key of weight 0 adds nothing, not 0 times a NaN. */
                 for (int d = 0; d < HEAD_DIM_V; d++)
-                    acc_v[d] = select(acc_v[d] + pv * di[d], acc_v[d], zero_v);
+                    for (int t = 0; t < TILE; t++)
+                        acc_v[d] = select(acc_v[d] + pv_t[t] * di[t][d], acc_v[d], zero_v_t[t]);
                 for (int d = 0; d < HEAD_DIM; d++)
-                    acc_k[d] = select(acc_k[d] + dxv * qi[d], acc_k[d], zero);
+                    for (int t = 0; t < TILE; t++)
+                        acc_k[d] = select(acc_k[d] + dxv_t[t] * qi[t][d], acc_k[d], zero_t[t]);
             }
         }
     }
@@ -325,7 +356,9 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
 /* global (ceil(seq_q / BLOCK), heads_q, batch): BLOCK consecutive query rows
  * of one head a work-item, Q, dO and the dQ accumulator held transposed (a
  * vector of the block's rows per head dim), over the keys any of them sees,
- * each key row read once for BLOCK rows. */
+ * each key row read once for BLOCK rows, TILE keys at a time (as dK/dV's
+ * rows: each Q, dO and accumulator vector loaded once for TILE keys; keys
+ * added in order). */
 __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k, k),
                           TENSOR(__global const elem_t, v, v),
                           TENSOR(__global const elem_t, dout, dout),
@@ -369,48 +402,85 @@ __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global c
               full_last = last_key(i0, s, win_right);
     const lanes_t lse_v = LOAD_LANES(row_lse), delta_v = LOAD_LANES(row_delta);
     const mask_t rows_live = lane_index() < (mask_t)(nq) && lse_v != (lanes_t)(-INFINITY);
-    float kj[HEAD_DIM];
+    /* Key t of the tile: its K and V rows (0 past the last key). */
+    float kj[TILE][HEAD_DIM], vj[TILE][HEAD_DIM_V];
 #if DROPOUT
     words_t words[4];
 #endif
-    for (int j = first; j <= last; j++) {
-#if DROPOUT
-        /* The rows' draws of keys 8 * (j / 8) .. + 7, one evaluation a row. */
-        if (j == first || (j & 7) == 0)
-            dropout_row_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0, j >> 3,
-                              words);
-#endif
-        __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j);
-        __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j);
-        bool finite = true;
-        lanes_t sc = 0.0f, dp = 0.0f, pv, dxv;
-        mask_t zero;
-        for (int d = 0; d < HEAD_DIM; d++) {
-            kj[d] = load_elem(krow, d);
-            finite &= isfinite(kj[d]);
-            sc += qt[d] * kj[d];
+    for (int j0 = first; j0 <= last; j0 += TILE) {
+        bool key_on[TILE], finite = true;
+#pragma unroll
+        for (int t = 0; t < TILE; t++) {
+            const int j = j0 + t;
+            key_on[t] = j <= last;
+            __global const elem_t *krow = k + AT(k, bt, g, s.k0 + j);
+            __global const elem_t *vrow = v + AT(v, bt, g, s.k0 + j);
+            for (int d = 0; d < HEAD_DIM; d++) {
+                kj[t][d] = key_on[t] ? load_elem(krow, d) : 0.0f;
+                finite &= isfinite(kj[t][d]);
+            }
+            for (int d = 0; d < HEAD_DIM_V; d++)
+                vj[t][d] = key_on[t] ? load_elem(vrow, d) : 0.0f;
         }
-        for (int d = 0; d < HEAD_DIM_V; d++)
-            dp += dt[d] * load_elem(vrow, d);
-        /* Every row of the block sees key j unless j is at the edge of
-         * their ranges or a keep-mask hides it. */
-        mask_t live = rows_live;
-        if (HAS_KEEP_MASK || j < full_first || j > full_last)
-            live = seeing_lanes(rows_live, i0, 1, j, 0, s, win_left, win_right, keep_mask, keep_off,
-                                keep_sb, keep_sh, keep_ss, b, h);
-        if (!any(live))
-            continue;
+        lanes_t sc_t[TILE], dp_t[TILE], dxv_t[TILE];
+        mask_t zero_t[TILE];
+#pragma unroll
+        for (int t = 0; t < TILE; t++)
+            sc_t[t] = dp_t[t] = 0.0f;
+        for (int d = 0; d < HEAD_DIM; d++) {
+            const lanes_t qd = qt[d];
+#pragma unroll
+            for (int t = 0; t < TILE; t++)
+                sc_t[t] += qd * kj[t][d];
+        }
+        for (int d = 0; d < HEAD_DIM_V; d++) {
+            const lanes_t dd = dt[d];
+#pragma unroll
+            for (int t = 0; t < TILE; t++)
+                dp_t[t] += dd * vj[t][d];
+        }
+        bool any_live = false;
+#pragma unroll
+        for (int t = 0; t < TILE; t++) {
+            const int j = j0 + t;
+            const lanes_t sc = sc_t[t];
+            lanes_t dp = dp_t[t];
+            lanes_t pv, dxv;
+            mask_t zero;
+            /* Every row of the block sees key j unless j is at the edge of
+             * their ranges or a keep-mask hides it. */
+            mask_t live = key_on[t] ? rows_live : (mask_t)(0);
+            if (key_on[t] && (HAS_KEEP_MASK || j < full_first || j > full_last))
+                live = seeing_lanes(rows_live, i0, 1, j, 0, s, win_left, win_right, keep_mask,
+                                    keep_off, keep_sb, keep_sh, keep_ss, b, h);
+            any_live |= any(live);
 #if DROPOUT
-        dp = select((lanes_t)(0.0f), dp * dropout_scale,
-                    dropout_row_lanes(words, j, dropout_threshold));
+            /* The rows' draws of keys 8 * (j / 8) .. + 7, one evaluation a
+             * row, redrawn as the keys (in order) reach a new 8. */
+            if (j == first || (j & 7) == 0)
+                dropout_row_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0,
+                                  j >> 3, words);
+            dp = select((lanes_t)(0.0f), dp * dropout_scale,
+                        dropout_row_lanes(words, j, dropout_threshold));
 #endif
-        LANE_STEP(lse_v, delta_v, i0, 1, j, 0);
+            LANE_STEP(lse_v, delta_v, i0, 1, j, 0);
+            dxv_t[t] = dxv;
+            zero_t[t] = zero;
+        }
+        if (!any_live)
+            continue;
         if (finite) {
-            for (int d = 0; d < HEAD_DIM; d++)
-                acc[d] += dxv * kj[d];
+            for (int d = 0; d < HEAD_DIM; d++) {
+                lanes_t a = acc[d];
+#pragma unroll
+                for (int t = 0; t < TILE; t++)
+                    a += dxv_t[t] * kj[t][d];
+                acc[d] = a;
+            }
         } else {
             for (int d = 0; d < HEAD_DIM; d++)
-                acc[d] = select(acc[d] + dxv * kj[d], acc[d], zero);
+                for (int t = 0; t < TILE; t++)
+                    acc[d] = select(acc[d] + dxv_t[t] * kj[t][d], acc[d], zero_t[t]);
         }
     }
     for (int rr = 0; rr < nq; rr++) {

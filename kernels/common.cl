@@ -189,6 +189,19 @@ inline int last_key(int i, sequence_info s, int win_right) {
     return last;
 }
 
+/* Whether query i sees key j: its key range and the keep-mask (keep_row is
+ * keep_mask[b, h, i, 0]; unread without HAS_KEEP_MASK). */
+inline bool sees(int i, int j, sequence_info s, int win_left, int win_right,
+                 __global const uchar *keep_row) {
+    if (j < first_key(i, s, win_left) || j > last_key(i, s, win_right))
+        return false;
+#if HAS_KEEP_MASK
+    if (keep_row[j] == 0)
+        return false;
+#endif
+    return true;
+}
+
 /* ---- Score modifiers -------------------------------------------------------- */
 
 /* scale * q.k -> softcap -> ALiBi -> bias, for key j of query i. `raw` is

@@ -127,33 +127,43 @@ __constant int lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 1
 /* Dropout: common.cl's dropout_keep for the block's keys. One Philox
  * evaluation draws for 8 keys, so a row's tile takes NB of them (a 4-key
  * tile half of one); the block's ROWS * NB evaluations run as the lanes of
- * 8-wide vectors, an AVX2 register: lane l is row l / NB, block l % NB. */
+ * DROP_W-wide vectors: lane l is row l / NB, block l % NB. */
 #define NB (TILE_K >= 8 ? TILE_K / 8 : 1)
 #define DROP_LANES (ROWS * NB)
-#define DROP_CHUNKS ((DROP_LANES + 7) / 8)
-__constant uint lane8[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+/* Evaluations run DROP_W at a time: 16 where there are more than 8 (one
+ * AVX-512 register, half the instructions of two 8-wide chunks; the same
+ * work as those on narrower vectors). */
+#if DROP_LANES > 8
+#define DROP_W 16
+#else
+#define DROP_W 8
+#endif
+#define DROP_CHUNKS ((DROP_LANES + DROP_W - 1) / DROP_W)
+#define DROP_WORDS (DROP_CHUNKS * DROP_W)
+typedef CAT(uint, DROP_W) drop_uint;
+__constant uint drop_lane[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 /* w[0..3][l]: the words of the block's evaluation l (row l / NB, keys
  * k0 - k0 % (8 * NB) + 8 * (l % NB) ..), for keys k0 .. k0 + TILE_K - 1
  * (k0 a multiple of TILE_K) of rows i0 .. i0 + ROWS - 1 of `stream`. */
 inline void dropout_block_words(ulong seed, ulong offset, uint stream, int i0, int k0,
-                                uint w[4][DROP_CHUNKS * 8]) {
+                                uint w[4][DROP_WORDS]) {
     const uint2 key = dropout_key(seed, offset);
     for (int ch = 0; ch < DROP_CHUNKS; ch++) {
-        const uint8 lane = (uint8)(ch * 8) + vload8(0, lane8);
-        uint8 c0 = (uint8)((uint)k0 >> 3) + lane % NB, c1 = (uint8)(uint)i0 + lane / NB;
-        uint8 c2 = (uint8)stream, c3 = (uint8)(uint)offset;
-        PHILOX4X32_10(uint8, c0, c1, c2, c3, key.s0, key.s1);
-        vstore8(c0, ch, w[0]);
-        vstore8(c1, ch, w[1]);
-        vstore8(c2, ch, w[2]);
-        vstore8(c3, ch, w[3]);
+        const drop_uint lane = (drop_uint)(ch * DROP_W) + CAT(vload, DROP_W)(0, drop_lane);
+        drop_uint c0 = (drop_uint)((uint)k0 >> 3) + lane % NB, c1 = (drop_uint)(uint)i0 + lane / NB;
+        drop_uint c2 = (drop_uint)stream, c3 = (drop_uint)(uint)offset;
+        PHILOX4X32_10(drop_uint, c0, c1, c2, c3, key.s0, key.s1);
+        CAT(vstore, DROP_W)(c0, ch, w[0]);
+        CAT(vstore, DROP_W)(c1, ch, w[1]);
+        CAT(vstore, DROP_W)(c2, ch, w[2]);
+        CAT(vstore, DROP_W)(c3, ch, w[3]);
     }
 }
 
 /* Row r's keep mask of the tile from its words, as intK lanes (-1 keep, 0
  * drop); each word holds two keys' 16-bit draws, low half first. */
-inline intK dropout_row_keep(uint w[4][DROP_CHUNKS * 8], int r, int k0, uint threshold) {
+inline intK dropout_row_keep(uint w[4][DROP_WORDS], int r, int k0, uint threshold) {
     const int l = r * NB;
 #if TILE_K == 4
     const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
@@ -529,7 +539,7 @@ flash_cpu(TENSOR(__global const elem_t, q, q),
         }
         intK zero = (intK)0;
 #if DROPOUT
-        uint words[4][DROP_CHUNKS * 8];
+        uint words[4][DROP_WORDS];
         dropout_block_words(dropout_seed, dropout_offset, stream, i0, k0, words);
 #endif
 #pragma unroll

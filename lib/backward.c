@@ -1,7 +1,13 @@
 /* The backward pass (include/attn_cl.h, "Backward"): validation of its
- * tensors, its kernels (kernels/backward.cl) and their launches, and the
- * host and device one-calls. One configuration serves every device: one
- * work-item per row, work-groups of one (a CPU shape; correctness first).
+ * tensors, its kernels and their launches, and the host and device
+ * one-calls. Two shapes of the dK/dV and dQ kernels, chosen by the tuning
+ * table's entry for the device (lib/tuning.h; ATTN_CL_TUNE alike):
+ * kernels/backward.cl's cpu shape (a work-item holds a block of rows in
+ * private memory, work-groups of one) for the cpu and decode variants, and
+ * kernels/backward_gpu.cl's gpu shape (work-groups share tiles in local
+ * memory) for the gpu variant, its rows, tile_k and wg the forward's; head
+ * dims whose gpu tiles do not fit the device's local memory even halved
+ * take the cpu shape. attn_bwd_dot and attn_bwd_dbias serve both.
  *
  * Order on the context's in-order queue: D = rowsum(dO * O) into the
  * workspace, then dK/dV, dQ and dBias, each written by exactly one
@@ -9,6 +15,7 @@
  * and call to call. */
 #include "attn_internal.h"
 #include "host_copy.h"
+#include "tuning.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,14 +26,67 @@ typedef struct backward_state {
     int want_dbias;
     char options[640];
     int block;                      /* rows a work-item of attn_bwd_dkdv / attn_bwd_dq holds */
+    int tile;                       /* rows / keys a step of those kernels takes */
+    int gpu;                        /* 1: the gpu shape (kernels/backward_gpu.cl) */
+    int own, step, tpo;             /* gpu: rows a work-group owns, rows a tile, items a row */
     cl_kernel dot, dkdv, dq, dbias; /* dbias NULL unless wanted */
 } backward_state;
 
-/* Rows a work-item holds: its private blocks are about 4 * block * (D + Dv)
- * floats, kept near 32 KiB (D + Dv <= 256 at 16 rows). */
+/* Rows a work-item holds (its vectors' lanes). 16 at every head dim: each
+ * K/V or Q/dO row read serves 16 rows of the other side, and the private
+ * blocks (4 * 16 * (D + Dv) floats, 128 KiB at D = Dv = 512) stay in the
+ * cache's reach. Measured on AVX-512 and AVX2 (attn_bench --backward):
+ * 16 beat 8 at D = 256 (1.4-1.8x) and 4 at D = 512 (3x). */
 static int block_rows(const attn_params *p) {
-    const int width = p->head_dim + p->head_dim_v;
-    return width <= 256 ? 16 : width <= 512 ? 8 : 4;
+    (void)p;
+    return 16;
+}
+
+/* Query rows (dK/dV) or keys (dQ) a kernel step takes together: each of the
+ * work-item's K/V or Q/dO vectors is loaded once per TILE products, and the
+ * TILE score vectors stay in registers. */
+#ifndef BACKWARD_TILE
+#define BACKWARD_TILE 4
+#endif
+
+/* The gpu shape's local memory (kernels/backward_gpu.cl's tiles, the larger
+ * kernel's) for `own` rows a work-group and `step` rows a tile. */
+static size_t gpu_local_bytes(const attn_params *p, size_t own, size_t step) {
+    const size_t qk = (size_t)p->head_dim + 1, v = (size_t)p->head_dim_v + 1;
+    const size_t rows = (own + step) * (qk + v);
+    const size_t dkdv = rows + 3 * step * (own + 1) + 2 * step;
+    const size_t dq = rows + 2 * own * (step + 1) + 2 * own;
+    return sizeof(float) * (dkdv > dq ? dkdv : dq);
+}
+
+/* The gpu shape's tiles from the tuning's gpu entry: `rows` rows a
+ * work-group owns, `tile_k` rows of the other side a tile, wg / rows
+ * work-items a row; the tile, then the owned rows, halved until they fit
+ * the device's local memory. 0 when they do not fit or the group is above
+ * the device's limit (the cpu shape serves then). */
+static int gpu_tiles(attn_context_t ctx, const attn_params *p, const attn_tuning *t,
+                     backward_state *st) {
+    size_t max_wg = 0;
+    if (t->rows < 1 || t->wg < t->rows ||
+        clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg,
+                        NULL) != CL_SUCCESS)
+        return 0;
+    int own = t->rows, per_tile = t->tile_k;
+    const int tpo = t->wg / t->rows;
+    while (gpu_local_bytes(p, (size_t)own, (size_t)per_tile) > ctx->info.local_mem_bytes) {
+        if (per_tile > 1)
+            per_tile = (per_tile + 1) / 2;
+        else if (own > 1)
+            own = (own + 1) / 2;
+        else
+            return 0;
+    }
+    if ((size_t)own * (size_t)tpo > max_wg)
+        return 0;
+    st->own = own;
+    st->step = per_tile;
+    st->tpo = tpo;
+    return 1;
 }
 
 /* The caller's tensors as the kernels see them (offsets in elements); the
@@ -59,15 +119,29 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     char features[256];
     attn_feature_options(pb, features, sizeof features);
     st->block = block_rows(&pb->p);
+    st->tile = BACKWARD_TILE;
     snprintf(st->options, sizeof st->options,
-             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d -DBLOCK=%d", features, pb->p.head_dim,
-             pb->p.head_dim_v, pb->group, st->block);
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d -DBLOCK=%d -DTILE=%d", features,
+             pb->p.head_dim, pb->p.head_dim_v, pb->group, st->block, st->tile);
     pthread_mutex_lock(&ctx->lock);
-    attn_status status = attn_create_kernel(ctx, "backward", "attn_bwd_dot", st->options, &st->dot);
+    attn_tuning tuning;
+    attn_tuning_origin origin;
+    attn_status status = attn_tuning_lookup(
+        ctx, pb->p.head_dim > pb->p.head_dim_v ? pb->p.head_dim : pb->p.head_dim_v, &tuning,
+        &origin);
+    if (status == ATTN_SUCCESS && tuning.variant == ATTN_FUSED_GPU)
+        st->gpu = gpu_tiles(ctx, &pb->p, &tuning, st);
+    char gpu_options[sizeof st->options + 64];
+    snprintf(gpu_options, sizeof gpu_options, "%s -DOWN=%d -DPER_TILE=%d -DTPO=%d", st->options,
+             st->own, st->step, st->tpo);
+    const char *program = st->gpu ? "backward_gpu" : "backward";
+    const char *options = st->gpu ? gpu_options : st->options;
     if (status == ATTN_SUCCESS)
-        status = attn_create_kernel(ctx, "backward", "attn_bwd_dkdv", st->options, &st->dkdv);
+        status = attn_create_kernel(ctx, "backward", "attn_bwd_dot", st->options, &st->dot);
     if (status == ATTN_SUCCESS)
-        status = attn_create_kernel(ctx, "backward", "attn_bwd_dq", st->options, &st->dq);
+        status = attn_create_kernel(ctx, program, "attn_bwd_dkdv", options, &st->dkdv);
+    if (status == ATTN_SUCCESS)
+        status = attn_create_kernel(ctx, program, "attn_bwd_dq", options, &st->dq);
     if (status == ATTN_SUCCESS && want_dbias)
         status = attn_create_kernel(ctx, "backward", "attn_bwd_dbias", st->options, &st->dbias);
     pthread_mutex_unlock(&ctx->lock);
@@ -155,19 +229,24 @@ static attn_status backward_run(attn_context_t ctx, const backward_state *st,
     /* The queue is in order: each kernel runs after the one before. */
     const size_t one[3] = {1, 1, 1};
     const size_t q_rows[3] = {(size_t)p->seq_q, (size_t)p->heads_q, (size_t)p->batch};
-    const size_t block = (size_t)st->block;
-    const size_t q_blocks[3] = {((size_t)p->seq_q + block - 1) / block, (size_t)p->heads_q,
-                                (size_t)p->batch};
-    const size_t k_blocks[3] = {((size_t)p->seq_k + block - 1) / block, (size_t)p->heads_kv,
-                                (size_t)p->batch};
+    /* cpu shape: a work-item a block of rows; gpu: a group of own * tpo
+     * work-items a block of own rows. */
+    const size_t block = (size_t)(st->gpu ? st->own : st->block);
+    const size_t items = st->gpu ? (size_t)(st->own * st->tpo) : 1;
+    const size_t group[3] = {items, 1, 1};
+    const size_t q_blocks[3] = {(((size_t)p->seq_q + block - 1) / block) * items,
+                                (size_t)p->heads_q, (size_t)p->batch};
+    const size_t k_blocks[3] = {(((size_t)p->seq_k + block - 1) / block) * items,
+                                (size_t)p->heads_kv, (size_t)p->batch};
     const size_t scores[3] = {(size_t)p->seq_k, (size_t)p->seq_q,
                               (size_t)p->bias.batch * (size_t)p->bias.heads};
     status =
         attn_enqueue_kernel(ctx, st->dot, "attn_bwd_dot", q_rows, one, num_wait, wait_list, NULL);
     if (status == ATTN_SUCCESS)
-        status = attn_enqueue_kernel(ctx, st->dkdv, "attn_bwd_dkdv", k_blocks, one, 0, NULL, NULL);
+        status =
+            attn_enqueue_kernel(ctx, st->dkdv, "attn_bwd_dkdv", k_blocks, group, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
-        status = attn_enqueue_kernel(ctx, st->dq, "attn_bwd_dq", q_blocks, one, 0, NULL,
+        status = attn_enqueue_kernel(ctx, st->dq, "attn_bwd_dq", q_blocks, group, 0, NULL,
                                      st->dbias ? NULL : done);
     if (status == ATTN_SUCCESS && st->dbias)
         status = attn_enqueue_kernel(ctx, st->dbias, "attn_bwd_dbias", scores, one, 0, NULL, done);

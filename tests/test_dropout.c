@@ -228,6 +228,8 @@ static const path paths[] = {
     {"fused (table entry)", ATTN_ALGO_FUSED, ""},
     {"fused cpu narrow", ATTN_ALGO_FUSED, "variant=cpu,rows=1,tile_k=4,wg=1,vec=4,unroll=4"},
     {"fused cpu 8-wide", ATTN_ALGO_FUSED, "variant=cpu,rows=5,tile_k=8,wg=1,vec=8,unroll=2"},
+    /* 16 Philox evaluations a block: one full 16-wide chunk. */
+    {"fused cpu 8 rows", ATTN_ALGO_FUSED, "variant=cpu,rows=8,tile_k=16,wg=1,vec=16,unroll=1"},
     {"fused gpu odd", ATTN_ALGO_FUSED, "variant=gpu,rows=4,tile_k=12,wg=12"},
 };
 #define PATHS (sizeof paths / sizeof paths[0])
