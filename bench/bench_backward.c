@@ -45,6 +45,8 @@ static int one_length(const bench_options *opt, attn_context_t ctx, cl_context c
     p.mask = opt->mask;
     p.dtype = opt->dtype;
     p.algo = ATTN_ALGO_FUSED;
+    p.dropout_p = opt->dropout; /* the forward and the backward draw the same mask */
+    p.dropout_seed = opt->seed;
     const int32_t hkv = p.heads_kv ? p.heads_kv : p.heads_q;
     const int32_t dv = p.head_dim_v ? p.head_dim_v : p.head_dim;
     const size_t es = p.dtype == ATTN_DTYPE_F32 ? 4 : 2;

@@ -480,7 +480,8 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
 /* ---- Backward ------------------------------------------------------------ */
 
 /* The gradients of the forward with the same parameters (the same dropout
- * seed and offset included): given its inputs,
+ * seed and offset included; params.algo is not read: the backward has one
+ * algorithm, whatever the forward ran): given its inputs,
  * its output O, the log-sum-exp LSE it returned and dO (the gradient of the
  * loss with respect to O), compute dQ, dK, dV and, when asked, dBias:
  *

@@ -129,18 +129,35 @@ inline mask_t lane_index(void) {
 #if DROPOUT
 /* The dropout keep mask of the lanes, drawn as the forward draws it
  * (common.cl: stream b * heads_q + h, a Philox evaluation per 8 keys of a
- * row). dK/dV: keys j0 .. j0 + BLOCK - 1 of row i (j0 a multiple of BLOCK:
- * one evaluation, or two at BLOCK 16, half of one at 4). */
-inline mask_t dropout_key_lanes(ulong seed, ulong offset, uint stream, int i, int j0,
-                                uint threshold) {
+ * row). dK/dV: keys j0 .. j0 + BLOCK - 1 (j0 a multiple of BLOCK) of rows
+ * i0 .. i0 + TILE - 1, NE evaluations a row, all TILE * NE of them as the
+ * lanes of 8-wide vectors (lane l: row l / NE, keys 8 * (j0 / 8 + l % NE)
+ * ..): one scalar evaluation per row and 8 keys cost as much as the row's
+ * products. */
+#define NE ((BLOCK + 7) / 8)
+#define DROP_CHUNKS ((TILE * NE + 7) / 8)
+inline void dropout_tile_words(ulong seed, ulong offset, uint stream, int i0, int j0,
+                               uint w[4][DROP_CHUNKS * 8]) {
+    const uint2 key = dropout_key(seed, offset);
+    for (int ch = 0; ch < DROP_CHUNKS; ch++) {
+        const uint8 lane = (uint8)(ch * 8) + (uint8)(0, 1, 2, 3, 4, 5, 6, 7);
+        uint8 c0 = (uint8)((uint)j0 >> 3) + lane % (uint8)(NE),
+              c1 = (uint8)((uint)i0) + lane / (uint8)(NE), c2 = (uint8)(stream),
+              c3 = (uint8)((uint)offset);
+        PHILOX4X32_10(uint8, c0, c1, c2, c3, key.s0, key.s1);
+        vstore8(c0, ch, w[0]);
+        vstore8(c1, ch, w[1]);
+        vstore8(c2, ch, w[2]);
+        vstore8(c3, ch, w[3]);
+    }
+}
+
+/* Row i0 + t's keep lanes from the tile's words. */
+inline mask_t dropout_tile_lanes(uint w[4][DROP_CHUNKS * 8], int t, int j0, uint threshold) {
     int keep_[BLOCK];
-    uint4 w = (uint4)(0u);
     for (int l = 0; l < BLOCK; l++) {
-        const int j = j0 + l;
-        if (l == 0 || (j & 7) == 0)
-            w = dropout_words(seed, offset, stream, i, j >> 3);
-        const int m = (j & 7) >> 1;
-        const uint word = m == 0 ? w.s0 : m == 1 ? w.s1 : m == 2 ? w.s2 : w.s3;
+        const int j = j0 + l, e = t * NE + ((j >> 3) - (j0 >> 3));
+        const uint word = w[(j & 7) >> 1][e];
         keep_[l] = ((word >> (16 * (j & 1))) & 0xFFFFu) >= threshold ? -1 : 0;
     }
     return VCAT(vload, BLOCK)(0, keep_);
@@ -258,6 +275,11 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
             }
             if (!any_on)
                 continue;
+#if DROPOUT
+            uint words[4][DROP_CHUNKS * 8];
+            dropout_tile_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0, j0,
+                               words);
+#endif
             lanes_t sc_t[TILE], dp_t[TILE], pv_t[TILE], dxv_t[TILE];
             mask_t zero_t[TILE], zero_v_t[TILE];
 #pragma unroll
@@ -294,9 +316,7 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
 #if DROPOUT
                 /* dP of a dropped key is 0 (not 0 times a NaN V), a kept
                  * one's scaled as its weight in O. */
-                const mask_t keep = dropout_key_lanes(dropout_seed, dropout_offset,
-                                                      (uint)(b * heads_q + h), i, j0,
-                                                      dropout_threshold);
+                const mask_t keep = dropout_tile_lanes(words, t, j0, dropout_threshold);
                 dp = select((lanes_t)(0.0f), dp * dropout_scale, keep);
 #endif
                 LANE_STEP(row_lse[t], row_delta[t], i, 0, j0, 1);
@@ -458,8 +478,8 @@ __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global c
             /* The rows' draws of keys 8 * (j / 8) .. + 7, one evaluation a
              * row, redrawn as the keys (in order) reach a new 8. */
             if (j == first || (j & 7) == 0)
-                dropout_row_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0,
-                                  j >> 3, words);
+                dropout_row_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0, j >> 3,
+                                  words);
             dp = select((lanes_t)(0.0f), dp * dropout_scale,
                         dropout_row_lanes(words, j, dropout_threshold));
 #endif

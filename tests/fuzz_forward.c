@@ -1275,8 +1275,9 @@ static int gradient_elements_ok(const void *got, const void *ref, size_t elems, 
 /* attn_backward_host after the host call's forward (status `fwd`, outputs
  * `out`): dO drawn from the seed, the forward's O and LSE, the request's
  * extra inputs, and the fault the backward byte asks for. After a failed
- * forward (without probabilities, which the backward does not take) the
- * backward must fail too; after a successful one it succeeds unless a
+ * forward (without probabilities, which the backward does not take, and
+ * not refused for its algorithm alone, which the backward does not read)
+ * the backward must fail too; after a successful one it succeeds unless a
  * fault was put in (ATTN_ERR_NULL_ARGUMENT), or dBias is asked without a
  * bias (ATTN_ERR_INVALID_VALUE). A failure leaves a message and every
  * gradient untouched; attn_reference_backward (which reads no LSE) agrees
@@ -1328,7 +1329,16 @@ static void backward_call(attn_context_t ctx, const request *q, const tensors *t
                   message);
     }
     const int missing = fault != BWD_FAULT_NONE || !out->lse;
-    if (fwd != ATTN_SUCCESS && !(q->flags & WANT_PROBS) && st == ATTN_SUCCESS) {
+    /* The backward reads no params.algo (one algorithm, attn_cl.h): a
+     * forward refused for its algorithm alone (an invalid value) may be
+     * differentiated all the same. */
+    attn_params any_algo = *p;
+    any_algo.algo = ATTN_ALGO_AUTO;
+    const int refused_for_algo = attn_check(ctx, &any_algo, 1, 0, NULL) == ATTN_SUCCESS &&
+                                 predicted_fault(q, t, &(attn_status){0}) == ATTN_SUCCESS &&
+                                 q->drop != DROP_Q;
+    if (fwd != ATTN_SUCCESS && !(q->flags & WANT_PROBS) && !refused_for_algo &&
+        st == ATTN_SUCCESS) {
         violation("attn_backward_host succeeded where the forward failed", q, st, "");
     }
     if (fwd == ATTN_SUCCESS) {
@@ -1366,7 +1376,8 @@ static void backward_call(attn_context_t ctx, const request *q, const tensors *t
          * LSE finite (or -inf, a row that sees no key). Where scale * q.k
          * overflows, LSE is +inf and P = exp(s - LSE) cannot be
          * recovered from it: not held. */
-        int want_finite = (t->modest || t->wide) && all_finite(dout_f, t->elems[3]);
+        int want_finite =
+            fwd == ATTN_SUCCESS && (t->modest || t->wide) && all_finite(dout_f, t->elems[3]);
         for (size_t e = 0; want_finite && !t->modest && e < t->elems[4]; e++) {
             const float l = out->lse[e];
             want_finite =
