@@ -127,40 +127,55 @@ inline mask_t lane_index(void) {
 }
 
 #if DROPOUT
-/* The dropout keep mask of the lanes, drawn as the forward draws it
- * (common.cl: stream b * heads_q + h, a Philox evaluation per 8 keys of a
- * row). dK/dV: keys j0 .. j0 + BLOCK - 1 (j0 a multiple of BLOCK) of rows
- * i0 .. i0 + TILE - 1, NE evaluations a row, all TILE * NE of them as the
- * lanes of 8-wide vectors (lane l: row l / NE, keys 8 * (j0 / 8 + l % NE)
- * ..): one scalar evaluation per row and 8 keys cost as much as the row's
- * products. */
-#define NE ((BLOCK + 7) / 8)
-#define DROP_CHUNKS ((TILE * NE + 7) / 8)
+/* dK/dV: the keep masks of a tile's TILE rows over the block's keys
+ * j0 .. j0 + BLOCK - 1 (j0 a multiple of BLOCK), drawn as the forward draws
+ * them (common.cl: stream b * heads_q + h, a Philox evaluation per 8 keys of
+ * a row). The tile's TILE * NBK evaluations run as the lanes of one vector
+ * (lane l: row l / NBK, the block's l % NBK-th 8 keys), then each row's
+ * 16-bit draws are shuffled out of its evaluations' words. */
+#define NBK (BLOCK >= 8 ? BLOCK / 8 : 1)
+#if TILE * NBK <= 4
+#define DW 4
+#elif TILE * NBK <= 8
+#define DW 8
+#else
+#define DW 16
+#endif
+typedef VCAT(uint, DW) tile_words_t;
+__constant uint drop_lane[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
 inline void dropout_tile_words(ulong seed, ulong offset, uint stream, int i0, int j0,
-                               uint w[4][DROP_CHUNKS * 8]) {
+                               uint w[4][DW]) {
     const uint2 key = dropout_key(seed, offset);
-    for (int ch = 0; ch < DROP_CHUNKS; ch++) {
-        const uint8 lane = (uint8)(ch * 8) + (uint8)(0, 1, 2, 3, 4, 5, 6, 7);
-        uint8 c0 = (uint8)((uint)j0 >> 3) + lane % (uint8)(NE),
-              c1 = (uint8)((uint)i0) + lane / (uint8)(NE), c2 = (uint8)(stream),
-              c3 = (uint8)((uint)offset);
-        PHILOX4X32_10(uint8, c0, c1, c2, c3, key.s0, key.s1);
-        vstore8(c0, ch, w[0]);
-        vstore8(c1, ch, w[1]);
-        vstore8(c2, ch, w[2]);
-        vstore8(c3, ch, w[3]);
-    }
+    const tile_words_t lane = VCAT(vload, DW)(0, drop_lane);
+    tile_words_t c0 = (tile_words_t)((uint)j0 >> 3) + lane % NBK,
+                 c1 = (tile_words_t)((uint)i0) + lane / NBK, c2 = (tile_words_t)(stream),
+                 c3 = (tile_words_t)((uint)offset);
+    PHILOX4X32_10(tile_words_t, c0, c1, c2, c3, key.s0, key.s1);
+    VCAT(vstore, DW)(c0, 0, w[0]);
+    VCAT(vstore, DW)(c1, 0, w[1]);
+    VCAT(vstore, DW)(c2, 0, w[2]);
+    VCAT(vstore, DW)(c3, 0, w[3]);
 }
 
-/* Row i0 + t's keep lanes from the tile's words. */
-inline mask_t dropout_tile_lanes(uint w[4][DROP_CHUNKS * 8], int t, int j0, uint threshold) {
-    int keep_[BLOCK];
-    for (int l = 0; l < BLOCK; l++) {
-        const int j = j0 + l, e = t * NE + ((j >> 3) - (j0 >> 3));
-        const uint word = w[(j & 7) >> 1][e];
-        keep_[l] = ((word >> (16 * (j & 1))) & 0xFFFFu) >= threshold ? -1 : 0;
-    }
-    return VCAT(vload, BLOCK)(0, keep_);
+/* Row t's keep lanes (-1 keep, 0 drop) from the tile's words; each word
+ * holds two keys' draws, low half first. */
+inline mask_t dropout_tile_keep(uint w[4][DW], int t, int j0, uint threshold) {
+    const int l = t * NBK;
+#if BLOCK == 4
+    const int upper = (j0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
+    const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
+    const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
+#elif BLOCK == 8
+    const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
+    const uint8 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
+#else
+    const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
+                                w[2][l + 1], w[3][l + 1]);
+    const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
+                                  (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+#endif
+    return draws >= (VCAT(uint, BLOCK))(threshold);
 }
 
 typedef VCAT(uint, BLOCK) words_t;
@@ -276,7 +291,7 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
             if (!any_on)
                 continue;
 #if DROPOUT
-            uint words[4][DROP_CHUNKS * 8];
+            uint words[4][DW];
             dropout_tile_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0, j0,
                                words);
 #endif
@@ -316,7 +331,7 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
 #if DROPOUT
                 /* dP of a dropped key is 0 (not 0 times a NaN V), a kept
                  * one's scaled as its weight in O. */
-                const mask_t keep = dropout_tile_lanes(words, t, j0, dropout_threshold);
+                const mask_t keep = dropout_tile_keep(words, t, j0, dropout_threshold);
                 dp = select((lanes_t)(0.0f), dp * dropout_scale, keep);
 #endif
                 LANE_STEP(row_lse[t], row_delta[t], i, 0, j0, 1);
@@ -478,8 +493,8 @@ __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global c
             /* The rows' draws of keys 8 * (j / 8) .. + 7, one evaluation a
              * row, redrawn as the keys (in order) reach a new 8. */
             if (j == first || (j & 7) == 0)
-                dropout_row_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0, j >> 3,
-                                  words);
+                dropout_row_words(dropout_seed, dropout_offset, (uint)(b * heads_q + h), i0,
+                                  j >> 3, words);
             dp = select((lanes_t)(0.0f), dp * dropout_scale,
                         dropout_row_lanes(words, j, dropout_threshold));
 #endif
