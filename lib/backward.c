@@ -126,9 +126,7 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     pthread_mutex_lock(&ctx->lock);
     attn_tuning tuning;
     attn_tuning_origin origin;
-    attn_status status = attn_tuning_lookup(
-        ctx, pb->p.head_dim > pb->p.head_dim_v ? pb->p.head_dim : pb->p.head_dim_v, &tuning,
-        &origin);
+    attn_status status = attn_tuning_lookup(ctx, &pb->p, &tuning, &origin);
     if (status == ATTN_SUCCESS && tuning.variant == ATTN_FUSED_GPU)
         st->gpu = gpu_tiles(ctx, &pb->p, &tuning, st);
     char gpu_options[sizeof st->options + 64];

@@ -59,8 +59,7 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     attn_tuning t;
     attn_tuning_origin origin;
     const attn_params *p = &pb->p;
-    attn_status status = attn_tuning_lookup(
-        ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
+    attn_status status = attn_tuning_lookup(ctx, p, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
     decode_config *cfg = calloc(1, sizeof *cfg);

@@ -49,8 +49,7 @@ static attn_status resolve_auto(attn_context_t ctx, const attn_problem *pb, attn
     const attn_params *p = &pb->p;
     attn_tuning t;
     attn_tuning_origin origin;
-    attn_status status = attn_tuning_lookup(
-        ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
+    attn_status status = attn_tuning_lookup(ctx, p, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
     if (ctx->info.is_gpu || t.variant != ATTN_FUSED_CPU || probs_fraction(p) > 0.5)
@@ -74,8 +73,7 @@ static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int
     const attn_params *p = &pb->p;
     attn_tuning t;
     attn_tuning_origin origin;
-    attn_status status = attn_tuning_lookup(
-        ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
+    attn_status status = attn_tuning_lookup(ctx, p, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
     if ((origin.context | origin.env) & ATTN_TUNE_VARIANT)

@@ -63,8 +63,7 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
                          "the fused path does not materialize probabilities; use "
                          "ATTN_ALGO_THREE_KERNEL or ATTN_ALGO_AUTO");
     const attn_params *p = &pb->p;
-    const int head_dim = p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v;
-    attn_status status = attn_tuning_lookup(ctx, head_dim, &cfg->t, &cfg->origin);
+    attn_status status = attn_tuning_lookup(ctx, p, &cfg->t, &cfg->origin);
     if (status != ATTN_SUCCESS)
         return status;
     attn_tuning *t = &cfg->t;

@@ -49,8 +49,7 @@ static attn_status choose_shape(attn_context_t ctx, const attn_problem *pb,
     const attn_params *p = &pb->p;
     attn_tuning t;
     attn_tuning_origin origin;
-    attn_status status = attn_tuning_lookup(
-        ctx, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v, &t, &origin);
+    attn_status status = attn_tuning_lookup(ctx, p, &t, &origin);
     if (status != ATTN_SUCCESS)
         return status;
     shape->cpu =

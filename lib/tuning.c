@@ -200,8 +200,9 @@ attn_status attn_tuning_refuse(attn_context_t ctx, const attn_tuning *t,
 
 /* ---- Lookup ------------------------------------------------------------- */
 
-attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out,
+attn_status attn_tuning_lookup(attn_context_t ctx, const attn_params *p, attn_tuning *out,
                                attn_tuning_origin *origin) {
+    const int head_dim = p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v;
     cl_device_type type = 0;
     cl_int err = clGetDeviceInfo(ctx->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     if (err != CL_SUCCESS)

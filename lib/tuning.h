@@ -73,12 +73,12 @@ typedef struct attn_tuning_origin {
     unsigned context, env;
 } attn_tuning_origin;
 
-/* The table's entry for `device`'s type / vendor / name and a head_dim (the
- * larger of head_dim and head_dim_v), with ctx's spec and ATTN_CL_TUNE
- * applied, and which keys those set. Checks the result's ranges, not the
- * device's limits (fused.c does, knowing the problem). The caller holds
- * ctx->lock. */
-attn_status attn_tuning_lookup(attn_context_t ctx, int head_dim, attn_tuning *out,
+/* The table's entry for `device`'s type / vendor / name and p's head dims
+ * (the larger of head_dim and head_dim_v picks the entry), with ctx's spec
+ * and ATTN_CL_TUNE applied, and which keys those set. Checks the result's
+ * ranges, not the device's limits (fused.c does, knowing the problem). The
+ * caller holds ctx->lock. */
+attn_status attn_tuning_lookup(attn_context_t ctx, const attn_params *p, attn_tuning *out,
                                attn_tuning_origin *origin);
 
 /* Parses `spec` over `t` (keys not named keep their value); `origin` names
