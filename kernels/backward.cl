@@ -161,21 +161,7 @@ inline void dropout_tile_words(ulong seed, ulong offset, uint stream, int i0, in
 /* Row t's keep lanes (-1 keep, 0 drop) from the tile's words; each word
  * holds two keys' draws, low half first. */
 inline mask_t dropout_tile_keep(uint w[4][DW], int t, int j0, uint threshold) {
-    const int l = t * NBK;
-#if BLOCK == 4
-    const int upper = (j0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
-    const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
-    const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
-#elif BLOCK == 8
-    const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
-    const uint8 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
-#else
-    const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
-                                w[2][l + 1], w[3][l + 1]);
-    const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
-                                  (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
-#endif
-    return draws >= (VCAT(uint, BLOCK))(threshold);
+    return VCAT(DROPOUT_DRAWS_, BLOCK)(w, t * NBK, j0) >= (VCAT(uint, BLOCK))(threshold);
 }
 
 typedef VCAT(uint, BLOCK) words_t;

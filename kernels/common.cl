@@ -321,6 +321,30 @@ inline int dropout_keep(ulong seed, ulong offset, uint stream, int i, int j, uin
     return ((word >> (16 * (j & 1))) & 0xFFFFu) >= threshold;
 }
 
+/* The 16-bit draws of 4, 8 or 16 consecutive keys of one row in key order,
+ * from the words of the evaluations holding them (a word holds two keys'
+ * draws, low half first): dropout_draws4 from the half of an evaluation's
+ * words that holds them, 8 from one evaluation, 16 from two. */
+inline uint4 dropout_draws4(uint2 words) {
+    return shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
+}
+inline uint8 dropout_draws8(uint4 words) {
+    return shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
+}
+inline uint16 dropout_draws16(uint8 words) {
+    return shuffle2(words & 0xFFFFu, words >> 16,
+                    (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+}
+/* DROPOUT_DRAWS_N(w, l, k0): keys k0 .. k0 + N - 1 (k0 a multiple of N) of a
+ * row whose evaluations' words are w[0..3][l] (and w[0..3][l + 1] for 16),
+ * w a kernel's uint w[4][...] of vector-computed evaluations. */
+#define DROPOUT_DRAWS_4(w, l, k0)                                                                  \
+    dropout_draws4(((k0) >> 2) & 1 ? (uint2)((w)[2][l], (w)[3][l]) : (uint2)((w)[0][l], (w)[1][l]))
+#define DROPOUT_DRAWS_8(w, l, k0) dropout_draws8((uint4)((w)[0][l], (w)[1][l], (w)[2][l], (w)[3][l]))
+#define DROPOUT_DRAWS_16(w, l, k0)                                                                 \
+    dropout_draws16((uint8)((w)[0][l], (w)[1][l], (w)[2][l], (w)[3][l], (w)[0][(l) + 1],           \
+                            (w)[1][(l) + 1], (w)[2][(l) + 1], (w)[3][(l) + 1]))
+
 /* ---- Tensor arguments ------------------------------------------------------ */
 
 /* A strided tensor argument, as lib/launch.c's attn_arg_tensor appends it:

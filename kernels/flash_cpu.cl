@@ -164,21 +164,7 @@ inline void dropout_block_words(ulong seed, ulong offset, uint stream, int i0, i
 /* Row r's keep mask of the tile from its words, as intK lanes (-1 keep, 0
  * drop); each word holds two keys' 16-bit draws, low half first. */
 inline intK dropout_row_keep(uint w[4][DROP_WORDS], int r, int k0, uint threshold) {
-    const int l = r * NB;
-#if TILE_K == 4
-    const int upper = (k0 >> 2) & 1; /* which 4 of the evaluation's 8 keys */
-    const uint2 words = upper ? (uint2)(w[2][l], w[3][l]) : (uint2)(w[0][l], w[1][l]);
-    const uint4 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint4)(0, 2, 1, 3));
-#elif TILE_K == 8
-    const uint4 words = (uint4)(w[0][l], w[1][l], w[2][l], w[3][l]);
-    const uint8 draws = shuffle2(words & 0xFFFFu, words >> 16, (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
-#else
-    const uint8 words = (uint8)(w[0][l], w[1][l], w[2][l], w[3][l], w[0][l + 1], w[1][l + 1],
-                                w[2][l + 1], w[3][l + 1]);
-    const uint16 draws = shuffle2(words & 0xFFFFu, words >> 16,
-                                  (uint16)(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
-#endif
-    return draws >= (CAT(uint, TILE_K))threshold;
+    return CAT(DROPOUT_DRAWS_, TILE_K)(w, r * NB, k0) >= (CAT(uint, TILE_K))threshold;
 }
 #endif
 
