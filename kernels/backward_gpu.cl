@@ -44,17 +44,23 @@
 #define K_COLS ((HEAD_DIM + TPO - 1) / TPO)
 #define V_COLS ((HEAD_DIM_V + TPO - 1) / TPO)
 
-/* One (query i, key j) pair's gradient terms from its raw score `sc` = q.k
- * and dp = dO.v: P = exp(s - LSE) of the modified score s, the weight its V
- * got in the forward (P, or with dropout P / (1 - p) where the mask keeps
+/* One (query i, key j) pair's gradient terms from its rows in the local
+ * tiles (Q, K, dO, V): its raw score sc = q.k and dp = dO.v give P = exp(s - LSE) of the modified
+ * score s, the weight its V got in the forward (P, or with dropout P / (1 - p) where the mask keeps
  * the key and 0 where it drops it), and dS' = scale * P * (dP' - D) * ds/dx
  * with dP' dp scaled and masked like the weight (softcap's tanh' as ds/dx).
  * Returns (P, weight, dS'); a pair the caller found hidden is (0, 0, 0). */
-inline float3 pair_terms(float sc, float dp, float row_lse, float row_delta, int i, int j,
-                         sequence_info s, float scale, float softcap, float slope,
-                         __global const float *bias_row, ulong dropout_seed,
+inline float3 pair_terms(__local const float *qrow, __local const float *krow,
+                         __local const float *drow, __local const float *vrow, float row_lse,
+                         float row_delta, int i, int j, sequence_info s, float scale, float softcap,
+                         float slope, __global const float *bias_row, ulong dropout_seed,
                          ulong dropout_offset, uint stream, uint dropout_threshold,
                          float dropout_scale) {
+    float sc = 0.0f, dp = 0.0f;
+    for (int d = 0; d < HEAD_DIM; d++)
+        sc += qrow[d] * krow[d];
+    for (int d = 0; d < HEAD_DIM_V; d++)
+        dp += drow[d] * vrow[d];
 #if HAS_MODIFIERS
     const float x = modified_score(sc, scale, softcap, slope, i, j, s, bias_row);
 #else
@@ -98,7 +104,8 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
               float scale, FEATURE_PARAMS) {
     __local float k_tile[OWN * QK_STRIDE], v_tile[OWN * V_STRIDE];
     __local float q_tile[PER_TILE * QK_STRIDE], d_tile[PER_TILE * V_STRIDE];
-    __local float p_tile[PER_TILE * (OWN + 1)], w_tile[PER_TILE * (OWN + 1)], s_tile[PER_TILE * (OWN + 1)];
+    __local float p_tile[PER_TILE * (OWN + 1)], w_tile[PER_TILE * (OWN + 1)],
+        s_tile[PER_TILE * (OWN + 1)];
     __local float tile_lse[PER_TILE], tile_delta[PER_TILE];
 
     const int lid = get_local_id(0), own = lid / TPO, sub = lid % TPO;
@@ -140,14 +147,11 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
                 float3 terms = (float3)(0.0f);
                 if (t < nq && kk < nk && tile_lse[t] != -INFINITY &&
                     sees(i, j, s, win_left, win_right, KEEP_ROW(b, h, i))) {
-                    float sc = 0.0f, dp = 0.0f;
-                    for (int d = 0; d < HEAD_DIM; d++)
-                        sc += q_tile[t * QK_STRIDE + d] * k_tile[kk * QK_STRIDE + d];
-                    for (int d = 0; d < HEAD_DIM_V; d++)
-                        dp += d_tile[t * V_STRIDE + d] * v_tile[kk * V_STRIDE + d];
-                    terms = pair_terms(sc, dp, tile_lse[t], tile_delta[t], i, j, s, scale, softcap,
-                                       SLOPE(h), BIAS_ROW(b, h, i), dropout_seed, dropout_offset,
-                                       stream, dropout_threshold, dropout_scale);
+                    terms = pair_terms(q_tile + t * QK_STRIDE, k_tile + kk * QK_STRIDE,
+                                       d_tile + t * V_STRIDE, v_tile + kk * V_STRIDE, tile_lse[t],
+                                       tile_delta[t], i, j, s, scale, softcap, SLOPE(h),
+                                       BIAS_ROW(b, h, i), dropout_seed, dropout_offset, stream,
+                                       dropout_threshold, dropout_scale);
                 }
                 p_tile[t * (OWN + 1) + kk] = terms.s0;
                 w_tile[t * (OWN + 1) + kk] = terms.s1;
@@ -231,14 +235,11 @@ attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k
             float3 terms = (float3)(0.0f);
             if (r < nq && t < nk && own_lse[r] != -INFINITY &&
                 sees(i, j, s, win_left, win_right, KEEP_ROW(b, h, i))) {
-                float sc = 0.0f, dp = 0.0f;
-                for (int d = 0; d < HEAD_DIM; d++)
-                    sc += q_tile[r * QK_STRIDE + d] * k_tile[t * QK_STRIDE + d];
-                for (int d = 0; d < HEAD_DIM_V; d++)
-                    dp += d_tile[r * V_STRIDE + d] * v_tile[t * V_STRIDE + d];
-                terms = pair_terms(sc, dp, own_lse[r], own_delta[r], i, j, s, scale, softcap,
-                                   SLOPE(h), BIAS_ROW(b, h, i), dropout_seed, dropout_offset,
-                                   stream, dropout_threshold, dropout_scale);
+                terms = pair_terms(q_tile + r * QK_STRIDE, k_tile + t * QK_STRIDE,
+                                   d_tile + r * V_STRIDE, v_tile + t * V_STRIDE, own_lse[r],
+                                   own_delta[r], i, j, s, scale, softcap, SLOPE(h),
+                                   BIAS_ROW(b, h, i), dropout_seed, dropout_offset, stream,
+                                   dropout_threshold, dropout_scale);
             }
             p_tile[r * (PER_TILE + 1) + t] = terms.s0;
             s_tile[r * (PER_TILE + 1) + t] = terms.s2;
