@@ -67,6 +67,13 @@
 
 #define TK 16 /* keys per softmax update */
 
+/* A tile of TK keys that every row of the block sees in full takes the
+ * vector path: scores, softmax and P.V with the keys as vector lanes. Tiles
+ * at the edges of a row's range, and calls with a keep-mask or score
+ * modifiers, take the per-key path (the two give the same results up to
+ * summation order). */
+#define VECTOR_TILES (!HAS_MODIFIERS && !HAS_KEEP_MASK)
+
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
@@ -118,6 +125,29 @@ inline float hsum8(float8 x) {
 }
 inline float hsum16(float16 x) {
     return hsum8(x.lo + x.hi);
+}
+/* The largest lane, NaN if any lane is NaN (in vector selects: any() costs
+ * a branch a lane on some compilers). */
+#define MAX_OR_NAN(a, b) select(b, a, isgreater(a, b) | isnan(a))
+inline float hmax16_nan(float16 x) {
+    const float8 a = MAX_OR_NAN(x.lo, x.hi);
+    const float4 b = MAX_OR_NAN(a.lo, a.hi);
+    const float2 c = MAX_OR_NAN(b.lo, b.hi);
+    return c.x > c.y || isnan(c.x) ? c.x : c.y;
+}
+inline float hmin16(float16 x) {
+    const float8 a = fmin(x.lo, x.hi);
+    const float4 b = fmin(a.lo, a.hi);
+    const float2 c = fmin(b.lo, b.hi);
+    return fmin(c.x, c.y);
+}
+
+/* Lane i of the result: x's lanes 2i and 2i + 1 summed (i < 8), then y's.
+ * Four rounds of it turn sixteen keys' partial dot products (a vector across
+ * head_dim each) into one vector of the sixteen scores, in key order. */
+inline float16 pair_sums(float16 x, float16 y) {
+    const uint16 even = (uint16)(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return shuffle2(x, y, even) + shuffle2(x, y, even + 1u);
 }
 
 /* W storage elements from p + c * W as floats (W = 1: a scalar). */
@@ -267,6 +297,150 @@ inline void kv_copy_row(__global kv_t *dst, __global const kv_t *src, int n) {
 #define KV_APPEND_SCALES(b, hk, i, key) ((void)0)
 #endif
 
+#if TK != 16
+#error "the vector tile path reduces sixteen keys a tile"
+#endif
+
+/* Loops over rows, keys and vectors unrolled: their accumulators then live
+ * in registers, not in private memory. */
+#define UNROLL _Pragma("unroll")
+
+/* P.V's vectors of head_dim_v a pass over the tile's keys: ROWS x PV_CHUNK
+ * accumulators, at most 16, stay in registers while each key's weights are
+ * broadcast once. */
+#if ROWS <= 4 && NV % 4 == 0
+#define PV_CHUNK 4
+#elif ROWS <= 8 && NV % 2 == 0
+#define PV_CHUNK 2
+#else
+#define PV_CHUNK 1
+#endif
+
+/* The scores of the tile's keys k0 .. k0 + 15 for every row, one vector a
+ * row: sv[r] (int8: times the keys' scales). */
+#if VD == 16
+/* Two keys at a time, each K vector loaded once for all rows; their
+ * per-lane partial sums meet in pair_sums. */
+#define TILE_SCORES()                                                                              \
+    float16 pairs[ROWS][TK / 2];                                                                   \
+    for (int jp = 0; jp < TK / 2; jp++) {                                                          \
+        const __global kv_t *ka = krow[2 * jp], *kz = krow[2 * jp + 1];                            \
+        float16 a0[ROWS], a1[ROWS];                                                                \
+        UNROLL for (int r = 0; r < ROWS; r++)                                                      \
+            a0[r] = a1[r] = 0.0f;                                                                  \
+        UNROLL for (int c = 0; c < ND; c++) {                                                      \
+            const float16 x = LOAD_KD(c, ka), y = LOAD_KD(c, kz);                                  \
+            UNROLL for (int r = 0; r < ROWS; r++) {                                                       \
+                a0[r] = fma(qv[r][c], x, a0[r]);                                                   \
+                a1[r] = fma(qv[r][c], y, a1[r]);                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        UNROLL for (int r = 0; r < ROWS; r++)                                                      \
+            pairs[r][jp] = pair_sums(a0[r], a1[r]);                                                \
+    }                                                                                              \
+    for (int r = 0; r < ROWS; r++) {                                                               \
+        float16 quads[4];                                                                          \
+        for (int i = 0; i < 4; i++)                                                                \
+            quads[i] = pair_sums(pairs[r][2 * i], pairs[r][2 * i + 1]);                            \
+        sv[r] = pair_sums(pair_sums(quads[0], quads[1]), pair_sums(quads[2], quads[3])) * kscale;  \
+    }
+#else
+#define TILE_SCORES()                                                                              \
+    float st[ROWS][TK];                                                                            \
+    for (int j = 0; j < TK; j++) {                                                                 \
+        floatD kv[ND];                                                                             \
+        for (int c = 0; c < ND; c++)                                                               \
+            kv[c] = LOAD_KD(c, krow[j]);                                                           \
+        for (int r = 0; r < ROWS; r++) {                                                           \
+            floatD a = qv[r][0] * kv[0];                                                           \
+            for (int c = 1; c < ND; c++)                                                           \
+                a = fma(qv[r][c], kv[c], a);                                                       \
+            st[r][j] = HSUM_D(a);                                                                  \
+        }                                                                                          \
+    }                                                                                              \
+    for (int r = 0; r < ROWS; r++)                                                                 \
+        sv[r] = vload16(0, st[r]) * kscale;
+#endif
+
+/* One tile of TK keys every row sees (the kernel's names in scope): the
+ * scores, each row's online-softmax update with its TK exponentials as one
+ * vector, then P.V. P.V runs over head_dim_v's vectors outermost, so a row's
+ * accumulator vector stays in a register across the tile's keys and each V
+ * vector is loaded once. A tile where some row's weight is 0 (nothing seen
+ * yet, or an underflow) adds key by key, skipping the zeros, so that a V
+ * holding inf or NaN there contributes nothing, as on the per-key path. */
+#define VECTOR_TILE()                                                                              \
+    do {                                                                                           \
+        const __global kv_t *krow[TK], *vrow[TK];                                                  \
+        float key_scales[TK], val_scales[TK];                                                      \
+        for (int j = 0; j < TK; j++) {                                                             \
+            krow[j] = KEY_ROW(k0 + j);                                                             \
+            vrow[j] = VAL_ROW(k0 + j);                                                             \
+            key_scales[j] = KEY_SCALE(k0 + j);                                                     \
+            val_scales[j] = VAL_SCALE(k0 + j);                                                     \
+        }                                                                                          \
+        const float16 kscale = vload16(0, key_scales);                                             \
+        const float16 vscale = vload16(0, val_scales);                                             \
+        float16 sv[ROWS];                                                                          \
+        TILE_SCORES()                                                                              \
+        float w[ROWS][TK]; /* p * (int8: the value scale) */                                       \
+        int skips = 0;                                                                             \
+        for (int r = 0; r < ROWS; r++) {                                                           \
+            /* A NaN score makes the row NaN, as in the reference. */                              \
+            const float tile_max = hmax16_nan(sv[r]);                                               \
+            const float m_new = isnan(tile_max) ? tile_max : fmax(m[r], tile_max);                 \
+            if (m_new == -INFINITY) {                                                              \
+                vstore16((float16)0.0f, 0, w[r]); /* every score -inf: p = 0 */                   \
+                skips = 1;                                                                         \
+                continue;                                                                          \
+            }                                                                                      \
+            if (m_new != m[r]) {                                                                   \
+                const float corr = exp2(EXPONENT_OF(m[r] * 0.5f - m_new * 0.5f));                  \
+                l[r] *= corr;                                                                      \
+                for (int c = 0; c < NV; c++)                                                       \
+                    acc[r][c] *= corr;                                                             \
+                m[r] = m_new;                                                                      \
+            }                                                                                      \
+            const float16 p = exp2(EXPONENT_OF(sv[r] * 0.5f - m_new * 0.5f));                      \
+            l[r] += hsum16(p);                                                                     \
+            skips |= hmin16(p) == 0.0f;                                                            \
+            vstore16(p * vscale, 0, w[r]);                                                         \
+        }                                                                                          \
+        if (!skips) {                                                                              \
+            for (int c0 = 0; c0 < NV; c0 += PV_CHUNK) {                                            \
+                floatVV a[ROWS][PV_CHUNK];                                                         \
+                UNROLL for (int r = 0; r < ROWS; r++)                                              \
+                    UNROLL for (int c = 0; c < PV_CHUNK; c++)                                      \
+                        a[r][c] = acc[r][c0 + c];                                                  \
+                for (int j = 0; j < TK; j++) {                                                     \
+                    floatVV wj[ROWS];                                                              \
+                    UNROLL for (int r = 0; r < ROWS; r++)                                          \
+                        wj[r] = (floatVV)w[r][j];                                                  \
+                    UNROLL for (int c = 0; c < PV_CHUNK; c++) {                                    \
+                        const floatVV vv = LOAD_V(c0 + c, vrow[j]);                                \
+                        UNROLL for (int r = 0; r < ROWS; r++)                                      \
+                            a[r][c] = fma(wj[r], vv, a[r][c]);                                     \
+                    }                                                                              \
+                }                                                                                  \
+                UNROLL for (int r = 0; r < ROWS; r++)                                              \
+                    UNROLL for (int c = 0; c < PV_CHUNK; c++)                                      \
+                        acc[r][c0 + c] = a[r][c];                                                  \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int j = 0; j < TK; j++) {                                                         \
+                floatVV vv[NV];                                                                    \
+                for (int c = 0; c < NV; c++)                                                       \
+                    vv[c] = LOAD_V(c, vrow[j]);                                                    \
+                for (int r = 0; r < ROWS; r++) {                                                   \
+                    if (w[r][j] == 0.0f)                                                           \
+                        continue;                                                                  \
+                    for (int c = 0; c < NV; c++)                                                   \
+                        acc[r][c] = fma((floatVV)w[r][j], vv[c], acc[r][c]);                       \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 flash_decode(TENSOR(__global const elem_t, q, q),
              TENSOR(__global KV_MUT kv_t, k, k),
@@ -346,6 +520,15 @@ flash_decode(TENSOR(__global const elem_t, q, q),
     int seen[TK];
     for (long k0 = sb; k0 < se; k0 += TK) {
         const int nk = (int)min((long)TK, se - k0);
+#if VECTOR_TILES
+        int full = nk == TK;
+        for (int r = 0; r < ROWS; r++)
+            full = full && (n0 + r >= n_end || (k0 >= kf[r] && k0 + TK - 1 <= kl[r]));
+        if (full) {
+            VECTOR_TILE();
+            continue;
+        }
+#endif
         for (int j = 0; j < nk; j++) {
             const __global kv_t *krow = KEY_ROW(k0 + j);
             floatD kv[ND];
