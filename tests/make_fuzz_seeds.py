@@ -532,6 +532,10 @@ SEEDS.update({
     "kv-int8-k-new-inf-device": request(batch=2, kv=kvcache(lengths=1, kv="int8",
                                                             fault="k-new-inf")),
     "kv-int8-no-scales": request(batch=2, kv=kvcache(kv="int8", fault="no-scales")),
+    "kv-int8-scale-on-o": request(batch=2, kv=kvcache(kv="int8", fault="scale-on-o",
+                                                      append=False)),
+    "kv-int8-scale-on-cache": request(batch=2, kv=kvcache(page=3, room=3, kv="int8",
+                                                          fault="scale-on-cache")),
 })
 
 

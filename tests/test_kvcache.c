@@ -911,6 +911,118 @@ static void rotary_no_table(kv_data *d) {
     d->cos = NULL;
 }
 
+/* Device tensors that share a buffer (attn_check_kvcache_overlap): tensor
+ * `a` (0 Q, 1 O, 2 LSE, 3 K_cache, 4 V_cache, 5 k_new, 6 v_new, 7 k_scale,
+ * 8 v_scale) lives in tensor b's buffer from byte `at`. `interleave`: the
+ * int8 scales' strides doubled (head-major case), so that k_scale and
+ * v_scale at 4 bytes apart interleave without sharing an element. The call
+ * must give `want`; a refused one leaves every buffer as it was, byte for
+ * byte. */
+#define LAST ((size_t)-1)
+static void overlap_case(attn_context_t ctx, const char *what, const kv_case *c, int a, int b,
+                         size_t at, int interleave, attn_status want) {
+    kv_data d;
+    kv_data_init(&d, c, 5);
+    const size_t es = es_of(c->dtype), kes = d.kes;
+    if (interleave) {
+        const int64_t hk = c->heads_kv, rows = c->capacity;
+        d.kp.k_scale_strides = d.kp.v_scale_strides = (attn_strides){2 * hk * rows, 2 * rows, 2};
+    }
+    size_t sizes[9] = {d.q_elems * es,         d.o_elems * es,         d.lse_elems * 4,
+                       d.kc_elems * kes,       d.vc_elems * kes,       d.kn_elems * es,
+                       d.vn_elems * es,        d.ks ? d.ks_elems * 4 : 4, d.vs ? d.vs_elems * 4 : 4};
+    if (interleave)
+        sizes[7] = sizes[8] = 2 * sizes[7];
+    unsigned char *init[9];
+    const void *src[9] = {d.q_s, NULL, NULL, d.kc_s, d.vc_s, d.kn_s, d.vn_s, d.ks, d.vs};
+    for (int i = 0; i < 9; i++) {
+        init[i] = test_alloc_sentinel(sizes[i]);
+        if (src[i])
+            memcpy(init[i], src[i], sizes[i] < d.ks_elems * 4 || i < 7 ? sizes[i] : d.ks_elems * 4);
+    }
+    /* b's buffer holds b, then a from byte `at` (LAST: on b's last 4 bytes). */
+    if (at == LAST)
+        at = (sizes[b] - 1) / 4 * 4;
+    const size_t shared = at + sizes[a] > sizes[b] ? at + sizes[a] : sizes[b];
+    unsigned char *composed = test_alloc_sentinel(shared);
+    memcpy(composed, init[b], sizes[b]);
+    memcpy(composed + at, init[a], sizes[a]);
+    cl_context cl = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+    cl_mem m[9];
+    for (int i = 0; i < 9; i++) {
+        if (i == a)
+            continue;
+        m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              i == b ? shared : sizes[i], i == b ? composed : init[i], NULL);
+    }
+    m[a] = m[b];
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create_kvcache(ctx, &d.kp, ATTN_PLAN_LSE, &plan);
+    int ok = st == ATTN_SUCCESS;
+    if (ok) {
+        const int int8 = d.ks != NULL;
+        const attn_kvcache_device_tensors t = {
+            .q = m[0],
+            .o = m[1],
+            .lse = m[2],
+            .k_cache = m[3],
+            .v_cache = m[4],
+            .k_new = m[5],
+            .v_new = m[6],
+            .q_offset = a == 0 ? at : 0,
+            .o_offset = a == 1 ? at : 0,
+            .lse_offset = a == 2 ? at : 0,
+            .k_cache_offset = a == 3 ? at : 0,
+            .v_cache_offset = a == 4 ? at : 0,
+            .k_new_offset = a == 5 ? at : 0,
+            .v_new_offset = a == 6 ? at : 0,
+            .cache_seqlens = d.lengths,
+            .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
+            .block_table = d.kp.page_size ? d.table : NULL,
+            .rotary_cos = d.cos,
+            .rotary_sin = d.sin,
+            .k_scale = int8 ? m[7] : NULL,
+            .v_scale = int8 ? m[8] : NULL,
+            .k_scale_offset = a == 7 ? at : 0,
+            .v_scale_offset = a == 8 ? at : 0,
+        };
+        st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, NULL);
+        clFinish(queue);
+        for (int i = 0; i < 9 && st != ATTN_SUCCESS; i++) {
+            if (i == a)
+                continue;
+            const size_t n = i == b ? shared : sizes[i];
+            unsigned char *back = malloc(n);
+            clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, n, back, 0, NULL, NULL);
+            if (memcmp(back, i == b ? composed : init[i], n) != 0) {
+                printf("FAIL overlap %s: a refused call changed buffer %d\n", what, i);
+                ok = 0;
+            }
+            free(back);
+        }
+    }
+    if (st != want || (st != ATTN_SUCCESS && !*attn_last_error(ctx))) {
+        printf("FAIL overlap %s: %s, want %s (%s)\n", what, attn_status_name(st),
+               attn_status_name(want), attn_last_error(ctx));
+        ok = 0;
+    }
+    if (ok)
+        printf("ok   overlap %s: %s%s\n", what, attn_status_name(st),
+               st != ATTN_SUCCESS ? ", nothing written" : "");
+    else
+        failures++;
+    attn_plan_destroy(plan);
+    for (int i = 0; i < 9; i++) {
+        if (i != a)
+            clReleaseMemObject(m[i]);
+        free(init[i]);
+    }
+    free(composed);
+    kv_data_free(&d);
+}
+
 #ifdef KV_FAULT_WALK
 /* Every failure point of a plan's creation and its device and host
  * executes (lib/fault_injection.h): a call that fails returns the injected
@@ -1193,6 +1305,24 @@ int main(int argc, char **argv) {
     bad_case(ctx, "cache_seqlens in host and device memory", &paged, no_edit,
              ATTN_ERR_INVALID_VALUE);
     lengths_both_ways = 0;
+
+    /* Device tensors sharing memory (attn_check_kvcache_overlap): the int8
+     * scales and the new rows against O, LSE, each other and the cache. */
+    const kv_case shared8 = {3, 4,  2,   2,  8,    8, 0, 16, 1, 0,
+                             1, br, f32, -2, none, 0, 1, 0,  0, ATTN_KV_DTYPE_INT8};
+    kv_case read8 = shared8;
+    read8.append = 0;
+    const attn_status bad = ATTN_ERR_INVALID_VALUE;
+    overlap_case(ctx, "k_scale on O's last element", &shared8, 7, 1, LAST, 0, bad);
+    overlap_case(ctx, "v_scale on LSE (no append)", &read8, 8, 2, 0, 0, bad);
+    overlap_case(ctx, "v_scale on V_cache's last row (append)", &shared8, 8, 4, LAST, 0, bad);
+    overlap_case(ctx, "k_scale and v_scale one tensor (append)", &shared8, 8, 7, 0, 0, bad);
+    overlap_case(ctx, "k_scale on Q (append)", &shared8, 7, 0, 0, 0, bad);
+    overlap_case(ctx, "k_new on O", &shared8, 5, 1, 0, 0, bad);
+    overlap_case(ctx, "k_scale and v_scale interleaved (append)", &shared8, 8, 7, 4, 1,
+                 ATTN_SUCCESS);
+    overlap_case(ctx, "k_scale and v_scale one tensor (read only)", &read8, 8, 7, 0, 0,
+                 ATTN_SUCCESS);
 
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
