@@ -250,12 +250,13 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
                         snprintf(page, sizeof page, "%d", (int)pages[p]);
                     if (s_new > 1 && one_row_ms > 0)
                         snprintf(ratio, sizeof ratio, "%.2fx", ms / one_row_ms);
-                    fprintf(out,
-                            "| %d | %d | %s | %s | %d | %.2f | %.0f | %.1f | %.1f | %.1f | %.0f%% | "
-                            "%.1f | %s |\n",
-                            (int)opt->batch, (int)len, kv_names[kvt], page, (int)s_new, ms,
-                            (double)opt->batch * s_new * 1e3 / ms, (double)read / 1e6, gbs,
-                            roof_gbs, roof_gbs > 0 ? 100.0 * gbs / roof_gbs : 0.0, host_us, ratio);
+                    fprintf(
+                        out,
+                        "| %d | %d | %s | %s | %d | %.2f | %.0f | %.1f | %.1f | %.1f | %.0f%% | "
+                        "%.1f | %s |\n",
+                        (int)opt->batch, (int)len, kv_names[kvt], page, (int)s_new, ms,
+                        (double)opt->batch * s_new * 1e3 / ms, (double)read / 1e6, gbs, roof_gbs,
+                        roof_gbs > 0 ? 100.0 * gbs / roof_gbs : 0.0, host_us, ratio);
                     fflush(out);
                 }
             }

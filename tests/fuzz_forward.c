@@ -183,10 +183,10 @@ static void print_stats(void) {
             "  %d distinct device configurations; of them f32 %lu f16 %lu bf16 %lu; window %lu "
             "pad %lu varlen %lu softcap %lu alibi %lu bias %lu keep %lu\n",
             stats.inputs, stats.huge, stats.refused, stats.faulted, stats.device_ok,
-            stats.device_features, stats.reference_alone, stats.merges, stats.kvcache, stats.config_count,
-            stats.dtype_ok[0], stats.dtype_ok[1], stats.dtype_ok[2], stats.feature_ok[0],
-            stats.feature_ok[1], stats.feature_ok[2], stats.feature_ok[3], stats.feature_ok[4],
-            stats.feature_ok[5], stats.feature_ok[6]);
+            stats.device_features, stats.reference_alone, stats.merges, stats.kvcache,
+            stats.config_count, stats.dtype_ok[0], stats.dtype_ok[1], stats.dtype_ok[2],
+            stats.feature_ok[0], stats.feature_ok[1], stats.feature_ok[2], stats.feature_ok[3],
+            stats.feature_ok[4], stats.feature_ok[5], stats.feature_ok[6]);
 }
 
 /* ---- Tensors ------------------------------------------------------------ */

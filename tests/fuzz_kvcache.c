@@ -42,17 +42,17 @@
 enum kv_fault {
     KVF_NONE,
     KVF_LENGTH_NEGATIVE,
-    KVF_LENGTH_OVER,     /* one past the room the new rows leave */
-    KVF_TABLE_NEGATIVE,  /* paged: an entry a sequence uses */
-    KVF_TABLE_OVER,      /* paged: an entry == num_pages */
-    KVF_SHARED_BLOCK,    /* sequence 1 appends into sequence 0's page or slot */
-    KVF_SLOT_OVER,       /* batch_idx: a slot == cache_slots */
-    KVF_K_SCALE_NAN,     /* int8, host-only: a scale the call reads */
+    KVF_LENGTH_OVER,    /* one past the room the new rows leave */
+    KVF_TABLE_NEGATIVE, /* paged: an entry a sequence uses */
+    KVF_TABLE_OVER,     /* paged: an entry == num_pages */
+    KVF_SHARED_BLOCK,   /* sequence 1 appends into sequence 0's page or slot */
+    KVF_SLOT_OVER,      /* batch_idx: a slot == cache_slots */
+    KVF_K_SCALE_NAN,    /* int8, host-only: a scale the call reads */
     KVF_V_SCALE_NEGATIVE,
-    KVF_K_NEW_INF, /* int8 and append, host-only */
-    KVF_NO_TABLE,  /* paged: block_table NULL */
-    KVF_NO_SCALES, /* int8: v_scale NULL */
-    KVF_SCALE_ON_O, /* device, int8: k_scale inside O's buffer */
+    KVF_K_NEW_INF,      /* int8 and append, host-only */
+    KVF_NO_TABLE,       /* paged: block_table NULL */
+    KVF_NO_SCALES,      /* int8: v_scale NULL */
+    KVF_SCALE_ON_O,     /* device, int8: k_scale inside O's buffer */
     KVF_SCALE_ON_CACHE, /* device, int8 and append: v_scale inside V_cache's buffer */
     KVF_COUNT_USED,
 };
@@ -477,9 +477,9 @@ static attn_status device_call(attn_context_t ctx, attn_plan_t plan, const kv_re
     const attn_kvcache_host_tensors h = host_tensors(k, in, s);
     /* 0 Q, 1 O, 2 LSE, 3 K_cache, 4 V_cache, 5 k_new, 6 v_new, 7 k_scale, 8 v_scale */
     const void *init[9] = {in->q, s->o, s->lse, s->kc, s->vc, in->kn, in->vn, s->ks, s->vs};
-    size_t size[9] = {in->q_elems * k->es,  bytes_of(k, in, 0),  bytes_of(k, in, 1),
-                      bytes_of(k, in, 2),   bytes_of(k, in, 3),  in->kn_elems * k->es,
-                      in->vn_elems * k->es, bytes_of(k, in, 4),  bytes_of(k, in, 5)};
+    size_t size[9] = {in->q_elems * k->es,  bytes_of(k, in, 0), bytes_of(k, in, 1),
+                      bytes_of(k, in, 2),   bytes_of(k, in, 3), in->kn_elems * k->es,
+                      in->vn_elems * k->es, bytes_of(k, in, 4), bytes_of(k, in, 5)};
     void *host[9] = {NULL, s->o, s->lse, s->kc, s->vc, NULL, NULL, s->ks, s->vs};
     cl_mem m[9];
     size_t offset[9] = {0};
@@ -495,7 +495,7 @@ static attn_status device_call(attn_context_t ctx, attn_plan_t plan, const kv_re
         memcpy(composed + offset[inner], init[inner], size[inner]);
     }
     for (int i = 0; i < 9; i++)
-        m[i] = share && i == inner  ? NULL
+        m[i] = share && i == inner   ? NULL
                : share && i == outer ? make_buffer(cl, queue, composed_size, composed)
                                      : make_buffer(cl, queue, size[i], init[i]);
     if (share) {
@@ -583,9 +583,9 @@ static float *q_as_attended(const kv_request *k, const kv_inputs *in) {
             for (int i = 0; i < sq; i++) {
                 long pos = (long)in->lengths[b] + i - (kp->append ? 0 : sq);
                 pos = pos < 0 ? 0 : pos >= kp->rotary_positions ? kp->rotary_positions - 1 : pos;
-                const size_t row = (((size_t)b * (size_t)a->heads_q + (size_t)h) * (size_t)sq +
-                                    (size_t)i) *
-                                   (size_t)D;
+                const size_t row =
+                    (((size_t)b * (size_t)a->heads_q + (size_t)h) * (size_t)sq + (size_t)i) *
+                    (size_t)D;
                 for (int c = 0; c < rd; c++) {
                     int partner = c < half ? c + half : c - half, f = c < half ? c : c - half;
                     float sign = c < half ? -1.0f : 1.0f;
@@ -762,10 +762,10 @@ void fuzz_kvcache(attn_context_t ctx, reader *r, const request *q) {
     /* The overlap faults apply to int8 device calls where a scale tensor is
      * written (append) or meets an output (O); elsewhere they are none. */
     const int int8 = k.kvt == ATTN_KV_DTYPE_INT8;
-    const int share = !k.device || !int8                         ? 0
-                      : k.fault == KVF_SCALE_ON_O                 ? 1
+    const int share = !k.device || !int8                             ? 0
+                      : k.fault == KVF_SCALE_ON_O                    ? 1
                       : k.fault == KVF_SCALE_ON_CACHE && k.kp.append ? 2
-                                                                  : 0;
+                                                                     : 0;
     const char *changed = NULL;
 
     attn_plan_t plan = NULL;

@@ -928,9 +928,10 @@ static void overlap_case(attn_context_t ctx, const char *what, const kv_case *c,
         const int64_t hk = c->heads_kv, rows = c->capacity;
         d.kp.k_scale_strides = d.kp.v_scale_strides = (attn_strides){2 * hk * rows, 2 * rows, 2};
     }
-    size_t sizes[9] = {d.q_elems * es,         d.o_elems * es,         d.lse_elems * 4,
-                       d.kc_elems * kes,       d.vc_elems * kes,       d.kn_elems * es,
-                       d.vn_elems * es,        d.ks ? d.ks_elems * 4 : 4, d.vs ? d.vs_elems * 4 : 4};
+    size_t sizes[9] = {
+        d.q_elems * es,           d.o_elems * es,  d.lse_elems * 4, d.kc_elems * kes,
+        d.vc_elems * kes,         d.kn_elems * es, d.vn_elems * es, d.ks ? d.ks_elems * 4 : 4,
+        d.vs ? d.vs_elems * 4 : 4};
     if (interleave)
         sizes[7] = sizes[8] = 2 * sizes[7];
     unsigned char *init[9];
