@@ -12,6 +12,10 @@
  * attn_cl.h's list, after which the outputs and the cache must hold what
  * they held, byte for byte.
  *
+ * Built with KV_FAULT_WALK (against the fault-injection library): the
+ * fault walk, and (outside the quick subset) a 128k-token cache on one head
+ * whose plan allocates nothing that grows with the cache (long_cache).
+ *
  * The number of key splits comes from ATTN_CL_TUNE (tests/meson.build runs
  * it with splits=1, 3 and the automatic choice). */
 #ifdef KV_FAULT_WALK
@@ -1172,6 +1176,110 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
 }
 #endif
 
+#ifdef KV_FAULT_WALK
+/* A 128k-token cache on one head (f16, D 16, append of one row at the
+ * end of the cache) through a plan's device execute with the caller's
+ * buffers: the call completes, matches the double reference, and nothing
+ * the library allocates (device buffers, host memory: the fault build's
+ * accounting) grows with the cache, beyond the split partials in the
+ * plan's workspace, which stay a small fraction of it. */
+static void long_cache(attn_context_t ctx) {
+    enum { CAP = 131072, D = 16 };
+    attn_kvcache_params kp;
+    attn_kvcache_params_init(&kp, 1, 1, 1, CAP, D);
+    kp.attn.dtype = ATTN_DTYPE_F16;
+    kp.attn.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    kp.append = 1;
+    const size_t cache_elems = (size_t)CAP * D, cache_bytes = cache_elems * 2;
+    test_rng rng;
+    test_rng_seed(&rng, 128);
+    float *x = malloc(cache_elems * sizeof *x);
+    test_fill_uniform(&rng, x, cache_elems, -1.0f, 1.0f);
+    void *kc = test_to_storage(ATTN_DTYPE_F16, x, cache_elems);
+    test_fill_uniform(&rng, x, cache_elems, -1.0f, 1.0f);
+    void *vc = test_to_storage(ATTN_DTYPE_F16, x, cache_elems);
+    test_fill_uniform(&rng, x, 3 * D, -1.0f, 1.0f);
+    void *q = test_to_storage(ATTN_DTYPE_F16, x, D),
+         *kn = test_to_storage(ATTN_DTYPE_F16, x + D, D),
+         *vn = test_to_storage(ATTN_DTYPE_F16, x + 2 * D, D);
+    free(x);
+    const int32_t length = CAP - 1;
+    cl_context cl = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+    const cl_mem_flags copy = CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR;
+    cl_mem mq = clCreateBuffer(cl, copy, D * 2, q, NULL),
+           mo = clCreateBuffer(cl, copy, D * 2, q, NULL),
+           ml = clCreateBuffer(cl, CL_MEM_READ_WRITE, 4, NULL, NULL),
+           mkc = clCreateBuffer(cl, copy, cache_bytes, kc, NULL),
+           mvc = clCreateBuffer(cl, copy, cache_bytes, vc, NULL),
+           mkn = clCreateBuffer(cl, copy, D * 2, kn, NULL),
+           mvn = clCreateBuffer(cl, copy, D * 2, vn, NULL);
+    /* The kernels built first: their sources and binaries are not the
+     * cache's to account for. */
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create_kvcache(ctx, &kp, ATTN_PLAN_LSE, &plan);
+    attn_plan_destroy(plan);
+    plan = NULL;
+    attn_fault_reset();
+    if (st == ATTN_SUCCESS)
+        st = attn_plan_create_kvcache(ctx, &kp, ATTN_PLAN_LSE, &plan);
+    const attn_kvcache_device_tensors t = {.q = mq,
+                                           .o = mo,
+                                           .lse = ml,
+                                           .k_cache = mkc,
+                                           .v_cache = mvc,
+                                           .k_new = mkn,
+                                           .v_new = mvn,
+                                           .cache_seqlens = &length};
+    for (int step = 0; step < 2 && st == ATTN_SUCCESS; step++)
+        st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, NULL);
+    clFinish(queue);
+    const size_t device_largest = attn_fault_largest(ATTN_FAULT_CREATE_BUFFER);
+    const size_t host_largest = attn_fault_largest(ATTN_FAULT_HOST_ALLOC);
+    const size_t workspace = plan ? attn_plan_workspace_size(plan) : 0;
+    uint16_t o[D];
+    float lse = 0.0f, got[D], want[D], ref_lse = 0.0f;
+    clEnqueueReadBuffer(queue, mo, CL_TRUE, 0, sizeof o, o, 0, NULL, NULL);
+    clEnqueueReadBuffer(queue, ml, CL_TRUE, 0, 4, &lse, 0, NULL, NULL);
+    test_from_storage(ATTN_DTYPE_F16, o, got, D);
+    /* The reference on host copies, O in float (Q's values are f16's). */
+    uint16_t ref_o[D];
+    attn_kvcache_host_tensors h = {.q = q,
+                                   .o = ref_o,
+                                   .lse = &ref_lse,
+                                   .k_cache = kc,
+                                   .v_cache = vc,
+                                   .k_new = kn,
+                                   .v_new = vn,
+                                   .cache_seqlens = &length};
+    const attn_status rs = attn_reference_kvcache(&kp, &h);
+    test_from_storage(ATTN_DTYPE_F16, ref_o, want, D);
+    double err = fabs((double)lse - ref_lse);
+    for (int d = 0; d < D; d++)
+        err = fmax(err, fabs((double)got[d] - want[d]));
+    /* Beyond the workspace: the small arrays, staging, plan structs. */
+    const size_t small = 64 * 1024;
+    const int ok = st == ATTN_SUCCESS && rs == ATTN_SUCCESS && err <= 2e-3 &&
+                   device_largest <= (workspace > small ? workspace : small) &&
+                   host_largest <= small && workspace <= cache_bytes / 64;
+    printf("%s 128k-token cache, one head: %s, max err %.1e (f16 O), largest allocation %zu bytes "
+           "on the device, %zu on the host, workspace %zu, cache %zu bytes\n",
+           ok ? "ok  " : "FAIL", attn_status_name(st), err, device_largest, host_largest, workspace,
+           2 * cache_bytes);
+    failures += !ok;
+    attn_plan_destroy(plan);
+    cl_mem all[7] = {mq, mo, ml, mkc, mvc, mkn, mvn};
+    for (int i = 0; i < 7; i++)
+        clReleaseMemObject(all[i]);
+    free(kc);
+    free(vc);
+    free(q);
+    free(kn);
+    free(vn);
+}
+#endif
+
 int main(int argc, char **argv) {
     /* tests/oclgrind_check.sh: --count says how many runs, --run N does the
      * N-th quick case alone (one call of each kind a process). */
@@ -1258,6 +1366,8 @@ int main(int argc, char **argv) {
      * cache (the new rows quantized): every kernel with splits. */
     const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0, i8};
     fault_walk(ctx, &walk);
+    if (!test_quick())
+        long_cache(ctx);
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
