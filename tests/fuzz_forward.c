@@ -57,6 +57,8 @@
  *     missing pointers, writing nothing;
  *   - attn_context_set_tuning accepts or refuses any string with
  *     ATTN_ERR_INVALID_VALUE; attn_status_name never returns NULL.
+ *   - KV-cache requests (the kvcache byte) hold tests/fuzz_kvcache.c's
+ *     properties.
  *
  * Kernel builds cost ~0.5 s each on PoCL, and every distinct (head dims,
  * storage type, mask, feature flags, LSE) makes new ones. So a forward
