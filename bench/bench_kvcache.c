@@ -82,14 +82,16 @@ static double roof_ms(cl_command_queue queue, roof *r, cl_mem buf, size_t bytes,
 }
 
 /* One step's median ms over `len` cached tokens per sequence, page size
- * `page` (0: contiguous, `cap` tokens a slot); -1 on failure (noted). ks,
- * vs: an int8 cache's scales. */
+ * `page` (0: contiguous, `cap` tokens a slot), `s_new` query rows (the
+ * last s_new keys theirs, under the bottom-right mask); -1 on failure
+ * (noted). ks, vs: an int8 cache's scales. *host_us: the median time inside
+ * the execute call (enqueue only: checks, argument setting, enqueues). */
 static double step_ms(const bench_options *opt, attn_context_t ctx, int32_t len, int32_t cap,
-                      int32_t page, cl_mem kc, cl_mem vc, cl_mem ks, cl_mem vs, cl_mem q, cl_mem o,
-                      int32_t *table, int32_t *lengths) {
+                      int32_t page, int32_t s_new, cl_mem kc, cl_mem vc, cl_mem ks, cl_mem vs,
+                      cl_mem q, cl_mem o, int32_t *table, int32_t *lengths, double *host_us) {
     const int32_t b = opt->batch;
     attn_kvcache_params kp;
-    attn_kvcache_params_init(&kp, b, opt->heads_q, 1, cap, opt->head_dim);
+    attn_kvcache_params_init(&kp, b, opt->heads_q, s_new, cap, opt->head_dim);
     kp.attn.heads_kv = opt->heads_kv;
     kp.attn.head_dim_v = opt->head_dim_v;
     kp.attn.dtype = opt->dtype;
@@ -119,13 +121,15 @@ static double step_ms(const bench_options *opt, attn_context_t ctx, int32_t len,
                                            .block_table = page > 0 ? table : NULL,
                                            .k_scale = ks,
                                            .v_scale = vs};
-    double times[1000];
+    double times[1000], enqueue[1000];
     const int repeats = opt->repeats > 1000 ? 1000 : opt->repeats;
     double ms = -1.0;
     for (int i = -opt->warmup; i < repeats; i++) {
         cl_event done = NULL;
         const double t0 = bench_now_ms();
         st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, &done);
+        if (i >= 0)
+            enqueue[i] = bench_now_ms() - t0;
         if (st == ATTN_SUCCESS) {
             clWaitForEvents(1, &done);
             clReleaseEvent(done);
@@ -136,8 +140,10 @@ static double step_ms(const bench_options *opt, attn_context_t ctx, int32_t len,
         }
         if (i >= 0)
             times[i] = bench_now_ms() - t0;
-        if (i == repeats - 1)
+        if (i == repeats - 1) {
             ms = bench_median(times, (size_t)repeats);
+            *host_us = 1e3 * bench_median(enqueue, (size_t)repeats);
+        }
     }
     attn_plan_destroy(plan);
     return ms;
@@ -163,8 +169,13 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
     const int int8 = kvt == ATTN_KV_DTYPE_INT8;
     const size_t kes = int8 ? 1 : kvt == ATTN_KV_DTYPE_F32 ? 4 : 2;
     const int32_t pages[4] = {0, 16, 256, 1};
-    fprintf(out, "| batch | cache | KV | page | ms | tokens/s | KV MB | GB/s | roof GB/s | of roof |\n"
-                 "| ---: | ---: | :-: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    /* --seq-q N (N > 1): each point also with N query rows (speculative
+     * decoding's check of N drafted tokens), and its cost against one row. */
+    const int32_t s_max = opt->fixed_seq_q > 1 ? opt->fixed_seq_q : 1;
+    fprintf(out, "| batch | cache | KV | page | s_new | ms | tokens/s | KV MB | GB/s | roof GB/s | "
+                 "of roof | host us | vs s_new 1 |\n"
+                 "| ---: | ---: | :-: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+                 "---: | ---: |\n");
     int failed = 0;
     for (size_t s = 0; s < opt->num_seqs; s++) {
         const int32_t len = opt->seqs[s];
@@ -179,7 +190,7 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
                             ((size_t)(opt->head_dim + opt->head_dim_v) * kes +
                              (int8 ? 2 * sizeof(float) : 0));
         const size_t qbytes =
-            (size_t)opt->batch * (size_t)opt->heads_q *
+            (size_t)opt->batch * (size_t)opt->heads_q * (size_t)s_max *
             (size_t)(opt->head_dim > opt->head_dim_v ? opt->head_dim : opt->head_dim_v) * es;
         cl_int err;
         cl_mem kc = clCreateBuffer(cl, CL_MEM_READ_WRITE, kbytes, NULL, &err);
@@ -221,22 +232,33 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
             const double roof_gbs =
                 roof > 0 ? (double)(read < kbytes ? read : kbytes) / roof / 1e6 : 0.0;
             for (int p = 0; p < 4; p++) {
-                /* Contiguous over the rounded capacity; paged by the length. */
-                const double ms = step_ms(opt, ctx, len, (int32_t)cap, pages[p], kc, vc, ks, vs, q,
-                                          o, table, lengths);
-                if (ms < 0) {
-                    failed++;
-                    continue;
+                double one_row_ms = 0.0;
+                for (int32_t s_new = 1; s_new <= s_max; s_new = s_new < s_max ? s_max : s_max + 1) {
+                    /* Contiguous over the rounded capacity; paged by the length. */
+                    double host_us = 0.0;
+                    const double ms = step_ms(opt, ctx, len, (int32_t)cap, pages[p], s_new, kc, vc,
+                                              ks, vs, q, o, table, lengths, &host_us);
+                    if (ms < 0) {
+                        failed++;
+                        continue;
+                    }
+                    if (s_new == 1)
+                        one_row_ms = ms;
+                    const double gbs = (double)read / ms / 1e6;
+                    char page[16] = "contig", ratio[16] = "";
+                    if (pages[p])
+                        snprintf(page, sizeof page, "%d", (int)pages[p]);
+                    if (s_new > 1 && one_row_ms > 0)
+                        snprintf(ratio, sizeof ratio, "%.2fx", ms / one_row_ms);
+                    fprintf(
+                        out,
+                        "| %d | %d | %s | %s | %d | %.2f | %.0f | %.1f | %.1f | %.1f | %.0f%% | "
+                        "%.1f | %s |\n",
+                        (int)opt->batch, (int)len, kv_names[kvt], page, (int)s_new, ms,
+                        (double)opt->batch * s_new * 1e3 / ms, (double)read / 1e6, gbs, roof_gbs,
+                        roof_gbs > 0 ? 100.0 * gbs / roof_gbs : 0.0, host_us, ratio);
+                    fflush(out);
                 }
-                const double gbs = (double)read / ms / 1e6;
-                char page[16] = "contig";
-                if (pages[p])
-                    snprintf(page, sizeof page, "%d", (int)pages[p]);
-                fprintf(out, "| %d | %d | %s | %s | %.2f | %.0f | %.1f | %.1f | %.1f | %.0f%% |\n",
-                        (int)opt->batch, (int)len, kv_names[kvt], page, ms, (double)opt->batch * 1e3 / ms,
-                        (double)read / 1e6, gbs, roof_gbs,
-                        roof_gbs > 0 ? 100.0 * gbs / roof_gbs : 0.0);
-                fflush(out);
             }
         }
         free(table);

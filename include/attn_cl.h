@@ -730,7 +730,12 @@ ATTN_API attn_status attn_plan_create_kvcache(attn_context_t ctx, const attn_kvc
                                               uint32_t outputs, attn_plan_t *plan);
 
 /* attn_plan_execute_device's contract (workspace, events, untouched outputs
- * and cache on failure). */
+ * and cache on failure). Tensors that share a buffer are refused
+ * (ATTN_ERR_INVALID_VALUE) where the call writes one while it reads or
+ * writes the other: O and LSE (which may interleave) against every other
+ * tensor; with append, K_cache, V_cache, k_scale and v_scale (written)
+ * against Q, k_new and v_new, and against each other where they share an
+ * element (they may interleave, e.g. K and V rows of one record). */
 ATTN_API attn_status attn_plan_execute_kvcache_device(attn_plan_t plan,
                                                       const attn_kvcache_device_tensors *tensors,
                                                       cl_mem workspace, size_t workspace_offset,

@@ -241,6 +241,15 @@ attn_status attn_check_device_tensor(attn_context_t ctx, const char *name, cl_me
 attn_status attn_check_device_overlap(attn_context_t ctx, const attn_problem *pb,
                                       const attn_device_tensors *t);
 
+/* The KV-cache device call's tensors beyond attn_check_device_overlap's
+ * (device_overlap.c): the int8 scales and the new rows against O and LSE,
+ * and with append (the cache and the scales written) against Q and the
+ * new rows, byte ranges; with append, K_cache, V_cache, k_scale and
+ * v_scale may interleave in one buffer but not share an element.
+ * ATTN_ERR_INVALID_VALUE when they do. */
+attn_status attn_check_kvcache_overlap(attn_context_t ctx, const attn_problem *pb,
+                                       const attn_kvcache_device_tensors *t);
+
 /* One device tensor of a call: checked by attn_check_device_tensor (which
  * sets *element_offset) and by attn_check_disjoint. mem NULL: absent. */
 typedef struct attn_mem_range {

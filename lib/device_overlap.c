@@ -191,3 +191,121 @@ attn_status attn_check_disjoint(attn_context_t ctx, const char *call, const attn
                                  spans[i].first, spans[i].end);
     return ATTN_SUCCESS;
 }
+
+/* ---- KV-cache calls ----------------------------------------------------------- */
+
+/* A cache tensor [blocks, heads, rows, inner] laid out by `s`, as rows of
+ * `inner` elements from byte `base` (dimensions of size 1 dropped, sorted
+ * by stride as layout_of does). */
+static row_layout cache_layout(size_t base, const int64_t size[3], const attn_strides *s,
+                               size_t inner, size_t element_size) {
+    const int64_t stride[3] = {s->batch, s->head, s->seq};
+    row_layout r = {.base = base, .element_size = element_size, .run = inner * element_size};
+    for (int d = 0; d < 3; d++) {
+        if (size[d] == 1)
+            continue;
+        int at = r.dims++;
+        while (at > 0 && r.stride[at - 1] < (size_t)stride[d]) {
+            r.size[at] = r.size[at - 1];
+            r.stride[at] = r.stride[at - 1];
+            at--;
+        }
+        r.size[at] = (size_t)size[d];
+        r.stride[at] = (size_t)stride[d];
+    }
+    return r;
+}
+
+/* Whether a row of `a` shares a byte with a row of `b` (both in one
+ * buffer): each row of `a` asked of rows_meet. Run only when their spans
+ * meet, i.e. for interleaved layouts (K and V rows of one record, the
+ * scales in the cache's rows): linear in a's rows. */
+static int layouts_share(const row_layout *a, const row_layout *b) {
+    size_t count = 1;
+    for (int d = 0; d < a->dims; d++)
+        count *= a->size[d];
+    for (size_t n = 0; n < count; n++) {
+        size_t rest = n, offset = 0;
+        for (int d = a->dims - 1; d >= 0; d--) {
+            offset += rest % a->size[d] * a->stride[d];
+            rest /= a->size[d];
+        }
+        const size_t at = a->base + offset * a->element_size;
+        if (rows_meet(b, at, at + a->run))
+            return 1;
+    }
+    return 0;
+}
+
+attn_status attn_check_kvcache_overlap(attn_context_t ctx, const attn_problem *pb,
+                                       const attn_kvcache_device_tensors *t) {
+    const attn_kvcache_layout *kv = &pb->kv;
+    const attn_params *p = &pb->p;
+    const size_t es = pb->element_size, kes = kv->kv_element_size;
+    const int int8 = kv->kv_dtype == ATTN_KV_DTYPE_INT8;
+    /* 0 K_cache, 1 V_cache, 2 k_scale, 3 v_scale: written with append;
+     * 4 Q, 5 k_new, 6 v_new: read; 7 O, 8 LSE: written. */
+    enum { KC, VC, KS, VS, Q, KN, VN, O, LSE, N };
+    const struct {
+        const char *name;
+        cl_mem mem;
+        size_t offset, bytes;
+    } tensors[N] = {
+        {"K_cache", t->k_cache, t->k_cache_offset, pb->k_extent * kes},
+        {"V_cache", t->v_cache, t->v_cache_offset, pb->v_extent * kes},
+        {"k_scale", int8 ? t->k_scale : NULL, t->k_scale_offset, kv->k_scale_extent * 4},
+        {"v_scale", int8 ? t->v_scale : NULL, t->v_scale_offset, kv->v_scale_extent * 4},
+        {"Q", t->q, t->q_offset, pb->q_extent * es},
+        {"k_new", kv->append ? t->k_new : NULL, t->k_new_offset, kv->k_new_extent * es},
+        {"v_new", kv->append ? t->v_new : NULL, t->v_new_offset, kv->v_new_extent * es},
+        {"O", t->o, t->o_offset, pb->o_extent * es},
+        {"LSE", t->lse, t->lse_offset, pb->lse_extent * sizeof(float)},
+    };
+    span s[N];
+    for (int i = 0; i < N; i++) {
+        s[i] = (span){tensors[i].name, NULL, 0, 0};
+        if (!tensors[i].mem)
+            continue;
+        attn_status status = span_of(ctx, tensors[i].name, tensors[i].mem, tensors[i].offset,
+                                     tensors[i].bytes, &s[i]);
+        if (status != ATTN_SUCCESS)
+            return status;
+    }
+    /* Byte ranges: what the call writes against what it reads or writes
+     * otherwise (O and LSE may interleave: attn_check_device_overlap's). */
+    for (int a = 0; a < N; a++)
+        for (int b = a + 1; b < N; b++) {
+            const int a_written = a <= VS ? kv->append : a >= O;
+            const int b_written = b <= VS ? kv->append : b >= O;
+            const int cache_pair = a <= VS && b <= VS; /* element-wise below */
+            if (!s[a].root || !s[b].root || cache_pair || (b == LSE && a == O) ||
+                !(a_written || b_written) || !spans_meet(&s[a], &s[b]))
+                continue;
+            return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                             "attn_plan_execute_kvcache_device: %s (bytes %zu..%zu of its "
+                             "buffer) overlaps %s (bytes %zu..%zu of the same buffer); the "
+                             "call writes %s while it reads %s",
+                             s[a].name, s[a].first, s[a].end, s[b].name, s[b].first, s[b].end,
+                             a_written ? s[a].name : s[b].name, a_written ? s[b].name : s[a].name);
+        }
+    if (!kv->append)
+        return ATTN_SUCCESS;
+    /* With append, the cache tensors may interleave (K and V rows of one
+     * record, the scales beside the rows) but not share an element. */
+    const int64_t size[3] = {kv->slots, p->heads_kv, kv->paged ? kv->page_size : p->seq_k};
+    row_layout rows[4];
+    rows[KC] = cache_layout(s[KC].first, size, &p->k_strides, (size_t)p->head_dim, kes);
+    rows[VC] = cache_layout(s[VC].first, size, &p->v_strides, (size_t)p->head_dim_v, kes);
+    rows[KS] = cache_layout(s[KS].first, size, &kv->k_scale_strides, 1, 4);
+    rows[VS] = cache_layout(s[VS].first, size, &kv->v_scale_strides, 1, 4);
+    for (int a = 0; a <= VS; a++)
+        for (int b = a + 1; b <= VS; b++)
+            if (s[a].root && s[b].root && spans_meet(&s[a], &s[b]) &&
+                (layouts_share(&rows[a], &rows[b]) || layouts_share(&rows[b], &rows[a])))
+                return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
+                                 "attn_plan_execute_kvcache_device: %s and %s share bytes of "
+                                 "one buffer (from bytes %zu and %zu); with append the call "
+                                 "writes both, so they may interleave but not overlap",
+                                 s[a].name, s[b].name, s[a].first, s[b].first);
+    return ATTN_SUCCESS;
+}

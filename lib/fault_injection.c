@@ -13,6 +13,18 @@ static atomic_int armed_kind = -1;
 static atomic_long armed_nth;
 static atomic_int armed_error;
 static atomic_int fired;
+static atomic_size_t largest[ATTN_FAULT_KIND_COUNT];
+
+/* Records a request of `size` bytes of `kind`. */
+static void note_size(attn_fault_kind kind, size_t size) {
+    size_t seen = atomic_load(&largest[kind]);
+    while (size > seen && !atomic_compare_exchange_weak(&largest[kind], &seen, size))
+        ;
+}
+
+size_t attn_fault_largest(attn_fault_kind kind) {
+    return (unsigned)kind < ATTN_FAULT_KIND_COUNT ? atomic_load(&largest[kind]) : 0;
+}
 
 static const char *const call_names[ATTN_FAULT_KIND_COUNT] = {
 #define ATTN_FAULT_NAME(kind, function) #function,
@@ -22,8 +34,10 @@ static const char *const call_names[ATTN_FAULT_KIND_COUNT] = {
 
 void attn_fault_reset(void) {
     atomic_store(&armed_kind, -1);
-    for (int i = 0; i < ATTN_FAULT_KIND_COUNT; i++)
+    for (int i = 0; i < ATTN_FAULT_KIND_COUNT; i++) {
         atomic_store(&call_counts[i], 0);
+        atomic_store(&largest[i], 0);
+    }
     atomic_store(&fired, 0);
 }
 
@@ -95,6 +109,7 @@ cl_command_queue attn_fault_clCreateCommandQueue(cl_context context, cl_device_i
 cl_mem attn_fault_clCreateBuffer(cl_context context, cl_mem_flags flags, size_t size,
                                  void *host_ptr, cl_int *errcode_ret) {
     FAIL_OBJECT(ATTN_FAULT_CREATE_BUFFER);
+    note_size(ATTN_FAULT_CREATE_BUFFER, size);
     return clCreateBuffer(context, flags, size, host_ptr, errcode_ret);
 }
 
@@ -189,11 +204,13 @@ cl_int attn_fault_clGetCommandQueueInfo(cl_command_queue queue, cl_command_queue
 
 void *attn_fault_malloc(size_t size) {
     cl_int unused;
+    note_size(ATTN_FAULT_HOST_ALLOC, size);
     return should_fail(ATTN_FAULT_HOST_ALLOC, &unused) ? NULL : malloc(size);
 }
 
 void *attn_fault_calloc(size_t count, size_t size) {
     cl_int unused;
+    note_size(ATTN_FAULT_HOST_ALLOC, count && size > SIZE_MAX / count ? SIZE_MAX : count * size);
     return should_fail(ATTN_FAULT_HOST_ALLOC, &unused) ? NULL : calloc(count, size);
 }
 

@@ -45,6 +45,11 @@ ATTN_API void attn_fault_arm(attn_fault_kind kind, long nth, cl_int error);
 ATTN_API long attn_fault_count(attn_fault_kind kind);
 /* Whether the armed fault has fired since it was armed. */
 ATTN_API int attn_fault_fired(void);
+/* The largest size in bytes asked of clCreateBuffer (ATTN_FAULT_CREATE_BUFFER)
+ * or of a host allocation (ATTN_FAULT_HOST_ALLOC) since the last reset, 0
+ * for the other kinds: lets a test check that nothing the library allocates
+ * grows with a tensor it was handed. */
+ATTN_API size_t attn_fault_largest(attn_fault_kind kind);
 /* "clCreateBuffer", ...: the name of the call, as failure messages name it. */
 ATTN_API const char *attn_fault_call_name(attn_fault_kind kind);
 

@@ -570,6 +570,8 @@ attn_status attn_plan_execute_kvcache_device(attn_plan_t plan, const attn_kvcach
                                                 .lse_offset = t->lse_offset};
         status = attn_check_device_overlap(ctx, &as_q, &as_forward);
     }
+    if (status == ATTN_SUCCESS)
+        status = attn_check_kvcache_overlap(ctx, pb, t);
     if (status != ATTN_SUCCESS)
         return status;
 

@@ -57,6 +57,8 @@
  *     missing pointers, writing nothing;
  *   - attn_context_set_tuning accepts or refuses any string with
  *     ATTN_ERR_INVALID_VALUE; attn_status_name never returns NULL.
+ *   - KV-cache requests (the kvcache byte) hold tests/fuzz_kvcache.c's
+ *     properties.
  *
  * Kernel builds cost ~0.5 s each on PoCL, and every distinct (head dims,
  * storage type, mask, feature flags, LSE) makes new ones. So a forward
@@ -144,7 +146,7 @@ static int device_allowed(const request *q) {
  * many distinct kernel configurations the device forwards built. */
 static struct {
     unsigned long inputs, huge, refused, faulted, device_ok, device_features, reference_alone,
-        merges;
+        merges, kvcache;
     unsigned long feature_ok[7]; /* device forwards that succeeded, per F_* bit */
     unsigned long dtype_ok[3];
     uint64_t configs[1024]; /* (dtype, mask, features, dims, LSE, algo, shape) of device ones */
@@ -179,14 +181,14 @@ static void print_stats(void) {
             "fuzz_forward stats: %lu inputs: %lu huge (attn_check alone), %lu refused by "
             "attn_check, %lu with a missing or bad input, %lu successful device forwards "
             "(%lu with features or 16-bit storage), %lu valid ones through "
-            "attn_reference_host alone, %lu merged\n"
+            "attn_reference_host alone, %lu merged, %lu KV-cache requests\n"
             "  %d distinct device configurations; of them f32 %lu f16 %lu bf16 %lu; window %lu "
             "pad %lu varlen %lu softcap %lu alibi %lu bias %lu keep %lu\n",
             stats.inputs, stats.huge, stats.refused, stats.faulted, stats.device_ok,
-            stats.device_features, stats.reference_alone, stats.merges, stats.config_count,
-            stats.dtype_ok[0], stats.dtype_ok[1], stats.dtype_ok[2], stats.feature_ok[0],
-            stats.feature_ok[1], stats.feature_ok[2], stats.feature_ok[3], stats.feature_ok[4],
-            stats.feature_ok[5], stats.feature_ok[6]);
+            stats.device_features, stats.reference_alone, stats.merges, stats.kvcache,
+            stats.config_count, stats.dtype_ok[0], stats.dtype_ok[1], stats.dtype_ok[2],
+            stats.feature_ok[0], stats.feature_ok[1], stats.feature_ok[2], stats.feature_ok[3],
+            stats.feature_ok[4], stats.feature_ok[5], stats.feature_ok[6]);
 }
 
 /* ---- Tensors ------------------------------------------------------------ */
@@ -772,6 +774,10 @@ static void violation(const char *what, const request *q, attn_status st, const 
     fprintf(stderr, "\n");
     save_input();
     abort();
+}
+
+void fuzz_violation(const char *what, const request *q, attn_status st, const char *message) {
+    violation(what, q, st, message);
 }
 
 static int documented(attn_status st) {
@@ -1755,6 +1761,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (q.flags & TUNING_STRING) {
         tuning_string(ctx, &r);
+    }
+    if (q.kvcache) {
+        fuzz_kvcache(ctx, &r, &q);
+        stats.kvcache++;
+        finish_trace(&q);
+        return 0;
     }
     if (q.shape) {
         const attn_status st = attn_context_set_tuning(ctx, kernel_shapes[q.shape]);

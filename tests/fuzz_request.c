@@ -457,7 +457,8 @@ static void force_combo(request *q, int c) {
  *   call's buffers, GARBAGE_EXTRAS, and in its top three bits force_combo);
  *   with force_combo, the fused kernel's shape (kernel_shapes); dropout
  *   (dropout_field: class, 4 bytes; seed, offset: 8 bytes each, low
- *   first); the backward byte (BACKWARD...).
+ *   first); the backward byte (BACKWARD...); the kvcache byte: nonzero makes
+ *   the request a KV-cache one, its fields next (tests/fuzz_kvcache.c).
  * tests/make_fuzz_seeds.py writes this layout from keyword arguments. */
 void decode(reader *r, request *q) {
     memset(q, 0, sizeof *q);
@@ -512,6 +513,7 @@ void decode(reader *r, request *q) {
         p->dropout_seed = u64(r);
         p->dropout_offset = u64(r);
         q->backward = u8(r);
+        q->kvcache = u8(r);
     }
     make_varlen(q);
     apply_layout(q);

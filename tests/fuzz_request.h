@@ -107,6 +107,7 @@ typedef struct request {
     uint8_t drop, device_extra;
     uint8_t shape;    /* kernel_shapes[shape]: the fused kernel's shape (with force_combo) */
     uint8_t backward; /* BACKWARD, BACKWARD_DBIAS, the fault above BWD_FAULT_SHIFT */
+    uint8_t kvcache;  /* nonzero: a KV-cache request, its fields next (tests/fuzz_kvcache.c) */
     int32_t cu_q[MAX_BATCH + 1], cu_k[MAX_BATCH + 1]; /* varlen with a batch in 1..3 */
 } request;
 
@@ -146,5 +147,12 @@ int valid_params(const request *q);
  * on a CPU device the fused path where it can serve them (its cpu variant,
  * asked of attn_check with ATTN_ALGO_FUSED), else the three-kernel path. */
 attn_algo auto_algo_for_probs(attn_context_t ctx, const request *q, int want_lse);
+
+/* tests/fuzz_kvcache.c: the KV-cache request whose fields follow in `r`,
+ * run and checked (fuzz_forward's target only). */
+void fuzz_kvcache(attn_context_t ctx, reader *r, const request *q);
+/* tests/fuzz_forward.c's report of a violated property: prints the request
+ * and the input, saves it, aborts. */
+void fuzz_violation(const char *what, const request *q, attn_status st, const char *message);
 
 #endif

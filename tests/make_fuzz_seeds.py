@@ -140,13 +140,14 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
             dtype_bad=False, scl=None, layout="bhsd", raw_strides=None, value_mode=0,
             specials=0, seed=1, tuning=None, dtype="f32", cap=None, win=None, alibi=None,
             bias=None, keep=None, pad=None, varlen=None, drop=None, extra=0, combo=None,
-            kernel=None, dropout=None, backward=0):
+            kernel=None, dropout=None, backward=0, kv=None):
     """combo: an index into fuzz_forward.c's device_combos, whose storage, mask, head
     dims and features force_combo then imposes over the fields given here; kernel
     (with combo): an index into its kernel_shapes (1 gpu odd, 2 cpu narrow).
     dropout: (p, seed, offset) with p a probability in [0, 0.95], ("special", i)
     or ("bits", float) (see dropout_field); backward: the backward byte
-    (BACKWARD | BACKWARD_DBIAS | fault << 2)."""
+    (BACKWARD | BACKWARD_DBIAS | fault << 2); kv: the KV-cache fields (kvcache()), which
+    make the request a KV-cache one (tests/fuzz_kvcache.c)."""
     if combo is not None:
         extra |= (combo + 1) << 5
     b = [flags, size(batch, 3), size(heads, 3), heads_kv(hkv), size(sq, 40), size(sk, 40)]
@@ -166,9 +167,9 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
     features += [0 if drop is None else 0xC0 | DROP[drop], extra]
     if kernel:
         assert combo is not None, "a kernel shape needs a combination"
-    if kernel or dropout or backward:
+    if kernel or dropout or backward or kv:
         features += [kernel or 0]
-    if dropout or backward:
+    if dropout or backward or kv:
         p, dseed, offset = dropout or (0.0, 0, 0)
         if isinstance(p, tuple):
             kind, value = p
@@ -177,6 +178,8 @@ def request(flags=0, batch=1, heads=2, hkv=0, sq=7, sk=7, d=8, dv=0, mask=NONE, 
         else:
             cls, raw = (1, round(p / 0.95 * 65535)) if p else (0, 0)
         features += [cls] + list(struct.pack("<IQQ", raw, dseed, offset)) + [backward]
+    if kv:
+        features += [1] + kv
     assert tuning is None or not any(features), "a tuning string leaves no room for features"
     if any(features):
         b += features
@@ -468,6 +471,71 @@ SEEDS.update({
                             backward=BACKWARD),
     "dropout-near-one": request(LSE_DEVICE, sq=7, sk=7, d=8, dropout=(("special", 5), 5, 6),
                                 backward=BACKWARD),
+})
+
+
+# tests/fuzz_kvcache.c's fields: page sizes by page_sizes[] index, faults by enum kv_fault.
+KV_PAGES = {0: 0, 1: 2, 2: 3, 3: 4, 5: 5, 16: 6, 7: 7}
+KV_DTYPE = {"same": 0, "f32": 1, "f16": 2, "bf16": 3, "int8": 4, "bad": 5}
+KV_FAULT = ["none", "length-negative", "length-over", "table-negative", "table-over",
+            "shared-block", "slot-over", "k-scale-nan", "v-scale-negative", "k-new-inf",
+            "no-table", "no-scales", "scale-on-o", "scale-on-cache"]
+
+
+def kvcache(page=0, head_major=False, batch_idx=False, append=True, device=True, lse=True,
+            snew=1, room=10, lengths=0, rotary=0, rotary_pick=0, kv="same", fault="none",
+            dims=0):
+    """The KV-cache fields: room is the contiguous capacity - 1 (or max_pages - 1); lengths
+    0 random, 1 full, 2 empty, 3 alternating; rotary 0 none, 1 halves, 2 interleaved,
+    3 bad; dims an index into kv_dims ((8, 8), (16, 8), (4, 4))."""
+    layout = KV_PAGES[page] | head_major << 3 | batch_idx << 4 | append << 5 | device << 6
+    layout |= lse << 7
+    return [layout, snew, room, lengths, rotary | rotary_pick << 2, KV_DTYPE[kv],
+            KV_FAULT.index(fault), dims]
+
+
+SEEDS.update({
+    # KV-cache requests (tests/fuzz_kvcache.c): each layout, append, rotary, storage type,
+    # and bad input whose cache must stay as it was.
+    "kv-contiguous-device": request(batch=2, heads=2, hkv=1, mask=BOTTOM_RIGHT,
+                                    kv=kvcache(room=10, snew=1)),
+    "kv-batch-idx-host-f16": request(batch=3, heads=2, dtype="f16", mask=BOTTOM_RIGHT,
+                                     kv=kvcache(batch_idx=True, device=False, snew=4,
+                                                lengths=1, room=12)),
+    "kv-paged1-int8-halves": request(batch=2, heads=2, hkv=2, mask=BOTTOM_RIGHT,
+                                     kv=kvcache(page=1, snew=3, room=5, rotary=1,
+                                                rotary_pick=0x1B, kv="int8")),
+    "kv-paged3-f16-interleaved-host": request(batch=2, heads=3, hkv=1, mask=BOTTOM_RIGHT,
+                                              kv=kvcache(page=3, head_major=True, snew=2,
+                                                         room=3, lengths=3, rotary=2,
+                                                         rotary_pick=1, kv="f16",
+                                                         device=False, dims=1)),
+    "kv-paged16-bf16-no-append": request(batch=1, heads=2, mask=NONE, dtype="bf16",
+                                         kv=kvcache(page=16, append=False, snew=2, room=1,
+                                                    lengths=1, kv="bf16", dims=2)),
+    "kv-paged5-int8-device-softcap": request(batch=3, heads=2, mask=BOTTOM_RIGHT,
+                                             cap=("modest", 30.0), alibi=1,
+                                             kv=kvcache(page=5, snew=5, room=2, kv="int8")),
+    "kv-snew-zero": request(batch=2, kv=kvcache(page=7, snew=0)),
+    "kv-bad-rotary": request(batch=2, kv=kvcache(rotary=3, rotary_pick=1)),
+    "kv-bad-dtype": request(batch=2, kv=kvcache(kv="bad")),
+    "kv-table-negative": request(batch=2, kv=kvcache(page=2, room=3, fault="table-negative")),
+    "kv-table-over": request(batch=3, kv=kvcache(page=3, room=2, fault="table-over",
+                                                 device=False)),
+    "kv-shared-page": request(batch=2, kv=kvcache(page=2, room=3, fault="shared-block")),
+    "kv-length-over": request(batch=2, kv=kvcache(room=7, lengths=1, fault="length-over")),
+    "kv-slot-over": request(batch=2, kv=kvcache(batch_idx=True, fault="slot-over",
+                                                kv="int8")),
+    "kv-no-table": request(batch=2, kv=kvcache(page=1, fault="no-table")),
+    "kv-int8-k-scale-nan-host": request(batch=2, kv=kvcache(lengths=1, kv="int8",
+                                                            fault="k-scale-nan", device=False)),
+    "kv-int8-k-new-inf-device": request(batch=2, kv=kvcache(lengths=1, kv="int8",
+                                                            fault="k-new-inf")),
+    "kv-int8-no-scales": request(batch=2, kv=kvcache(kv="int8", fault="no-scales")),
+    "kv-int8-scale-on-o": request(batch=2, kv=kvcache(kv="int8", fault="scale-on-o",
+                                                      append=False)),
+    "kv-int8-scale-on-cache": request(batch=2, kv=kvcache(page=3, room=3, kv="int8",
+                                                          fault="scale-on-cache")),
 })
 
 

@@ -12,6 +12,10 @@
  * attn_cl.h's list, after which the outputs and the cache must hold what
  * they held, byte for byte.
  *
+ * Built with KV_FAULT_WALK (against the fault-injection library): the
+ * fault walk, and (outside the quick subset) a 128k-token cache on one head
+ * whose plan allocates nothing that grows with the cache (long_cache).
+ *
  * The number of key splits comes from ATTN_CL_TUNE (tests/meson.build runs
  * it with splits=1, 3 and the automatic choice). */
 #ifdef KV_FAULT_WALK
@@ -911,6 +915,119 @@ static void rotary_no_table(kv_data *d) {
     d->cos = NULL;
 }
 
+/* Device tensors that share a buffer (attn_check_kvcache_overlap): tensor
+ * `a` (0 Q, 1 O, 2 LSE, 3 K_cache, 4 V_cache, 5 k_new, 6 v_new, 7 k_scale,
+ * 8 v_scale) lives in tensor b's buffer from byte `at`. `interleave`: the
+ * int8 scales' strides doubled (head-major case), so that k_scale and
+ * v_scale at 4 bytes apart interleave without sharing an element. The call
+ * must give `want`; a refused one leaves every buffer as it was, byte for
+ * byte. */
+#define LAST ((size_t)-1)
+static void overlap_case(attn_context_t ctx, const char *what, const kv_case *c, int a, int b,
+                         size_t at, int interleave, attn_status want) {
+    kv_data d;
+    kv_data_init(&d, c, 5);
+    const size_t es = es_of(c->dtype), kes = d.kes;
+    if (interleave) {
+        const int64_t hk = c->heads_kv, rows = c->capacity;
+        d.kp.k_scale_strides = d.kp.v_scale_strides = (attn_strides){2 * hk * rows, 2 * rows, 2};
+    }
+    size_t sizes[9] = {
+        d.q_elems * es,           d.o_elems * es,  d.lse_elems * 4, d.kc_elems * kes,
+        d.vc_elems * kes,         d.kn_elems * es, d.vn_elems * es, d.ks ? d.ks_elems * 4 : 4,
+        d.vs ? d.vs_elems * 4 : 4};
+    if (interleave)
+        sizes[7] = sizes[8] = 2 * sizes[7];
+    unsigned char *init[9];
+    const void *src[9] = {d.q_s, NULL, NULL, d.kc_s, d.vc_s, d.kn_s, d.vn_s, d.ks, d.vs};
+    for (int i = 0; i < 9; i++) {
+        init[i] = test_alloc_sentinel(sizes[i]);
+        if (src[i])
+            memcpy(init[i], src[i], sizes[i] < d.ks_elems * 4 || i < 7 ? sizes[i] : d.ks_elems * 4);
+    }
+    /* b's buffer holds b, then a from byte `at` (LAST: on b's last 4 bytes). */
+    if (at == LAST)
+        at = (sizes[b] - 1) / 4 * 4;
+    const size_t shared = at + sizes[a] > sizes[b] ? at + sizes[a] : sizes[b];
+    unsigned char *composed = test_alloc_sentinel(shared);
+    memcpy(composed, init[b], sizes[b]);
+    memcpy(composed + at, init[a], sizes[a]);
+    cl_context cl = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+    cl_mem m[9];
+    for (int i = 0; i < 9; i++) {
+        if (i == a)
+            continue;
+        m[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              i == b ? shared : sizes[i], i == b ? composed : init[i], NULL);
+    }
+    m[a] = m[b];
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create_kvcache(ctx, &d.kp, ATTN_PLAN_LSE, &plan);
+    int ok = st == ATTN_SUCCESS;
+    if (ok) {
+        const int int8 = d.ks != NULL;
+        const attn_kvcache_device_tensors t = {
+            .q = m[0],
+            .o = m[1],
+            .lse = m[2],
+            .k_cache = m[3],
+            .v_cache = m[4],
+            .k_new = m[5],
+            .v_new = m[6],
+            .q_offset = a == 0 ? at : 0,
+            .o_offset = a == 1 ? at : 0,
+            .lse_offset = a == 2 ? at : 0,
+            .k_cache_offset = a == 3 ? at : 0,
+            .v_cache_offset = a == 4 ? at : 0,
+            .k_new_offset = a == 5 ? at : 0,
+            .v_new_offset = a == 6 ? at : 0,
+            .cache_seqlens = d.lengths,
+            .cache_batch_idx = d.kp.batch_idx ? d.slots : NULL,
+            .block_table = d.kp.page_size ? d.table : NULL,
+            .rotary_cos = d.cos,
+            .rotary_sin = d.sin,
+            .k_scale = int8 ? m[7] : NULL,
+            .v_scale = int8 ? m[8] : NULL,
+            .k_scale_offset = a == 7 ? at : 0,
+            .v_scale_offset = a == 8 ? at : 0,
+        };
+        st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, NULL);
+        clFinish(queue);
+        for (int i = 0; i < 9 && st != ATTN_SUCCESS; i++) {
+            if (i == a)
+                continue;
+            const size_t n = i == b ? shared : sizes[i];
+            unsigned char *back = malloc(n);
+            clEnqueueReadBuffer(queue, m[i], CL_TRUE, 0, n, back, 0, NULL, NULL);
+            if (memcmp(back, i == b ? composed : init[i], n) != 0) {
+                printf("FAIL overlap %s: a refused call changed buffer %d\n", what, i);
+                ok = 0;
+            }
+            free(back);
+        }
+    }
+    if (st != want || (st != ATTN_SUCCESS && !*attn_last_error(ctx))) {
+        printf("FAIL overlap %s: %s, want %s (%s)\n", what, attn_status_name(st),
+               attn_status_name(want), attn_last_error(ctx));
+        ok = 0;
+    }
+    if (ok)
+        printf("ok   overlap %s: %s%s\n", what, attn_status_name(st),
+               st != ATTN_SUCCESS ? ", nothing written" : "");
+    else
+        failures++;
+    attn_plan_destroy(plan);
+    for (int i = 0; i < 9; i++) {
+        if (i != a)
+            clReleaseMemObject(m[i]);
+        free(init[i]);
+    }
+    free(composed);
+    kv_data_free(&d);
+}
+
 #ifdef KV_FAULT_WALK
 /* Every failure point of a plan's creation and its device and host
  * executes (lib/fault_injection.h): a call that fails returns the injected
@@ -1059,6 +1176,110 @@ static void fault_walk(attn_context_t ctx, const kv_case *c) {
 }
 #endif
 
+#ifdef KV_FAULT_WALK
+/* A 128k-token cache on one head (f16, D 16, append of one row at the
+ * end of the cache) through a plan's device execute with the caller's
+ * buffers: the call completes, matches the double reference, and nothing
+ * the library allocates (device buffers, host memory: the fault build's
+ * accounting) grows with the cache, beyond the split partials in the
+ * plan's workspace, which stay a small fraction of it. */
+static void long_cache(attn_context_t ctx) {
+    enum { CAP = 131072, D = 16 };
+    attn_kvcache_params kp;
+    attn_kvcache_params_init(&kp, 1, 1, 1, CAP, D);
+    kp.attn.dtype = ATTN_DTYPE_F16;
+    kp.attn.mask = ATTN_MASK_CAUSAL_BOTTOM_RIGHT;
+    kp.append = 1;
+    const size_t cache_elems = (size_t)CAP * D, cache_bytes = cache_elems * 2;
+    test_rng rng;
+    test_rng_seed(&rng, 128);
+    float *x = malloc(cache_elems * sizeof *x);
+    test_fill_uniform(&rng, x, cache_elems, -1.0f, 1.0f);
+    void *kc = test_to_storage(ATTN_DTYPE_F16, x, cache_elems);
+    test_fill_uniform(&rng, x, cache_elems, -1.0f, 1.0f);
+    void *vc = test_to_storage(ATTN_DTYPE_F16, x, cache_elems);
+    test_fill_uniform(&rng, x, 3 * D, -1.0f, 1.0f);
+    void *q = test_to_storage(ATTN_DTYPE_F16, x, D),
+         *kn = test_to_storage(ATTN_DTYPE_F16, x + D, D),
+         *vn = test_to_storage(ATTN_DTYPE_F16, x + 2 * D, D);
+    free(x);
+    const int32_t length = CAP - 1;
+    cl_context cl = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl, &cl, NULL);
+    const cl_mem_flags copy = CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR;
+    cl_mem mq = clCreateBuffer(cl, copy, D * 2, q, NULL),
+           mo = clCreateBuffer(cl, copy, D * 2, q, NULL),
+           ml = clCreateBuffer(cl, CL_MEM_READ_WRITE, 4, NULL, NULL),
+           mkc = clCreateBuffer(cl, copy, cache_bytes, kc, NULL),
+           mvc = clCreateBuffer(cl, copy, cache_bytes, vc, NULL),
+           mkn = clCreateBuffer(cl, copy, D * 2, kn, NULL),
+           mvn = clCreateBuffer(cl, copy, D * 2, vn, NULL);
+    /* The kernels built first: their sources and binaries are not the
+     * cache's to account for. */
+    attn_plan_t plan = NULL;
+    attn_status st = attn_plan_create_kvcache(ctx, &kp, ATTN_PLAN_LSE, &plan);
+    attn_plan_destroy(plan);
+    plan = NULL;
+    attn_fault_reset();
+    if (st == ATTN_SUCCESS)
+        st = attn_plan_create_kvcache(ctx, &kp, ATTN_PLAN_LSE, &plan);
+    const attn_kvcache_device_tensors t = {.q = mq,
+                                           .o = mo,
+                                           .lse = ml,
+                                           .k_cache = mkc,
+                                           .v_cache = mvc,
+                                           .k_new = mkn,
+                                           .v_new = mvn,
+                                           .cache_seqlens = &length};
+    for (int step = 0; step < 2 && st == ATTN_SUCCESS; step++)
+        st = attn_plan_execute_kvcache_device(plan, &t, NULL, 0, 0, NULL, NULL);
+    clFinish(queue);
+    const size_t device_largest = attn_fault_largest(ATTN_FAULT_CREATE_BUFFER);
+    const size_t host_largest = attn_fault_largest(ATTN_FAULT_HOST_ALLOC);
+    const size_t workspace = plan ? attn_plan_workspace_size(plan) : 0;
+    uint16_t o[D];
+    float lse = 0.0f, got[D], want[D], ref_lse = 0.0f;
+    clEnqueueReadBuffer(queue, mo, CL_TRUE, 0, sizeof o, o, 0, NULL, NULL);
+    clEnqueueReadBuffer(queue, ml, CL_TRUE, 0, 4, &lse, 0, NULL, NULL);
+    test_from_storage(ATTN_DTYPE_F16, o, got, D);
+    /* The reference on host copies, O in float (Q's values are f16's). */
+    uint16_t ref_o[D];
+    attn_kvcache_host_tensors h = {.q = q,
+                                   .o = ref_o,
+                                   .lse = &ref_lse,
+                                   .k_cache = kc,
+                                   .v_cache = vc,
+                                   .k_new = kn,
+                                   .v_new = vn,
+                                   .cache_seqlens = &length};
+    const attn_status rs = attn_reference_kvcache(&kp, &h);
+    test_from_storage(ATTN_DTYPE_F16, ref_o, want, D);
+    double err = fabs((double)lse - ref_lse);
+    for (int d = 0; d < D; d++)
+        err = fmax(err, fabs((double)got[d] - want[d]));
+    /* Beyond the workspace: the small arrays, staging, plan structs. */
+    const size_t small = 64 * 1024;
+    const int ok = st == ATTN_SUCCESS && rs == ATTN_SUCCESS && err <= 2e-3 &&
+                   device_largest <= (workspace > small ? workspace : small) &&
+                   host_largest <= small && workspace <= cache_bytes / 64;
+    printf("%s 128k-token cache, one head: %s, max err %.1e (f16 O), largest allocation %zu bytes "
+           "on the device, %zu on the host, workspace %zu, cache %zu bytes\n",
+           ok ? "ok  " : "FAIL", attn_status_name(st), err, device_largest, host_largest, workspace,
+           2 * cache_bytes);
+    failures += !ok;
+    attn_plan_destroy(plan);
+    cl_mem all[7] = {mq, mo, ml, mkc, mvc, mkn, mvn};
+    for (int i = 0; i < 7; i++)
+        clReleaseMemObject(all[i]);
+    free(kc);
+    free(vc);
+    free(q);
+    free(kn);
+    free(vn);
+}
+#endif
+
 int main(int argc, char **argv) {
     /* tests/oclgrind_check.sh: --count says how many runs, --run N does the
      * N-th quick case alone (one call of each kind a process). */
@@ -1145,6 +1366,8 @@ int main(int argc, char **argv) {
      * cache (the new rows quantized): every kernel with splits. */
     const kv_case walk = {3, 4, 2, 2, 8, 8, 3, 12, 1, 0, 0, br, f32, -2, none, 0, 1, 4, 0, i8};
     fault_walk(ctx, &walk);
+    if (!test_quick())
+        long_cache(ctx);
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
@@ -1193,6 +1416,24 @@ int main(int argc, char **argv) {
     bad_case(ctx, "cache_seqlens in host and device memory", &paged, no_edit,
              ATTN_ERR_INVALID_VALUE);
     lengths_both_ways = 0;
+
+    /* Device tensors sharing memory (attn_check_kvcache_overlap): the int8
+     * scales and the new rows against O, LSE, each other and the cache. */
+    const kv_case shared8 = {3, 4,  2,   2,  8,    8, 0, 16, 1, 0,
+                             1, br, f32, -2, none, 0, 1, 0,  0, ATTN_KV_DTYPE_INT8};
+    kv_case read8 = shared8;
+    read8.append = 0;
+    const attn_status bad = ATTN_ERR_INVALID_VALUE;
+    overlap_case(ctx, "k_scale on O's last element", &shared8, 7, 1, LAST, 0, bad);
+    overlap_case(ctx, "v_scale on LSE (no append)", &read8, 8, 2, 0, 0, bad);
+    overlap_case(ctx, "v_scale on V_cache's last row (append)", &shared8, 8, 4, LAST, 0, bad);
+    overlap_case(ctx, "k_scale and v_scale one tensor (append)", &shared8, 8, 7, 0, 0, bad);
+    overlap_case(ctx, "k_scale on Q (append)", &shared8, 7, 0, 0, 0, bad);
+    overlap_case(ctx, "k_new on O", &shared8, 5, 1, 0, 0, bad);
+    overlap_case(ctx, "k_scale and v_scale interleaved (append)", &shared8, 8, 7, 4, 1,
+                 ATTN_SUCCESS);
+    overlap_case(ctx, "k_scale and v_scale one tensor (read only)", &read8, 8, 7, 0, 0,
+                 ATTN_SUCCESS);
 
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
