@@ -67,8 +67,12 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
                          "cannot allocate the decode path's state");
     cfg->pb = *pb;
+    /* The fewest blocks of at most MAX_ROWS rows, split evenly: 20 rows are
+     * two blocks of 10, not 16 and 4 (a block's rows past the end still
+     * cost their share of each tile). */
     const int64_t rows = (int64_t)pb->group * p->seq_q;
-    cfg->rows = rows < MAX_ROWS ? (int)rows : MAX_ROWS;
+    const int64_t fewest = (rows + MAX_ROWS - 1) / MAX_ROWS;
+    cfg->rows = (int)((rows + fewest - 1) / fewest);
     const int64_t blocks = (rows + cfg->rows - 1) / cfg->rows;
     if (blocks > INT32_MAX / MAX_SPLITS) {
         free(cfg);
