@@ -123,11 +123,26 @@ inline float hsum4(float4 x) {
 inline float hsum8(float8 x) {
     return hsum4(x.lo + x.hi);
 }
+#if MAX_VEC >= 16
 inline float hsum16(float16 x) {
     return hsum8(x.lo + x.hi);
 }
+#else
+/* Lane by lane: see hmax16_nan. */
+inline float hsum16(float16 x) {
+    float t[16];
+    vstore16(x, 0, t);
+    float sum = t[0];
+    for (int i = 1; i < 16; i++)
+        sum += t[i];
+    return sum;
+}
+#endif
 /* The largest lane, NaN if any lane is NaN (in vector selects: any() costs
- * a branch a lane on some compilers). */
+ * a branch a lane on some compilers), and the smallest (NaN lanes ignored).
+ * With MAX_VEC < 16 (oclgrind, which misreads the halves of 16-wide vectors)
+ * lane by lane. */
+#if MAX_VEC >= 16
 #define MAX_OR_NAN(a, b) select(b, a, isgreater(a, b) | isnan(a))
 inline float hmax16_nan(float16 x) {
     const float8 a = MAX_OR_NAN(x.lo, x.hi);
@@ -141,6 +156,24 @@ inline float hmin16(float16 x) {
     const float2 c = fmin(b.lo, b.hi);
     return fmin(c.x, c.y);
 }
+#else
+inline float hmax16_nan(float16 x) {
+    float t[16];
+    vstore16(x, 0, t);
+    float m = t[0];
+    for (int i = 1; i < 16; i++)
+        m = t[i] > m || isnan(t[i]) ? t[i] : m;
+    return m;
+}
+inline float hmin16(float16 x) {
+    float t[16];
+    vstore16(x, 0, t);
+    float m = t[0];
+    for (int i = 1; i < 16; i++)
+        m = fmin(m, t[i]);
+    return m;
+}
+#endif
 
 /* Lane i of the result: x's lanes 2i and 2i + 1 summed (i < 8), then y's.
  * Four rounds of it turn sixteen keys' partial dot products (a vector across
@@ -305,6 +338,24 @@ inline void kv_copy_row(__global kv_t *dst, __global const kv_t *src, int n) {
  * in registers, not in private memory. */
 #define UNROLL _Pragma("unroll")
 
+/* A paged cache's rows of one head come in runs of a page, so the hardware
+ * prefetcher restarts at every page: the vector path asks for the rows two
+ * tiles ahead itself (10-20% at pages of 16 tokens on a 2-core EPYC; the
+ * builtin prefetch() is a no-op there). Where the compiler is not the
+ * host's (oclgrind, GPUs), nothing. */
+#if PAGED && defined(__x86_64__)
+#define PREFETCH_KEYS (2 * TK)
+#define PREFETCH_ROW(row, n)                                                                       \
+    do {                                                                                           \
+        const __global char *bytes_ = (const __global char *)(row);                                \
+        for (int x_ = 0; x_ < (n) * (int)sizeof(kv_t); x_ += 64)                                   \
+            __builtin_prefetch(bytes_ + x_);                                                       \
+    } while (0)
+#else
+#define PREFETCH_KEYS LONG_MAX / 2
+#define PREFETCH_ROW(row, n) ((void)0)
+#endif
+
 /* P.V's vectors of head_dim_v a pass over the tile's keys: ROWS x PV_CHUNK
  * accumulators, at most 16, stay in registers while each key's weights are
  * broadcast once. */
@@ -319,24 +370,28 @@ inline void kv_copy_row(__global kv_t *dst, __global const kv_t *src, int n) {
 /* The scores of the tile's keys k0 .. k0 + 15 for every row, one vector a
  * row: sv[r] (int8: times the keys' scales). */
 #if VD == 16
-/* Two keys at a time, each K vector loaded once for all rows; their
- * per-lane partial sums meet in pair_sums. */
+/* Two keys at a time, each K vector loaded once for QK_ROWS rows (two
+ * accumulators a row: at most 16 registers); their per-lane partial sums
+ * meet in pair_sums. */
+#define QK_ROWS (ROWS < 8 ? ROWS : 8)
 #define TILE_SCORES()                                                                              \
     float16 pairs[ROWS][TK / 2];                                                                   \
     for (int jp = 0; jp < TK / 2; jp++) {                                                          \
         const __global kv_t *ka = krow[2 * jp], *kz = krow[2 * jp + 1];                            \
-        float16 a0[ROWS], a1[ROWS];                                                                \
-        UNROLL for (int r = 0; r < ROWS; r++)                                                      \
-            a0[r] = a1[r] = 0.0f;                                                                  \
-        UNROLL for (int c = 0; c < ND; c++) {                                                      \
-            const float16 x = LOAD_KD(c, ka), y = LOAD_KD(c, kz);                                  \
-            UNROLL for (int r = 0; r < ROWS; r++) {                                                       \
-                a0[r] = fma(qv[r][c], x, a0[r]);                                                   \
-                a1[r] = fma(qv[r][c], y, a1[r]);                                                   \
+        UNROLL for (int r0 = 0; r0 < ROWS; r0 += QK_ROWS) {                                        \
+            float16 a0[QK_ROWS], a1[QK_ROWS];                                                      \
+            UNROLL for (int r = 0; r < QK_ROWS; r++)                                               \
+                a0[r] = a1[r] = 0.0f;                                                              \
+            UNROLL for (int c = 0; c < ND; c++) {                                                  \
+                const float16 x = LOAD_KD(c, ka), y = LOAD_KD(c, kz);                              \
+                UNROLL for (int r = 0; r < QK_ROWS && r0 + r < ROWS; r++) {                        \
+                    a0[r] = fma(qv[r0 + r][c], x, a0[r]);                                          \
+                    a1[r] = fma(qv[r0 + r][c], y, a1[r]);                                          \
+                }                                                                                  \
             }                                                                                      \
+            UNROLL for (int r = 0; r < QK_ROWS && r0 + r < ROWS; r++)                              \
+                pairs[r0 + r][jp] = pair_sums(a0[r], a1[r]);                                       \
         }                                                                                          \
-        UNROLL for (int r = 0; r < ROWS; r++)                                                      \
-            pairs[r][jp] = pair_sums(a0[r], a1[r]);                                                \
     }                                                                                              \
     for (int r = 0; r < ROWS; r++) {                                                               \
         float16 quads[4];                                                                          \
@@ -378,6 +433,10 @@ inline void kv_copy_row(__global kv_t *dst, __global const kv_t *src, int n) {
             vrow[j] = VAL_ROW(k0 + j);                                                             \
             key_scales[j] = KEY_SCALE(k0 + j);                                                     \
             val_scales[j] = VAL_SCALE(k0 + j);                                                     \
+            if (k0 + j + PREFETCH_KEYS < se) {                                                     \
+                PREFETCH_ROW(KEY_ROW(k0 + j + PREFETCH_KEYS), HEAD_DIM);                           \
+                PREFETCH_ROW(VAL_ROW(k0 + j + PREFETCH_KEYS), HEAD_DIM_V);                         \
+            }                                                                                      \
         }                                                                                          \
         const float16 kscale = vload16(0, key_scales);                                             \
         const float16 vscale = vload16(0, val_scales);                                             \
