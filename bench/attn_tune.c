@@ -1,5 +1,6 @@
-/* attn_tune: searches the kernel parameters (lib/tuning.h) of the fused path
- * or (--algo three-kernel) of the three-kernel path for one device, head_dim
+/* attn_tune: searches the kernel parameters (lib/tuning.h) of the fused path,
+ * (--algo three-kernel) of the three-kernel path or (--algo backward) of
+ * the backward's shape for one device, head_dim
  * and mask, and prints the winner as an entry of the table in lib/tuning.c
  * and as an ATTN_CL_TUNE spec. The table's entry serves both paths (the
  * three-kernel path's cpu shape reads its rows, tile_k and vec).
@@ -13,7 +14,11 @@
  * vector width and unroll factor of the best shape.
  *
  * Candidates are applied through ATTN_CL_TUNE, which the library reads at
- * every forward. */
+ * every forward and backward. The backward's keys (bwd_*) sit beside the
+ * forward's in the same entry; its search keeps the entry's forward keys
+ * and ends by running the winner through attn_context_set_tuning, checked
+ * against the reference again, so that the entry printed is one the
+ * backward reads. */
 #include "attn_cl.h"
 
 #include <math.h>
@@ -27,6 +32,7 @@ typedef struct options {
     attn_mask mask;
     const char *variant; /* "cpu", "gpu" or NULL: the device type's */
     attn_algo algo;      /* ATTN_ALGO_FUSED or ATTN_ALGO_THREE_KERNEL */
+    int backward;        /* 1: search the backward's keys (--algo backward) */
 } options;
 
 typedef struct candidate {
@@ -177,17 +183,150 @@ static int time_forward(attn_context_t ctx, const options *o, double *ms, char *
     return ok;
 }
 
+/* The backward's gradients against attn_reference_backward on lengths
+ * that break every tiling (LSE from the forward on the same device). */
+static int check_backward(attn_context_t ctx, const options *o, char *why, size_t why_size) {
+    static const int lengths[][2] = {{1, 1}, {7, 100}, {100, 7}, {131, 131}};
+    for (size_t c = 0; c < sizeof lengths / sizeof lengths[0]; c++) {
+        attn_params p = make_params(o, lengths[c][0], lengths[c][1]);
+        p.batch = 1;
+        p.heads_q = p.heads_kv = 2;
+        const size_t nq = 2 * (size_t)p.seq_q * (size_t)p.head_dim;
+        const size_t nk = 2 * (size_t)p.seq_k * (size_t)p.head_dim;
+        const size_t nv = 2 * (size_t)p.seq_k * (size_t)p.head_dim_v;
+        const size_t no = 2 * (size_t)p.seq_q * (size_t)p.head_dim_v;
+        const size_t nl = 2 * (size_t)p.seq_q;
+        /* q k v o dout lse, then dq dk dv and the reference's */
+        float *buf = malloc((nq + nk + nv + 2 * no + nl + 2 * (nq + nk + nv)) * sizeof(float));
+        if (!buf) {
+            snprintf(why, why_size, "out of host memory");
+            return 0;
+        }
+        float *q = buf, *k = q + nq, *v = k + nk, *out = v + nv, *dout = out + no;
+        float *lse = dout + no, *grads = lse + nl, *refs = grads + nq + nk + nv;
+        fill(q, nq, 1);
+        fill(k, nk, 2);
+        fill(v, nv, 3);
+        fill(dout, no, 4);
+        attn_backward_host_tensors t = {0};
+        t.q = q, t.k = k, t.v = v, t.o = out, t.dout = dout, t.lse = lse;
+        t.dq = grads, t.dk = grads + nq, t.dv = grads + nq + nk;
+        attn_status st = attn_forward(ctx, &p, q, k, v, out, lse, NULL);
+        if (st == ATTN_SUCCESS)
+            st = attn_backward_host(ctx, &p, &t);
+        if (st != ATTN_SUCCESS) {
+            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+            free(buf);
+            return 0;
+        }
+        t.dq = refs, t.dk = refs + nq, t.dv = refs + nq + nk;
+        st = attn_reference_backward(&p, &t);
+        double err = 0, scale = 0;
+        for (size_t i = 0; i < nq + nk + nv && st == ATTN_SUCCESS; i++) {
+            const double e = fabs((double)grads[i] - (double)refs[i]);
+            err = e > err || e != e ? e : err;
+            scale = fabs((double)refs[i]) > scale ? fabs((double)refs[i]) : scale;
+        }
+        free(buf);
+        /* fp32 gradients are ~1e-6 of their largest here; a broken tiling
+         * misses by a sizeable fraction of it. */
+        if (st != ATTN_SUCCESS || !(err <= 1e-4 * (1.0 + scale))) {
+            snprintf(why, why_size, "seq_q %d seq_k %d: max|grad - ref| = %.3g (max|ref| %.3g)",
+                     p.seq_q, p.seq_k, err, scale);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Median milliseconds of the backward on the benchmark shape (its O and
+ * LSE from one forward). */
+static int time_backward(attn_context_t ctx, const options *o, double *ms, char *why,
+                         size_t why_size) {
+    attn_params p = make_params(o, o->seq, o->seq);
+    const size_t nq = (size_t)o->batch * o->heads * o->seq * o->head_dim;
+    const size_t nv = (size_t)o->batch * o->heads * o->seq * o->head_dim_v;
+    const size_t nl = (size_t)o->batch * o->heads * o->seq;
+    cl_context cl_ctx = NULL;
+    cl_command_queue queue = attn_context_queue(ctx);
+    if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl_ctx, &cl_ctx, NULL) !=
+        CL_SUCCESS) {
+        snprintf(why, why_size, "clGetCommandQueueInfo failed");
+        return 0;
+    }
+    float *host = malloc((nq > nv ? nq : nv) * sizeof(float));
+    if (!host) {
+        snprintf(why, why_size, "out of host memory");
+        return 0;
+    }
+    cl_int err = CL_SUCCESS;
+    attn_backward_device_tensors t = {0};
+    cl_mem *mems[9] = {&t.q, &t.k, &t.v, &t.o, &t.dout, &t.lse, &t.dq, &t.dk, &t.dv};
+    const size_t sizes[9] = {nq, nq, nv, nv, nv, nl, nq, nq, nv};
+    for (int i = 0; i < 9 && err == CL_SUCCESS; i++) {
+        fill(host, sizes[i], (unsigned)i + 10);
+        *mems[i] = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                                  sizes[i] * sizeof(float), host, &err);
+    }
+    free(host);
+    int ok = err == CL_SUCCESS;
+    if (!ok)
+        snprintf(why, why_size, "clCreateBuffer failed (%d)", (int)err);
+    if (ok) {
+        attn_device_tensors f = {0};
+        f.q = t.q, f.k = t.k, f.v = t.v, f.o = t.o, f.lse = t.lse;
+        cl_event done = NULL;
+        attn_status st = attn_forward_device(ctx, &p, &f, 0, NULL, &done);
+        if (st == ATTN_SUCCESS) {
+            clWaitForEvents(1, &done);
+            clReleaseEvent(done);
+        } else {
+            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+            ok = 0;
+        }
+    }
+    double *times = malloc((size_t)(o->repeats + 1) * sizeof(double));
+    for (int r = 0; ok && r <= o->repeats; r++) {
+        cl_event done = NULL;
+        const double start = now_ms();
+        attn_status st = attn_backward_device(ctx, &p, &t, 0, NULL, &done);
+        if (st == ATTN_SUCCESS) {
+            clWaitForEvents(1, &done);
+            clReleaseEvent(done);
+        } else {
+            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+            ok = 0;
+        }
+        if (r > 0) /* the first run is the warm-up */
+            times[r - 1] = now_ms() - start;
+    }
+    if (ok) {
+        qsort(times, (size_t)o->repeats, sizeof(double), compare_double);
+        *ms = times[o->repeats / 2];
+    }
+    free(times);
+    for (int i = 0; i < 9; i++)
+        if (*mems[i])
+            clReleaseMemObject(*mems[i]);
+    return ok;
+}
+
 /* Checks and times one spec; returns whether it ran. */
 static int try_spec(attn_context_t ctx, const options *o, const char *spec, candidate *out) {
     setenv("ATTN_CL_TUNE", spec, 1);
     char why[512] = "";
     double ms = 0;
-    if (!check(ctx, o, why, sizeof why) || !time_forward(ctx, o, &ms, why, sizeof why)) {
+    const int ran =
+        o->backward
+            ? check_backward(ctx, o, why, sizeof why) && time_backward(ctx, o, &ms, why, sizeof why)
+            : check(ctx, o, why, sizeof why) && time_forward(ctx, o, &ms, why, sizeof why);
+    if (!ran) {
         fprintf(stderr, "  %-52s skipped: %s\n", spec, why);
         return 0;
     }
-    const double flops = 2.0 * o->batch * o->heads * visible_pairs(o->seq, o->seq, o->mask) *
-                         (o->head_dim + o->head_dim_v);
+    /* The backward counts 2.5x the forward's work, as attn_bench does. */
+    const double flops = (o->backward ? 2.5 : 1.0) * 2.0 * o->batch * o->heads *
+                         visible_pairs(o->seq, o->seq, o->mask) * (o->head_dim + o->head_dim_v);
     snprintf(out->spec, sizeof out->spec, "%s", spec);
     out->ms = ms;
     out->gflops = flops / ms * 1e-6;
@@ -209,13 +348,78 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     return 1;
 }
 
+/* The backward's search: the cpu shape's bwd_block x bwd_tile, or the gpu
+ * shape's bwd_rows x bwd_tile_k x bwd_wg, under the table's forward keys;
+ * the winner is checked once more through attn_context_set_tuning (what an
+ * application or the table gives the backward) and printed. */
+static int search_backward(attn_context_t ctx, const options *o, const attn_device_info *info) {
+    candidate best = {0}, c;
+    char spec[128];
+    const int cpu = !strcmp(o->variant, "cpu");
+    if (cpu) {
+        static const int blocks[] = {4, 8, 16};
+        for (int b = 0; b < 3; b++)
+            for (int tile = 1; tile <= 8; tile *= 2) {
+                snprintf(spec, sizeof spec, "bwd_block=%d,bwd_tile=%d", blocks[b], tile);
+                if (try_spec(ctx, o, spec, &c))
+                    keep_best(&best, &c);
+            }
+    } else {
+        static const int rows_list[] = {8, 16, 32, 64}, per_row[] = {1, 2, 4, 8, 16},
+                         tiles[] = {16, 32, 64};
+        for (int r = 0; r < 4; r++)
+            for (int w = 0; w < 5; w++)
+                for (int t = 0; t < 3; t++) {
+                    const int rows = rows_list[r], wg = rows * per_row[w];
+                    if (wg < 32 || wg > 512)
+                        continue;
+                    snprintf(spec, sizeof spec, "variant=gpu,bwd_rows=%d,bwd_tile_k=%d,bwd_wg=%d",
+                             rows, tiles[t], wg);
+                    if (try_spec(ctx, o, spec, &c))
+                        keep_best(&best, &c);
+                }
+    }
+    unsetenv("ATTN_CL_TUNE");
+    if (!best.spec[0]) {
+        fprintf(stderr, "attn_tune: no candidate passed\n");
+        attn_context_destroy(ctx);
+        return 1;
+    }
+    /* The entry as the backward reads it: the context's spec this time. */
+    char why[512] = "";
+    if (attn_context_set_tuning(ctx, best.spec) != ATTN_SUCCESS ||
+        !check_backward(ctx, o, why, sizeof why)) {
+        fprintf(stderr, "attn_tune: the winner %s failed through attn_context_set_tuning: %s%s\n",
+                best.spec, why, why[0] ? "" : attn_last_error(ctx));
+        attn_context_destroy(ctx);
+        return 1;
+    }
+    int block = 0, tile = 0, rows = 0, tile_k = 0, wg = 0;
+    if (cpu)
+        sscanf(best.spec, "bwd_block=%d,bwd_tile=%d", &block, &tile);
+    else
+        sscanf(best.spec, "variant=gpu,bwd_rows=%d,bwd_tile_k=%d,bwd_wg=%d", &rows, &tile_k, &wg);
+    const int dim = o->head_dim > o->head_dim_v ? o->head_dim : o->head_dim_v;
+    printf("/* %s, head_dim %d, %s, n=%d: %.1f GFLOP/s (backward; the entry's trailing\n"
+           " * bwd_block, bwd_tile, bwd_rows, bwd_tile_k, bwd_wg) */\n",
+           info->device_name, dim, o->mask == ATTN_MASK_NONE ? "no mask" : "causal", o->seq,
+           best.gflops);
+    printf("..., %d, %d, %d, %d, %d}},\n", block, tile, rows, tile_k, wg);
+    printf("ATTN_CL_TUNE=\"%s\"\n", best.spec);
+    attn_context_destroy(ctx);
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: attn_tune [options]\n\n"
                "Searches the kernel parameters of the fused (or the three-kernel) path for\n"
                "this device and prints the best as an entry of lib/tuning.c's table and as\n"
                "an ATTN_CL_TUNE spec.\n\n"
-               "  --algo A          fused (default) or three-kernel; the three-kernel path\n"
-               "                    has no gpu parameters to search (its gpu shape is fixed)\n"
+               "  --algo A          fused (default), three-kernel or backward; the three-kernel\n"
+               "                    path has no gpu parameters to search (its gpu shape is\n"
+               "                    fixed); backward searches the backward's bwd_* keys (cpu:\n"
+               "                    bwd_block, bwd_tile; gpu: bwd_rows, bwd_tile_k, bwd_wg)\n"
+               "                    under the device's table entry for the forward\n"
                "  --head-dim N      head dimension of Q and K (default 64)\n"
                "  --head-dim-v N    of V and O (default: --head-dim)\n"
                "  --causal          causal mask (bottom-right); default none\n"
@@ -229,7 +433,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    options o = {1, 8, 2048, 64, 0, 3, ATTN_MASK_NONE, NULL, ATTN_ALGO_FUSED};
+    options o = {1, 8, 2048, 64, 0, 3, ATTN_MASK_NONE, NULL, ATTN_ALGO_FUSED, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         int ok = 1;
@@ -250,8 +454,10 @@ int main(int argc, char **argv) {
             ok = parse_int(v, 1, 1024, &o.batch), i++;
         } else if (!strcmp(a, "--repeats")) {
             ok = parse_int(v, 1, 1000, &o.repeats), i++;
-        } else if (!strcmp(a, "--algo") && (!strcmp(v, "fused") || !strcmp(v, "three-kernel"))) {
-            o.algo = !strcmp(v, "fused") ? ATTN_ALGO_FUSED : ATTN_ALGO_THREE_KERNEL, i++;
+        } else if (!strcmp(a, "--algo") &&
+                   (!strcmp(v, "fused") || !strcmp(v, "three-kernel") || !strcmp(v, "backward"))) {
+            o.algo = !strcmp(v, "three-kernel") ? ATTN_ALGO_THREE_KERNEL : ATTN_ALGO_FUSED, i++;
+            o.backward = !strcmp(v, "backward");
         } else if (!strcmp(a, "--variant") && (!strcmp(v, "cpu") || !strcmp(v, "gpu"))) {
             o.variant = v, i++;
         } else {
@@ -283,11 +489,17 @@ int main(int argc, char **argv) {
         return 2;
     }
     fprintf(stderr, "device: %s (%s), %s path, head_dim %d/%d, %s, %d x %d heads x %d\n",
-            info.device_name, info.vendor, three ? "three-kernel" : "fused", o.head_dim,
-            o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.batch, o.heads, o.seq);
+            info.device_name, info.vendor,
+            o.backward ? "backward"
+            : three    ? "three-kernel"
+                       : "fused",
+            o.head_dim, o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.batch,
+            o.heads, o.seq);
 
     candidate best = {0}, c;
     char spec[128];
+    if (o.backward)
+        return search_backward(ctx, &o, &info);
     if (!strcmp(o.variant, "cpu")) {
         /* Shape first (vec 16, no unroll), then vec and unroll for it. */
         static const int tiles[] = {4, 8, 16};

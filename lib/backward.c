@@ -61,18 +61,21 @@ static size_t gpu_local_bytes(const attn_params *p, size_t own, size_t step) {
 
 /* The gpu shape's tiles from the tuning's gpu entry: `rows` rows a
  * work-group owns, `tile_k` rows of the other side a tile, wg / rows
- * work-items a row; the tile, then the owned rows, halved until they fit
- * the device's local memory. 0 when they do not fit or the group is above
- * the device's limit (the cpu shape serves then). */
+ * work-items a row (bwd_rows, bwd_tile_k and bwd_wg where set); the tile,
+ * then the owned rows, halved until they fit the device's local memory. 0
+ * when they do not fit or the group is above the device's limit (the cpu
+ * shape serves then). */
 static int gpu_tiles(attn_context_t ctx, const attn_params *p, const attn_tuning *t,
                      backward_state *st) {
     size_t max_wg = 0;
-    if (t->rows < 1 || t->wg < t->rows ||
-        clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg,
-                        NULL) != CL_SUCCESS)
+    const int rows = t->bwd_rows ? t->bwd_rows : t->rows;
+    const int wg = t->bwd_wg ? t->bwd_wg : t->wg;
+    if (rows < 1 || wg < rows ||
+        clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL) !=
+            CL_SUCCESS)
         return 0;
-    int own = t->rows, per_tile = t->tile_k;
-    const int tpo = t->wg / t->rows;
+    int own = rows, per_tile = t->bwd_tile_k ? t->bwd_tile_k : t->tile_k;
+    const int tpo = wg / rows;
     while (gpu_local_bytes(p, (size_t)own, (size_t)per_tile) > ctx->info.local_mem_bytes) {
         if (per_tile > 1)
             per_tile = (per_tile + 1) / 2;
@@ -118,15 +121,16 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     st->want_dbias = want_dbias;
     char features[256];
     attn_feature_options(pb, features, sizeof features);
-    st->block = block_rows(&pb->p);
-    st->tile = BACKWARD_TILE;
-    snprintf(st->options, sizeof st->options,
-             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d -DBLOCK=%d -DTILE=%d", features,
-             pb->p.head_dim, pb->p.head_dim_v, pb->group, st->block, st->tile);
     pthread_mutex_lock(&ctx->lock);
     attn_tuning tuning;
     attn_tuning_origin origin;
     attn_status status = attn_tuning_lookup(ctx, &pb->p, &tuning, &origin);
+    /* The tuning's backward keys, 0 where it leaves the defaults. */
+    st->block = status == ATTN_SUCCESS && tuning.bwd_block ? tuning.bwd_block : block_rows(&pb->p);
+    st->tile = status == ATTN_SUCCESS && tuning.bwd_tile ? tuning.bwd_tile : BACKWARD_TILE;
+    snprintf(st->options, sizeof st->options,
+             "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DGROUP=%d -DBLOCK=%d -DTILE=%d", features,
+             pb->p.head_dim, pb->p.head_dim_v, pb->group, st->block, st->tile);
     if (status == ATTN_SUCCESS && tuning.variant == ATTN_FUSED_GPU)
         st->gpu = gpu_tiles(ctx, &pb->p, &tuning, st);
     char gpu_options[sizeof st->options + 64];

@@ -24,16 +24,16 @@ static const tuning_entry table[] = {
      * 16-key tiles give 116-138 GFLOP/s for head_dim 32..256; 4-5 rows are
      * within noise of it, 2-3 rows ~83, 8 rows spill the 16 AVX2 registers
      * (~77), 8-key tiles ~104; unroll and vec=8 change little. */
-    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1, 0}},
+    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1, 0, 0, 0, 0, 0, 0}},
     /* GPUs (not measured here): 16 rows x 8 work-items a row; the key tile
      * shrinks with head_dim so that Q, K/V and P tiles stay within 32 KiB of
      * local memory. */
-    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0}},
-    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0}},
-    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
+    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
     /* Anything else (accelerators, custom devices): the work-group shape. */
-    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0}},
-    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0}},
+    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
+    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
 };
 
 static int contains_nocase(const char *haystack, const char *needle) {
@@ -90,6 +90,11 @@ static const tuning_key keys[] = {
     {"vec", 4, 16, offsetof(attn_tuning, vec), ATTN_TUNE_VEC},
     {"unroll", 1, 64, offsetof(attn_tuning, unroll), ATTN_TUNE_UNROLL},
     {"splits", 0, 256, offsetof(attn_tuning, splits), ATTN_TUNE_SPLITS},
+    {"bwd_block", 0, 16, offsetof(attn_tuning, bwd_block), ATTN_TUNE_BWD_BLOCK},
+    {"bwd_tile", 0, 8, offsetof(attn_tuning, bwd_tile), ATTN_TUNE_BWD_TILE},
+    {"bwd_rows", 0, 256, offsetof(attn_tuning, bwd_rows), ATTN_TUNE_BWD_ROWS},
+    {"bwd_tile_k", 0, 256, offsetof(attn_tuning, bwd_tile_k), ATTN_TUNE_BWD_TILE_K},
+    {"bwd_wg", 0, 1024, offsetof(attn_tuning, bwd_wg), ATTN_TUNE_BWD_WG},
 };
 
 attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char *spec,
@@ -144,7 +149,8 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
             if (!key)
                 return attn_fail(ctx, ATTN_ERR_INVALID_VALUE,
                                  "%s \"%s\": unknown key \"%.*s\" (variant, rows, tile_k, wg, "
-                                 "vec, unroll, splits)",
+                                 "vec, unroll, splits, bwd_block, bwd_tile, bwd_rows, "
+                                 "bwd_tile_k, bwd_wg)",
                                  origin, spec, (int)key_len, p);
             char *rest;
             errno = 0;
@@ -166,8 +172,20 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
 
 void attn_tuning_format(const attn_tuning *t, char *buf, size_t size) {
     static const char *const variants[] = {"cpu", "gpu", "decode"};
-    snprintf(buf, size, "variant=%s,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d,splits=%d",
-             variants[t->variant], t->rows, t->tile_k, t->wg, t->vec, t->unroll, t->splits);
+    int n = snprintf(buf, size, "variant=%s,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d,splits=%d",
+                     variants[t->variant], t->rows, t->tile_k, t->wg, t->vec, t->unroll, t->splits);
+    /* The backward's keys only where they leave its defaults. */
+    const struct {
+        const char *name;
+        int value;
+    } bwd[] = {{"bwd_block", t->bwd_block},
+               {"bwd_tile", t->bwd_tile},
+               {"bwd_rows", t->bwd_rows},
+               {"bwd_tile_k", t->bwd_tile_k},
+               {"bwd_wg", t->bwd_wg}};
+    for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++)
+        if (bwd[i].value && n >= 0 && (size_t)n < size)
+            n += snprintf(buf + n, size - (size_t)n, ",%s=%d", bwd[i].name, bwd[i].value);
 }
 
 /* ---- Refusals ----------------------------------------------------------- */
@@ -251,6 +269,17 @@ attn_status attn_tuning_lookup(attn_context_t ctx, const attn_params *p, attn_tu
         return attn_tuning_refuse(
             ctx, &t, &from, ATTN_TUNE_VARIANT | ATTN_TUNE_ROWS | ATTN_TUNE_TILE_K | ATTN_TUNE_WG,
             "the gpu variant needs wg a multiple of rows and tile_k a multiple of wg / rows");
+    }
+    if (t.bwd_block != 0 && t.bwd_block != 4 && t.bwd_block != 8 && t.bwd_block != 16)
+        return attn_tuning_refuse(ctx, &t, &from, ATTN_TUNE_BWD_BLOCK,
+                                  "bwd_block must be 4, 8 or 16 (or 0, the default)");
+    if (t.variant == ATTN_FUSED_GPU) {
+        const int rows = t.bwd_rows ? t.bwd_rows : t.rows, wg = t.bwd_wg ? t.bwd_wg : t.wg;
+        if (wg % rows != 0)
+            return attn_tuning_refuse(
+                ctx, &t, &from,
+                ATTN_TUNE_BWD_ROWS | ATTN_TUNE_BWD_WG | ATTN_TUNE_ROWS | ATTN_TUNE_WG,
+                "the backward's gpu shape needs its wg a multiple of its rows");
     }
     *out = t;
     *origin = from;

@@ -23,6 +23,12 @@
  *   unroll   1..64       unroll factor of the head_dim loop of Q.K^T (cpu)
  *   splits   0..256      decode: key ranges a kv head is split into (0: as
  *                        many as fill the device's compute units)
+ *   bwd_block  0, 4, 8, 16  the backward's cpu shape: rows a work-item holds
+ *                        (kernels/backward.cl's BLOCK; 0: 16)
+ *   bwd_tile   0..8      its rows / keys a step takes (TILE; 0: 4)
+ *   bwd_rows, bwd_tile_k, bwd_wg  0..256, 0..256, 0..1024: the backward's
+ *                        gpu shape (kernels/backward_gpu.cl), as rows, tile_k
+ *                        and wg are the forward's (0: the forward's value)
  *
  * Precedence: the table, then the context's spec (attn_context_set_tuning),
  * then ATTN_CL_TUNE, so that the environment can override an application's
@@ -54,6 +60,11 @@ enum {
     ATTN_TUNE_VEC = 1 << 4,
     ATTN_TUNE_UNROLL = 1 << 5,
     ATTN_TUNE_SPLITS = 1 << 6,
+    ATTN_TUNE_BWD_BLOCK = 1 << 7,
+    ATTN_TUNE_BWD_TILE = 1 << 8,
+    ATTN_TUNE_BWD_ROWS = 1 << 9,
+    ATTN_TUNE_BWD_TILE_K = 1 << 10,
+    ATTN_TUNE_BWD_WG = 1 << 11,
 };
 
 typedef struct attn_tuning {
@@ -64,6 +75,13 @@ typedef struct attn_tuning {
     int vec;    /* cpu: accumulator vector width */
     int unroll; /* cpu: head_dim loop unroll */
     int splits; /* decode: key splits, 0 = by compute units */
+    /* The backward's shapes (lib/backward.c); 0 everywhere: its defaults.
+     * cpu shape (any variant but gpu): rows a work-item holds (4, 8, 16;
+     * 0: 16) and rows or keys a step takes (1..8; 0: 4). gpu shape: rows a
+     * work-group owns, rows of the other side a tile, work-items a group
+     * (0: the forward's rows, tile_k and wg). */
+    int bwd_block, bwd_tile;
+    int bwd_rows, bwd_tile_k, bwd_wg;
 } attn_tuning;
 
 /* Where a tuning's values came from: the keys the context's spec and

@@ -708,6 +708,11 @@ static void bad_inputs(attn_context_t ctx) {
     attn_backward_host_tensors t = good;
     attn_params p = c.t.p;
 
+    /* The backward reads the tuning's bwd_* keys: one the cpu shape cannot
+     * take is the caller's error, named, before any kernel runs. */
+    attn_context_set_tuning(ctx, "bwd_block=12");
+    expect(ctx, "tuning bwd_block=12", &p, &t, ATTN_ERR_INVALID_VALUE, &c, &d);
+    attn_context_set_tuning(ctx, NULL);
     t.lse = NULL;
     expect(ctx, "missing LSE", &p, &t, ATTN_ERR_NULL_ARGUMENT, &c, &d);
     t = good;
