@@ -501,6 +501,9 @@ ATTN_API attn_status attn_reference_host(const attn_params *params,
  * accumulation fp32 on the device, double in the reference), dBias like the
  * bias (float, bias.strides, its broadcast shape). A query row whose keys
  * are all masked (LSE -inf) contributes nothing: its dQ row is 0, never NaN;
+ * so does a row whose LSE is +inf (its log-sum-exp overflowed fp32, as
+ * with a scale near FLT_MAX: no probability can be recovered from it), in
+ * the reference too (where its LSE rounds to +inf in fp32);
  * key rows no query sees get dK = dV = 0. With varlen only the packed rows
  * of the sequences are written.
  *

@@ -55,7 +55,7 @@ __kernel void attn_bwd_dot(TENSOR(__global const elem_t, o, o),
     __global const elem_t *orow = o + AT(o, bt, h, r);
     __global const elem_t *drow = dout + AT(dout, bt, h, r);
     float sum = 0.0f;
-    if (lse[AT(lse, bt, h, r)] != -INFINITY)
+    if (backward_row_lse(lse[AT(lse, bt, h, r)]) != -INFINITY)
         for (int d = 0; d < HEAD_DIM_V; d++)
             sum += load_elem(orow, d) * load_elem(drow, d);
     delta[delta_off + (bt * heads_q + h) * rows + r] = sum;
@@ -259,7 +259,7 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
                 const int i = i0 + t, r = s.q0 + i;
                 row_on[t] = i < s.len_q && last_key(i, s, win_right) >= j0 &&
                             first_key(i, s, win_left) <= j_last;
-                row_lse[t] = row_on[t] ? lse[AT(lse, bt, h, r)] : -INFINITY;
+                row_lse[t] = row_on[t] ? backward_row_lse(lse[AT(lse, bt, h, r)]) : -INFINITY;
                 row_on[t] = row_on[t] && row_lse[t] != -INFINITY;
                 any_on |= row_on[t];
                 row_delta[t] = row_on[t] ? delta[delta_off + (bt * heads_q + h) * rows + r] : 0.0f;
@@ -413,7 +413,7 @@ __kernel void attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global c
             LANE(qt[d], rr) = load_elem(qrow, d);
         for (int d = 0; d < HEAD_DIM_V; d++)
             LANE(dt[d], rr) = load_elem(drow, d);
-        row_lse[rr] = lse[AT(lse, bt, h, r)];
+        row_lse[rr] = backward_row_lse(lse[AT(lse, bt, h, r)]);
         row_delta[rr] = delta[delta_off + (bt * heads_q + h) * rows + r];
     }
     /* The rows' key ranges grow with i: the block needs first(i0) ..
@@ -536,7 +536,7 @@ attn_bwd_dbias(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t
         for (int h = h_first; h < h_end; h++) {
             if (!sees(i, j, s, win_left, win_right, KEEP_ROW(b, h, i)))
                 continue;
-            const float row_lse = lse[AT(lse, bt, h, r)];
+            const float row_lse = backward_row_lse(lse[AT(lse, bt, h, r)]);
             if (row_lse == -INFINITY)
                 continue;
             const int g = h / GROUP;

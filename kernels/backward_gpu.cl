@@ -138,7 +138,7 @@ attn_bwd_dkdv(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t,
             LOAD_TILE(d_tile, PER_TILE, HEAD_DIM_V, V_STRIDE, dout, bt, h, s.q0 + i0, nq)
             for (int t = lid; t < PER_TILE; t += WG_SIZE) {
                 const long r = s.q0 + i0 + t;
-                tile_lse[t] = t < nq ? lse[AT(lse, bt, h, r)] : -INFINITY;
+                tile_lse[t] = t < nq ? backward_row_lse(lse[AT(lse, bt, h, r)]) : -INFINITY;
                 tile_delta[t] = t < nq ? delta[delta_off + (bt * heads_q + h) * rows + r] : 0.0f;
             }
             barrier(CLK_LOCAL_MEM_FENCE);
@@ -216,7 +216,7 @@ attn_bwd_dq(TENSOR(__global const elem_t, q, q), TENSOR(__global const elem_t, k
     LOAD_TILE(d_tile, OWN, HEAD_DIM_V, V_STRIDE, dout, bt, h, s.q0 + i0, nq)
     for (int t = lid; t < OWN; t += WG_SIZE) {
         const long r = s.q0 + i0 + t;
-        own_lse[t] = t < nq ? lse[AT(lse, bt, h, r)] : -INFINITY;
+        own_lse[t] = t < nq ? backward_row_lse(lse[AT(lse, bt, h, r)]) : -INFINITY;
         own_delta[t] = t < nq ? delta[delta_off + (bt * heads_q + h) * rows + r] : 0.0f;
     }
     float acc[K_COLS];

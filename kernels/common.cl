@@ -263,6 +263,17 @@ inline float modified_score(float raw, float scale, float softcap, float slope, 
  * s - m keeps, and it overflows near FLT_MAX. `half_diff` is s/2 - m/2. */
 #define EXPONENT_OF(half_diff) (((half_diff) * exp_hi) * exp_lo)
 
+/* ---- The backward's rows ----------------------------------------------------- */
+
+/* A query row's LSE as the backward kernels use it: +inf (the forward's
+ * log-sum-exp overflowed fp32, so no probability can be recovered from it:
+ * exp(s - LSE) would be 0 or NaN) becomes -inf, and the row contributes
+ * nothing, like a row that sees no key (include/attn_cl.h's rule, which
+ * lib/reference_backward.c follows). */
+inline float backward_row_lse(float lse) {
+    return lse == INFINITY ? -INFINITY : lse;
+}
+
 /* ---- Dropout: the Philox-4x32-10 mask ------------------------------------------ */
 
 /* The keep decision of key j of query row i of (sequence b, query head h)

@@ -97,6 +97,11 @@ static void backward_row(const attn_problem *pb, const attn_backward_host_tensor
                                            : exp(p_row[j] - max);
         sum += p_row[j];
     }
+    /* An LSE past fp32 (the forward stores +inf, attn_reference's rounding
+     * of max + log(sum)): the row contributes nothing, as the kernels do,
+     * which cannot recover a probability from an infinite LSE. */
+    if (!nan && (float)(max + log(sum)) == INFINITY)
+        return;
     /* dP_j = dO . V_j; D = sum_j P_j dP_j (= dO . O); dS_j = P_j (dP_j - D).
      * Dropout: O weighs V_j by W_j = Z_j P_j / (1 - p), Z_j lib/reference.c's
      * mask, so dV_j = W_j dO and dP_j = Z_j (dO . V_j) / (1 - p); the softmax

@@ -461,7 +461,7 @@ SEEDS.update({
                                           backward=BACKWARD | BACKWARD_DBIAS),
     "backward-scale-subnormal-wide": request(WANT_LSE, sq=7, sk=9, d=1, value_mode=0x30,
                                              scl=scale("bits", 1e-40), backward=BACKWARD),
-    # scale * q.k past FLT_MAX: LSE +inf, gradients not held to be finite.
+    # scale * q.k past FLT_MAX: LSE +inf; those rows contribute nothing (attn_cl.h).
     "backward-scale-huge": request(WANT_LSE, sq=7, sk=9, d=8, scl=scale("bits", 3e38),
                                    backward=BACKWARD),
     "dropout-bad-nan": request(WANT_LSE, dropout=(("special", 0), 1, 1), backward=BACKWARD),

@@ -675,6 +675,75 @@ static void mask_identity(attn_context_t ctx) {
     case_free(&c);
 }
 
+/* ---- An LSE past fp32 ------------------------------------------------------ */
+
+/* A scale near FLT_MAX: the even query rows (Q all 1, K in [0.5, 1)) have
+ * scores past FLT_MAX, so the forward stores LSE +inf; the odd rows (Q
+ * tiny) stay finite. attn_cl.h's rule: the +inf rows contribute nothing
+ * (dQ row 0, nothing to dK and dV), the reference agrees, nothing is NaN,
+ * on the host and device calls. */
+static void lse_overflow(attn_context_t ctx) {
+    enum { SQ = 7, SK = 9, D = 8 };
+    attn_params p;
+    attn_params_init(&p, 1, 1, SQ, SK, D);
+    p.scale = 3e38f;
+    float q[SQ * D], k[SK * D], v[SK * D], o[SQ * D], dout[SQ * D], lse[SQ];
+    float grads[2][(SQ + 2 * SK) * D], ref[(SQ + 2 * SK) * D];
+    test_rng rng;
+    test_rng_seed(&rng, 4242);
+    test_fill_uniform(&rng, k, SK * D, 0.5f, 1.0f);
+    test_fill_uniform(&rng, v, SK * D, -1.0f, 1.0f);
+    test_fill_uniform(&rng, dout, SQ * D, -1.0f, 1.0f);
+    for (int i = 0; i < SQ; i++)
+        for (int d = 0; d < D; d++)
+            q[i * D + d] = i % 2 == 0 ? 1.0f : test_rng_float(&rng, -1e-38f, 1e-38f);
+    attn_status st = attn_forward(ctx, &p, q, k, v, o, lse, NULL);
+    int ok = st == ATTN_SUCCESS;
+    for (int i = 0; i < SQ && ok; i++)
+        ok = i % 2 == 0 ? lse[i] == INFINITY : isfinite(lse[i]);
+    printf("LSE past fp32 (scale 3e38, even rows' LSE +inf): forward %s%s\n", attn_status_name(st),
+           ok ? "" : " (LSE not as expected)");
+    attn_backward_host_tensors t = {0};
+    t.q = q, t.k = k, t.v = v, t.o = o, t.dout = dout, t.lse = lse;
+    t.dq = ref, t.dk = ref + SQ * D, t.dv = ref + (SQ + SK) * D;
+    if (ok)
+        ok = attn_reference_backward(&p, &t) == ATTN_SUCCESS;
+    for (int call = 0; call < 2 && ok; call++) {
+        float *g = grads[call];
+        t.dq = g, t.dk = g + SQ * D, t.dv = g + (SQ + SK) * D;
+        if (call == 0) {
+            st = attn_backward_host(ctx, &p, &t);
+        } else {
+            /* A plan made for a training step, executed on the host. */
+            attn_plan_t plan = NULL;
+            st = attn_plan_create(ctx, &p, ATTN_PLAN_LSE | ATTN_PLAN_BACKWARD, &plan);
+            if (st == ATTN_SUCCESS)
+                st = attn_plan_execute_backward_host(plan, &t);
+            attn_plan_destroy(plan);
+        }
+        double err = 0.0, most = 1.0;
+        int finite = 1, zero_rows = 1;
+        for (int e = 0; e < (SQ + 2 * SK) * D; e++) {
+            finite &= isfinite(g[e]) && isfinite(ref[e]);
+            err = fmax(err, fabs((double)g[e] - (double)ref[e]));
+            most = fmax(most, fabs((double)ref[e]));
+        }
+        for (int i = 0; i < SQ; i += 2)
+            for (int d = 0; d < D; d++)
+                zero_rows &= g[i * D + d] == 0.0f && ref[i * D + d] == 0.0f;
+        const int good = st == ATTN_SUCCESS && finite && zero_rows && err <= 1e-4 * most;
+        printf("  %-6s %s: finite %d, +inf rows' dQ 0 %d, max|grad - ref| %.3g (max|ref| %.3g)  "
+               "%s\n",
+               call ? "plan" : "host", attn_status_name(st), finite, zero_rows, err, most,
+               good ? "PASS" : "FAIL");
+        ok = good;
+    }
+    if (!ok) {
+        printf("  FAIL\n");
+        failures++;
+    }
+}
+
 /* ---- Refusals ------------------------------------------------------------------- */
 
 /* Each bad request fails with `want` and leaves every gradient's bytes. */
@@ -1053,6 +1122,7 @@ int main(int argc, char **argv) {
     run_case(ctx, ctx2, "B2 Hq4 Hkv2 Sq9 Sk20 D16 tl bshd quick", 600, 1);
     run_case(ctx, ctx2, "B1 Hq2 Hkv1 Sq17 Sk40 D8 tl padded f16 bias=1x2 keep=1x1", 601, 1);
     mask_identity(ctx);
+    lse_overflow(ctx);
     bad_inputs(ctx);
     attn_context_destroy(ctx2);
     attn_context_destroy(ctx);
