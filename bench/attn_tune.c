@@ -126,6 +126,40 @@ static int check(attn_context_t ctx, const options *o, char *why, size_t why_siz
     return 1;
 }
 
+/* The median of o->repeats runs (after one warm-up) of the forward on `f`
+ * or, when `f` is NULL, the backward on `b`; 0 (with `why`) on a failure. */
+static int median_ms(attn_context_t ctx, const options *o, const attn_params *p,
+                     const attn_device_tensors *f, const attn_backward_device_tensors *b,
+                     double *ms, char *why, size_t why_size) {
+    double *times = malloc((size_t)(o->repeats + 1) * sizeof(double));
+    if (!times) {
+        snprintf(why, why_size, "out of host memory");
+        return 0;
+    }
+    int ok = 1;
+    for (int r = 0; ok && r <= o->repeats; r++) {
+        cl_event done = NULL;
+        const double start = now_ms();
+        attn_status st = f ? attn_forward_device(ctx, p, f, 0, NULL, &done)
+                           : attn_backward_device(ctx, p, b, 0, NULL, &done);
+        if (st == ATTN_SUCCESS) {
+            clWaitForEvents(1, &done);
+            clReleaseEvent(done);
+        } else {
+            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
+            ok = 0;
+        }
+        if (r > 0) /* the first run is the warm-up */
+            times[r - 1] = now_ms() - start;
+    }
+    if (ok) {
+        qsort(times, (size_t)o->repeats, sizeof(double), compare_double);
+        *ms = times[o->repeats / 2];
+    }
+    free(times);
+    return ok;
+}
+
 /* Median milliseconds of the forward on the benchmark shape. */
 static int time_forward(attn_context_t ctx, const options *o, double *ms, char *why,
                         size_t why_size) {
@@ -157,26 +191,8 @@ static int time_forward(attn_context_t ctx, const options *o, double *ms, char *
     int ok = err == CL_SUCCESS;
     if (!ok)
         snprintf(why, why_size, "clCreateBuffer failed (%d)", (int)err);
-    double *times = malloc((size_t)(o->repeats + 1) * sizeof(double));
-    for (int r = 0; ok && r <= o->repeats; r++) {
-        cl_event done = NULL;
-        const double start = now_ms();
-        attn_status st = attn_forward_device(ctx, &p, &t, 0, NULL, &done);
-        if (st == ATTN_SUCCESS) {
-            clWaitForEvents(1, &done);
-            clReleaseEvent(done);
-        } else {
-            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
-            ok = 0;
-        }
-        if (r > 0) /* the first run is the warm-up */
-            times[r - 1] = now_ms() - start;
-    }
-    if (ok) {
-        qsort(times, (size_t)o->repeats, sizeof(double), compare_double);
-        *ms = times[o->repeats / 2];
-    }
-    free(times);
+    if (ok)
+        ok = median_ms(ctx, o, &p, &t, NULL, ms, why, why_size);
     for (int i = 0; i < 4; i++)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
@@ -285,26 +301,8 @@ static int time_backward(attn_context_t ctx, const options *o, double *ms, char 
             ok = 0;
         }
     }
-    double *times = malloc((size_t)(o->repeats + 1) * sizeof(double));
-    for (int r = 0; ok && r <= o->repeats; r++) {
-        cl_event done = NULL;
-        const double start = now_ms();
-        attn_status st = attn_backward_device(ctx, &p, &t, 0, NULL, &done);
-        if (st == ATTN_SUCCESS) {
-            clWaitForEvents(1, &done);
-            clReleaseEvent(done);
-        } else {
-            snprintf(why, why_size, "%s: %s", attn_status_name(st), attn_last_error(ctx));
-            ok = 0;
-        }
-        if (r > 0) /* the first run is the warm-up */
-            times[r - 1] = now_ms() - start;
-    }
-    if (ok) {
-        qsort(times, (size_t)o->repeats, sizeof(double), compare_double);
-        *ms = times[o->repeats / 2];
-    }
-    free(times);
+    if (ok)
+        ok = median_ms(ctx, o, &p, NULL, &t, ms, why, why_size);
     for (int i = 0; i < 9; i++)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
