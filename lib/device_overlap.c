@@ -61,11 +61,11 @@ typedef struct row_layout {
     size_t size[3], stride[3];
 } row_layout;
 
-static row_layout layout_of(const attn_problem *pb, size_t base, const attn_strides *s,
-                            size_t inner, size_t element_size) {
-    const attn_params *p = &pb->p;
-    const int64_t size[3] = {p->varlen ? 1 : p->batch, p->heads_q,
-                             p->varlen ? p->total_q : p->seq_q};
+/* A tensor [size[0], size[1], size[2], inner] laid out by `s`, as rows of
+ * `inner` elements from byte `base`: dimensions of size 1 dropped, the
+ * others sorted by stride, largest first. */
+static row_layout rows_layout(size_t base, const int64_t size[3], const attn_strides *s,
+                              size_t inner, size_t element_size) {
     const int64_t stride[3] = {s->batch, s->head, s->seq};
     row_layout r = {.base = base, .element_size = element_size, .run = inner * element_size};
     for (int d = 0; d < 3; d++) {
@@ -81,6 +81,14 @@ static row_layout layout_of(const attn_problem *pb, size_t base, const attn_stri
         r.stride[at] = (size_t)stride[d];
     }
     return r;
+}
+
+static row_layout layout_of(const attn_problem *pb, size_t base, const attn_strides *s,
+                            size_t inner, size_t element_size) {
+    const attn_params *p = &pb->p;
+    const int64_t size[3] = {p->varlen ? 1 : p->batch, p->heads_q,
+                             p->varlen ? p->total_q : p->seq_q};
+    return rows_layout(base, size, s, inner, element_size);
 }
 
 /* Whether a row of `r` has a byte in [lo, hi). The last row starting at or
@@ -194,28 +202,6 @@ attn_status attn_check_disjoint(attn_context_t ctx, const char *call, const attn
 
 /* ---- KV-cache calls ----------------------------------------------------------- */
 
-/* A cache tensor [blocks, heads, rows, inner] laid out by `s`, as rows of
- * `inner` elements from byte `base` (dimensions of size 1 dropped, sorted
- * by stride as layout_of does). */
-static row_layout cache_layout(size_t base, const int64_t size[3], const attn_strides *s,
-                               size_t inner, size_t element_size) {
-    const int64_t stride[3] = {s->batch, s->head, s->seq};
-    row_layout r = {.base = base, .element_size = element_size, .run = inner * element_size};
-    for (int d = 0; d < 3; d++) {
-        if (size[d] == 1)
-            continue;
-        int at = r.dims++;
-        while (at > 0 && r.stride[at - 1] < (size_t)stride[d]) {
-            r.size[at] = r.size[at - 1];
-            r.stride[at] = r.stride[at - 1];
-            at--;
-        }
-        r.size[at] = (size_t)size[d];
-        r.stride[at] = (size_t)stride[d];
-    }
-    return r;
-}
-
 /* Whether a row of `a` shares a byte with a row of `b` (both in one
  * buffer): each row of `a` asked of rows_meet. Run only when their spans
  * meet, i.e. for interleaved layouts (K and V rows of one record, the
@@ -294,10 +280,10 @@ attn_status attn_check_kvcache_overlap(attn_context_t ctx, const attn_problem *p
      * record, the scales beside the rows) but not share an element. */
     const int64_t size[3] = {kv->slots, p->heads_kv, kv->paged ? kv->page_size : p->seq_k};
     row_layout rows[4];
-    rows[KC] = cache_layout(s[KC].first, size, &p->k_strides, (size_t)p->head_dim, kes);
-    rows[VC] = cache_layout(s[VC].first, size, &p->v_strides, (size_t)p->head_dim_v, kes);
-    rows[KS] = cache_layout(s[KS].first, size, &kv->k_scale_strides, 1, 4);
-    rows[VS] = cache_layout(s[VS].first, size, &kv->v_scale_strides, 1, 4);
+    rows[KC] = rows_layout(s[KC].first, size, &p->k_strides, (size_t)p->head_dim, kes);
+    rows[VC] = rows_layout(s[VC].first, size, &p->v_strides, (size_t)p->head_dim_v, kes);
+    rows[KS] = rows_layout(s[KS].first, size, &kv->k_scale_strides, 1, 4);
+    rows[VS] = rows_layout(s[VS].first, size, &kv->v_scale_strides, 1, 4);
     for (int a = 0; a <= VS; a++)
         for (int b = a + 1; b <= VS; b++)
             if (s[a].root && s[b].root && spans_meet(&s[a], &s[b]) &&
