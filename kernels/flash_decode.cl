@@ -10,6 +10,9 @@
  * K row once as vectors across head_dim and reduces one dot product per row;
  * per block of TK keys it updates each row's online softmax (running
  * maximum m, sum l) and adds p * V, each V row loaded once for all rows.
+ * A block of TK keys that every row sees in full (most of them: all but the
+ * edges of the rows' ranges) does the same with the keys as vector lanes
+ * (VECTOR_TILE).
  *
  * Softmax in base 2 with the exponent (s - m) * c, as common.cl's
  * EXPONENT_OF computes it: s is the score with Q's sign folded in and
@@ -352,7 +355,7 @@ inline void kv_copy_row(__global kv_t *dst, __global const kv_t *src, int n) {
             __builtin_prefetch(bytes_ + x_);                                                       \
     } while (0)
 #else
-#define PREFETCH_KEYS LONG_MAX / 2
+#define PREFETCH_KEYS (LONG_MAX / 2)
 #define PREFETCH_ROW(row, n) ((void)0)
 #endif
 
