@@ -1,6 +1,7 @@
 /* attn_tune: searches the kernel parameters (lib/tuning.h) of the fused path,
- * (--algo three-kernel) of the three-kernel path or (--algo backward) of
- * the backward's shape for one device, head_dim
+ * (--algo three-kernel) of the three-kernel path, (--algo backward) of
+ * the backward's shape or (--algo decode) of the decode kernels' shape and
+ * splits for one device, head_dim
  * and mask, and prints the winner as an entry of the table in lib/tuning.c
  * and as an ATTN_CL_TUNE spec. The table's entry serves both paths (the
  * three-kernel path's cpu shape reads its rows, tile_k and vec).
@@ -28,11 +29,12 @@
 #include <time.h>
 
 typedef struct options {
-    int batch, heads, seq, head_dim, head_dim_v, repeats;
+    int batch, heads, heads_kv, seq, seq_q, head_dim, head_dim_v, repeats;
     attn_mask mask;
     const char *variant; /* "cpu", "gpu" or NULL: the device type's */
     attn_algo algo;      /* ATTN_ALGO_FUSED or ATTN_ALGO_THREE_KERNEL */
     int backward;        /* 1: search the backward's keys (--algo backward) */
+    int decode;          /* 1: search decode_wg and splits (--algo decode) */
 } options;
 
 typedef struct candidate {
@@ -76,6 +78,7 @@ static double visible_pairs(int seq_q, int seq_k, attn_mask mask) {
 static attn_params make_params(const options *o, int seq_q, int seq_k) {
     attn_params p;
     attn_params_init(&p, o->batch, o->heads, seq_q, seq_k, o->head_dim);
+    p.heads_kv = o->heads_kv;
     p.head_dim_v = o->head_dim_v;
     p.mask = o->mask;
     p.algo = o->algo;
@@ -163,9 +166,11 @@ static int median_ms(attn_context_t ctx, const options *o, const attn_params *p,
 /* Median milliseconds of the forward on the benchmark shape. */
 static int time_forward(attn_context_t ctx, const options *o, double *ms, char *why,
                         size_t why_size) {
-    attn_params p = make_params(o, o->seq, o->seq);
-    const size_t nq = (size_t)o->batch * o->heads * o->seq * o->head_dim;
-    const size_t nv = (size_t)o->batch * o->heads * o->seq * o->head_dim_v;
+    attn_params p = make_params(o, o->seq_q, o->seq);
+    const size_t nq = (size_t)o->batch * o->heads * o->seq_q * o->head_dim;
+    const size_t nk = (size_t)o->batch * o->heads_kv * o->seq * o->head_dim;
+    const size_t nv = (size_t)o->batch * o->heads_kv * o->seq * o->head_dim_v;
+    const size_t no = (size_t)o->batch * o->heads * o->seq_q * o->head_dim_v;
     cl_context cl_ctx = NULL;
     cl_command_queue queue = attn_context_queue(ctx);
     if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl_ctx, &cl_ctx, NULL) !=
@@ -173,7 +178,8 @@ static int time_forward(attn_context_t ctx, const options *o, double *ms, char *
         snprintf(why, why_size, "clGetCommandQueueInfo failed");
         return 0;
     }
-    float *host = malloc((nq > nv ? nq : nv) * sizeof(float));
+    const size_t largest = nq > nk ? (nq > nv ? nq : nv) : (nk > nv ? nk : nv);
+    float *host = malloc((largest > no ? largest : no) * sizeof(float));
     if (!host) {
         snprintf(why, why_size, "out of host memory");
         return 0;
@@ -181,7 +187,7 @@ static int time_forward(attn_context_t ctx, const options *o, double *ms, char *
     cl_int err = CL_SUCCESS;
     attn_device_tensors t = {0};
     cl_mem *mems[4] = {&t.q, &t.k, &t.v, &t.o};
-    const size_t sizes[4] = {nq, nq, nv, nv};
+    const size_t sizes[4] = {nq, nk, nv, no};
     for (int i = 0; i < 4 && err == CL_SUCCESS; i++) {
         fill(host, sizes[i], (unsigned)i + 10);
         *mems[i] = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
@@ -324,7 +330,7 @@ static int try_spec(attn_context_t ctx, const options *o, const char *spec, cand
     }
     /* The backward counts 2.5x the forward's work, as attn_bench does. */
     const double flops = (o->backward ? 2.5 : 1.0) * 2.0 * o->batch * o->heads *
-                         visible_pairs(o->seq, o->seq, o->mask) * (o->head_dim + o->head_dim_v);
+                         visible_pairs(o->seq_q, o->seq, o->mask) * (o->head_dim + o->head_dim_v);
     snprintf(out->spec, sizeof out->spec, "%s", spec);
     out->ms = ms;
     out->gflops = flops / ms * 1e-6;
@@ -408,6 +414,39 @@ static int search_backward(attn_context_t ctx, const options *o, const attn_devi
     return 0;
 }
 
+/* The decode kernels' search: the cpu shape (decode_wg 1) and the gpu
+ * shape's groups, each with the automatic splits and fixed ones, on the
+ * decode benchmark shape (--seq-q rows over --seq keys). */
+static int search_decode(attn_context_t ctx, const options *o, const attn_device_info *info) {
+    static const int groups[] = {1, 32, 64, 128, 256}, splits[] = {0, 1, 4, 16, 64};
+    candidate best = {0}, c;
+    char spec[128];
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+        for (size_t s = 0; s < sizeof splits / sizeof splits[0]; s++) {
+            snprintf(spec, sizeof spec, "variant=decode,decode_wg=%d,splits=%d", groups[g],
+                     splits[s]);
+            if (try_spec(ctx, o, spec, &c))
+                keep_best(&best, &c);
+        }
+    unsetenv("ATTN_CL_TUNE");
+    if (!best.spec[0]) {
+        fprintf(stderr, "attn_tune: no candidate passed\n");
+        attn_context_destroy(ctx);
+        return 1;
+    }
+    int wg = 1, split = 0;
+    sscanf(best.spec, "variant=decode,decode_wg=%d,splits=%d", &wg, &split);
+    const int dim = o->head_dim > o->head_dim_v ? o->head_dim : o->head_dim_v;
+    printf("/* %s, head_dim %d, %s, %d query rows over %d keys, %d/%d heads: %.3f ms "
+           "(decode; the entry's splits and trailing decode_wg) */\n",
+           info->device_name, dim, o->mask == ATTN_MASK_NONE ? "no mask" : "causal", o->seq_q,
+           o->seq, o->heads, o->heads_kv, best.ms);
+    printf("splits %d, ..., decode_wg %d\n", split, wg);
+    printf("ATTN_CL_TUNE=\"decode_wg=%d,splits=%d\"\n", wg, split);
+    attn_context_destroy(ctx);
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: attn_tune [options]\n\n"
                "Searches the kernel parameters of the fused (or the three-kernel) path for\n"
@@ -417,12 +456,16 @@ static void usage(FILE *f) {
                "                    path has no gpu parameters to search (its gpu shape is\n"
                "                    fixed); backward searches the backward's bwd_* keys (cpu:\n"
                "                    bwd_block, bwd_tile; gpu: bwd_rows, bwd_tile_k, bwd_wg)\n"
-               "                    under the device's table entry for the forward\n"
+               "                    under the device's table entry for the forward; decode\n"
+               "                    searches the decode kernels' decode_wg (1: the cpu shape)\n"
+               "                    and splits on --seq-q rows over --seq keys\n"
                "  --head-dim N      head dimension of Q and K (default 64)\n"
                "  --head-dim-v N    of V and O (default: --head-dim)\n"
                "  --causal          causal mask (bottom-right); default none\n"
                "  --seq N           benchmark length, seq_q = seq_k (default 2048)\n"
                "  --heads N         heads (default 8)\n"
+               "  --heads-kv N      key/value heads (default: --heads)\n"
+               "  --seq-q N         query rows (default: --seq; --algo decode: 1)\n"
                "  --batch N         batch (default 1)\n"
                "  --repeats N       timed forwards per candidate, median (default 3)\n"
                "  --variant V       cpu or gpu (default: by device type)\n"
@@ -431,7 +474,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    options o = {1, 8, 2048, 64, 0, 3, ATTN_MASK_NONE, NULL, ATTN_ALGO_FUSED, 0};
+    options o = {1, 8, 0, 2048, 0, 64, 0, 3, ATTN_MASK_NONE, NULL, ATTN_ALGO_FUSED, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         int ok = 1;
@@ -448,14 +491,20 @@ int main(int argc, char **argv) {
             ok = parse_int(v, 1, 1 << 20, &o.seq), i++;
         } else if (!strcmp(a, "--heads")) {
             ok = parse_int(v, 1, 1024, &o.heads), i++;
+        } else if (!strcmp(a, "--heads-kv")) {
+            ok = parse_int(v, 1, 1024, &o.heads_kv), i++;
+        } else if (!strcmp(a, "--seq-q")) {
+            ok = parse_int(v, 1, 1 << 20, &o.seq_q), i++;
         } else if (!strcmp(a, "--batch")) {
             ok = parse_int(v, 1, 1024, &o.batch), i++;
         } else if (!strcmp(a, "--repeats")) {
             ok = parse_int(v, 1, 1000, &o.repeats), i++;
         } else if (!strcmp(a, "--algo") &&
-                   (!strcmp(v, "fused") || !strcmp(v, "three-kernel") || !strcmp(v, "backward"))) {
+                   (!strcmp(v, "fused") || !strcmp(v, "three-kernel") || !strcmp(v, "backward") ||
+                    !strcmp(v, "decode"))) {
             o.algo = !strcmp(v, "three-kernel") ? ATTN_ALGO_THREE_KERNEL : ATTN_ALGO_FUSED, i++;
             o.backward = !strcmp(v, "backward");
+            o.decode = !strcmp(v, "decode");
         } else if (!strcmp(a, "--variant") && (!strcmp(v, "cpu") || !strcmp(v, "gpu"))) {
             o.variant = v, i++;
         } else {
@@ -469,6 +518,15 @@ int main(int argc, char **argv) {
     }
     if (o.head_dim_v == 0)
         o.head_dim_v = o.head_dim;
+    if (o.heads_kv == 0)
+        o.heads_kv = o.heads;
+    if (o.seq_q == 0 || o.backward)
+        o.seq_q = o.decode ? 1 : o.seq;
+    if (o.heads % o.heads_kv != 0 || (o.backward && o.heads_kv != o.heads)) {
+        fprintf(stderr, "attn_tune: --heads-kv must divide --heads (and equal it for the "
+                        "backward)\n");
+        return 2;
+    }
 
     attn_context_t ctx = NULL;
     if (attn_context_create(NULL, &ctx) != ATTN_SUCCESS) {
@@ -489,6 +547,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "device: %s (%s), %s path, head_dim %d/%d, %s, %d x %d heads x %d\n",
             info.device_name, info.vendor,
             o.backward ? "backward"
+            : o.decode ? "decode"
             : three    ? "three-kernel"
                        : "fused",
             o.head_dim, o.head_dim_v, o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.batch,
@@ -498,6 +557,8 @@ int main(int argc, char **argv) {
     char spec[128];
     if (o.backward)
         return search_backward(ctx, &o, &info);
+    if (o.decode)
+        return search_decode(ctx, &o, &info);
     if (!strcmp(o.variant, "cpu")) {
         /* Shape first (vec 16, no unroll), then vec and unroll for it. */
         static const int tiles[] = {4, 8, 16};

@@ -1,7 +1,10 @@
-/* The decode algorithm: few query rows over many keys on CPU-shaped
- * devices (kernels/flash_decode.cl). It reads K and V in place, once for all
- * the query rows of a kv head, where the fused cpu shape would pack all of K
- * on every call. When batch * heads_kv work-items cannot fill the device's
+/* The decode algorithm: few query rows over many keys. It reads K and V in
+ * place, once for all the query rows of a kv head, where the fused cpu
+ * shape would pack all of K on every call. Two kernel shapes, by the
+ * tuning's decode_wg: the cpu shape (kernels/flash_decode.cl, decode_wg 1)
+ * runs one work-item a block of rows; the gpu shape
+ * (kernels/flash_decode_gpu.cl) a work-group, its work-items across the
+ * keys and then across head_dim_v. When batch * heads_kv work-items cannot fill the device's
  * compute units, the keys are split and a second kernel merges the splits'
  * partials from the workspace; that kernel is then the only one writing the
  * caller's O and LSE.
@@ -27,6 +30,7 @@ struct attn_algo_state {
     int rows;   /* query rows per work-item */
     int blocks; /* work-items of rows per kv head */
     int splits; /* key ranges per block */
+    int wg;     /* work-items a group: 1 the cpu shape, more the gpu shape */
     size_t workspace;
     /* With rotary embedding: the rotated Q and k_new, packed
      * [batch, heads, seq_q, head_dim] in the storage type, at these byte
@@ -42,6 +46,40 @@ struct attn_algo_state {
     cl_kernel convert;     /* NULL unless the new rows change storage type */
 };
 typedef struct attn_algo_state decode_config;
+
+/* The gpu shape's local memory: the block's Q rows, the tile's weights and
+ * the trees' scratch (kernels/flash_decode_gpu.cl). */
+static size_t gpu_local_bytes(const attn_params *p, int rows, int wg) {
+    return (size_t)rows * ((size_t)p->head_dim + 2 * (size_t)wg) * sizeof(float);
+}
+
+/* The most rows a gpu-shape block may hold: MAX_ROWS, halved until its
+ * local memory fits the device's; refused when the group is above the
+ * device's limit or one row does not fit. */
+static attn_status gpu_shape_rows(attn_context_t ctx, const attn_params *p, const attn_tuning *t,
+                                  const attn_tuning_origin *origin, int *max_rows) {
+    size_t max_wg = 0;
+    cl_int err =
+        clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
+    if (err != CL_SUCCESS)
+        return attn_fail_cl(ctx, err, "clGetDeviceInfo(CL_DEVICE_MAX_WORK_GROUP_SIZE)");
+    if ((size_t)t->decode_wg > max_wg)
+        return attn_tuning_refuse(ctx, t, origin, ATTN_TUNE_DECODE_WG,
+                                  "decode_wg is above the device's %zu work-items a group",
+                                  max_wg);
+    int rows = MAX_ROWS;
+    while (rows > 1 && gpu_local_bytes(p, rows, t->decode_wg) > ctx->info.local_mem_bytes)
+        rows /= 2;
+    if (gpu_local_bytes(p, rows, t->decode_wg) > ctx->info.local_mem_bytes)
+        return attn_tuning_refuse(ctx, t, origin, ATTN_TUNE_DECODE_WG,
+                                  "the decode gpu shape's one row of head_dim %d with decode_wg "
+                                  "%d needs %zu bytes of local memory; the device has %llu",
+                                  p->head_dim, t->decode_wg,
+                                  gpu_local_bytes(p, 1, t->decode_wg),
+                                  (unsigned long long)ctx->info.local_mem_bytes);
+    *max_rows = rows;
+    return ATTN_SUCCESS;
+}
 
 static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
                                     attn_algo_state **state) {
@@ -67,11 +105,20 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
                          "cannot allocate the decode path's state");
     cfg->pb = *pb;
-    /* The fewest blocks of at most MAX_ROWS rows, split evenly: 20 rows are
+    cfg->wg = t.decode_wg;
+    int max_rows = MAX_ROWS;
+    if (cfg->wg > 1) {
+        status = gpu_shape_rows(ctx, p, &t, &origin, &max_rows);
+        if (status != ATTN_SUCCESS) {
+            free(cfg);
+            return status;
+        }
+    }
+    /* The fewest blocks of at most max_rows rows, split evenly: 20 rows are
      * two blocks of 10, not 16 and 4 (a block's rows past the end still
      * cost their share of each tile). */
     const int64_t rows = (int64_t)pb->group * p->seq_q;
-    const int64_t fewest = (rows + MAX_ROWS - 1) / MAX_ROWS;
+    const int64_t fewest = (rows + max_rows - 1) / max_rows;
     cfg->rows = (int)((rows + fewest - 1) / fewest);
     const int64_t blocks = (rows + cfg->rows - 1) / cfg->rows;
     if (blocks > INT32_MAX / MAX_SPLITS) {
@@ -143,23 +190,25 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     attn_feature_options(pb, features, sizeof features);
     snprintf(cfg->options, sizeof cfg->options,
              "%s -DHEAD_DIM=%d -DHEAD_DIM_V=%d -DHAS_LSE=%d -DROWS=%d -DPARTIALS=%d -DMAX_VEC=%d "
-             "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d -DKV_PAGE_SIZE=%d -DKV_DTYPE=%d",
+             "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d -DKV_PAGE_SIZE=%d -DKV_DTYPE=%d "
+             "-DDECODE_WG=%d",
              features, p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1,
-             /* an override's vec caps the vector width; 16 otherwise */
-             (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : 16, pb->kv.enabled,
+             /* an override's vec caps the vector width; 16 otherwise, 4 in
+              * the gpu shape (a vector a row in registers) */
+             (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : cfg->wg > 1 ? 4 : 16,
+             pb->kv.enabled,
              pb->kv.paged, pb->kv.batch_idx, pb->kv.append, pb->kv.page_size,
              /* attn_kv_dtype - 1 is kernels/common.cl's code */
-             pb->kv.enabled ? (int)pb->kv.kv_dtype - 1 : (int)p->dtype);
+             pb->kv.enabled ? (int)pb->kv.kv_dtype - 1 : (int)p->dtype, cfg->wg);
     *state = cfg;
     return ATTN_SUCCESS;
 }
 
 static attn_status decode_build(attn_context_t ctx, attn_algo_state *cfg) {
-    attn_status status =
-        attn_create_kernel(ctx, "flash_decode", "flash_decode", cfg->options, &cfg->main);
+    const char *program = cfg->wg > 1 ? "flash_decode_gpu" : "flash_decode";
+    attn_status status = attn_create_kernel(ctx, program, program, cfg->options, &cfg->main);
     if (status == ATTN_SUCCESS && cfg->splits > 1)
-        status = attn_create_kernel(ctx, "flash_decode", "flash_decode_merge", cfg->options,
-                                    &cfg->merge);
+        status = attn_create_kernel(ctx, program, "flash_decode_merge", cfg->options, &cfg->merge);
     if (status == ATTN_SUCCESS && cfg->pb.kv.rotary_dim) {
         char options[600];
         snprintf(options, sizeof options, "%s -DROTARY_DIM=%d -DROTARY_INTERLEAVED=%d",
@@ -324,8 +373,9 @@ static attn_status decode_enqueue(attn_context_t ctx, const decode_config *cfg,
     const attn_softmax_exponent e = attn_softmax_exponent_of(p, modifiers);
     const cl_float sign = modifiers || p->scale >= 0.0f ? 1.0f : -1.0f;
 
+    const char *name = cfg->wg > 1 ? "flash_decode_gpu" : "flash_decode";
     attn_args main;
-    attn_args_begin(&main, ctx, cfg->main, "flash_decode");
+    attn_args_begin(&main, ctx, cfg->main, name);
     attn_arg_tensor(&main, a->q, a->q_offset, &p->q_strides);
     attn_arg_tensor(&main, a->k, a->k_offset, &p->k_strides);
     attn_arg_tensor(&main, a->v, a->v_offset, &p->v_strides);
@@ -366,14 +416,13 @@ static attn_status decode_enqueue(attn_context_t ctx, const decode_config *cfg,
     if (status != ATTN_SUCCESS)
         return status;
 
-    const size_t local[3] = {1, 1, 1};
-    const size_t global[3] = {(size_t)cfg->splits * (size_t)cfg->blocks, (size_t)p->heads_kv,
-                              (size_t)p->batch};
+    const size_t local[3] = {(size_t)cfg->wg, 1, 1};
+    const size_t global[3] = {(size_t)cfg->splits * (size_t)cfg->blocks * (size_t)cfg->wg,
+                              (size_t)p->heads_kv, (size_t)p->batch};
     if (!cfg->merge)
-        return attn_enqueue_kernel(ctx, cfg->main, "flash_decode", global, local, num_wait,
-                                   wait_list, done);
+        return attn_enqueue_kernel(ctx, cfg->main, name, global, local, num_wait, wait_list, done);
     cl_event partials_ready = NULL;
-    status = attn_enqueue_kernel(ctx, cfg->main, "flash_decode", global, local, num_wait, wait_list,
+    status = attn_enqueue_kernel(ctx, cfg->main, name, global, local, num_wait, wait_list,
                                  &partials_ready);
     if (status == ATTN_SUCCESS) {
         const size_t rows[3] = {(size_t)p->seq_q, (size_t)p->heads_q, (size_t)p->batch};

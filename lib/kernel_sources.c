@@ -84,24 +84,47 @@ static attn_status load_one(attn_context_t ctx, const char *name, char **out) {
     return ATTN_SUCCESS;
 }
 
+/* Programs built from a shared file between common.cl and their own. */
+static const struct {
+    const char *program, *shared;
+} shared_sources[] = {
+    {"flash_decode", "decode_rows"},
+    {"flash_decode_gpu", "decode_rows"},
+};
+
 attn_status attn_kernel_source(attn_context_t ctx, const char *program_name, char **source) {
-    char *common = NULL, *body = NULL;
-    attn_status status = load_one(ctx, "common", &common);
+    const char *shared_name = NULL;
+    for (size_t i = 0; i < sizeof shared_sources / sizeof shared_sources[0]; i++)
+        if (strcmp(shared_sources[i].program, program_name) == 0)
+            shared_name = shared_sources[i].shared;
+    char *parts[3] = {NULL, NULL, NULL};
+    attn_status status = load_one(ctx, "common", &parts[0]);
+    if (status == ATTN_SUCCESS && shared_name)
+        status = load_one(ctx, shared_name, &parts[1]);
     if (status == ATTN_SUCCESS)
-        status = load_one(ctx, program_name, &body);
+        status = load_one(ctx, program_name, &parts[2]);
     if (status == ATTN_SUCCESS) {
-        size_t a = strlen(common), b = strlen(body);
-        char *joined = malloc(a + b + 2);
+        size_t total = 1;
+        for (int i = 0; i < 3; i++)
+            total += parts[i] ? strlen(parts[i]) + 1 : 0;
+        char *joined = malloc(total);
         if (!joined) {
             status = attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY, "cannot join kernel sources");
         } else {
-            memcpy(joined, common, a);
-            joined[a] = '\n';
-            memcpy(joined + a + 1, body, b + 1);
+            size_t at = 0;
+            for (int i = 0; i < 3; i++) {
+                if (!parts[i])
+                    continue;
+                const size_t n = strlen(parts[i]);
+                memcpy(joined + at, parts[i], n);
+                joined[at + n] = '\n';
+                at += n + 1;
+            }
+            joined[at] = '\0';
             *source = joined;
         }
     }
-    free(common);
-    free(body);
+    for (int i = 0; i < 3; i++)
+        free(parts[i]);
     return status;
 }

@@ -24,16 +24,16 @@ static const tuning_entry table[] = {
      * 16-key tiles give 116-138 GFLOP/s for head_dim 32..256; 4-5 rows are
      * within noise of it, 2-3 rows ~83, 8 rows spill the 16 AVX2 registers
      * (~77), 8-key tiles ~104; unroll and vec=8 change little. */
-    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1, 0, 0, 0, 0, 0, 0}},
+    {CL_DEVICE_TYPE_CPU, "", "", 0, {ATTN_FUSED_CPU, 6, 16, 1, 16, 1, 0, 0, 0, 0, 0, 0, 1}},
     /* GPUs (not measured here): 16 rows x 8 work-items a row; the key tile
      * shrinks with head_dim so that Q, K/V and P tiles stay within 32 KiB of
-     * local memory. */
-    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
-    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
-    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
+     * local memory. Decoding: groups of 64, a key each a tile. */
+    {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
+    {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
+    {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
     /* Anything else (accelerators, custom devices): the work-group shape. */
-    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
-    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0, 0, 0, 0, 0}},
+    {0, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
+    {0, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
 };
 
 static int contains_nocase(const char *haystack, const char *needle) {
@@ -95,6 +95,7 @@ static const tuning_key keys[] = {
     {"bwd_rows", 0, 256, offsetof(attn_tuning, bwd_rows), ATTN_TUNE_BWD_ROWS},
     {"bwd_tile_k", 0, 256, offsetof(attn_tuning, bwd_tile_k), ATTN_TUNE_BWD_TILE_K},
     {"bwd_wg", 0, 1024, offsetof(attn_tuning, bwd_wg), ATTN_TUNE_BWD_WG},
+    {"decode_wg", 1, 1024, offsetof(attn_tuning, decode_wg), ATTN_TUNE_DECODE_WG},
 };
 
 attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char *spec,
@@ -172,8 +173,10 @@ attn_status attn_tuning_parse(attn_context_t ctx, const char *origin, const char
 
 void attn_tuning_format(const attn_tuning *t, char *buf, size_t size) {
     static const char *const variants[] = {"cpu", "gpu", "decode"};
-    int n = snprintf(buf, size, "variant=%s,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d,splits=%d",
-                     variants[t->variant], t->rows, t->tile_k, t->wg, t->vec, t->unroll, t->splits);
+    int n = snprintf(buf, size,
+                     "variant=%s,rows=%d,tile_k=%d,wg=%d,vec=%d,unroll=%d,splits=%d,decode_wg=%d",
+                     variants[t->variant], t->rows, t->tile_k, t->wg, t->vec, t->unroll, t->splits,
+                     t->decode_wg);
     /* The backward's keys only where they leave its defaults. */
     const struct {
         const char *name;
@@ -193,7 +196,7 @@ void attn_tuning_format(const attn_tuning *t, char *buf, size_t size) {
 attn_status attn_tuning_refuse(attn_context_t ctx, const attn_tuning *t,
                                const attn_tuning_origin *origin, unsigned keys, const char *reason,
                                ...) {
-    char why[256], text[160];
+    char why[256], text[200];
     va_list args;
     va_start(args, reason);
     vsnprintf(why, sizeof why, reason, args);
@@ -270,6 +273,9 @@ attn_status attn_tuning_lookup(attn_context_t ctx, const attn_params *p, attn_tu
             ctx, &t, &from, ATTN_TUNE_VARIANT | ATTN_TUNE_ROWS | ATTN_TUNE_TILE_K | ATTN_TUNE_WG,
             "the gpu variant needs wg a multiple of rows and tile_k a multiple of wg / rows");
     }
+    if (t.decode_wg & (t.decode_wg - 1))
+        return attn_tuning_refuse(ctx, &t, &from, ATTN_TUNE_DECODE_WG,
+                                  "decode_wg must be 1 (the cpu shape) or a power of two");
     if (t.bwd_block != 0 && t.bwd_block != 4 && t.bwd_block != 8 && t.bwd_block != 16)
         return attn_tuning_refuse(ctx, &t, &from, ATTN_TUNE_BWD_BLOCK,
                                   "bwd_block must be 4, 8 or 16 (or 0, the default)");

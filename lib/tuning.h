@@ -23,6 +23,10 @@
  *   unroll   1..64       unroll factor of the head_dim loop of Q.K^T (cpu)
  *   splits   0..256      decode: key ranges a kv head is split into (0: as
  *                        many as fill the device's compute units)
+ *   decode_wg  1..1024   decode: 1 for the cpu shape (kernels/flash_decode.cl,
+ *                        one work-item a block of rows), a power of two for
+ *                        the gpu shape with that many work-items a group
+ *                        (kernels/flash_decode_gpu.cl)
  *   bwd_block  0, 4, 8, 16  the backward's cpu shape: rows a work-item holds
  *                        (kernels/backward.cl's BLOCK; 0: 16)
  *   bwd_tile   0..8      its rows / keys a step takes (TILE; 0: 4)
@@ -65,6 +69,7 @@ enum {
     ATTN_TUNE_BWD_ROWS = 1 << 9,
     ATTN_TUNE_BWD_TILE_K = 1 << 10,
     ATTN_TUNE_BWD_WG = 1 << 11,
+    ATTN_TUNE_DECODE_WG = 1 << 12,
 };
 
 typedef struct attn_tuning {
@@ -82,6 +87,7 @@ typedef struct attn_tuning {
      * (0: the forward's rows, tile_k and wg). */
     int bwd_block, bwd_tile;
     int bwd_rows, bwd_tile_k, bwd_wg;
+    int decode_wg; /* decode: 1 the cpu shape, more the gpu shape's group */
 } attn_tuning;
 
 /* Where a tuning's values came from: the keys the context's spec and

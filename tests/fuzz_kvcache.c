@@ -70,6 +70,7 @@ static uint8_t next_u8(reader *r) {
 typedef struct kv_request {
     attn_kvcache_params kp;
     int device, lse, head_major, fault;
+    int shape; /* kv_shapes[shape]: the decode kernels' shape */
     int blocks, rows; /* slots or pages; tokens a slot or page holds */
     attn_kv_dtype kvt;
     size_t kes, es;
@@ -107,6 +108,13 @@ static float quantize_row(const float *x, int n, int8_t *q) {
     }
     return scale;
 }
+
+/* The decode kernels' shapes a request may run with (tests/meson.build
+ * runs the same): the table's (the cpu shape on PoCL), the gpu shape with
+ * one key range and with three merged. Set on the context for the plan's
+ * creation, which fixes them. */
+static const char *const kv_shapes[4] = {NULL, "decode_wg=8,splits=1", "decode_wg=4,splits=3",
+                                         NULL};
 
 /* The request's fields forced into what a cache takes; the KV bytes. */
 static void decode_kv(reader *r, const request *q, kv_request *k) {
@@ -179,6 +187,7 @@ static void decode_kv(reader *r, const request *q, kv_request *k) {
                 k->head_major ? (attn_strides){hk * k->rows, k->rows, 1}
                               : (attn_strides){hk * k->rows, 1, hk};
     k->fault = fault % 16 < KVF_COUNT_USED ? fault % 16 : KVF_NONE;
+    k->shape = (fault >> 4) & 3;
 }
 
 /* Values in [-1, 1) rounded to `dtype`, stored. */
@@ -769,8 +778,16 @@ void fuzz_kvcache(attn_context_t ctx, reader *r, const request *q) {
     const char *changed = NULL;
 
     attn_plan_t plan = NULL;
-    attn_status st = attn_plan_create_kvcache(ctx, &k.kp, k.lse ? ATTN_PLAN_LSE : 0, &plan);
-    const char *message = st ? attn_last_error(ctx) : "";
+    attn_status st = ATTN_SUCCESS;
+    if (kv_shapes[k.shape] && attn_context_set_tuning(ctx, kv_shapes[k.shape]) != ATTN_SUCCESS)
+        fail("attn_context_set_tuning refused a decode shape the tests use", q, &k, st,
+             attn_last_error(ctx));
+    st = attn_plan_create_kvcache(ctx, &k.kp, k.lse ? ATTN_PLAN_LSE : 0, &plan);
+    char create_message[1024];
+    snprintf(create_message, sizeof create_message, "%s", st ? attn_last_error(ctx) : "");
+    const char *message = create_message;
+    if (kv_shapes[k.shape])
+        attn_context_set_tuning(ctx, NULL);
     kv_state s, ref;
     state_init(&k, &in, &s);
     state_init(&k, &in, &ref);

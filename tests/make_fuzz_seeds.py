@@ -484,14 +484,15 @@ KV_FAULT = ["none", "length-negative", "length-over", "table-negative", "table-o
 
 def kvcache(page=0, head_major=False, batch_idx=False, append=True, device=True, lse=True,
             snew=1, room=10, lengths=0, rotary=0, rotary_pick=0, kv="same", fault="none",
-            dims=0):
+            dims=0, shape=0):
     """The KV-cache fields: room is the contiguous capacity - 1 (or max_pages - 1); lengths
     0 random, 1 full, 2 empty, 3 alternating; rotary 0 none, 1 halves, 2 interleaved,
-    3 bad; dims an index into kv_dims ((8, 8), (16, 8), (4, 4))."""
+    3 bad; dims an index into kv_dims ((8, 8), (16, 8), (4, 4)); shape an index into
+    kv_shapes (0 the table's, 1 the gpu shape in one key range, 2 in three)."""
     layout = KV_PAGES[page] | head_major << 3 | batch_idx << 4 | append << 5 | device << 6
     layout |= lse << 7
     return [layout, snew, room, lengths, rotary | rotary_pick << 2, KV_DTYPE[kv],
-            KV_FAULT.index(fault), dims]
+            KV_FAULT.index(fault) | shape << 4, dims]
 
 
 SEEDS.update({
@@ -536,6 +537,19 @@ SEEDS.update({
                                                       append=False)),
     "kv-int8-scale-on-cache": request(batch=2, kv=kvcache(page=3, room=3, kv="int8",
                                                           fault="scale-on-cache")),
+    # The decode kernels' gpu shape (kernels/flash_decode_gpu.cl).
+    "kv-gpu-paged3-int8-rotary": request(batch=2, heads=2, hkv=1, mask=BOTTOM_RIGHT,
+                                         kv=kvcache(page=3, snew=3, room=4, rotary=2,
+                                                    rotary_pick=5, kv="int8", shape=1)),
+    "kv-gpu-split-f16-host": request(batch=3, heads=3, hkv=1, dtype="f16", mask=BOTTOM_RIGHT,
+                                     kv=kvcache(room=20, snew=2, lengths=3, device=False,
+                                                dims=1, shape=2)),
+    "kv-gpu-split-softcap-no-append": request(batch=2, heads=2, mask=NONE,
+                                              cap=("modest", 30.0), alibi=1,
+                                              kv=kvcache(page=16, append=False, room=1,
+                                                         lengths=1, shape=2)),
+    "kv-gpu-table-over": request(batch=2, kv=kvcache(page=2, room=3, fault="table-over",
+                                                     shape=1)),
 })
 
 

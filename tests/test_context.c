@@ -498,6 +498,40 @@ static void device_limits_of_overrides(attn_context_t ctx) {
     attn_context_set_tuning(ctx, NULL);
 }
 
+/* The decode kernels' shape key: decode_wg outside 1..1024 is a malformed
+ * spec; inside it but not a power of two, a spec the decode plan refuses
+ * with INVALID_VALUE naming it (the gpu shape's trees halve the group). */
+static void decode_shape_overrides(attn_context_t ctx) {
+    attn_status st = attn_context_set_tuning(ctx, "decode_wg=0");
+    report("attn_context_set_tuning(decode_wg=0) -> INVALID_VALUE", st == ATTN_ERR_INVALID_VALUE,
+           attn_status_name(st));
+    st = attn_context_set_tuning(ctx, "decode_wg=2048");
+    report("attn_context_set_tuning(decode_wg=2048) -> INVALID_VALUE",
+           st == ATTN_ERR_INVALID_VALUE, attn_status_name(st));
+    attn_params p;
+    attn_params_init(&p, 1, 4, 1, 300, 64);
+    p.heads_kv = 2;
+    p.algo = ATTN_ALGO_FUSED;
+    static const struct {
+        const char *spec;
+        attn_status want;
+    } cases[] = {{"variant=decode,decode_wg=12", ATTN_ERR_INVALID_VALUE},
+                 {"variant=decode,decode_wg=32", ATTN_SUCCESS},
+                 {"variant=decode,decode_wg=1", ATTN_SUCCESS}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        attn_context_set_tuning(ctx, cases[i].spec);
+        st = attn_check(ctx, &p, 1, 0, NULL);
+        char name[160];
+        snprintf(name, sizeof name, "attn_check under %s -> %s", cases[i].spec,
+                 attn_status_name(cases[i].want));
+        report(name,
+               st == cases[i].want &&
+                   (st == ATTN_SUCCESS || strstr(attn_last_error(ctx), "decode_wg") != NULL),
+               st == ATTN_SUCCESS ? attn_status_name(st) : attn_last_error(ctx));
+    }
+    attn_context_set_tuning(ctx, NULL);
+}
+
 /* attn_context_set_tuning and ATTN_CL_TUNE over the device's table. The
  * valid spec is the one forward_fused_cpu_narrow runs, so that memcheck finds
  * its kernels in PoCL's cache. */
@@ -559,6 +593,7 @@ static void tuning_overrides(void) {
            attn_status_name(chk));
     unsetenv("ATTN_CL_TUNE");
     device_limits_of_overrides(ctx);
+    decode_shape_overrides(ctx);
 
     setenv("ATTN_CL_TUNE", narrow, 1);
     forward_works(ctx, "ATTN_CL_TUNE applies over the context's spec");
