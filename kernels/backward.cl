@@ -151,7 +151,7 @@ inline void dropout_tile_words(ulong seed, ulong offset, uint stream, int i0, in
     tile_words_t c0 = (tile_words_t)((uint)j0 >> 3) + lane % NBK,
                  c1 = (tile_words_t)((uint)i0) + lane / NBK, c2 = (tile_words_t)(stream),
                  c3 = (tile_words_t)((uint)offset);
-    PHILOX4X32_10(tile_words_t, c0, c1, c2, c3, key.s0, key.s1);
+    PHILOX4X32_10_WIDE(DW, c0, c1, c2, c3, key.s0, key.s1);
     VCAT(vstore, DW)(c0, 0, w[0]);
     VCAT(vstore, DW)(c1, 0, w[1]);
     VCAT(vstore, DW)(c2, 0, w[2]);
@@ -173,7 +173,7 @@ inline void dropout_row_words(ulong seed, ulong offset, uint stream, int i0, int
     words_t c0 = (words_t)((uint)jb),
             c1 = (words_t)((uint)i0) + VCAT(convert_uint, BLOCK)(lane_index()),
             c2 = (words_t)(stream), c3 = (words_t)((uint)offset);
-    PHILOX4X32_10(words_t, c0, c1, c2, c3, key.s0, key.s1);
+    PHILOX4X32_10_WIDE(BLOCK, c0, c1, c2, c3, key.s0, key.s1);
     w[0] = c0;
     w[1] = c1;
     w[2] = c2;

@@ -306,6 +306,40 @@ inline float backward_row_lse(float lse) {
         }                                                                                          \
     } while (0)
 
+/* The same rounds over N lanes (N = 2, 4, 8, 16) of uintN counters, for
+ * CPU-shaped kernels: each lane is held in 64 bits, so that a multiply is
+ * one 32x32 -> 64-bit product (vpmuludq) giving mul_hi and the low word at
+ * once. LLVM lowers a uintN mul_hi on x86 into four 32-bit multiplies of
+ * 16-bit halves (vpmulld, slow); this form is 2x faster there. GPUs have a
+ * native mul_hi: their kernels keep PHILOX4X32_10. */
+#define PHILOX_CAT_(a, b) a##b
+#define PHILOX_CAT(a, b) PHILOX_CAT_(a, b)
+#define PHILOX4X32_10_WIDE(N, c0, c1, c2, c3, k0, k1)                                              \
+    do {                                                                                           \
+        const ulong low_ = 0xFFFFFFFFul;                                                           \
+        PHILOX_CAT(ulong, N) a0_ = PHILOX_CAT(convert_ulong, N)(c0);                               \
+        PHILOX_CAT(ulong, N) a1_ = PHILOX_CAT(convert_ulong, N)(c1);                               \
+        PHILOX_CAT(ulong, N) a2_ = PHILOX_CAT(convert_ulong, N)(c2);                               \
+        PHILOX_CAT(ulong, N) a3_ = PHILOX_CAT(convert_ulong, N)(c3);                               \
+        uint pk0_ = (k0), pk1_ = (k1);                                                             \
+        _Pragma("unroll") for (int pr_ = 0; pr_ < 10; pr_++) {                                     \
+            if (pr_ > 0) {                                                                         \
+                pk0_ += PHILOX_W0;                                                                 \
+                pk1_ += PHILOX_W1;                                                                 \
+            }                                                                                      \
+            const PHILOX_CAT(ulong, N) p0_ = (a0_ & low_) * (ulong)PHILOX_M0;                      \
+            const PHILOX_CAT(ulong, N) p1_ = (a2_ & low_) * (ulong)PHILOX_M1;                      \
+            a0_ = (p1_ >> 32) ^ a1_ ^ (ulong)pk0_;                                                 \
+            a1_ = p1_ & low_;                                                                      \
+            a2_ = (p0_ >> 32) ^ a3_ ^ (ulong)pk1_;                                                 \
+            a3_ = p0_ & low_;                                                                      \
+        }                                                                                          \
+        c0 = PHILOX_CAT(convert_uint, N)(a0_);                                                     \
+        c1 = PHILOX_CAT(convert_uint, N)(a1_);                                                     \
+        c2 = PHILOX_CAT(convert_uint, N)(a2_);                                                     \
+        c3 = PHILOX_CAT(convert_uint, N)(a3_);                                                     \
+    } while (0)
+
 inline uint4 philox4x32_10(uint4 ctr, uint2 key) {
     uint c0 = ctr.s0, c1 = ctr.s1, c2 = ctr.s2, c3 = ctr.s3;
     PHILOX4X32_10(uint, c0, c1, c2, c3, key.s0, key.s1);

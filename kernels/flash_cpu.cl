@@ -153,7 +153,7 @@ inline void dropout_block_words(ulong seed, ulong offset, uint stream, int i0, i
         const drop_uint lane = (drop_uint)(ch * DROP_W) + CAT(vload, DROP_W)(0, drop_lane);
         drop_uint c0 = (drop_uint)((uint)k0 >> 3) + lane % NB, c1 = (drop_uint)(uint)i0 + lane / NB;
         drop_uint c2 = (drop_uint)stream, c3 = (drop_uint)(uint)offset;
-        PHILOX4X32_10(drop_uint, c0, c1, c2, c3, key.s0, key.s1);
+        PHILOX4X32_10_WIDE(DROP_W, c0, c1, c2, c3, key.s0, key.s1);
         CAT(vstore, DROP_W)(c0, ch, w[0]);
         CAT(vstore, DROP_W)(c1, ch, w[1]);
         CAT(vstore, DROP_W)(c2, ch, w[2]);
