@@ -619,10 +619,13 @@ int main(int argc, char **argv) {
     printf("/* %s, head_dim %d, %s, n=%d: %.1f GFLOP/s (%s path) */\n", info.device_name, dim,
            o.mask == ATTN_MASK_NONE ? "no mask" : "causal", o.seq, best.gflops,
            three ? "three-kernel" : "fused");
-    printf("{%s, \"%s\", \"%s\", %d, {%s, %d, %d, %d, %d, %d}},\n",
+    /* Every field of the entry: splits and the backward's keys at their
+     * defaults (0), decode_wg the device type's (attn_tune --algo decode
+     * and --algo backward search those). */
+    printf("{%s, \"%s\", \"%s\", %d, {%s, %d, %d, %d, %d, %d, 0, 0, 0, 0, 0, 0, %d}},\n",
            info.is_gpu ? "CL_DEVICE_TYPE_GPU" : "CL_DEVICE_TYPE_CPU", info.vendor, info.device_name,
            dim, !strcmp(o.variant, "cpu") ? "ATTN_FUSED_CPU" : "ATTN_FUSED_GPU", rows, tile, wg,
-           vec, unroll);
+           vec, unroll, info.is_gpu ? 64 : 1);
     printf("ATTN_CL_TUNE=\"%s\"\n", best.spec);
     attn_context_destroy(ctx);
     return 0;

@@ -105,7 +105,7 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
         return attn_fail(ctx, ATTN_ERR_HOST_OUT_OF_MEMORY,
                          "cannot allocate the decode path's state");
     cfg->pb = *pb;
-    cfg->wg = t.decode_wg;
+    cfg->wg = t.decode_wg > 1 ? t.decode_wg : 1; /* a table entry left at 0: the cpu shape */
     int max_rows = MAX_ROWS;
     if (cfg->wg > 1) {
         status = gpu_shape_rows(ctx, p, &t, &origin, &max_rows);
