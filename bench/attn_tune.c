@@ -343,6 +343,17 @@ static void keep_best(candidate *best, const candidate *c) {
         *best = *c;
 }
 
+/* Ends a search: clears ATTN_CL_TUNE; without a winner says so and
+ * destroys the context. */
+static int search_done(attn_context_t ctx, const candidate *best) {
+    unsetenv("ATTN_CL_TUNE");
+    if (best->spec[0])
+        return 1;
+    fprintf(stderr, "attn_tune: no candidate passed\n");
+    attn_context_destroy(ctx);
+    return 0;
+}
+
 static int parse_int(const char *s, int lo, int hi, int *out) {
     char *end;
     const long v = strtol(s, &end, 10);
@@ -383,12 +394,8 @@ static int search_backward(attn_context_t ctx, const options *o, const attn_devi
                         keep_best(&best, &c);
                 }
     }
-    unsetenv("ATTN_CL_TUNE");
-    if (!best.spec[0]) {
-        fprintf(stderr, "attn_tune: no candidate passed\n");
-        attn_context_destroy(ctx);
+    if (!search_done(ctx, &best))
         return 1;
-    }
     /* The entry as the backward reads it: the context's spec this time. */
     char why[512] = "";
     if (attn_context_set_tuning(ctx, best.spec) != ATTN_SUCCESS ||
@@ -428,12 +435,8 @@ static int search_decode(attn_context_t ctx, const options *o, const attn_device
             if (try_spec(ctx, o, spec, &c))
                 keep_best(&best, &c);
         }
-    unsetenv("ATTN_CL_TUNE");
-    if (!best.spec[0]) {
-        fprintf(stderr, "attn_tune: no candidate passed\n");
-        attn_context_destroy(ctx);
+    if (!search_done(ctx, &best))
         return 1;
-    }
     int wg = 1, split = 0;
     sscanf(best.spec, "variant=decode,decode_wg=%d,splits=%d", &wg, &split);
     const int dim = o->head_dim > o->head_dim_v ? o->head_dim : o->head_dim_v;
@@ -602,12 +605,8 @@ int main(int argc, char **argv) {
                         keep_best(&best, &c);
                 }
     }
-    unsetenv("ATTN_CL_TUNE");
-    if (!best.spec[0]) {
-        fprintf(stderr, "attn_tune: no candidate passed\n");
-        attn_context_destroy(ctx);
+    if (!search_done(ctx, &best))
         return 1;
-    }
 
     int rows = 0, tile = 0, wg = 1, vec = 16, unroll = 1;
     if (!strcmp(o.variant, "cpu"))

@@ -294,6 +294,21 @@ inline void kv_copy_row(__global kv_t *dst, __global const kv_t *src, int n, int
 #define VAL_ROW(j) (vh + (j) * v_ss)
 #endif
 
+/* Sequence b's view (over a cache its keys are the cached ones, then the
+ * new rows) and the rows n0 .. n_end - 1 of block `blk` (the kernels'
+ * names in scope: b, blk, group, seq_q, seq_k, kv_lengths). */
+#if KVCACHE
+#define DECODE_SEQUENCE_AND_BLOCK()                                                                \
+    sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);                                          \
+    const int cached = kv_cached(b, seq_q, seq_k, kv_lengths);                                     \
+    sq.len_k = sq.kept_k = cached + (APPEND ? seq_q : 0);                                          \
+    const long n0 = blk * ROWS, n_end = min(n0 + ROWS, (long)sq.len_q * group)
+#else
+#define DECODE_SEQUENCE_AND_BLOCK()                                                                \
+    const sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);                                    \
+    const long n0 = blk * ROWS, n_end = min(n0 + ROWS, (long)sq.len_q * group)
+#endif
+
 /* The rows of block `blk` of kv head hk (n0 .. n_end - 1 of the head's
  * rows): each row's query index ri, head rh and visible keys kf .. kl (rows
  * past n_end see none), and the keys [*sb, *se) of this split. */

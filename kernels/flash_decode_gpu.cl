@@ -66,12 +66,7 @@ flash_decode_gpu(TENSOR(__global const elem_t, q, q),
     const int split = get_group_id(0) % splits;
     const long blk = get_group_id(0) / splits;
     const int hk = get_global_id(1), b = get_global_id(2);
-    sequence_info sq = sequence_of(b, FEATURE_SEQUENCES);
-#if KVCACHE
-    const int cached = kv_cached(b, seq_q, seq_k, kv_lengths);
-    sq.len_k = sq.kept_k = cached + (APPEND ? seq_q : 0);
-#endif
-    const long n0 = blk * ROWS, n_end = min(n0 + ROWS, (long)sq.len_q * group);
+    DECODE_SEQUENCE_AND_BLOCK();
     if (n0 >= n_end)
         return; /* the whole group: no barrier is left waiting */
 
