@@ -4,8 +4,8 @@
  * tuning's decode_wg: the cpu shape (kernels/flash_decode.cl, decode_wg 1)
  * runs one work-item a block of rows; the gpu shape
  * (kernels/flash_decode_gpu.cl) a work-group, its work-items across the
- * keys and then across head_dim_v. When batch * heads_kv work-items cannot fill the device's
- * compute units, the keys are split and a second kernel merges the splits'
+ * keys and then across head_dim_v. When batch * heads_kv blocks cannot
+ * fill the device's compute units, the keys are split and a second kernel merges the splits'
  * partials from the workspace; that kernel is then the only one writing the
  * caller's O and LSE.
  *
@@ -27,10 +27,11 @@
 
 struct attn_algo_state {
     attn_problem pb;
-    int rows;   /* query rows per work-item */
-    int blocks; /* work-items of rows per kv head */
+    int rows;   /* query rows per block (a work-item, or a group) */
+    int blocks; /* blocks of rows per kv head */
     int splits; /* key ranges per block */
     int wg;     /* work-items a group: 1 the cpu shape, more the gpu shape */
+    const char *kernel; /* its program and main kernel: flash_decode[_gpu] */
     size_t workspace;
     /* With rotary embedding: the rotated Q and k_new, packed
      * [batch, heads, seq_q, head_dim] in the storage type, at these byte
@@ -106,6 +107,7 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
                          "cannot allocate the decode path's state");
     cfg->pb = *pb;
     cfg->wg = t.decode_wg > 1 ? t.decode_wg : 1; /* a table entry left at 0: the cpu shape */
+    cfg->kernel = cfg->wg > 1 ? "flash_decode_gpu" : "flash_decode";
     int max_rows = MAX_ROWS;
     if (cfg->wg > 1) {
         status = gpu_shape_rows(ctx, p, &t, &origin, &max_rows);
@@ -205,10 +207,11 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
 }
 
 static attn_status decode_build(attn_context_t ctx, attn_algo_state *cfg) {
-    const char *program = cfg->wg > 1 ? "flash_decode_gpu" : "flash_decode";
-    attn_status status = attn_create_kernel(ctx, program, program, cfg->options, &cfg->main);
+    attn_status status =
+        attn_create_kernel(ctx, cfg->kernel, cfg->kernel, cfg->options, &cfg->main);
     if (status == ATTN_SUCCESS && cfg->splits > 1)
-        status = attn_create_kernel(ctx, program, "flash_decode_merge", cfg->options, &cfg->merge);
+        status =
+            attn_create_kernel(ctx, cfg->kernel, "flash_decode_merge", cfg->options, &cfg->merge);
     if (status == ATTN_SUCCESS && cfg->pb.kv.rotary_dim) {
         char options[600];
         snprintf(options, sizeof options, "%s -DROTARY_DIM=%d -DROTARY_INTERLEAVED=%d",
@@ -373,7 +376,7 @@ static attn_status decode_enqueue(attn_context_t ctx, const decode_config *cfg,
     const attn_softmax_exponent e = attn_softmax_exponent_of(p, modifiers);
     const cl_float sign = modifiers || p->scale >= 0.0f ? 1.0f : -1.0f;
 
-    const char *name = cfg->wg > 1 ? "flash_decode_gpu" : "flash_decode";
+    const char *name = cfg->kernel;
     attn_args main;
     attn_args_begin(&main, ctx, cfg->main, name);
     attn_arg_tensor(&main, a->q, a->q_offset, &p->q_strides);
