@@ -221,6 +221,50 @@ attn_status attn_tuning_refuse(attn_context_t ctx, const attn_tuning *t,
 
 /* ---- Lookup ------------------------------------------------------------- */
 
+/* The context's spec, then ATTN_CL_TUNE, over *t; which keys each set. */
+static attn_status apply_overrides(attn_context_t ctx, attn_tuning *t, attn_tuning_origin *from) {
+    attn_status status = ATTN_SUCCESS;
+    from->context = from->env = 0;
+    if (ctx->tuning_spec[0])
+        status =
+            attn_tuning_parse(ctx, "attn_context_set_tuning", ctx->tuning_spec, t, &from->context);
+    const char *env = getenv("ATTN_CL_TUNE");
+    if (status == ATTN_SUCCESS && env && *env)
+        status = attn_tuning_parse(ctx, "ATTN_CL_TUNE", env, t, &from->env);
+    from->context &= ~from->env;
+    return status;
+}
+
+/* The first generic entry (no vendor or device name) of `variant` (cpu or
+ * gpu) that serves `head_dim`: that kernel shape's defaults. */
+static const attn_tuning *variant_defaults(attn_fused_variant variant, int head_dim) {
+    const tuning_entry *last = NULL;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const tuning_entry *e = &table[i];
+        if (e->t.variant != variant || e->vendor[0] || e->name[0])
+            continue;
+        if (e->max_head_dim == 0 || head_dim <= e->max_head_dim)
+            return &e->t;
+        last = e;
+    }
+    return &last->t; /* the table has an entry without a limit for both shapes */
+}
+
+/* The forward's kernel shape of `from` (variant, rows, tile_k, wg, vec,
+ * unroll) into *t; decoding's and the backward's keys stay. */
+static void take_shape(attn_tuning *t, const attn_tuning *from) {
+    t->variant = from->variant;
+    t->rows = from->rows;
+    t->tile_k = from->tile_k;
+    t->wg = from->wg;
+    t->vec = from->vec;
+    t->unroll = from->unroll;
+}
+
+void attn_tuning_take_cpu_shape(attn_tuning *t, int head_dim) {
+    take_shape(t, variant_defaults(ATTN_FUSED_CPU, head_dim));
+}
+
 attn_status attn_tuning_lookup(attn_context_t ctx, const attn_params *p, attn_tuning *out,
                                attn_tuning_origin *origin) {
     const int head_dim = p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v;
@@ -240,17 +284,20 @@ attn_status attn_tuning_lookup(attn_context_t ctx, const attn_params *p, attn_tu
     }
     attn_tuning t = found->t;
     attn_tuning_origin from = {0, 0};
-
-    attn_status status = ATTN_SUCCESS;
-    if (ctx->tuning_spec[0])
-        status =
-            attn_tuning_parse(ctx, "attn_context_set_tuning", ctx->tuning_spec, &t, &from.context);
-    const char *env = getenv("ATTN_CL_TUNE");
-    if (status == ATTN_SUCCESS && env && *env)
-        status = attn_tuning_parse(ctx, "ATTN_CL_TUNE", env, &t, &from.env);
+    attn_status status = apply_overrides(ctx, &t, &from);
     if (status != ATTN_SUCCESS)
         return status;
-    from.context &= ~from.env;
+    if (t.variant != found->t.variant && t.variant != ATTN_FUSED_DECODE) {
+        /* An override chose the other kernel shape: the shape keys it left
+         * out come from that shape's defaults (a GPU's wg 128 means nothing
+         * to the cpu shape), the rest from this device's entry. */
+        attn_tuning base = found->t;
+        take_shape(&base, variant_defaults(t.variant, head_dim));
+        t = base;
+        status = apply_overrides(ctx, &t, &from);
+        if (status != ATTN_SUCCESS)
+            return status;
+    }
 
     if (t.variant == ATTN_FUSED_DECODE) {
         /* lib/decode.c chooses its own shape; only vec (its widest vector)

@@ -6,7 +6,10 @@
  *
  * Override syntax (ATTN_CL_TUNE and attn_context_set_tuning): a
  * comma-separated list of key=value, e.g. "variant=cpu,rows=8,tile_k=8".
- * Keys left out keep the table's value. Keys:
+ * Keys left out keep the table's value; when the override names the other
+ * kernel shape (cpu or gpu) than the device's entry, the shape keys it
+ * leaves out (rows, tile_k, wg, vec, unroll) take that shape's defaults.
+ * Keys:
  *
  *   variant  cpu | gpu | decode   kernel shape (kernels/flash_cpu.cl,
  *                        flash_gpu.cl; decode: lib/decode.c's algorithm,
@@ -104,6 +107,11 @@ typedef struct attn_tuning_origin {
  * caller holds ctx->lock. */
 attn_status attn_tuning_lookup(attn_context_t ctx, const attn_params *p, attn_tuning *out,
                                attn_tuning_origin *origin);
+
+/* Replaces `t`'s forward kernel shape (variant, rows, tile_k, wg, vec,
+ * unroll) by the cpu shape's defaults for `head_dim`: for the fused path's
+ * probabilities, which only that shape writes, when no override chose one. */
+void attn_tuning_take_cpu_shape(attn_tuning *t, int head_dim);
 
 /* Parses `spec` over `t` (keys not named keep their value); `origin` names
  * the spec in messages ("ATTN_CL_TUNE", "attn_context_set_tuning"). When

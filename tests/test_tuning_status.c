@@ -68,6 +68,17 @@ int main(void) {
     expect(ctx, "variant=gpu,rows=16,wg=128,tile_k=64 shrinks to fit 512 KiB",
            "variant=gpu,rows=16,wg=128,tile_k=64", NULL, ATTN_SUCCESS, NULL, NULL);
     expect(ctx, "the table's own entry at 512 KiB", NULL, NULL, ATTN_SUCCESS, NULL, NULL);
+    /* Naming only a kernel shape takes that shape's defaults for the keys
+     * left out, whichever shape the device's entry has (a GPU's wg 128 once
+     * refused variant=cpu, a CPU's wg 1 variant=gpu). */
+    expect(ctx, "variant=cpu alone: the cpu shape's defaults", "variant=cpu", NULL, ATTN_SUCCESS,
+           NULL, NULL);
+    expect(ctx, "variant=gpu alone: the gpu shape's defaults", "variant=gpu", NULL, ATTN_SUCCESS,
+           NULL, NULL);
+    expect(ctx, "ATTN_CL_TUNE variant=cpu,rows=2 over a context's variant=gpu", "variant=gpu",
+           "variant=cpu,rows=2", ATTN_SUCCESS, NULL, NULL);
+    expect(ctx, "variant=cpu,wg=4: a named key still refused", "variant=cpu,wg=4", NULL,
+           ATTN_ERR_INVALID_VALUE, "attn_context_set_tuning \"variant=cpu,wg=4\"", NULL);
 
     attn_context_destroy(ctx);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
