@@ -69,9 +69,18 @@ static attn_status configure(attn_context_t ctx, const attn_problem *pb, fused_c
     attn_tuning *t = &cfg->t;
     if (t->variant == ATTN_FUSED_DECODE) /* dispatch.c sends these to decode.c */
         return attn_fail(ctx, ATTN_ERR_UNSUPPORTED, "the fused path has no decode variant");
-    if (pb->want_row_stats && t->variant != ATTN_FUSED_CPU)
-        return attn_tuning_refuse(ctx, t, &cfg->origin, ATTN_TUNE_VARIANT,
-                                  "the fused path's probabilities need its cpu variant");
+    if (pb->want_row_stats && t->variant != ATTN_FUSED_CPU) {
+        /* Only the cpu shape writes the row statistics the probabilities
+         * need; it runs on any device. An override's other choice stands. */
+        const unsigned shape_keys = ATTN_TUNE_VARIANT | ATTN_TUNE_ROWS | ATTN_TUNE_TILE_K |
+                                    ATTN_TUNE_WG | ATTN_TUNE_VEC | ATTN_TUNE_UNROLL;
+        if ((cfg->origin.context | cfg->origin.env) & ATTN_TUNE_VARIANT)
+            return attn_tuning_refuse(ctx, t, &cfg->origin, ATTN_TUNE_VARIANT,
+                                      "the fused path's probabilities need its cpu variant");
+        attn_tuning_take_cpu_shape(t, p->head_dim > p->head_dim_v ? p->head_dim : p->head_dim_v);
+        cfg->origin.context &= ~shape_keys;
+        cfg->origin.env &= ~shape_keys;
+    }
     char features[256];
     attn_feature_options(pb, features, sizeof features);
 
