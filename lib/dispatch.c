@@ -57,18 +57,21 @@ static attn_status resolve_auto(attn_context_t ctx, const attn_problem *pb, attn
     return ATTN_SUCCESS;
 }
 
-/* Decode shapes, where the fused cpu shape's packing of K is the whole cost:
- * at most DECODE_MAX_ROWS query rows read each kv head (group * seq_q), over
- * DECODE_MIN_KEYS keys or more. Measured with PoCL on 2 cores (see the
- * commit adding lib/decode.c). */
+/* Decode shapes: at most DECODE_MAX_ROWS query rows read each kv head
+ * (group * seq_q), over DECODE_MIN_KEYS keys or more. On CPUs the fused cpu
+ * shape's packing of K is the whole cost there (PoCL on 2 cores, the commit
+ * adding lib/decode.c); on GPUs the fused gpu shape gives such a problem one
+ * work-group a head, a block of rows nearly empty, where the decode
+ * kernels split the keys (NVIDIA H200, Sq=1 Sk=16384 Hq=32 Hkv=8 D=128
+ * f32, attn_bench --overhead: 13.7 ms fused gpu shape, 0.71 ms decode). */
 #define DECODE_MAX_ROWS 16
 #define DECODE_MIN_KEYS 256
 
 /* Whether a fused request (AUTO's or an explicit ATTN_ALGO_FUSED: the
  * decode kernel is a fused kernel with the same results) goes to the decode
- * algorithm: always under the tuning's variant=decode; on CPU devices for
- * decode shapes without dropout (which the decode kernels lack and refuse),
- * unless an override named another variant. The caller holds ctx->lock. */
+ * algorithm: always under the tuning's variant=decode; for decode shapes
+ * without dropout (which the decode kernels lack and refuse), unless an
+ * override named another variant. The caller holds ctx->lock. */
 static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int *wanted) {
     const attn_params *p = &pb->p;
     attn_tuning t;
@@ -79,7 +82,7 @@ static attn_status decode_wanted(attn_context_t ctx, const attn_problem *pb, int
     if ((origin.context | origin.env) & ATTN_TUNE_VARIANT)
         *wanted = t.variant == ATTN_FUSED_DECODE;
     else
-        *wanted = !ctx->info.is_gpu && !pb->want_probs && !(p->dropout_p > 0.0f) &&
+        *wanted = !pb->want_probs && !(p->dropout_p > 0.0f) &&
                   (int64_t)pb->group * p->seq_q <= DECODE_MAX_ROWS && p->seq_k >= DECODE_MIN_KEYS;
     return ATTN_SUCCESS;
 }
