@@ -13,36 +13,49 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Each work-item (one a work-group, 8 a compute unit) sums a contiguous
- * stripe of float16s: what one pass over the cache costs at best. */
+/* What one pass over the cache costs at best, shaped for the device. On a
+ * CPU each work-item (one a work-group, 8 a compute unit) sums a contiguous
+ * stripe of float16s; on a GPU (GPU_SHAPE) work-groups of 256 fill every
+ * compute unit and neighbouring work-items read neighbouring float16s, so
+ * that each of a group's loads is one contiguous span. */
 static const char *roof_source =
     "__kernel void stream(__global const float16 *x, ulong n, __global float *out) {\n"
     "    const ulong items = get_global_size(0), id = get_global_id(0);\n"
-    "    const ulong per = (n + items - 1) / items, b = id * per;\n"
+    "#if GPU_SHAPE\n"
+    "    const ulong b = id, e = n, step = items;\n"
+    "#else\n"
+    "    const ulong per = (n + items - 1) / items, b = id * per, step = 1;\n"
     "    const ulong e = min(b + per, n);\n"
+    "#endif\n"
     "    float16 s = 0.0f;\n"
-    "    for (ulong i = b; i < e; i++)\n"
+    "    for (ulong i = b; i < e; i += step)\n"
     "        s += x[i];\n"
     "    out[id] = s.s0 + s.s1 + s.s2 + s.s3 + s.s4 + s.s5 + s.s6 + s.s7 + s.s8 + s.s9 +\n"
     "              s.sa + s.sb + s.sc + s.sd + s.se + s.sf;\n"
     "}\n";
 
+#define ROOF_GPU_GROUP 256
+#define ROOF_GPU_GROUPS_PER_UNIT 8
+
 typedef struct roof {
     cl_program program;
     cl_kernel kernel;
     cl_mem out;
-    size_t items;
+    size_t items, group;
 } roof;
 
-static int roof_init(cl_context cl, cl_device_id device, int compute_units, roof *r) {
+static int roof_init(cl_context cl, cl_device_id device, const attn_device_info *info, roof *r) {
     memset(r, 0, sizeof *r);
     cl_int err;
     r->program = clCreateProgramWithSource(cl, 1, &roof_source, NULL, &err);
     if (err == CL_SUCCESS)
-        err = clBuildProgram(r->program, 1, &device, "", NULL, NULL);
+        err = clBuildProgram(r->program, 1, &device,
+                             info->is_gpu ? "-DGPU_SHAPE=1" : "-DGPU_SHAPE=0", NULL, NULL);
     if (err == CL_SUCCESS)
         r->kernel = clCreateKernel(r->program, "stream", &err);
-    r->items = (size_t)(compute_units > 0 ? compute_units : 1) * 8;
+    const size_t units = (size_t)(info->compute_units > 0 ? info->compute_units : 1);
+    r->group = info->is_gpu ? ROOF_GPU_GROUP : 1;
+    r->items = info->is_gpu ? units * ROOF_GPU_GROUPS_PER_UNIT * ROOF_GPU_GROUP : units * 8;
     if (err == CL_SUCCESS)
         r->out = clCreateBuffer(cl, CL_MEM_READ_WRITE, r->items * sizeof(float), NULL, &err);
     if (err != CL_SUCCESS)
@@ -66,12 +79,11 @@ static double roof_ms(cl_command_queue queue, roof *r, cl_mem buf, size_t bytes,
     clSetKernelArg(r->kernel, 0, sizeof buf, &buf);
     clSetKernelArg(r->kernel, 1, sizeof n, &n);
     clSetKernelArg(r->kernel, 2, sizeof r->out, &r->out);
-    const size_t one = 1; /* a work-item a group: each streams its stripe alone */
     double times[64];
     repeats = repeats > 64 ? 64 : repeats;
     for (int i = -1; i < repeats; i++) {
         const double t0 = bench_now_ms();
-        if (clEnqueueNDRangeKernel(queue, r->kernel, 1, NULL, &r->items, &one, 0, NULL, NULL) !=
+        if (clEnqueueNDRangeKernel(queue, r->kernel, 1, NULL, &r->items, &r->group, 0, NULL, NULL) !=
                 CL_SUCCESS ||
             clFinish(queue) != CL_SUCCESS)
             return -1.0;
@@ -156,7 +168,7 @@ int bench_kvcache_run(const bench_options *opt, attn_context_t ctx, cl_context c
     cl_device_id device = NULL;
     clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof device, &device, NULL);
     roof r;
-    if (roof_init(cl, device, info.compute_units, &r) != 0) {
+    if (roof_init(cl, device, &info, &r) != 0) {
         roof_release(&r);
         return 1;
     }
