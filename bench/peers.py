@@ -4,6 +4,7 @@
 Runs the same sweep as attn_bench through
 
   torch-sdpa           torch.nn.functional.scaled_dot_product_attention, float32
+                       (--dtype for 16-bit; --cuda: on the GPU, through CUDA)
   torch-sdpa-backward  its backward through autograd (dQ, dK, dV for a given
                        dO), the forward run once before the timing
   numpy                float32 matmul + softmax + matmul, one head at a time
@@ -21,7 +22,8 @@ of the two tools compare like for like. max_abs_err is against a float64
 NumPy reference (the CPU reference of libattn_cl also accumulates in double)
 where its work is at most --ref-max-gflop; empty otherwise.
 
-device is the CPU model from /proc/cpuinfo, commas replaced by ';'. Versions,
+device is the CPU model from /proc/cpuinfo (with --cuda, the GPU's name),
+commas replaced by ';'. Versions,
 thread counts and the BLAS NumPy uses go to stderr, never to stdout.
 
 Install into a virtual environment (PyPI's Linux torch wheel pulls in its CUDA
@@ -159,8 +161,11 @@ class TorchSdpa:
     def __init__(self, q, k, v, shape):
         import torch.nn.functional as F
         self.F = F
+        self.device = shape["torch_device"]
         as_tensor = torch.from_numpy if np is not None else (lambda t: t)
-        self.q, self.k, self.v = (as_tensor(t).contiguous() for t in (q, k, v))
+        dtype = TORCH_DTYPES[shape["dtype"]]
+        self.q, self.k, self.v = (as_tensor(t).to(self.device, dtype).contiguous()
+                                  for t in (q, k, v))
         self.scale = shape["scale"]
         self.kwargs = {}
         sq, sk, mask = shape["seq_q"], shape["seq_k"], shape["mask"]
@@ -168,7 +173,8 @@ class TorchSdpa:
         if mask == "top-left" or (mask == "bottom-right" and sq == sk):
             self.kwargs["is_causal"] = True
         elif mask == "bottom-right":
-            self.kwargs["attn_mask"] = torch.ones(sq, sk, dtype=torch.bool).tril(sk - sq)
+            self.kwargs["attn_mask"] = torch.ones(sq, sk, dtype=torch.bool,
+                                                  device=self.device).tril(sk - sq)
         if shape["heads_kv"] != shape["heads_q"]:
             if torch_supports_gqa():
                 self.kwargs["enable_gqa"] = True
@@ -179,12 +185,19 @@ class TorchSdpa:
 
     def __call__(self):
         with torch.inference_mode():
-            return self.F.scaled_dot_product_attention(self.q, self.k, self.v, scale=self.scale,
-                                                       **self.kwargs)
+            out = self.F.scaled_dot_product_attention(self.q, self.k, self.v, scale=self.scale,
+                                                      **self.kwargs)
+        self.synchronize()
+        return out
+
+    def synchronize(self):
+        """A GPU call returns before the kernels end: the timing waits for them."""
+        if self.device != "cpu":
+            torch.cuda.synchronize(self.device)
 
     @staticmethod
     def to_numpy(out):
-        return out.numpy() if np is not None else None
+        return out.float().cpu().numpy() if np is not None else None
 
 
 class TorchSdpaBackward(TorchSdpa):
@@ -206,6 +219,7 @@ class TorchSdpaBackward(TorchSdpa):
         for t in (self.q, self.k, self.v):
             t.grad = None
         self.out.backward(self.dout, retain_graph=True)
+        self.synchronize()
         return None
 
     @staticmethod
@@ -228,7 +242,15 @@ class NumpyF32:
         return out
 
 
+TORCH_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+
 PEERS = {"torch-sdpa": TorchSdpa, "torch-sdpa-backward": TorchSdpaBackward, "numpy": NumpyF32}
+
+
+def torch_dtypes():
+    """TORCH_DTYPES' names as torch's types, once torch is known to be there."""
+    for key, name in TORCH_DTYPES.items():
+        TORCH_DTYPES[key] = getattr(torch, name)
 
 
 def torch_supports_gqa():
@@ -345,6 +367,10 @@ def parse_args(argv):
     p.add_argument("--peers", default="torch-sdpa,numpy",
                    help="comma list of torch-sdpa, torch-sdpa-backward, numpy (default: "
                         "torch-sdpa and numpy, where installed)")
+    p.add_argument("--dtype", choices=tuple(TORCH_DTYPES), default="f32",
+                   help="torch's tensors in this type (numpy stays float32)")
+    p.add_argument("--cuda", action="store_true",
+                   help="torch on the first CUDA GPU, each call waited for; numpy is left out")
     p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--max-point-seconds", type=float, default=60.0,
@@ -386,8 +412,12 @@ def parse_args(argv):
     for name in dict.fromkeys(wanted):  # in order, once each
         if name.startswith("torch-sdpa") and torch is None:
             note("peers: torch is not installed: no torch-sdpa rows")
+        elif name.startswith("torch-sdpa") and args.cuda and not torch.cuda.is_available():
+            note("peers: torch sees no CUDA GPU: no torch-sdpa rows")
         elif name == "numpy" and np is None:
             note("peers: numpy is not installed: no numpy rows")
+        elif name == "numpy" and (args.cuda or args.dtype != "f32"):
+            note("peers: numpy runs float32 on the CPU only: no numpy rows with --cuda or --dtype")
         else:
             args.peers.append(name)
     return args
@@ -418,7 +448,7 @@ def print_header(args, device):
         return
     print(f"device   {device}")
     print(f"shape    batch {args.batch}, heads {args.heads} (kv {args.heads_kv}), head_dim "
-          f"{args.head_dim} (v {args.head_dim_v}), f32, causal {args.causal}")
+          f"{args.head_dim} (v {args.head_dim_v}), {args.dtype}, causal {args.causal}")
     print(f"timing   median of {args.repeats} runs after {args.warmup} warm-up\n")
     print(f"{'algo':<20} {'seq_q':>7} {'seq_k':>7} {'runs':>4} {'ms':>10} {'GFLOP/s':>8} "
           f"{'max_abs_err':>11}", flush=True)
@@ -432,7 +462,8 @@ def run_sweep(args, name, device):
         shape = {"batch": args.batch, "heads_q": args.heads, "heads_kv": args.heads_kv,
                  "seq_q": args.seq_q or n, "seq_k": args.seq_k or n, "head_dim": args.head_dim,
                  "head_dim_v": args.head_dim_v, "mask": args.causal,
-                 "scale": 1.0 / math.sqrt(args.head_dim)}
+                 "scale": 1.0 / math.sqrt(args.head_dim), "dtype": args.dtype,
+                 "torch_device": "cuda" if args.cuda else "cpu"}
         label = f"[{index}/{len(args.seq)}] {shape['seq_q']}x{shape['seq_k']} {name}"
         work = flops(shape) * getattr(peer_class, "work_factor", 1.0)
         try:
@@ -457,7 +488,7 @@ def run_sweep(args, name, device):
             err = f"{float('nan') if np.isnan(diff).any() else diff.max():.3e}"
         if args.csv:
             print(f"{name},{csv_field(device)},{args.batch},{args.heads},{args.heads_kv},"
-                  f"{shape['seq_q']},{shape['seq_k']},{args.head_dim},{args.causal},f32,"
+                  f"{shape['seq_q']},{shape['seq_k']},{args.head_dim},{args.causal},{args.dtype},"
                   f"{ms:.4f},{gflops:.3f},{err}", flush=True)
         else:
             print(f"{name:<20} {shape['seq_q']:>7} {shape['seq_k']:>7} {len(times):>4} "
@@ -471,7 +502,9 @@ def main(argv):
     if not args.peers:
         note("peers: nothing to run: install numpy and/or torch")
         return 1
-    device = cpu_model()
+    if torch is not None:
+        torch_dtypes()
+    device = torch.cuda.get_device_name() if args.cuda else cpu_model()
     machine_notes()
     if args.threads:
         set_threads(args.threads, args.peers)
