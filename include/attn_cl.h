@@ -311,7 +311,10 @@ ATTN_API void attn_context_destroy(attn_context_t ctx);
  * built-in per-device table: a comma-separated key=value list such as
  * "variant=cpu,rows=8,tile_k=16" (keys variant cpu|gpu, rows, tile_k, wg,
  * vec, unroll; bench/attn_tune prints the best for a device). Keys left out
- * keep the table's value; NULL or "" removes the override. The environment
+ * keep the table's value, except that naming the other kernel shape than the
+ * device's entry (variant=cpu on a GPU, variant=gpu on a CPU) gives the shape
+ * keys left out (rows, tile_k, wg, vec, unroll) that shape's defaults; NULL
+ * or "" removes the override. The environment
  * variable ATTN_CL_TUNE, same syntax, applies over this. A malformed spec is
  * refused here (ATTN_ERR_INVALID_VALUE). Values the variant, a problem or the
  * device cannot take (local memory, work-group size) fail the forward, and
