@@ -11,8 +11,8 @@
  *
  * It is internal: attn_plan_algo reports ATTN_ALGO_FUSED (it is a fused,
  * O(seq)-memory kernel with the fused path's results); dispatch.c chooses it
- * under AUTO for decode shapes on CPUs, or for any problem with the fused
- * tuning's variant=decode. */
+ * for decode shapes, or for any problem with the fused tuning's
+ * variant=decode. */
 #include "attn_internal.h"
 #include "tuning.h"
 
@@ -24,6 +24,13 @@
 #define MAX_ROWS 16 /* rows a work-item holds (flash_decode.cl's ROWS) */
 #define MAX_SPLITS 64
 #define MIN_SPLIT_KEYS 256 /* fewer keys a split and the merge costs more than it saves */
+/* A GPU's compute unit hides its memory's latency only with many groups in
+ * flight: on an NVIDIA H200 (132 units) the gpu shape read 8 sequences of
+ * 16384 f32 tokens in 12.56 ms as 64 groups (splits=1) and 4.22 ms as 192
+ * (3 splits, one group and a half a unit), time falling as fast as the
+ * groups grew. Automatic splits there aim at this many groups a unit
+ * (a guess past what was measured: attn_tune --algo decode measures it). */
+#define GPU_GROUPS_PER_UNIT 8
 
 struct attn_algo_state {
     attn_problem pb;
@@ -131,12 +138,14 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     }
     cfg->blocks = (int)blocks;
 
-    /* Splits: enough work-items for every compute unit, each split with
-     * MIN_SPLIT_KEYS keys or more. */
+    /* Splits: enough work-items (groups on a GPU, GPU_GROUPS_PER_UNIT a
+     * unit) for every compute unit, each split with MIN_SPLIT_KEYS keys or
+     * more. */
     const int64_t items = (int64_t)p->batch * p->heads_kv * cfg->blocks;
     int64_t splits = t.splits;
     if (splits == 0) {
-        const int64_t units = ctx->info.compute_units > 0 ? ctx->info.compute_units : 1;
+        const int64_t units = (ctx->info.compute_units > 0 ? ctx->info.compute_units : 1) *
+                              (ctx->info.is_gpu ? GPU_GROUPS_PER_UNIT : 1);
         splits = items >= units ? 1 : (units + items - 1) / items;
         const int64_t by_keys = p->seq_k / MIN_SPLIT_KEYS;
         if (splits > by_keys)
