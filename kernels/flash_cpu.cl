@@ -180,6 +180,43 @@ inline long tile_base_of(int b, int seq_k, sequence_info s) {
 #endif
 }
 
+/* 8 floats of an elem_t row. */
+#if DTYPE == 0
+#define LOAD8(p) vload8(0, (p))
+#elif DTYPE == 1
+#define LOAD8(p) vload_half8(0, (p))
+#else
+#define LOAD8(p) as_float8(convert_uint8(vload8(0, (p))) << 16)
+#endif
+
+/* Writes the 8 x 8 block of rows src, src + stride, ... (8 elements each)
+ * as its 8 columns, column i at dst + i * TILE_K: the three rounds of
+ * pairwise interleaves an AVX transpose uses, as shuffles that PoCL's LLVM
+ * maps onto them. */
+inline void transpose_8x8(const __global elem_t *src, long stride, __global float *dst) {
+    const uint8 lo = (uint8)(0, 8, 1, 9, 4, 12, 5, 13), hi = (uint8)(2, 10, 3, 11, 6, 14, 7, 15);
+    const uint8 lo2 = (uint8)(0, 1, 8, 9, 4, 5, 12, 13), hi2 = (uint8)(2, 3, 10, 11, 6, 7, 14, 15);
+    const uint8 lo4 = (uint8)(0, 1, 2, 3, 8, 9, 10, 11), hi4 = (uint8)(4, 5, 6, 7, 12, 13, 14, 15);
+    float8 r[8], t[8], u[8];
+    _Pragma("unroll") for (int i = 0; i < 8; i++) r[i] = LOAD8(src + i * stride);
+    /* t[2m]: rows 2m, 2m+1 interleaved in dims 0,1,4,5; t[2m+1]: 2,3,6,7. */
+    _Pragma("unroll") for (int m = 0; m < 4; m++) {
+        t[2 * m] = shuffle2(r[2 * m], r[2 * m + 1], lo);
+        t[2 * m + 1] = shuffle2(r[2 * m], r[2 * m + 1], hi);
+    }
+    /* u[q + 4h]: rows 4h..4h+3 of dims q and q + 4. */
+    _Pragma("unroll") for (int h = 0; h < 2; h++) {
+        u[4 * h + 0] = shuffle2(t[4 * h], t[4 * h + 2], lo2);
+        u[4 * h + 1] = shuffle2(t[4 * h], t[4 * h + 2], hi2);
+        u[4 * h + 2] = shuffle2(t[4 * h + 1], t[4 * h + 3], lo2);
+        u[4 * h + 3] = shuffle2(t[4 * h + 1], t[4 * h + 3], hi2);
+    }
+    _Pragma("unroll") for (int q = 0; q < 4; q++) {
+        vstore8(shuffle2(u[q], u[q + 4], lo4), 0, dst + q * TILE_K);
+        vstore8(shuffle2(u[q], u[q + 4], hi4), 0, dst + (q + 4) * TILE_K);
+    }
+}
+
 /* Packs K (and with 16-bit storage V) of one key tile of one (sequence,
  * kv head) into float: K as HEAD_DIM x TILE_K (key fastest), V as TILE_K
  * rows of HEAD_DIM_V, zero past the sequence. Global size
@@ -198,8 +235,18 @@ flash_cpu_pack(TENSOR(__global const elem_t, k, k),
     const long slot = (long)hk * total_tiles + tile_base_of(b, seq_k, sq) + t;
     const __global elem_t *src = k + AT(k, b, hk, sq.k0 + k0);
     __global float *dst = kp + kp_off + slot * (HEAD_DIM * TILE_K);
+    int d_done = 0;
+#if TILE_K >= 8
+    if (keys == TILE_K) {
+        /* A full tile, 8 keys x 8 dims at a time: rows in, columns out. */
+        for (int j0 = 0; j0 < TILE_K; j0 += 8)
+            for (int d0 = 0; d0 + 8 <= HEAD_DIM; d0 += 8)
+                transpose_8x8(src + j0 * k_ss + d0, k_ss, dst + d0 * TILE_K + j0);
+        d_done = HEAD_DIM / 8 * 8;
+    }
+#endif
     float col[TILE_K];
-    for (int d = 0; d < HEAD_DIM; d++) {
+    for (int d = d_done; d < HEAD_DIM; d++) {
         for (int j = 0; j < TILE_K; j++)
             col[j] = j < keys ? load_elem(src, j * k_ss + d) : 0.0f;
         vstoreK(vloadK(0, col), d, dst);
@@ -220,9 +267,12 @@ flash_cpu_pack(TENSOR(__global const elem_t, k, k),
 #if PACK_V
     const __global elem_t *vsrc = v + AT(v, b, hk, sq.k0 + k0);
     __global float *vdst = vp + vp_off + slot * (TILE_K * HEAD_DIM_V);
-    for (int j = 0; j < TILE_K; j++)
+    for (int j = 0; j < keys; j++)
         for (int c = 0; c < HEAD_DIM_V; c++)
-            vdst[j * HEAD_DIM_V + c] = j < keys ? load_elem(vsrc, j * v_ss + c) : 0.0f;
+            vdst[j * HEAD_DIM_V + c] = load_elem(vsrc, j * v_ss + c);
+    for (int j = keys; j < TILE_K; j++)
+        for (int c = 0; c < HEAD_DIM_V; c++)
+            vdst[j * HEAD_DIM_V + c] = 0.0f;
 #endif
 }
 
