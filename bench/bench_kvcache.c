@@ -83,8 +83,8 @@ static double roof_ms(cl_command_queue queue, roof *r, cl_mem buf, size_t bytes,
     repeats = repeats > 64 ? 64 : repeats;
     for (int i = -1; i < repeats; i++) {
         const double t0 = bench_now_ms();
-        if (clEnqueueNDRangeKernel(queue, r->kernel, 1, NULL, &r->items, &r->group, 0, NULL, NULL) !=
-                CL_SUCCESS ||
+        if (clEnqueueNDRangeKernel(queue, r->kernel, 1, NULL, &r->items, &r->group, 0, NULL,
+                                   NULL) != CL_SUCCESS ||
             clFinish(queue) != CL_SUCCESS)
             return -1.0;
         if (i >= 0)

@@ -30,7 +30,8 @@ static const tuning_entry table[] = {
      * tiles, 2.81 ms (12.2 TFLOP/s) against 4.44 ms (7.7) for the GPU
      * default below; 32 rows best at 3.32 ms, 4 rows 7.6 ms. Wider heads not
      * measured: the default. */
-    {CL_DEVICE_TYPE_GPU, "NVIDIA", "H200", 64, {ATTN_FUSED_GPU, 64, 64, 64, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
+    {CL_DEVICE_TYPE_GPU, "NVIDIA", "H200", 64,
+     {ATTN_FUSED_GPU, 64, 64, 64, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
     /* GPUs (not measured here): 16 rows x 8 work-items a row; the key tile
      * shrinks with head_dim so that Q, K/V and P tiles stay within 32 KiB of
      * local memory. Decoding: groups of 64, a key each a tile. */
