@@ -9,11 +9,13 @@
 #
 # usage: scripts/gpu_check.sh OUTDIR [STEP...]
 #   STEP: info bench peers decode decode_peers backward backward_peers
-#   overhead tests tune tune_backward (default: all but the tuning, in that
+#   overhead tests tune (tune_fused, then tune_decode) tune_backward
+#   (default: all but the tuning, in that
 #   order: the timings before the tests load the machine)
 #   GPU_CHECK_SECONDS  the deadline, from the start (default 480)
 #   GPU_CHECK_TESTS    the device tests to run, comma-separated (default all)
 #   GPU_CHECK_TUNE_SECONDS  each tuner search's limit (default 200, 120)
+#   GPU_CHECK_TUNE_ARGS     more options for the fused search (--head-dim 128)
 #   BUILD_DIR          a build made elsewhere to run (default build); without
 #                      one that runs here, the tree is built into build-gpu
 # What the machine lacks for OpenCL comes from the Debian packages in
@@ -163,10 +165,19 @@ run_tests() {
 }
 
 run_tune() {
-    local t=$build/bench/attn_tune
-    step "${GPU_CHECK_TUNE_SECONDS:-200}" tune_fused.txt "$t" --seq 4096
-    step "${GPU_CHECK_TUNE_SECONDS:-120}" tune_decode.txt "$t" --algo decode --seq 16384 \
-        --heads 32 --heads-kv 8 --head-dim 128 --batch 8
+    run_tune_fused
+    run_tune_decode
+}
+
+run_tune_fused() {
+    # shellcheck disable=SC2086  # GPU_CHECK_TUNE_ARGS is a list of options
+    step "${GPU_CHECK_TUNE_SECONDS:-200}" tune_fused.txt "$build/bench/attn_tune" --seq 4096 \
+        ${GPU_CHECK_TUNE_ARGS:-}
+}
+
+run_tune_decode() {
+    step "${GPU_CHECK_TUNE_SECONDS:-120}" tune_decode.txt "$build/bench/attn_tune" --algo decode \
+        --seq 16384 --heads 32 --heads-kv 8 --head-dim 128 --batch 8
 }
 
 run_tune_backward() {
