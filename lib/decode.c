@@ -55,17 +55,44 @@ struct attn_algo_state {
 };
 typedef struct attn_algo_state decode_config;
 
-/* The gpu shape's local memory: the block's Q rows, the tile's weights and
- * the trees' scratch (kernels/flash_decode_gpu.cl). */
-static size_t gpu_local_bytes(const attn_params *p, int rows, int wg) {
-    return (size_t)rows * ((size_t)p->head_dim + 2 * (size_t)wg) * sizeof(float);
+/* The widest vector (a power of two up to max_vec) dividing a row of dim
+ * elements, and the least power of two >= n, at most cap: as
+ * kernels/decode_rows.cl's VD and flash_decode_gpu.cl's POW2_16/32. */
+static int row_vector(int dim, int max_vec) {
+    int w = max_vec;
+    while (w > 1 && dim % w != 0)
+        w /= 2;
+    return w;
+}
+static int pow2_at_least(int n, int cap) {
+    int p = 1;
+    while (p < n && p < cap)
+        p *= 2;
+    return p;
+}
+
+/* The gpu shape's local memory (kernels/flash_decode_gpu.cl): the block's
+ * Q rows, the tile's weights, the trees' scratch and the scratch holding
+ * the tile's partial products, then the V sets' accumulators. */
+static size_t gpu_local_bytes(const attn_params *p, int rows, int wg, int max_vec) {
+    const int nd = p->head_dim / row_vector(p->head_dim, max_vec);
+    int key_lanes = pow2_at_least(nd, 16);
+    key_lanes = key_lanes < wg ? key_lanes : wg;
+    const int vc = p->head_dim_v % 4 == 0 ? 4 : p->head_dim_v % 2 == 0 ? 2 : 1;
+    int val_lanes = pow2_at_least(p->head_dim_v / vc, 32);
+    val_lanes = val_lanes < wg ? val_lanes : wg;
+    const size_t parts = (size_t)rows * (size_t)wg * (size_t)(key_lanes + 1);
+    const size_t sets = (size_t)(wg / val_lanes) * (size_t)rows * (size_t)p->head_dim_v;
+    const size_t scratch = parts > sets ? parts : sets;
+    return ((size_t)rows * ((size_t)p->head_dim + 2 * (size_t)wg) + scratch) * sizeof(float);
 }
 
 /* The most rows a gpu-shape block may hold: MAX_ROWS, halved until its
  * local memory fits the device's; refused when the group is above the
  * device's limit or one row does not fit. */
 static attn_status gpu_shape_rows(attn_context_t ctx, const attn_params *p, const attn_tuning *t,
-                                  const attn_tuning_origin *origin, int *max_rows) {
+                                  const attn_tuning_origin *origin, int max_vec,
+                                  int *max_rows) {
     size_t max_wg = 0;
     cl_int err =
         clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
@@ -75,16 +102,16 @@ static attn_status gpu_shape_rows(attn_context_t ctx, const attn_params *p, cons
         return attn_tuning_refuse(ctx, t, origin, ATTN_TUNE_DECODE_WG,
                                   "decode_wg is above the device's %zu work-items a group",
                                   max_wg);
+    const unsigned long long local_bytes = ctx->info.local_mem_bytes;
     int rows = MAX_ROWS;
-    while (rows > 1 && gpu_local_bytes(p, rows, t->decode_wg) > ctx->info.local_mem_bytes)
+    while (rows > 1 && gpu_local_bytes(p, rows, t->decode_wg, max_vec) > local_bytes)
         rows /= 2;
-    if (gpu_local_bytes(p, rows, t->decode_wg) > ctx->info.local_mem_bytes)
+    if (gpu_local_bytes(p, rows, t->decode_wg, max_vec) > local_bytes)
         return attn_tuning_refuse(ctx, t, origin, ATTN_TUNE_DECODE_WG,
                                   "the decode gpu shape's one row of head_dim %d with decode_wg "
                                   "%d needs %zu bytes of local memory; the device has %llu",
                                   p->head_dim, t->decode_wg,
-                                  gpu_local_bytes(p, 1, t->decode_wg),
-                                  (unsigned long long)ctx->info.local_mem_bytes);
+                                  gpu_local_bytes(p, 1, t->decode_wg, max_vec), local_bytes);
     *max_rows = rows;
     return ATTN_SUCCESS;
 }
@@ -115,9 +142,18 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     cfg->pb = *pb;
     cfg->wg = t.decode_wg > 1 ? t.decode_wg : 1; /* a table entry left at 0: the cpu shape */
     cfg->kernel = cfg->wg > 1 ? "flash_decode_gpu" : "flash_decode";
+    /* The widest vector across head_dim: an override's vec; 16 in the cpu
+     * shape; in the gpu shape 16 bytes of a key row a work-item, its
+     * neighbours the next ones (vec 4 of f32, 8 of f16, 16 of int8). On an
+     * NVIDIA H200 (f32, attn_tune --algo decode) 16 bytes beat 32 and 64 by
+     * 1.2-1.9x at every decode_wg. */
+    const size_t key_bytes = pb->kv.enabled ? pb->kv.kv_element_size : pb->element_size;
+    const int gpu_vec = key_bytes >= 4 ? 4 : key_bytes == 2 ? 8 : 16;
+    const int max_vec =
+        (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : cfg->wg > 1 ? gpu_vec : 16;
     int max_rows = MAX_ROWS;
     if (cfg->wg > 1) {
-        status = gpu_shape_rows(ctx, p, &t, &origin, &max_rows);
+        status = gpu_shape_rows(ctx, p, &t, &origin, max_vec, &max_rows);
         if (status != ATTN_SUCCESS) {
             free(cfg);
             return status;
@@ -204,10 +240,7 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
              "-DKVCACHE=%d -DPAGED=%d -DBATCH_IDX=%d -DAPPEND=%d -DKV_PAGE_SIZE=%d -DKV_DTYPE=%d "
              "-DDECODE_WG=%d",
              features, p->head_dim, p->head_dim_v, pb->want_lse, cfg->rows, cfg->splits > 1,
-             /* an override's vec caps the vector width; 16 otherwise, 4 in
-              * the gpu shape (a vector a row in registers) */
-             (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : cfg->wg > 1 ? 4 : 16,
-             pb->kv.enabled,
+             max_vec, pb->kv.enabled,
              pb->kv.paged, pb->kv.batch_idx, pb->kv.append, pb->kv.page_size,
              /* attn_kv_dtype - 1 is kernels/common.cl's code */
              pb->kv.enabled ? (int)pb->kv.kv_dtype - 1 : (int)p->dtype, cfg->wg);
