@@ -421,31 +421,51 @@ static int search_backward(attn_context_t ctx, const options *o, const attn_devi
     return 0;
 }
 
-/* The decode kernels' search: the cpu shape (decode_wg 1) and the gpu
- * shape's groups, each with the automatic splits and fixed ones, on the
- * decode benchmark shape (--seq-q rows over --seq keys). */
+/* The decode kernels' search, on the decode benchmark shape (--seq-q rows
+ * over --seq keys): the gpu shape's groups and vector widths with the
+ * automatic splits, and the cpu shape (decode_wg 1); then the best of those
+ * with fixed splits. On a GPU the cpu shape goes last: it runs there 50x
+ * slower than the gpu shape (an NVIDIA H200), and a search's time limit
+ * should go to the candidates that can win. */
 static int search_decode(attn_context_t ctx, const options *o, const attn_device_info *info) {
-    static const int groups[] = {1, 32, 64, 128, 256}, splits[] = {0, 1, 4, 16, 64};
+    static const int groups[] = {32, 64, 128, 256}, vecs[] = {4, 8, 16};
+    static const int splits[] = {1, 4, 16, 64};
     candidate best = {0}, c;
     char spec[128];
+    const char *const cpu_shape = "variant=decode,decode_wg=1,vec=16,splits=0";
+    if (!info->is_gpu && try_spec(ctx, o, cpu_shape, &c))
+        keep_best(&best, &c);
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+        for (size_t v = 0; v < sizeof vecs / sizeof vecs[0]; v++) {
+            snprintf(spec, sizeof spec, "variant=decode,decode_wg=%d,vec=%d,splits=0", groups[g],
+                     vecs[v]);
+            if (try_spec(ctx, o, spec, &c))
+                keep_best(&best, &c);
+        }
+    if (info->is_gpu && try_spec(ctx, o, cpu_shape, &c))
+        keep_best(&best, &c);
+    if (best.spec[0]) {
+        int wg = 1, vec = 16;
+        sscanf(best.spec, "variant=decode,decode_wg=%d,vec=%d", &wg, &vec);
         for (size_t s = 0; s < sizeof splits / sizeof splits[0]; s++) {
-            snprintf(spec, sizeof spec, "variant=decode,decode_wg=%d,splits=%d", groups[g],
+            snprintf(spec, sizeof spec, "variant=decode,decode_wg=%d,vec=%d,splits=%d", wg, vec,
                      splits[s]);
             if (try_spec(ctx, o, spec, &c))
                 keep_best(&best, &c);
         }
+    }
     if (!search_done(ctx, &best))
         return 1;
-    int wg = 1, split = 0;
-    sscanf(best.spec, "variant=decode,decode_wg=%d,splits=%d", &wg, &split);
+    int wg = 1, vec = 16, split = 0;
+    sscanf(best.spec, "variant=decode,decode_wg=%d,vec=%d,splits=%d", &wg, &vec, &split);
     const int dim = o->head_dim > o->head_dim_v ? o->head_dim : o->head_dim_v;
     printf("/* %s, head_dim %d, %s, %d query rows over %d keys, %d/%d heads: %.3f ms "
            "(decode; the entry's splits and trailing decode_wg) */\n",
            info->device_name, dim, o->mask == ATTN_MASK_NONE ? "no mask" : "causal", o->seq_q,
            o->seq, o->heads, o->heads_kv, best.ms);
-    printf("splits %d, ..., decode_wg %d\n", split, wg);
-    printf("ATTN_CL_TUNE=\"decode_wg=%d,splits=%d\"\n", wg, split);
+    printf("splits %d, ..., decode_wg %d (vec %d: lib/decode.c's default for the shape)\n",
+           split, wg, vec);
+    printf("ATTN_CL_TUNE=\"variant=decode,decode_wg=%d,vec=%d,splits=%d\"\n", wg, vec, split);
     attn_context_destroy(ctx);
     return 0;
 }
