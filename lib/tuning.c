@@ -28,13 +28,22 @@ static const tuning_entry table[] = {
     /* NVIDIA H200 (driver 580.159, OpenCL 3.0 CUDA), fp32, 8 heads, n=4096,
      * head_dim 64, attn_tune: 64 rows a group, a work-item a row, 64-key
      * tiles, 2.81 ms (12.2 TFLOP/s) against 4.44 ms (7.7) for the GPU
-     * default below; 32 rows best at 3.32 ms, 4 rows 7.6 ms. Wider heads not
-     * measured: the default. */
+     * default below; 32 rows best at 3.32 ms, 4 rows 7.6 ms. */
     {CL_DEVICE_TYPE_GPU, "NVIDIA", "H200", 64,
      {ATTN_FUSED_GPU, 64, 64, 64, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
+    /* The same, head_dim 128 (attn_tune --seq 4096 --head-dim 128): 64 rows,
+     * a work-item a row, 32-key tiles, 5.62 ms (12.2 TFLOP/s) against 9.92
+     * ms for the GPU default below (16 rows, 128 work-items); 32 rows best
+     * at 6.91 ms, 16 rows at 8.25 ms. Decoding (attn_tune --algo decode,
+     * 8 sequences of 16384 f32 keys, 32/8 heads): groups of 256, 0.58 ms
+     * against 0.71 for 64 and 0.69 for 128, with the library's splits (as
+     * fast as the best fixed ones, 4: 0.57 ms). A 16-bit cache takes the same
+     * groups, unmeasured. */
+    {CL_DEVICE_TYPE_GPU, "NVIDIA", "H200", 128,
+     {ATTN_FUSED_GPU, 64, 32, 64, 16, 1, 0, 0, 0, 0, 0, 0, 256}},
     /* GPUs (not measured here): 16 rows x 8 work-items a row; the key tile
      * shrinks with head_dim so that Q, K/V and P tiles stay within 32 KiB of
-     * local memory. Decoding: groups of 64, a key each a tile. */
+     * local memory. Decoding: groups of 64. */
     {CL_DEVICE_TYPE_GPU, "", "", 64, {ATTN_FUSED_GPU, 16, 64, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
     {CL_DEVICE_TYPE_GPU, "", "", 128, {ATTN_FUSED_GPU, 16, 32, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
     {CL_DEVICE_TYPE_GPU, "", "", 0, {ATTN_FUSED_GPU, 16, 16, 128, 16, 1, 0, 0, 0, 0, 0, 0, 64}},
