@@ -28,8 +28,10 @@
  * flight: on an NVIDIA H200 (132 units) the gpu shape read 8 sequences of
  * 16384 f32 tokens in 12.56 ms as 64 groups (splits=1) and 4.22 ms as 192
  * (3 splits, one group and a half a unit), time falling as fast as the
- * groups grew. Automatic splits there aim at this many groups a unit
- * (a guess past what was measured: attn_tune --algo decode measures it). */
+ * groups grew. Automatic splits there aim at this many groups a unit: 8
+ * sequences of 16384 f16 tokens 3.59 -> 1.13 ms, and with the kernel's
+ * later shape as fast as the best fixed splits (attn_tune --algo decode:
+ * 0.58 against 0.57 ms for 4). */
 #define GPU_GROUPS_PER_UNIT 8
 
 struct attn_algo_state {
