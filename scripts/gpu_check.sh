@@ -8,14 +8,15 @@
 # file to bring back, whole as of the last step that ended.
 #
 # usage: scripts/gpu_check.sh OUTDIR [STEP...]
-#   STEP: info bench peers decode decode_peers backward backward_peers
-#   overhead tests tune (tune_fused, then tune_decode) tune_backward
-#   (default: all but the tuning, in that
+#   STEP: info bench peers decode decode_ab decode_peers backward
+#   backward_peers overhead tests tune (tune_fused, then tune_decode)
+#   tune_backward (default: all but decode_ab and the tuning, in that
 #   order: the timings before the tests load the machine)
 #   GPU_CHECK_SECONDS  the deadline, from the start (default 480)
 #   GPU_CHECK_TESTS    the device tests to run, comma-separated (default all)
 #   GPU_CHECK_TUNE_SECONDS  each tuner search's limit (default 200, 120)
 #   GPU_CHECK_TUNE_ARGS     more options for the fused search (--head-dim 128)
+#   GPU_CHECK_DECODE_TUNES  decode_ab's specs (default "decode_wg=64 decode_wg=256")
 #   BUILD_DIR          a build made elsewhere to run (default build); without
 #                      one that runs here, the tree is built into build-gpu
 # What the machine lacks for OpenCL comes from the Debian packages in
@@ -131,6 +132,17 @@ run_decode() {
     step 120 decode.txt bash -c "for n in 1 8; do for t in f16 int8; do $b --kvcache --batch \$n \
         --heads 32 --heads-kv 8 --head-dim 128 --kv-dtype \$t --seq 4096,16384,32768 \
         --repeats 11 --warmup 2; done; done"
+}
+
+# The decode bench's f16 rows once per ATTN_CL_TUNE spec of GPU_CHECK_DECODE_TUNES
+# (space-separated, e.g. "decode_wg=64 decode_wg=256,vec=4"), one after
+# another in one step: an A/B of decode shapes in one run.
+run_decode_ab() {
+    local b=$build/bench/attn_bench
+    step 120 decode_ab.txt bash -c "for spec in ${GPU_CHECK_DECODE_TUNES:-decode_wg=64 decode_wg=256}; do \
+        for n in 1 8; do echo \"== ATTN_CL_TUNE=\$spec batch \$n\"; ATTN_CL_TUNE=\$spec $b --kvcache \
+        --batch \$n --heads 32 --heads-kv 8 --head-dim 128 --kv-dtype f16 --seq 4096,16384,32768 \
+        --repeats 11 --warmup 2 | grep -e contig -e batch; done; done"
 }
 
 run_decode_peers() {
