@@ -75,7 +75,10 @@ static int pow2_at_least(int n, int cap) {
 
 /* The gpu shape's local memory (kernels/flash_decode_gpu.cl): the block's
  * Q rows, the tile's weights, the trees' scratch and the scratch holding
- * the tile's partial products, then the V sets' accumulators. */
+ * the tile's partial products, then the V sets' accumulators; each array
+ * rounded up to 64 bytes, room for a compiler that aligns them. The
+ * partial products (KEY_LANES + 1 floats a key a row) dominate: with
+ * decode_wg 256 and head_dim 128, 48 KiB hold 2 rows a block. */
 static size_t gpu_local_bytes(const attn_params *p, int rows, int wg, int max_vec) {
     const int nd = p->head_dim / row_vector(p->head_dim, max_vec);
     int key_lanes = pow2_at_least(nd, 16);
@@ -86,7 +89,9 @@ static size_t gpu_local_bytes(const attn_params *p, int rows, int wg, int max_ve
     const size_t parts = (size_t)rows * (size_t)wg * (size_t)(key_lanes + 1);
     const size_t sets = (size_t)(wg / val_lanes) * (size_t)rows * (size_t)p->head_dim_v;
     const size_t scratch = parts > sets ? parts : sets;
-    return ((size_t)rows * ((size_t)p->head_dim + 2 * (size_t)wg) + scratch) * sizeof(float);
+    const size_t q = (size_t)rows * (size_t)p->head_dim, tile = (size_t)rows * (size_t)wg;
+    return (attn_round_up(q * sizeof(float), 64) + 2 * attn_round_up(tile * sizeof(float), 64) +
+            attn_round_up(scratch * sizeof(float), 64));
 }
 
 /* The most rows a gpu-shape block may hold: MAX_ROWS, halved until its
@@ -153,6 +158,13 @@ static attn_status decode_configure(attn_context_t ctx, const attn_problem *pb,
     const int gpu_vec = key_bytes >= 4 ? 4 : key_bytes == 2 ? 8 : 16;
     const int max_vec =
         (origin.context | origin.env) & ATTN_TUNE_VEC ? t.vec : cfg->wg > 1 ? gpu_vec : 16;
+    if (max_vec != 4 && max_vec != 8 && max_vec != 16) {
+        /* tuning.c checks it under variant=decode; here a KV cache or a
+         * decode shape under another variant's vec */
+        free(cfg);
+        return attn_tuning_refuse(ctx, &t, &origin, ATTN_TUNE_VEC,
+                                  "the decode kernels take vec 4, 8 or 16, not %d", max_vec);
+    }
     int max_rows = MAX_ROWS;
     if (cfg->wg > 1) {
         status = gpu_shape_rows(ctx, p, &t, &origin, max_vec, &max_rows);

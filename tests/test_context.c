@@ -529,6 +529,19 @@ static void decode_shape_overrides(attn_context_t ctx) {
                    (st == ATTN_SUCCESS || strstr(attn_last_error(ctx), "decode_wg") != NULL),
                st == ATTN_SUCCESS ? attn_status_name(st) : attn_last_error(ctx));
     }
+    /* A vec the gpu variant's spec carries to the decode kernels (a KV
+     * cache's plan): refused by the plan, not a kernel build failure. */
+    attn_kvcache_params kp;
+    attn_kvcache_params_init(&kp, 1, 4, 1, 300, 64);
+    kp.attn.heads_kv = 2;
+    attn_context_set_tuning(ctx, "variant=gpu,vec=12");
+    attn_plan_t plan = NULL;
+    st = attn_plan_create_kvcache(ctx, &kp, 0, &plan);
+    report("attn_plan_create_kvcache under variant=gpu,vec=12 -> INVALID_VALUE",
+           st == ATTN_ERR_INVALID_VALUE && plan == NULL &&
+               strstr(attn_last_error(ctx), "decode kernels take vec") != NULL,
+           st == ATTN_SUCCESS ? attn_status_name(st) : attn_last_error(ctx));
+    attn_plan_destroy(plan);
     attn_context_set_tuning(ctx, NULL);
 }
 
