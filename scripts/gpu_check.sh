@@ -138,11 +138,11 @@ run_decode() {
 # (space-separated, e.g. "decode_wg=64 decode_wg=256,vec=4"), one after
 # another in one step: an A/B of decode shapes in one run.
 run_decode_ab() {
-    local b=$build/bench/attn_bench
-    step 120 decode_ab.txt bash -c "for spec in ${GPU_CHECK_DECODE_TUNES:-decode_wg=64 decode_wg=256}; do \
-        for n in 1 8; do echo \"== ATTN_CL_TUNE=\$spec batch \$n\"; ATTN_CL_TUNE=\$spec $b --kvcache \
-        --batch \$n --heads 32 --heads-kv 8 --head-dim 128 --kv-dtype f16 --seq 4096,16384,32768 \
-        --repeats 11 --warmup 2 | grep -e contig -e batch; done; done"
+    local b=$build/bench/attn_bench specs=${GPU_CHECK_DECODE_TUNES:-decode_wg=64 decode_wg=256}
+    step 120 decode_ab.txt bash -c "for spec in $specs; do for n in 1 8; do \
+        echo \"== ATTN_CL_TUNE=\$spec batch \$n\"; ATTN_CL_TUNE=\$spec $b --kvcache \
+        --batch \$n --heads 32 --heads-kv 8 --head-dim 128 --kv-dtype f16 \
+        --seq 4096,16384,32768 --repeats 11 --warmup 2 | grep -e contig -e batch; done; done"
 }
 
 run_decode_peers() {
