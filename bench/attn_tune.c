@@ -463,7 +463,8 @@ static int search_decode(attn_context_t ctx, const options *o, const attn_device
            "(decode; the entry's splits and trailing decode_wg) */\n",
            info->device_name, dim, o->mask == ATTN_MASK_NONE ? "no mask" : "causal", o->seq_q,
            o->seq, o->heads, o->heads_kv, best.ms);
-    printf("splits %d, ..., decode_wg %d (vec %d: lib/decode.c's default for the shape)\n",
+    printf("splits %d, ..., decode_wg %d (the entry has no decode vec: vec %d goes in "
+           "ATTN_CL_TUNE where lib/decode.c's default, 16 bytes a work-item, differs)\n",
            split, wg, vec);
     printf("ATTN_CL_TUNE=\"variant=decode,decode_wg=%d,vec=%d,splits=%d\"\n", wg, vec, split);
     attn_context_destroy(ctx);
