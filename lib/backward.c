@@ -10,9 +10,10 @@
  * take the cpu shape. attn_bwd_dot and attn_bwd_dbias serve both.
  *
  * Order on the context's in-order queue: D = rowsum(dO * O) into the
- * workspace, then dK/dV, dQ and dBias, each written by exactly one
- * work-item per row or element, so the result has the same bits run to run
- * and call to call. */
+ * workspace, then dK/dV (with the cpu shape, each split of the keys' dQ
+ * into its own partial rows too), dQ (the cpu shape adds the splits in
+ * order) and dBias, each written by exactly one work-item per row or
+ * element, so the result has the same bits run to run and call to call. */
 #include "attn_internal.h"
 #include "host_copy.h"
 #include "tuning.h"
@@ -25,16 +26,17 @@ typedef struct backward_state {
     attn_problem pb;
     int want_dbias;
     char options[640];
-    int block;                      /* rows a work-item of attn_bwd_dkdv / attn_bwd_dq holds */
-    int tile;                       /* rows / keys a step of those kernels takes */
+    int block;                      /* cpu: keys a block of attn_bwd_dkdv */
+    int tile;                       /* cpu: query rows a step of attn_bwd_dkdv takes */
+    int splits;                     /* cpu: work-items a kv head's keys are split over */
     int gpu;                        /* 1: the gpu shape (kernels/backward_gpu.cl) */
     int own, step, tpo;             /* gpu: rows a work-group owns, rows a tile, items a row */
-    cl_kernel dot, dkdv, dq, dbias; /* dbias NULL unless wanted */
+    cl_kernel dot, dkdv, dq, dbias; /* dq: attn_bwd_dq_sum (cpu) or attn_bwd_dq (gpu); dbias
+                                       NULL unless wanted */
 } backward_state;
 
-/* Rows a work-item holds (its vectors' lanes). 16 at every head dim: each
- * K/V or Q/dO row read serves 16 rows of the other side, and the private
- * blocks (4 * 16 * (D + Dv) floats, 128 KiB at D = Dv = 512) stay in the
+/* Keys a block of the cpu shape holds (its vectors' lanes). 16 at every
+ * head dim: each Q/dO row read serves 16 keys, and the private blocks (4 * 16 * (D + Dv) floats, 128 KiB at D = Dv = 512) stay in the
  * cache's reach. Measured on AVX-512 and AVX2 (attn_bench --backward):
  * 16 beat 8 at D = 256 (1.4-1.8x) and 4 at D = 512 (3x). */
 static int block_rows(const attn_params *p) {
@@ -42,9 +44,9 @@ static int block_rows(const attn_params *p) {
     return 16;
 }
 
-/* Query rows (dK/dV) or keys (dQ) a kernel step takes together: each of the
- * work-item's K/V or Q/dO vectors is loaded once per TILE products, and the
- * TILE score vectors stay in registers. */
+/* Query rows a step of the cpu shape takes together: each of the
+ * work-item's K/V vectors is loaded once per TILE products, and the TILE
+ * score vectors stay in registers. */
 #ifndef BACKWARD_TILE
 #define BACKWARD_TILE 4
 #endif
@@ -96,6 +98,7 @@ static int gpu_tiles(attn_context_t ctx, const attn_params *p, const attn_tuning
  * forward's tensors and input arrays in `f`. */
 typedef struct backward_args {
     attn_device_args f;
+    cl_mem dq_part; /* cpu shape: the splits' partial dQ */
     cl_mem dout, dq, dk, dv, dbias;
     size_t dout_offset, dq_offset, dk_offset, dv_offset, dbias_offset;
 } backward_args;
@@ -108,6 +111,36 @@ static void backward_state_free(backward_state *st) {
         if (kernels[i])
             clReleaseKernel(kernels[i]);
     free(st);
+}
+
+/* D's floats: one per query row of the tensors. */
+static size_t delta_elems(const attn_problem *pb) {
+    const attn_params *p = &pb->p;
+    const size_t batch = p->varlen ? 1 : (size_t)p->batch;
+    const size_t rows = (size_t)(p->varlen ? p->total_q : p->seq_q);
+    return batch * (size_t)p->heads_q * rows;
+}
+
+/* The cpu shape's partial dQ caps its splits (a bound on memory, not speed). */
+#define PARTIAL_DQ_MAX_BYTES ((size_t)256 << 20)
+
+/* The cpu shape's splits of each kv head's keys (attn_bwd_dkdv's work-items
+ * a head): enough for 4 work-items a compute unit (the blocks of a split are
+ * interleaved, so a causal mask's work spreads evenly over them), no more
+ * than the head's key blocks, and fewer while the partial dQ, a float per
+ * dQ element a split, would pass PARTIAL_DQ_MAX_BYTES. */
+static int key_splits(attn_context_t ctx, const attn_problem *pb, int block) {
+    const attn_params *p = &pb->p;
+    const int64_t heads = (int64_t)p->batch * p->heads_kv;
+    const int64_t want = 4 * (int64_t)(ctx->info.compute_units > 0 ? ctx->info.compute_units : 1);
+    const int64_t blocks = ((int64_t)p->seq_k + block - 1) / block;
+    int64_t splits = (want + heads - 1) / heads;
+    if (splits > blocks)
+        splits = blocks;
+    const size_t split_bytes = delta_elems(pb) * (size_t)p->head_dim * sizeof(float);
+    while (splits > 1 && (size_t)splits * split_bytes > PARTIAL_DQ_MAX_BYTES)
+        splits--;
+    return splits < 1 ? 1 : (int)splits;
 }
 
 /* Options and kernels for `pb`; the caller holds no lock. */
@@ -136,6 +169,8 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     char gpu_options[sizeof st->options + 64];
     snprintf(gpu_options, sizeof gpu_options, "%s -DOWN=%d -DPER_TILE=%d -DTPO=%d", st->options,
              st->own, st->step, st->tpo);
+    if (!st->gpu)
+        st->splits = key_splits(ctx, pb, st->block);
     const char *program = st->gpu ? "backward_gpu" : "backward";
     const char *options = st->gpu ? gpu_options : st->options;
     if (status == ATTN_SUCCESS)
@@ -143,7 +178,8 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     if (status == ATTN_SUCCESS)
         status = attn_create_kernel(ctx, program, "attn_bwd_dkdv", options, &st->dkdv);
     if (status == ATTN_SUCCESS)
-        status = attn_create_kernel(ctx, program, "attn_bwd_dq", options, &st->dq);
+        status = attn_create_kernel(ctx, program, st->gpu ? "attn_bwd_dq" : "attn_bwd_dq_sum",
+                                    options, &st->dq);
     if (status == ATTN_SUCCESS && want_dbias)
         status = attn_create_kernel(ctx, "backward", "attn_bwd_dbias", st->options, &st->dbias);
     pthread_mutex_unlock(&ctx->lock);
@@ -153,14 +189,6 @@ static attn_status backward_state_make(attn_context_t ctx, const attn_problem *p
     }
     *out = st;
     return ATTN_SUCCESS;
-}
-
-/* D's floats: one per query row of the tensors. */
-static size_t delta_elems(const attn_problem *pb) {
-    const attn_params *p = &pb->p;
-    const size_t batch = p->varlen ? 1 : (size_t)p->batch;
-    const size_t rows = (size_t)(p->varlen ? p->total_q : p->seq_q);
-    return batch * (size_t)p->heads_q * rows;
 }
 
 static void arg_common(attn_args *a, const backward_state *st, const backward_args *b) {
@@ -197,17 +225,29 @@ static attn_status backward_run(attn_context_t ctx, const backward_state *st,
     arg_common(&dkdv, st, b);
     attn_arg_tensor(&dkdv, b->dk, b->dk_offset, &p->k_strides);
     attn_arg_tensor(&dkdv, b->dv, b->dv_offset, &p->v_strides);
+    if (!st->gpu) {
+        attn_arg_buffer(&dkdv, b->dq_part, 0);
+        attn_arg_int(&dkdv, st->splits);
+    }
     attn_arg_int(&dkdv, p->heads_q);
     attn_arg_float(&dkdv, p->scale);
     attn_arg_features(&dkdv, pb, &b->f);
     if (status == ATTN_SUCCESS)
         status = attn_args_end(&dkdv);
 
-    attn_args_begin(&dq, ctx, st->dq, "attn_bwd_dq");
-    arg_common(&dq, st, b);
-    attn_arg_tensor(&dq, b->dq, b->dq_offset, &p->q_strides);
-    attn_arg_int(&dq, p->heads_q);
-    attn_arg_float(&dq, p->scale);
+    const char *dq_name = st->gpu ? "attn_bwd_dq" : "attn_bwd_dq_sum";
+    attn_args_begin(&dq, ctx, st->dq, dq_name);
+    if (st->gpu) {
+        arg_common(&dq, st, b);
+        attn_arg_tensor(&dq, b->dq, b->dq_offset, &p->q_strides);
+        attn_arg_int(&dq, p->heads_q);
+        attn_arg_float(&dq, p->scale);
+    } else {
+        attn_arg_buffer(&dq, b->dq_part, 0);
+        attn_arg_int(&dq, st->splits);
+        attn_arg_tensor(&dq, b->dq, b->dq_offset, &p->q_strides);
+        attn_arg_int(&dq, p->heads_q);
+    }
     attn_arg_features(&dq, pb, &b->f);
     if (status == ATTN_SUCCESS)
         status = attn_args_end(&dq);
@@ -231,14 +271,15 @@ static attn_status backward_run(attn_context_t ctx, const backward_state *st,
     /* The queue is in order: each kernel runs after the one before. */
     const size_t one[3] = {1, 1, 1};
     const size_t q_rows[3] = {(size_t)p->seq_q, (size_t)p->heads_q, (size_t)p->batch};
-    /* cpu shape: a work-item a block of rows; gpu: a group of own * tpo
-     * work-items a block of own rows. */
-    const size_t block = (size_t)(st->gpu ? st->own : st->block);
-    const size_t items = st->gpu ? (size_t)(st->own * st->tpo) : 1;
+    /* cpu shape: a work-item a split of a kv head's keys, then one a dQ
+     * row; gpu: a group of own * tpo work-items a block of own rows. */
+    const size_t own = (size_t)st->own, items = st->gpu ? (size_t)(st->own * st->tpo) : 1;
     const size_t group[3] = {items, 1, 1};
-    const size_t q_blocks[3] = {(((size_t)p->seq_q + block - 1) / block) * items,
+    const size_t q_blocks[3] = {st->gpu ? ((size_t)p->seq_q + own - 1) / own * items
+                                        : (size_t)p->seq_q,
                                 (size_t)p->heads_q, (size_t)p->batch};
-    const size_t k_blocks[3] = {(((size_t)p->seq_k + block - 1) / block) * items,
+    const size_t k_blocks[3] = {st->gpu ? ((size_t)p->seq_k + own - 1) / own * items
+                                        : (size_t)st->splits,
                                 (size_t)p->heads_kv, (size_t)p->batch};
     const size_t scores[3] = {(size_t)p->seq_k, (size_t)p->seq_q,
                               (size_t)p->bias.batch * (size_t)p->bias.heads};
@@ -248,7 +289,7 @@ static attn_status backward_run(attn_context_t ctx, const backward_state *st,
         status =
             attn_enqueue_kernel(ctx, st->dkdv, "attn_bwd_dkdv", k_blocks, group, 0, NULL, NULL);
     if (status == ATTN_SUCCESS)
-        status = attn_enqueue_kernel(ctx, st->dq, "attn_bwd_dq", q_blocks, group, 0, NULL,
+        status = attn_enqueue_kernel(ctx, st->dq, dq_name, q_blocks, group, 0, NULL,
                                      st->dbias ? NULL : done);
     if (status == ATTN_SUCCESS && st->dbias)
         status = attn_enqueue_kernel(ctx, st->dbias, "attn_bwd_dbias", scores, one, 0, NULL, done);
@@ -338,6 +379,7 @@ enum { T_Q, T_K, T_V, T_O, T_DOUT, T_LSE, T_BIAS, T_KEEP, T_DQ, T_DK, T_DV, T_DB
  * host call's tensors and gradients. */
 typedef struct backward_kept {
     cl_mem delta;
+    cl_mem dq_part; /* cpu shape only */
     cl_mem arrays[ATTN_INPUT_COUNT];
     cl_mem mem[T_COUNT];
     void *staging[4]; /* dQ, dK, dV, dBias */
@@ -346,6 +388,8 @@ typedef struct backward_kept {
 static void kept_release(backward_kept *k) {
     if (k->delta)
         clReleaseMemObject(k->delta);
+    if (k->dq_part)
+        clReleaseMemObject(k->dq_part);
     attn_input_arrays_release(k->arrays);
     for (int i = 0; i < T_COUNT; i++)
         if (k->mem[i])
@@ -355,11 +399,18 @@ static void kept_release(backward_kept *k) {
     memset(k, 0, sizeof *k);
 }
 
-static attn_status kept_delta(attn_context_t ctx, const backward_state *st, backward_kept *k) {
-    if (k->delta)
-        return ATTN_SUCCESS;
-    return attn_create_buffer(ctx, "the backward's D", delta_elems(&st->pb) * sizeof(float),
-                              &k->delta);
+/* The workspace: D, and the cpu shape's partial dQ. */
+static attn_status kept_workspace(attn_context_t ctx, const backward_state *st, backward_kept *k) {
+    attn_status status = ATTN_SUCCESS;
+    if (!k->delta)
+        status = attn_create_buffer(ctx, "the backward's D", delta_elems(&st->pb) * sizeof(float),
+                                    &k->delta);
+    if (status == ATTN_SUCCESS && !st->gpu && !k->dq_part)
+        status = attn_create_buffer(ctx, "the backward's partial dQ",
+                                    (size_t)st->splits * delta_elems(&st->pb) *
+                                        (size_t)st->pb.p.head_dim * sizeof(float),
+                                    &k->dq_part);
+    return status;
 }
 
 /* A plan's backward (attn_plan_create with ATTN_PLAN_BACKWARD), its ext. */
@@ -463,11 +514,12 @@ static attn_status execute_device(attn_context_t ctx, const char *call, const ba
     if (status == ATTN_SUCCESS)
         status = attn_check_disjoint(ctx, call, ranges, T_COUNT, T_DQ);
     if (status == ATTN_SUCCESS)
-        status = kept_delta(ctx, st, kept);
+        status = kept_workspace(ctx, st, kept);
     if (status == ATTN_SUCCESS)
         status = arrays_to_device(ctx, pb, &host_arrays, on_device, kept->arrays, b.f.arrays);
     b.f.workspace = kept->delta;
     b.f.workspace_offset = 0;
+    b.dq_part = kept->dq_part;
     if (status == ATTN_SUCCESS)
         status = backward_run(ctx, st, &b, num_wait, wait_list, event);
     return status;
@@ -566,7 +618,7 @@ static attn_status execute_host(attn_context_t ctx, const char *call, const back
                                tensors[T_DQ + i].bytes, tensors[T_DQ + i].name);
     }
     if (status == ATTN_SUCCESS)
-        status = kept_delta(ctx, st, kept);
+        status = kept_workspace(ctx, st, kept);
     cl_mem *mem = kept->mem;
     backward_args b = {.f = {.q = mem[T_Q],
                              .k = mem[T_K],
@@ -576,6 +628,7 @@ static attn_status execute_host(attn_context_t ctx, const char *call, const back
                              .bias = mem[T_BIAS],
                              .keep_mask = mem[T_KEEP],
                              .workspace = kept->delta},
+                       .dq_part = kept->dq_part,
                        .dout = mem[T_DOUT],
                        .dq = mem[T_DQ],
                        .dk = mem[T_DK],
